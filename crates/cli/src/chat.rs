@@ -1,0 +1,137 @@
+//! `aether chat`: create an agent from flags, then run one turn per `--prompt` in one chat
+//! session, printing each reply with its timing breakdown.
+
+use aether_contracts::{AgentConfig, TaskRequest, TaskResult, UniversalMessage, UserContext};
+use aether_runtime::{Runtime, RuntimeConfig};
+use clap::Args;
+use serde_json::Value;
+
+use crate::exit::CliError;
+use crate::sim_args::{comma_list, SimArgs};
+
+#[derive(Args)]
+pub struct ChatArgs {
+    /// A user message; repeat the flag for several turns in the same session.
+    #[arg(long = "prompt", short = 'p', value_name = "TEXT")]
+    prompts: Vec<String>,
+
+    /// Model name (selects the simulated model's latency and price profile).
+    #[arg(long, default_value = "gpt-4o-mini")]
+    model: String,
+
+    /// The agent's system prompt.
+    #[arg(long, default_value = "You are a helpful enterprise assistant.")]
+    system_prompt: String,
+
+    /// Comma list of tools the agent may call, e.g. `crm_lookup,fx_quote` (see `aether tools`).
+    #[arg(long, default_value = "")]
+    tools: String,
+
+    /// Business chat-session id.
+    #[arg(long, default_value = "chat-1")]
+    session_id: String,
+
+    #[arg(long)]
+    user_id: Option<String>,
+
+    /// Print each TaskResult as one line of JSON instead of text.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    sim: SimArgs,
+}
+
+fn ms(r: &TaskResult, key: &str) -> f64 {
+    r.metadata
+        .get("timing")
+        .and_then(|t| t.get(key))
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
+        / 1000.0
+}
+
+pub async fn run(args: ChatArgs) -> Result<(), CliError> {
+    let rt = Runtime::builder()
+        .config(RuntimeConfig {
+            sweep_interval: None,
+            ..RuntimeConfig::default()
+        })
+        .simulated_model(args.sim.sim_config()?)
+        .demo_tools(args.sim.demo_config())
+        .build()
+        .map_err(|e| CliError::failed(e.to_string()))?;
+
+    let config =
+        AgentConfig::new(&args.model, &args.system_prompt).with_tools(comma_list(&args.tools));
+    let created = rt
+        .process(TaskRequest::create_agent("create-1", config))
+        .await;
+    let Some(agent_id) = created.agent_id.clone().filter(|_| created.is_success()) else {
+        let msg = created
+            .error
+            .map(|e| e.message)
+            .unwrap_or_else(|| "agent creation failed".into());
+        return Err(CliError::usage(msg));
+    };
+    let prompts = if args.prompts.is_empty() {
+        vec!["Summarise the status of customer C-1001.".to_owned()]
+    } else {
+        args.prompts
+    };
+    if !args.json {
+        println!(
+            "agent {agent_id} · model {} · simulated model (no real provider configured)\n",
+            args.model
+        );
+    }
+    let mut failed = 0;
+    for (i, prompt) in prompts.into_iter().enumerate() {
+        let mut req = TaskRequest::converse(
+            format!("turn-{}", i + 1),
+            &agent_id,
+            &args.session_id,
+            vec![UniversalMessage::user(prompt)],
+        );
+        req.user_context = args.user_id.clone().map(|u| UserContext {
+            user_id: Some(u),
+            ..Default::default()
+        });
+        let r = rt.process(req).await;
+        if !r.is_success() {
+            failed += 1;
+        }
+        if args.json {
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            continue;
+        }
+        match &r.error {
+            Some(e) => println!("turn {} · {} · {e}", i + 1, r.status),
+            None => {
+                let usage = r.metadata.get("token_usage").cloned().unwrap_or_default();
+                let cost = r
+                    .metadata
+                    .get("cost_usd")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0);
+                println!(
+                    "turn {} · {:.1} ms (model {:.1} ms, tools {:.1} ms, framework {:.3} ms) · {} tokens · ${cost:.6}",
+                    i + 1,
+                    ms(&r, "total_us"),
+                    ms(&r, "model_us"),
+                    ms(&r, "tool_us"),
+                    ms(&r, "overhead_us"),
+                    usage.get("total_tokens").and_then(Value::as_u64).unwrap_or(0),
+                );
+                for t in &r.tool_results {
+                    println!("  tool {} → {} {}", t.tool_name, t.status, t.result_data);
+                }
+                println!("  {}\n", r.response_text().unwrap_or_default());
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(CliError::failed(format!("{failed} turn(s) failed")));
+    }
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! `aether`: the Aether Frame command line. Subcommands live in their own modules; this file
+//! parses arguments, sets up logging and maps failures onto exit codes (2: bad input,
+//! 1: the work itself failed).
+
+mod chat;
+mod exit;
+mod info;
+mod sim_args;
+mod validate;
+
+use clap::{Parser, Subcommand};
+
+use exit::CliError;
+
+/// Aether Frame: an agent runtime with a performance harness built in.
+///
+/// With no API key and no server everything runs on the embedded default: the simulated model
+/// (clearly labelled in every output) and in-process sessions.
+#[derive(Parser)]
+#[command(
+    name = "aether",
+    version,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace (or a tracing filter such as
+    /// `aether_runtime=debug`). Logs go to stderr.
+    #[arg(long, global = true, default_value = "warn", env = "AETHER_LOG")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an agent and run conversation turns against it (the two-step protocol).
+    Chat(chat::ChatArgs),
+    /// List the registered tools with their parameters.
+    Tools(info::ToolsArgs),
+    /// List the simulated model's profiles (latency, output length, price).
+    Models(info::ModelsArgs),
+    /// Check a JSON contract (a TaskRequest, TaskResult, AgentConfig, ...) and name any bad field.
+    Validate(validate::ValidateArgs),
+}
+
+fn init_logging(level: &str) -> Result<(), CliError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
+        CliError::usage(format!(
+            "--log-level `{level}` is not a valid level or filter: {e}"
+        ))
+    })?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    Ok(())
+}
+
+/// Restores the default SIGPIPE action, so `aether ... | head` ends quietly like other Unix
+/// tools instead of panicking on a closed stdout.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+fn main() {
+    default_sigpipe();
+    let cli = Cli::parse();
+    let outcome = init_logging(&cli.log_level).and_then(|()| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+        rt.block_on(async {
+            match cli.command {
+                Command::Chat(a) => chat::run(a).await,
+                Command::Tools(a) => info::tools(a),
+                Command::Models(a) => info::models(a),
+                Command::Validate(a) => validate::run(a),
+            }
+        })
+    });
+    if let Err(e) = outcome {
+        eprintln!("error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}

@@ -1,0 +1,100 @@
+//! The error payload every failure carries on the wire, and its stable codes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::enums::{impl_as_str, ErrorCategory};
+
+/// Stable, dotted error codes of the original.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    #[serde(rename = "internal.error")]
+    InternalError,
+    #[serde(rename = "request.validation")]
+    RequestValidation,
+    #[serde(rename = "framework.unavailable")]
+    FrameworkUnavailable,
+    #[serde(rename = "framework.execution")]
+    FrameworkExecution,
+    #[serde(rename = "model.upstream")]
+    ModelUpstream,
+    #[serde(rename = "stream.interrupted")]
+    StreamInterrupted,
+    #[serde(rename = "approval.timeout")]
+    ApprovalTimeout,
+    #[serde(rename = "tool.not_declared")]
+    ToolNotDeclared,
+    #[serde(rename = "tool.execution")]
+    ToolExecution,
+    #[serde(rename = "tool.invalid_parameters")]
+    ToolInvalidParameters,
+}
+
+impl_as_str!(ErrorCode {
+    InternalError => "internal.error",
+    RequestValidation => "request.validation",
+    FrameworkUnavailable => "framework.unavailable",
+    FrameworkExecution => "framework.execution",
+    ModelUpstream => "model.upstream",
+    StreamInterrupted => "stream.interrupted",
+    ApprovalTimeout => "approval.timeout",
+    ToolNotDeclared => "tool.not_declared",
+    ToolExecution => "tool.execution",
+    ToolInvalidParameters => "tool.invalid_parameters",
+});
+
+impl ErrorCode {
+    /// The broad category a code belongs to.
+    pub const fn category(self) -> ErrorCategory {
+        match self {
+            Self::InternalError => ErrorCategory::System,
+            Self::RequestValidation => ErrorCategory::RuntimeContext,
+            Self::FrameworkUnavailable => ErrorCategory::Initialization,
+            Self::FrameworkExecution => ErrorCategory::RuntimeContext,
+            Self::ModelUpstream => ErrorCategory::ModelInvocation,
+            Self::StreamInterrupted => ErrorCategory::StreamInterrupted,
+            Self::ApprovalTimeout
+            | Self::ToolNotDeclared
+            | Self::ToolExecution
+            | Self::ToolInvalidParameters => ErrorCategory::ToolCall,
+        }
+    }
+}
+
+/// `ErrorPayload {code, message, source?, details?}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorPayload {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+impl ErrorPayload {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            source: None,
+            details: None,
+        }
+    }
+
+    pub fn with_source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl std::fmt::Display for ErrorPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}

@@ -1,0 +1,32 @@
+//! Wire contracts of Aether Frame.
+//!
+//! Every type here keeps the JSON field names and lowercase enum values of the original
+//! Python Aether Frame, so a team moving over finds familiar shapes. Parsing goes through
+//! [`parse::from_json_str`], which names the offending field in every error.
+
+pub mod agent;
+pub mod enums;
+pub mod error;
+pub mod interaction;
+pub mod message;
+pub mod parse;
+pub mod stream;
+pub mod task;
+pub mod tool;
+
+pub use agent::{AgentConfig, KnowledgeSource, KnowledgeSourceType, ModelConfig};
+pub use enums::{ErrorCategory, ExecutionMode, TaskStatus, ToolStatus};
+pub use error::{ErrorCode, ErrorPayload};
+pub use interaction::{InteractionRequest, InteractionResponse, InteractionType};
+pub use message::{
+    ContentPart, FileReference, ImageReference, MessageContent, Role, UniversalMessage,
+};
+pub use parse::{from_json_str, from_json_value, ContractError};
+pub use stream::{ChunkKind, TaskChunkType, TaskStreamChunk, CHUNK_VERSION};
+pub use task::{
+    ExecutionConfig, ExecutionContext, SessionContext, TaskRequest, TaskResult, UserContext,
+};
+pub use tool::{ToolCall, ToolRequest, ToolResult, UniversalTool};
+
+/// Free-form JSON object, as used by every `metadata` field.
+pub type Metadata = serde_json::Map<String, serde_json::Value>;

@@ -1,0 +1,119 @@
+//! Tool declarations, calls, requests and results.
+
+use serde::{Deserialize, Serialize};
+
+use crate::enums::ToolStatus;
+use crate::error::ErrorPayload;
+use crate::Metadata;
+
+/// `ToolCall {tool_name, parameters{}, tool_namespace?, call_id?}`: a model asking for a tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCall {
+    pub tool_name: String,
+    #[serde(default)]
+    pub parameters: Metadata,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+}
+
+impl ToolCall {
+    /// The name as the resolver should see it: `namespace.name` when a namespace is given.
+    pub fn qualified_name(&self) -> std::borrow::Cow<'_, str> {
+        match &self.tool_namespace {
+            Some(ns) if !self.tool_name.contains('.') => format!("{ns}.{}", self.tool_name).into(),
+            _ => self.tool_name.as_str().into(),
+        }
+    }
+}
+
+/// `UniversalTool`: a tool's declaration, with its JSON-Schema parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UniversalTool {
+    /// Full name, `namespace.tool`.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "empty_object_schema")]
+    pub parameters_schema: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub required_permissions: Vec<String>,
+    #[serde(default)]
+    pub supports_streaming: bool,
+    /// Carries `requires_approval` among others.
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+impl UniversalTool {
+    /// A declaration with a name (`namespace.tool`), a description and a JSON-Schema for its
+    /// parameters; no permissions, no streaming, empty metadata.
+    pub fn new(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        parameters_schema: serde_json::Value,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            description: description.into(),
+            parameters_schema,
+            namespace: None,
+            required_permissions: Vec::new(),
+            supports_streaming: false,
+            metadata: Metadata::new(),
+        }
+    }
+}
+
+fn empty_object_schema() -> serde_json::Value {
+    serde_json::json!({"type": "object"})
+}
+
+/// `ToolRequest {tool_name, tool_namespace?, parameters, timeout?, metadata, session_id?}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolRequest {
+    pub tool_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_namespace: Option<String>,
+    #[serde(default)]
+    pub parameters: Metadata,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    #[serde(default)]
+    pub metadata: Metadata,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// `ToolResult {tool_name, status, result_data, error_message?, error?, execution_time?}`.
+/// `call_id` extends the original so that results pair with calls unambiguously.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolResult {
+    pub tool_name: String,
+    pub status: ToolStatus,
+    #[serde(default)]
+    pub result_data: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorPayload>,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_time: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+}
+
+impl ToolResult {
+    pub fn is_success(&self) -> bool {
+        self.status == ToolStatus::Success
+    }
+}

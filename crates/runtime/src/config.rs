@@ -1,0 +1,48 @@
+//! Runtime configuration: limits, time-to-live values and defaults.
+
+use std::time::Duration;
+
+/// Knobs of the runtime. `Default` gives production-sane values.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Live chat sessions one agent may serve before equal configs get a new agent.
+    pub max_sessions_per_agent: usize,
+    /// Events a turn keeps in memory and shows the model; older ones stay in the store only.
+    pub history_window: usize,
+    /// Model calls one turn may make (tool round-trips + the answer) before it stops.
+    pub max_model_calls_per_turn: usize,
+    /// Default per-call tool timeout (a tool's own timeout or the request's wins).
+    pub tool_timeout: Duration,
+    /// A chat session idle this long is archived by the sweeper.
+    pub session_idle_ttl: Duration,
+    /// A runner with no sessions and no active task is reclaimed once idle this long.
+    pub runner_idle_ttl: Duration,
+    /// An agent with no runner is reclaimed once idle this long.
+    pub agent_idle_ttl: Duration,
+    /// Archived sessions are purged from the store after this long.
+    pub archive_ttl: Duration,
+    /// How often the background sweeper runs; `None` disables it (call `sweep_at` yourself).
+    pub sweep_interval: Option<Duration>,
+    /// Active chat sessions kept in memory; past it the sweeper archives the least recently used.
+    pub max_active_sessions: usize,
+    /// Framework adapter used when a request names none.
+    pub default_framework: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions_per_agent: 100,
+            history_window: 64,
+            max_model_calls_per_turn: 8,
+            tool_timeout: Duration::from_secs(30),
+            session_idle_ttl: Duration::from_secs(30 * 60),
+            runner_idle_ttl: Duration::ZERO,
+            agent_idle_ttl: Duration::from_secs(10 * 60),
+            archive_ttl: Duration::from_secs(24 * 3600),
+            sweep_interval: Some(Duration::from_secs(30)),
+            max_active_sessions: 100_000,
+            default_framework: "native".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Model providers: the trait every provider implements, and the simulated model.
+
+pub mod profiles;
+pub mod sim;
+pub mod tokens;
+
+use std::sync::{Arc, OnceLock};
+
+use aether_contracts::{Metadata, ModelConfig, ToolCall};
+use aether_store::SessionEvent;
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::tools::RegisteredTool;
+
+pub use profiles::{Profile, ProfileSet};
+pub use sim::{SimConfig, SimulatedModel};
+
+/// Who answers: provider name and whether it is a simulation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProviderInfo {
+    pub name: String,
+    pub simulated: bool,
+}
+
+/// An agent's system prompt, with its token count cached.
+#[derive(Debug)]
+pub struct SystemPrompt {
+    pub text: Arc<str>,
+    tokens: OnceLock<u32>,
+}
+
+impl SystemPrompt {
+    pub fn new(text: impl Into<Arc<str>>) -> Self {
+        Self {
+            text: text.into(),
+            tokens: OnceLock::new(),
+        }
+    }
+
+    pub fn tokens_with(&self, count: impl FnOnce(&str) -> u32) -> u32 {
+        *self.tokens.get_or_init(|| count(&self.text))
+    }
+}
+
+/// The history a model call sees: the committed window, then this turn's pending events.
+/// Both are borrowed; nothing is copied to build a request.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryView<'a> {
+    pub committed: &'a [Arc<SessionEvent>],
+    pub pending: &'a [Arc<SessionEvent>],
+}
+
+impl<'a> HistoryView<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a Arc<SessionEvent>> + 'a {
+        self.committed.iter().chain(self.pending.iter())
+    }
+
+    pub fn last(&self) -> Option<&'a Arc<SessionEvent>> {
+        self.pending.last().or_else(|| self.committed.last())
+    }
+
+    pub fn len(&self) -> usize {
+        self.committed.len() + self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One model call.
+pub struct ModelRequest<'a> {
+    pub model: &'a ModelConfig,
+    pub system: &'a SystemPrompt,
+    pub history: HistoryView<'a>,
+    pub tools: &'a [Arc<RegisteredTool>],
+    /// The request's metadata (simulation controls such as `sim_tool_calls` live here).
+    pub metadata: &'a Metadata,
+}
+
+/// Token accounting of a call or a turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TokenUsage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+impl std::ops::AddAssign for TokenUsage {
+    fn add_assign(&mut self, o: Self) {
+        self.prompt_tokens += o.prompt_tokens;
+        self.completion_tokens += o.completion_tokens;
+        self.total_tokens += o.total_tokens;
+    }
+}
+
+/// What a model answered: text, or tool calls to run before it answers.
+#[derive(Debug, Clone)]
+pub struct ModelResponse {
+    pub text: Arc<str>,
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: TokenUsage,
+    pub cost_usd: f64,
+    /// Which profile or deployment served the call (e.g. `gpt-4o`, or `default`).
+    pub served_by: Arc<str>,
+}
+
+/// A failed model call. Always surfaces as ErrorPayload `model.upstream`.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ModelError {
+    #[error("model rate-limited the request (HTTP 429){}", retry_after_text(*.retry_after_ms))]
+    RateLimited { retry_after_ms: Option<u64> },
+    #[error("model server error (HTTP {status}): {message}")]
+    Server { status: u16, message: String },
+    #[error("model call timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("model call failed: {0}")]
+    Other(String),
+}
+
+fn retry_after_text(ms: Option<u64>) -> String {
+    ms.map(|ms| format!("; retry after {ms} ms"))
+        .unwrap_or_default()
+}
+
+impl ModelError {
+    pub(crate) fn details(&self) -> serde_json::Value {
+        match self {
+            Self::RateLimited { retry_after_ms } => {
+                json!({ "status": 429, "retry_after_ms": retry_after_ms })
+            }
+            Self::Server { status, .. } => json!({ "status": status }),
+            Self::Timeout(d) => json!({ "status": 504, "timeout_s": d.as_secs_f64() }),
+            Self::Other(_) => json!({}),
+        }
+    }
+}
+
+/// A model behind a uniform interface. Implementations must be cheap to call concurrently.
+#[async_trait]
+pub trait ModelProvider: Send + Sync + 'static {
+    fn info(&self) -> &ProviderInfo;
+
+    async fn generate(&self, request: ModelRequest<'_>) -> Result<ModelResponse, ModelError>;
+}

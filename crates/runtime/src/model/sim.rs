@@ -1,0 +1,422 @@
+//! The simulated model: a first-class provider that answers with the latency, token counts
+//! and prices of a real model's profile, plans tool calls, and injects seeded errors.
+//!
+//! Every response says it is simulated ([`ProviderInfo::simulated`]). Randomness (jitter, error
+//! injection) comes from a per-call generator seeded with `seed` and the call's index, so no
+//! lock is shared between calls and a run with the same seed makes the same draws.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_contracts::{Metadata, Role, ToolCall, ToolStatus};
+use aether_store::SessionEvent;
+use async_trait::async_trait;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::profiles::{Profile, ProfileSet};
+use super::tokens::{self, Tokenizer};
+use super::{ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, TokenUsage};
+use crate::tools::RegisteredTool;
+
+/// Kinds of failure the simulator can inject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimErrorKind {
+    RateLimit,
+    ServerError,
+    Timeout,
+}
+
+/// Settings of the simulated model.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Multiplies every simulated delay; 0 means no delay at all.
+    pub time_scale: f64,
+    /// Replaces the profile's latency with this fixed one (still scaled by `time_scale`).
+    pub fixed_latency: Option<Duration>,
+    pub seed: u64,
+    /// Share of calls (0..=1) that fail with one of `error_kinds`.
+    pub error_rate: f64,
+    pub error_kinds: Vec<SimErrorKind>,
+    /// Tools called in the first response of a turn; `None` calls every tool of the agent.
+    pub tool_calls_per_turn: Option<usize>,
+    pub profiles: ProfileSet,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            time_scale: 1.0,
+            fixed_latency: None,
+            seed: 42,
+            error_rate: 0.0,
+            error_kinds: vec![
+                SimErrorKind::RateLimit,
+                SimErrorKind::ServerError,
+                SimErrorKind::Timeout,
+            ],
+            tool_calls_per_turn: None,
+            profiles: ProfileSet::builtin(),
+        }
+    }
+}
+
+struct Canned {
+    text: Arc<str>,
+    tokens: u32,
+}
+
+/// The simulated model provider.
+pub struct SimulatedModel {
+    info: ProviderInfo,
+    config: SimConfig,
+    calls: AtomicU64,
+    canned: HashMap<String, Canned>,
+}
+
+/// SplitMix64: a strong 64-bit mixer, used to derive per-call seeds.
+pub(crate) fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "account",
+    "review",
+    "shows",
+    "a",
+    "stable",
+    "pattern",
+    "of",
+    "activity",
+    "and",
+    "no",
+    "open",
+    "issues",
+    "require",
+    "attention",
+    "today",
+    "customer",
+    "records",
+    "were",
+    "checked",
+    "against",
+    "policy",
+    "with",
+    "consistent",
+    "results",
+    "across",
+    "regions",
+    "so",
+    "we",
+    "recommend",
+    "proceeding",
+    "as",
+    "planned",
+    "while",
+    "monitoring",
+    "exposure",
+    "limits",
+    "closely",
+    "during",
+    "quarter",
+];
+
+fn build_canned(profile: &Profile, seed: u64) -> Canned {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut text = String::from("[simulated]");
+    let mut tokens = tokens::count(profile.tokenizer, &text);
+    while tokens < profile.output_tokens {
+        let n = rng.random_range(8..16);
+        for i in 0..n {
+            let w = WORDS[rng.random_range(0..WORDS.len())];
+            text.push(' ');
+            text.push_str(w);
+            if i + 1 == n {
+                text.push('.');
+            }
+        }
+        tokens = tokens::count(profile.tokenizer, &text);
+    }
+    Canned {
+        text: Arc::from(text),
+        tokens,
+    }
+}
+
+impl SimulatedModel {
+    pub fn new(config: SimConfig) -> Self {
+        let canned = config
+            .profiles
+            .all()
+            .map(|(name, p)| {
+                (
+                    name.to_owned(),
+                    build_canned(p, config.seed ^ splitmix64(name.len() as u64)),
+                )
+            })
+            .collect();
+        Self {
+            info: ProviderInfo {
+                name: "simulated".to_owned(),
+                simulated: true,
+            },
+            config,
+            calls: AtomicU64::new(0),
+            canned,
+        }
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    fn scaled(&self, ms: f64) -> Duration {
+        let ms = ms * self.config.time_scale;
+        if ms > 0.0 && ms.is_finite() {
+            Duration::from_secs_f64(ms / 1000.0)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Which tools the first response of a turn calls.
+    fn plan_tools<'t>(&self, req: &ModelRequest<'t>) -> Vec<&'t Arc<RegisteredTool>> {
+        let tools = req.tools;
+        if let Some(names) = req.metadata.get("sim_tools").and_then(|v| v.as_array()) {
+            let wanted: Vec<&str> = names.iter().filter_map(|v| v.as_str()).collect();
+            return tools
+                .iter()
+                .filter(|t| {
+                    wanted
+                        .iter()
+                        .any(|w| *w == &*t.full_name || *w == &*t.short_name)
+                })
+                .collect();
+        }
+        let limit = req
+            .metadata
+            .get("sim_tool_calls")
+            .and_then(|v| v.as_u64())
+            .map(|n| n as usize)
+            .or(self.config.tool_calls_per_turn);
+        if limit.is_none() {
+            if let Some(last) = req.history.last() {
+                let text = last.message.text_content();
+                let mentioned: Vec<_> = tools
+                    .iter()
+                    .filter(|t| text.contains(&*t.short_name))
+                    .collect();
+                if !mentioned.is_empty() {
+                    return mentioned;
+                }
+            }
+        }
+        tools.iter().take(limit.unwrap_or(usize::MAX)).collect()
+    }
+
+    fn event_tokens(tokenizer: Tokenizer, e: &SessionEvent) -> u32 {
+        e.tokens_with(|e| {
+            let mut n = tokens::count(tokenizer, &e.message.text_content()) + 4;
+            if let Some(calls) = &e.message.tool_calls {
+                for c in calls {
+                    n += tokens::count(tokenizer, &c.tool_name) + 3 * c.parameters.len() as u32 + 3;
+                }
+            }
+            for r in &e.tool_results {
+                n += tokens::count(tokenizer, &r.result_data.to_string()) + 3;
+            }
+            n
+        })
+    }
+
+    fn injected_error(
+        &self,
+        rng: &mut SmallRng,
+        profile: &Profile,
+    ) -> Option<(ModelError, Duration)> {
+        if self.config.error_rate <= 0.0
+            || self.config.error_kinds.is_empty()
+            || rng.random::<f64>() >= self.config.error_rate
+        {
+            return None;
+        }
+        let kind = self.config.error_kinds[rng.random_range(0..self.config.error_kinds.len())];
+        Some(match kind {
+            SimErrorKind::RateLimit => (
+                ModelError::RateLimited {
+                    retry_after_ms: Some(1000),
+                },
+                Duration::ZERO,
+            ),
+            SimErrorKind::ServerError => (
+                ModelError::Server {
+                    status: 500,
+                    message: "simulated internal server error".into(),
+                },
+                self.scaled(profile.ttft_ms),
+            ),
+            SimErrorKind::Timeout => {
+                let waited = self.scaled(profile.ttft_ms * 4.0);
+                (ModelError::Timeout(waited), waited)
+            }
+        })
+    }
+}
+
+#[async_trait]
+impl ModelProvider for SimulatedModel {
+    fn info(&self) -> &ProviderInfo {
+        &self.info
+    }
+
+    async fn generate(&self, req: ModelRequest<'_>) -> Result<ModelResponse, ModelError> {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut rng = SmallRng::seed_from_u64(splitmix64(self.config.seed ^ splitmix64(call)));
+        let (profile_name, profile) = self.config.profiles.lookup(&req.model.model);
+        let tokenizer = profile.tokenizer;
+
+        if let Some((err, delay)) = self.injected_error(&mut rng, profile) {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            return Err(err);
+        }
+
+        let last = req.history.last();
+        let after_tools = last.is_some_and(|e| e.message.role == Role::Tool);
+        let user_turn = last.is_some_and(|e| e.message.role == Role::User);
+
+        let (text, tool_calls, completion_tokens) = if user_turn && !req.tools.is_empty() {
+            let planned = self.plan_tools(&req);
+            if planned.is_empty() {
+                let c = &self.canned[profile_name];
+                (Arc::clone(&c.text), Vec::new(), c.tokens)
+            } else {
+                let mut completion = 0;
+                let calls = planned
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        completion += t.call_tokens(tokenizer);
+                        ToolCall {
+                            tool_name: t.full_name.to_string(),
+                            parameters: t.sample_arguments().clone(),
+                            tool_namespace: None,
+                            call_id: Some(format!("call-{call:x}-{i}")),
+                        }
+                    })
+                    .collect();
+                (Arc::from(""), calls, completion)
+            }
+        } else if after_tools {
+            let results = &last.map(|e| e.tool_results.as_slice()).unwrap_or_default();
+            let mut text = String::with_capacity(64 + 24 * results.len());
+            let ok = results
+                .iter()
+                .filter(|r| r.status == ToolStatus::Success)
+                .count();
+            let _ = write!(
+                text,
+                "[simulated] {ok} of {} tool calls succeeded:",
+                results.len()
+            );
+            for r in results.iter() {
+                let _ = write!(text, " {} {};", r.tool_name, r.status);
+            }
+            text.push_str(" That completes the request.");
+            let n = tokens::count(tokenizer, &text);
+            (Arc::from(text), Vec::new(), n)
+        } else {
+            let c = &self.canned[profile_name];
+            (Arc::clone(&c.text), Vec::new(), c.tokens)
+        };
+
+        let prompt_tokens = u64::from(req.system.tokens_with(|t| tokens::count(tokenizer, t)))
+            + req
+                .history
+                .iter()
+                .map(|e| u64::from(Self::event_tokens(tokenizer, e)))
+                .sum::<u64>();
+        let completion_tokens = u64::from(completion_tokens.max(1));
+
+        let latency_ms = match self.config.fixed_latency {
+            Some(d) => d.as_secs_f64() * 1000.0,
+            None => {
+                let jitter = if profile.jitter_ms > 0.0 {
+                    rng.random_range(-profile.jitter_ms..=profile.jitter_ms)
+                } else {
+                    0.0
+                };
+                (profile.ttft_ms
+                    + profile.per_token_ms * (completion_tokens.saturating_sub(1)) as f64
+                    + jitter)
+                    .max(0.0)
+            }
+        };
+        let delay = self.scaled(latency_ms);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+
+        let cost_usd = prompt_tokens as f64 / 1000.0 * profile.prompt_price_per_1k
+            + completion_tokens as f64 / 1000.0 * profile.completion_price_per_1k;
+        Ok(ModelResponse {
+            text,
+            tool_calls,
+            usage: TokenUsage {
+                prompt_tokens,
+                completion_tokens,
+                total_tokens: prompt_tokens + completion_tokens,
+            },
+            cost_usd,
+            served_by: Arc::from(profile_name),
+        })
+    }
+}
+
+/// Parameters a simulated call passes for a schema: each required property's first example,
+/// else its default, else its first enum value, else a value of its type.
+pub(crate) fn sample_arguments(schema: &serde_json::Value) -> Metadata {
+    let mut args = Metadata::new();
+    let Some(props) = schema.get("properties").and_then(|p| p.as_object()) else {
+        return args;
+    };
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(|r| r.as_array())
+        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    for (name, prop) in props {
+        if !required.contains(&name.as_str()) {
+            continue;
+        }
+        let value = prop
+            .get("examples")
+            .and_then(|e| e.as_array())
+            .and_then(|e| e.first())
+            .or_else(|| prop.get("default"))
+            .or_else(|| {
+                prop.get("enum")
+                    .and_then(|e| e.as_array())
+                    .and_then(|e| e.first())
+            })
+            .cloned()
+            .unwrap_or_else(|| match prop.get("type").and_then(|t| t.as_str()) {
+                Some("integer") => 1.into(),
+                Some("number") => 1.0.into(),
+                Some("boolean") => true.into(),
+                Some("array") => serde_json::Value::Array(Vec::new()),
+                Some("object") => serde_json::Value::Object(Metadata::new()),
+                _ => format!("sample-{name}").into(),
+            });
+        args.insert(name.clone(), value);
+    }
+    args
+}

@@ -1,0 +1,76 @@
+//! Counters of the runtime: lock-free, readable at any time as a [`StatsSnapshot`].
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Monotonic counters, bumped on the hot path with relaxed atomics.
+        #[derive(Debug, Default)]
+        pub struct Stats { $($(#[$doc])* pub(crate) $name: AtomicU64,)* }
+
+        /// A copy of the counters plus the live gauges.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+            /// Agents alive now.
+            pub active_agents: u64,
+            /// Runners alive now.
+            pub active_runners: u64,
+            /// Chat sessions held in memory now.
+            pub active_sessions: u64,
+        }
+
+        impl Stats {
+            pub(crate) fn snapshot(&self, active_agents: u64, active_runners: u64, active_sessions: u64) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Relaxed),)* active_agents, active_runners, active_sessions }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Agents created (not counting reuse).
+    agents_created,
+    /// Agent-creation requests answered with an existing agent (controlled reuse).
+    agents_reused,
+    /// Agents removed by explicit cleanup.
+    agents_cleaned_up,
+    /// Runners created.
+    runners_created,
+    /// Chat sessions started with no prior history.
+    sessions_created,
+    /// Chat sessions brought back from the store (after cleanup, idle archive or restart).
+    sessions_recovered,
+    /// Turns whose chat session moved to another agent.
+    agent_switches,
+    /// Turns completed (successfully or not).
+    turns,
+    /// Turns that ended in an error.
+    turns_failed,
+    /// Model calls made.
+    model_calls,
+    /// Tool calls executed.
+    tool_calls,
+    /// Sessions archived by the sweeper or by cleanup.
+    reclaimed_sessions,
+    /// Runners reclaimed.
+    reclaimed_runners,
+    /// Agents reclaimed by the sweeper.
+    reclaimed_agents,
+    /// Archived sessions purged from the store.
+    purged_sessions,
+}
+
+impl Stats {
+    #[inline]
+    pub(crate) fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}

@@ -1,0 +1,209 @@
+//! Runs the tool calls of one model response, all at once.
+//!
+//! Every call is resolved among the agent's tools and validated first; failures there become
+//! `ToolResult`s (`not_found` / `tool.not_declared`, `error` / `tool.invalid_parameters`). Valid
+//! calls run concurrently, each under its own timeout; a panic, an error or a timeout becomes a
+//! `ToolResult` too. Results come back in the order of the calls.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_contracts::{ErrorCode, ErrorPayload, Metadata, ToolCall, ToolResult, ToolStatus};
+use futures::FutureExt;
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::{resolve_among, RegisteredTool, ToolContext, ToolImpl};
+
+fn failed(
+    name: &str,
+    call_id: &Option<String>,
+    status: ToolStatus,
+    code: ErrorCode,
+    msg: String,
+) -> ToolResult {
+    ToolResult {
+        tool_name: name.to_owned(),
+        status,
+        result_data: Value::Null,
+        error_message: Some(msg.clone()),
+        error: Some(ErrorPayload::new(code, msg).with_source("tools")),
+        execution_time: Some(0.0),
+        call_id: call_id.clone(),
+    }
+}
+
+/// One call, ready to run.
+struct Prepared {
+    index: usize,
+    tool: Arc<RegisteredTool>,
+    params: Metadata,
+    ctx: ToolContext,
+    timeout: Duration,
+}
+
+/// Runs one validated call under its timeout; never panics.
+async fn run_one(p: Prepared) -> (usize, ToolResult) {
+    let started = Instant::now();
+    let name = p.tool.full_name.to_string();
+    let call_id = Some(p.ctx.call_id.to_string());
+    let fut = async {
+        match &p.tool.imp {
+            ToolImpl::Async(t) => t.call(p.params, p.ctx).await,
+            ToolImpl::Blocking(t) => {
+                let t = Arc::clone(t);
+                tokio::task::spawn_blocking(move || t.call(p.params, p.ctx))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(super::ToolError(format!(
+                            "blocking tool failed to complete: {e}"
+                        )))
+                    })
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(p.timeout, AssertUnwindSafe(fut).catch_unwind()).await;
+    let secs = started.elapsed().as_secs_f64();
+    let result = match outcome {
+        Ok(Ok(Ok(data))) => ToolResult {
+            tool_name: name,
+            status: ToolStatus::Success,
+            result_data: data,
+            error_message: None,
+            error: None,
+            execution_time: Some(secs),
+            call_id,
+        },
+        Ok(Ok(Err(e))) => {
+            let mut r = failed(
+                &name,
+                &call_id,
+                ToolStatus::Error,
+                ErrorCode::ToolExecution,
+                e.0,
+            );
+            r.execution_time = Some(secs);
+            r
+        }
+        Ok(Err(_panic)) => {
+            let mut r = failed(
+                &name,
+                &call_id,
+                ToolStatus::Error,
+                ErrorCode::ToolExecution,
+                "tool panicked".into(),
+            );
+            r.execution_time = Some(secs);
+            r
+        }
+        Err(_) => {
+            let msg = format!("tool `{name}` timed out after {:?}", p.timeout);
+            let mut r = failed(
+                &name,
+                &call_id,
+                ToolStatus::Timeout,
+                ErrorCode::ToolExecution,
+                msg,
+            );
+            r.execution_time = Some(secs);
+            r
+        }
+    };
+    (p.index, result)
+}
+
+/// Runs `calls` against `tools` concurrently and returns one result per call, in call order.
+pub(crate) async fn execute_calls(
+    tools: &[Arc<RegisteredTool>],
+    calls: &[ToolCall],
+    task_id: &Arc<str>,
+    session_id: &Arc<str>,
+    default_timeout: Duration,
+) -> Vec<ToolResult> {
+    let mut results: Vec<Option<ToolResult>> = vec![None; calls.len()];
+    let mut runnable = Vec::with_capacity(calls.len());
+    for (index, call) in calls.iter().enumerate() {
+        let name = call.qualified_name();
+        let tool = match resolve_among(tools.iter(), &name) {
+            Ok(t) => Arc::clone(t),
+            Err(e) => {
+                let r = failed(
+                    &name,
+                    &call.call_id,
+                    ToolStatus::NotFound,
+                    ErrorCode::ToolNotDeclared,
+                    e.to_string(),
+                );
+                results[index] = Some(r);
+                continue;
+            }
+        };
+        if let Err(msg) = tool.validate(&call.parameters) {
+            let msg = format!("invalid parameters for `{}`: {msg}", tool.full_name);
+            results[index] = Some(failed(
+                &tool.full_name,
+                &call.call_id,
+                ToolStatus::Error,
+                ErrorCode::ToolInvalidParameters,
+                msg,
+            ));
+            continue;
+        }
+        let call_id: Arc<str> = match &call.call_id {
+            Some(id) => Arc::from(id.as_str()),
+            None => Arc::from(format!("call-{index}")),
+        };
+        runnable.push(Prepared {
+            index,
+            timeout: tool.timeout.unwrap_or(default_timeout),
+            params: call.parameters.clone(),
+            ctx: ToolContext {
+                task_id: Arc::clone(task_id),
+                session_id: Arc::clone(session_id),
+                call_id,
+            },
+            tool,
+        });
+    }
+
+    match runnable.len() {
+        0 => {}
+        1 => {
+            if let Some(p) = runnable.pop() {
+                let (i, r) = run_one(p).await;
+                results[i] = Some(r);
+            }
+        }
+        _ => {
+            // Spawned, so CPU-bound async tools also run in parallel on the worker threads.
+            // Dropping the set (a cancelled turn) aborts every call still running.
+            let mut set = JoinSet::new();
+            for p in runnable {
+                set.spawn(run_one(p));
+            }
+            while let Some(joined) = set.join_next().await {
+                if let Ok((i, r)) = joined {
+                    results[i] = Some(r);
+                }
+            }
+        }
+    }
+
+    results
+        .into_iter()
+        .zip(calls)
+        .map(|(r, call)| {
+            r.unwrap_or_else(|| {
+                failed(
+                    &call.tool_name,
+                    &call.call_id,
+                    ToolStatus::Error,
+                    ErrorCode::ToolExecution,
+                    "tool task was aborted".into(),
+                )
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,16 @@
+//! Errors of the session stores.
+
+/// What went wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("session `{0}` does not exist in the store")]
+    SessionNotFound(String),
+    #[error("event sequence gap in session `{session_id}`: expected seq {expected}, got {got}")]
+    SequenceGap {
+        session_id: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error("store backend error: {0}")]
+    Backend(String),
+}

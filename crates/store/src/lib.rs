@@ -1,0 +1,80 @@
+//! Session stores of Aether Frame.
+//!
+//! A chat session is keyed by its business `session_id`. Its history is an append-only log of
+//! [`SessionEvent`]s; a turn reads only a bounded [`HistoryWindow`] of the latest events, never the
+//! whole log. [`SessionStore`] is the trait every backend implements; [`MemoryStore`] is the
+//! in-memory one (SQLite and PostgreSQL implement the same trait).
+
+mod error;
+mod event;
+mod memory;
+mod record;
+
+pub use error::StoreError;
+pub use event::SessionEvent;
+pub use memory::MemoryStore;
+pub use record::{
+    Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord,
+    SessionState, StoreInfo,
+};
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+/// A place where chat sessions and their events live.
+///
+/// Implementations must order appends per session and must not make different sessions wait on
+/// each other.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// What this store is, for summaries and logs.
+    fn info(&self) -> StoreInfo;
+
+    /// Creates the session or replaces its record (agent switch, archive, recovery).
+    async fn put_session(&self, record: SessionRecord) -> Result<(), StoreError>;
+
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Appends events in order. Their `seq` must continue the session's log without a gap.
+    async fn append_events(
+        &self,
+        session_id: &str,
+        events: &[Arc<SessionEvent>],
+    ) -> Result<(), StoreError>;
+
+    /// The latest `max_events` events, oldest first, and how many came before them.
+    async fn load_window(
+        &self,
+        session_id: &str,
+        max_events: usize,
+    ) -> Result<HistoryWindow, StoreError>;
+
+    /// Events with `seq > after_seq` (all when `None`), oldest first, at most `limit`.
+    async fn events_page(
+        &self,
+        session_id: &str,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<EventPage, StoreError>;
+
+    /// Sessions matching `filter`, ordered by session id, paged by id.
+    async fn list_sessions(
+        &self,
+        filter: &SessionFilter,
+        page: &PageRequest,
+    ) -> Result<Page, StoreError>;
+
+    /// Sets the session's state; `false` when the session does not exist.
+    async fn set_state(&self, session_id: &str, state: SessionState) -> Result<bool, StoreError>;
+
+    /// Removes the session, its events and its archive for good; `false` when absent.
+    async fn delete_session(&self, session_id: &str) -> Result<bool, StoreError>;
+
+    /// Deletes archived sessions last updated before `cutoff`; returns how many.
+    async fn purge_archived(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+
+    /// Number of sessions held (a gauge for metrics).
+    async fn session_count(&self) -> Result<u64, StoreError>;
+}
