@@ -5,6 +5,7 @@
 mod chat;
 mod exit;
 mod info;
+mod perf;
 mod sim_args;
 mod validate;
 
@@ -35,6 +36,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The performance harness: run the plan's scenarios, list them, compare summaries.
+    #[command(subcommand)]
+    Perf(perf::PerfCommand),
     /// Create an agent and run conversation turns against it (the two-step protocol).
     Chat(chat::ChatArgs),
     /// List the registered tools with their parameters.
@@ -79,6 +83,7 @@ fn main() {
             .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
         rt.block_on(async {
             match cli.command {
+                Command::Perf(c) => perf::run(c).await,
                 Command::Chat(a) => chat::run(a).await,
                 Command::Tools(a) => info::tools(a),
                 Command::Models(a) => info::models(a),

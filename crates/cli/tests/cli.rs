@@ -1,17 +1,8 @@
 //! The `aether` binary, run as a user would: exit codes, outputs and errors.
 
-use std::process::{Command, Output};
+mod common;
 
-fn aether(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aether"))
-        .args(args)
-        .output()
-        .expect("run aether")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use common::*;
 
 #[test]
 fn chat_runs_turns_on_the_simulated_model_and_says_so() {
@@ -67,8 +58,7 @@ fn bad_input_exits_2_with_a_clear_message() {
 
 #[test]
 fn validate_names_the_bad_field() {
-    let dir = std::env::temp_dir().join(format!("aether-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tmp("validate");
     let bad = dir.join("bad.json");
     std::fs::write(
         &bad,

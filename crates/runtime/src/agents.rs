@@ -241,9 +241,12 @@ impl AgentManager {
         let key = config_key(&config);
         let now = self.clock.now_ms();
         let mut bucket = self.by_config.entry(key).or_default();
+        // Newest first: the newest agent is the one most likely to have room. Cheap checks come
+        // first; the full config comparison only guards against a hash collision.
         if let Some(agent) = bucket
             .iter()
-            .find(|a| !a.is_retired() && a.config == config && a.session_count() < self.cap)
+            .rev()
+            .find(|a| a.session_count() < self.cap && !a.is_retired() && a.config == config)
         {
             agent.touch(now);
             Stats::incr(&self.stats.agents_reused);
@@ -277,10 +280,12 @@ impl AgentManager {
             chats: Mutex::new(HashSet::new()),
             retired: AtomicBool::new(false),
         });
-        bucket.push(Arc::clone(&agent));
-        drop(bucket);
+        // In the id map before it can be found for reuse: a client handed this agent must be
+        // able to resolve its id at once.
         self.agents
             .insert(Arc::clone(&agent.id), Arc::clone(&agent));
+        bucket.push(Arc::clone(&agent));
+        drop(bucket);
         Stats::incr(&self.stats.agents_created);
         Ok((agent, false))
     }

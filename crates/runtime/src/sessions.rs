@@ -193,8 +193,11 @@ impl ChatSessions {
         if remaining > self.max_active {
             // Over the cap: also evict the least recently used, down to 90 % of it.
             let target = self.max_active - self.max_active / 10;
-            rest.sort_by_key(|c| c.last_used_ms());
-            idle.extend(rest.into_iter().take(remaining - target));
+            let evict = remaining - target;
+            // Linear-time selection of the `evict` least recently used; no full sort.
+            rest.select_nth_unstable_by_key(evict - 1, |c| c.last_used_ms());
+            rest.truncate(evict);
+            idle.extend(rest);
         }
         idle
     }

@@ -25,7 +25,17 @@ pub(crate) async fn sweep(core: &Core, now: Instant) -> SweepReport {
     let mut report = SweepReport::default();
 
     let ttl_ms = core.config.session_idle_ttl.as_millis() as u64;
-    for chat in core.sessions.eviction_candidates(now_ms, ttl_ms) {
+    for (i, chat) in core
+        .sessions
+        .eviction_candidates(now_ms, ttl_ms)
+        .into_iter()
+        .enumerate()
+    {
+        // A big sweep must not hold a worker thread: with a store that never awaits, nothing
+        // else would yield.
+        if i % 64 == 63 {
+            tokio::task::yield_now().await;
+        }
         // A session in the middle of a turn is busy, not idle: skip it this time.
         let Some(mut st) = chat.try_lock() else {
             continue;

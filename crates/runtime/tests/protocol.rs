@@ -173,17 +173,22 @@ async fn equal_configs_share_an_agent_up_to_the_cap() {
             .await
             .is_success());
     }
-    let full = turn(&rt, &a.agent_id, "s3", "hi").await;
-    let err = full.error.expect("capacity error");
-    assert_eq!(err.code, ErrorCode::FrameworkExecution);
-    assert!(err.message.contains("max_sessions_per_agent"), "{err}");
-
     let fresh = rt.create_agent(config(&["crm_lookup"])).await.unwrap();
     assert!(!fresh.reused, "a full agent is not reused");
     assert_ne!(fresh.agent_id, a.agent_id);
-    assert!(turn(&rt, &fresh.agent_id, "s3", "hi").await.is_success());
+
+    // A client still holding the full agent's id is served by an agent with an equal config.
+    let overflow = turn(&rt, &a.agent_id, "s3", "hi").await;
+    assert!(overflow.is_success(), "{:?}", overflow.error);
+    assert_eq!(overflow.agent_id.as_deref(), Some(fresh.agent_id.as_str()));
+    assert_eq!(meta(&overflow, "session.overflow_from"), &json!(a.agent_id));
+    assert_eq!(
+        rt.agent(&a.agent_id).unwrap().session_count(),
+        3,
+        "the cap holds"
+    );
     let stats = rt.stats();
-    assert_eq!((stats.agents_created, stats.agents_reused), (3, 1));
+    assert_eq!((stats.agents_created, stats.agents_reused), (3, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -202,17 +207,28 @@ async fn capacity_check_is_atomic_under_concurrency() {
     let handles: Vec<_> = (0..64)
         .map(|i| {
             let (rt, agent) = (Arc::clone(&rt), agent.clone());
-            tokio::spawn(
-                async move { turn(&rt, &agent, &format!("u{i}"), "hi").await.is_success() },
-            )
+            tokio::spawn(async move { turn(&rt, &agent, &format!("u{i}"), "hi").await })
         })
         .collect();
-    let mut ok = 0;
+    let mut per_agent = std::collections::HashMap::<String, usize>::new();
     for h in handles {
-        ok += usize::from(h.await.unwrap());
+        let r = h.await.unwrap();
+        assert!(r.is_success(), "{:?}", r.error);
+        *per_agent.entry(r.agent_id.unwrap()).or_default() += 1;
     }
-    assert_eq!(ok, 5, "exactly max_sessions_per_agent sessions bind");
-    assert_eq!(rt.agent(&agent).unwrap().session_count(), 5);
+    assert_eq!(
+        rt.agent(&agent).unwrap().session_count(),
+        5,
+        "the first agent is filled exactly to its cap"
+    );
+    assert!(
+        per_agent.values().all(|n| *n <= 5),
+        "no agent serves more than its cap: {per_agent:?}"
+    );
+    assert_eq!(per_agent.values().sum::<usize>(), 64);
+    for (id, n) in &per_agent {
+        assert_eq!(rt.agent(id).unwrap().session_count(), *n);
+    }
 }
 
 struct PanickingModel(ProviderInfo);

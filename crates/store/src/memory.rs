@@ -185,12 +185,14 @@ impl SessionStore for MemoryStore {
     }
 
     async fn purge_archived(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
-        let before = self.sessions.len();
+        let mut purged = 0;
         self.sessions.retain(|_, s| {
             let s = s.lock();
-            !(s.record.state == SessionState::Archived && s.record.updated_at < cutoff)
+            let expired = s.record.state == SessionState::Archived && s.record.updated_at < cutoff;
+            purged += u64::from(expired);
+            !expired
         });
-        Ok((before - self.sessions.len()) as u64)
+        Ok(purged)
     }
 
     async fn session_count(&self) -> Result<u64, StoreError> {

@@ -17,7 +17,7 @@ use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
 use super::{FrameworkAdapter, RequestPlan};
-use crate::agents::{Agent, TaskGuard};
+use crate::agents::{Agent, SessionSlot, TaskGuard};
 use crate::error::EngineError;
 use crate::model::{HistoryView, ModelRequest, TokenUsage};
 use crate::runtime::Core;
@@ -103,6 +103,8 @@ struct TurnFlags {
     created: bool,
     recovered: bool,
     agent_switched: bool,
+    /// The requested agent was full; the session went to an agent with an equal config.
+    overflow_from: Option<String>,
 }
 
 /// Reads the session's record and history window from the store, once per live session.
@@ -132,6 +134,32 @@ async fn load(
     }
     st.loaded = true;
     Ok(())
+}
+
+/// Takes a session slot on `agent`; when it is full, overflows to an agent with an equal config
+/// (one with room, or a new one). Reuse is decided when the agent is created and the slot is
+/// taken at the first turn, so under load several clients can be handed the same nearly-full
+/// agent: they are served by a sibling instead of failing. The cap itself is never exceeded.
+fn acquire_or_overflow(
+    core: &Core,
+    agent: Arc<Agent>,
+    chat_id: &Arc<str>,
+    flags: &mut TurnFlags,
+) -> Result<(Arc<Agent>, SessionSlot), EngineError> {
+    let mut candidate = agent;
+    for _ in 0..16 {
+        match core.agents.acquire_slot(&candidate, chat_id) {
+            Ok(slot) => return Ok((candidate, slot)),
+            Err(EngineError::AgentAtCapacity { agent_id, .. }) => {
+                flags.overflow_from.get_or_insert(agent_id);
+                candidate = core.agents.create_or_reuse(candidate.config.clone())?.0;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(EngineError::Internal(
+        "could not find an agent with a free session slot after 16 tries".into(),
+    ))
 }
 
 /// Chooses the agent for this turn and binds the session to it (new session, recovery or switch).
@@ -168,7 +196,7 @@ async fn bind(
         .as_ref()
         .map(|b| b.slot.agent.id.to_string())
         .or_else(|| st.last_agent_id.clone());
-    let slot = core.agents.acquire_slot(&target, chat_id)?;
+    let (target, slot) = acquire_or_overflow(core, target, chat_id, flags)?;
     if previous_agent.is_some_and(|p| *p != *target.id) {
         flags.agent_switched = true;
         Stats::incr(&core.stats.agent_switches);
@@ -401,6 +429,7 @@ async fn converse(
             "created": flags.created,
             "recovered": flags.recovered,
             "agent_switched": flags.agent_switched,
+            "overflow_from": flags.overflow_from,
             "turn": st.turns,
             "events": st.next_seq,
             "window_events": st.window.len(),

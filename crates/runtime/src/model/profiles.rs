@@ -129,9 +129,4 @@ impl ProfileSet {
     pub fn default_profile(&self) -> &Arc<Profile> {
         &self.default
     }
-
-    pub(crate) fn all(&self) -> impl Iterator<Item = (&str, &Arc<Profile>)> {
-        std::iter::once(("default", &self.default))
-            .chain(self.models.iter().map(|(k, v)| (k.as_str(), v)))
-    }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aether_contracts::{Metadata, Role, ToolCall, ToolStatus};
@@ -74,7 +74,10 @@ pub struct SimulatedModel {
     info: ProviderInfo,
     config: SimConfig,
     calls: AtomicU64,
-    canned: HashMap<String, Canned>,
+    /// Canned answer per profile, built (and its tokenizer loaded) on first use.
+    canned: HashMap<String, OnceLock<Canned>>,
+    /// The default profile's canned answer.
+    canned_default: OnceLock<Canned>,
 }
 
 /// SplitMix64: a strong 64-bit mixer, used to derive per-call seeds.
@@ -154,13 +157,9 @@ impl SimulatedModel {
     pub fn new(config: SimConfig) -> Self {
         let canned = config
             .profiles
-            .all()
-            .map(|(name, p)| {
-                (
-                    name.to_owned(),
-                    build_canned(p, config.seed ^ splitmix64(name.len() as u64)),
-                )
-            })
+            .names()
+            .into_iter()
+            .map(|n| (n.to_owned(), OnceLock::new()))
             .collect();
         Self {
             info: ProviderInfo {
@@ -170,7 +169,16 @@ impl SimulatedModel {
             config,
             calls: AtomicU64::new(0),
             canned,
+            canned_default: OnceLock::new(),
         }
+    }
+
+    fn canned(&self, profile_name: &str, profile: &Profile) -> &Canned {
+        let seed = self.config.seed ^ splitmix64(profile_name.len() as u64);
+        self.canned
+            .get(profile_name)
+            .unwrap_or(&self.canned_default)
+            .get_or_init(|| build_canned(profile, seed))
     }
 
     pub fn config(&self) -> &SimConfig {
@@ -296,7 +304,7 @@ impl ModelProvider for SimulatedModel {
         let (text, tool_calls, completion_tokens) = if user_turn && !req.tools.is_empty() {
             let planned = self.plan_tools(&req);
             if planned.is_empty() {
-                let c = &self.canned[profile_name];
+                let c = self.canned(profile_name, profile);
                 (Arc::clone(&c.text), Vec::new(), c.tokens)
             } else {
                 let mut completion = 0;
@@ -334,7 +342,7 @@ impl ModelProvider for SimulatedModel {
             let n = tokens::count(tokenizer, &text);
             (Arc::from(text), Vec::new(), n)
         } else {
-            let c = &self.canned[profile_name];
+            let c = self.canned(profile_name, profile);
             (Arc::clone(&c.text), Vec::new(), c.tokens)
         };
 

@@ -1,0 +1,384 @@
+//! `aether perf`: run the performance plan's scenarios, list them, compare two summaries.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_harness::kpi::KpiTargets;
+use aether_harness::scenario::{self, Overrides, ScenarioConfig, CATALOG};
+use aether_harness::{run_scenario, HarnessError, Progress, RunOptions, Summary};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::exit::CliError;
+use crate::sim_args::{comma_list, SimArgs};
+
+#[derive(Subcommand)]
+pub enum PerfCommand {
+    /// Run a scenario (or --all of them) and write its summary JSON.
+    Run(Box<RunArgs>),
+    /// List the scenarios with their defaults.
+    List,
+    /// Compare two summary files as a Markdown table of deltas.
+    Compare(CompareArgs),
+}
+
+#[derive(Args)]
+#[command(after_long_help = "\
+Latency is measured from when each request was due (closed loop: when its worker became free; \
+with --rate, its slot in the arrival schedule) to the end of its turn, so a stalled runtime \
+cannot hide its stalls. Each request is the two-step protocol: create (or reuse) the agent, then \
+one turn.
+
+Examples:
+  aether perf run --scenario latency_smoke
+  aether perf run --scenario tool_regression --model-latency-ms 0 --tool-latency-ms 100
+  aether perf run --scenario burst_load --model-latency-ms 100 --concurrency 1000 --iterations 20000
+  aether perf run --scenario burst_load --duration 10m --gate
+  aether perf run --all --time-scale 0")]
+pub struct RunArgs {
+    /// Scenario to run (see `aether perf list`).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(scenario::names()), required_unless_present = "all", conflicts_with = "all")]
+    scenario: Option<String>,
+
+    /// Run every scenario in turn and write one summary each.
+    #[arg(long)]
+    all: bool,
+
+    /// Requests to measure (default: the scenario's).
+    #[arg(long, conflicts_with = "duration")]
+    iterations: Option<u64>,
+
+    /// Run for this long instead of a number of iterations: `30s`, `10m`, `1h`, `500ms`.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+
+    /// Requests at the start excluded from every statistic.
+    #[arg(long)]
+    warmup: Option<u64>,
+
+    /// Requests in flight at once (default: the scenario's).
+    #[arg(long)]
+    concurrency: Option<usize>,
+
+    /// Open loop: start requests at this rate (per second) instead of as workers free up.
+    #[arg(long)]
+    rate: Option<f64>,
+
+    /// Model name (default: the scenario's).
+    #[arg(long)]
+    model: Option<String>,
+
+    /// Comma list of tools, e.g. `crm_lookup,doc_indexer,aml_checker`. With --all it applies to
+    /// tool_regression only.
+    #[arg(long)]
+    tools: Option<String>,
+
+    /// The user message of every turn.
+    #[arg(long)]
+    prompt: Option<String>,
+
+    /// The agent's system prompt.
+    #[arg(long)]
+    system_prompt: Option<String>,
+
+    /// Where to write the summary JSON (with --all: a directory). Default:
+    /// `logs/perf/<scenario>-<UTC timestamp>.json`.
+    #[arg(long)]
+    output: Option<PathBuf>,
+
+    /// Print the resolved scenario and agent config, and run nothing.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Exit with code 1 when a KPI fails.
+    #[arg(long)]
+    gate: bool,
+
+    /// TOML file with a `[kpis]` table overriding the plan's targets.
+    #[arg(long)]
+    kpi_file: Option<PathBuf>,
+
+    /// Seconds before an idle chat session is archived (runtime setting).
+    #[arg(long, value_name = "SECS")]
+    session_idle_ttl: Option<f64>,
+
+    /// Seconds an archived session is kept (runtime setting).
+    #[arg(long, value_name = "SECS")]
+    archive_ttl: Option<f64>,
+
+    #[command(flatten)]
+    sim: SimArgs,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// The baseline summary JSON.
+    base: PathBuf,
+    /// The new summary JSON.
+    new: PathBuf,
+    /// Exit with code 1 when a metric is worse by more than this many percent.
+    #[arg(long, value_name = "PCT")]
+    fail_on_regression: Option<f64>,
+}
+
+/// `30s`, `10m`, `1h`, `500ms`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; use e.g. 30s, 10m, 1h or 500ms"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}`; use ms, s, m or h")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("`{s}` must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn begin(&self, label: &str, total: Option<u64>) {
+        self.0.reset();
+        match total {
+            Some(n) => {
+                self.0.set_length(n);
+                self.0.set_style(
+                    ProgressStyle::with_template(
+                        "{msg:>28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+            }
+            None => {
+                self.0.unset_length();
+                self.0.set_style(
+                    ProgressStyle::with_template(
+                        "{msg:>28} {spinner} {pos} requests {per_sec} elapsed {elapsed}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+            }
+        }
+        self.0.set_message(label.to_owned());
+    }
+
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn overrides(a: &RunArgs, tools: Option<Vec<String>>) -> Overrides {
+    Overrides {
+        iterations: a.iterations,
+        duration_s: a.duration.map(|d| d.as_secs_f64()),
+        warmup: a.warmup,
+        concurrency: a.concurrency,
+        rate: a.rate,
+        model: a.model.clone(),
+        tools,
+        prompt: a.prompt.clone(),
+        system_prompt: a.system_prompt.clone(),
+        time_scale: Some(a.sim.time_scale),
+        model_latency_ms: a.sim.model_latency_ms,
+        tool_latency_ms: a.sim.tool_latency_ms,
+        seed: Some(a.sim.seed),
+        error_rate: Some(a.sim.error_rate),
+        session_idle_ttl_s: a.session_idle_ttl,
+        archive_ttl_s: a.archive_ttl,
+    }
+}
+
+fn resolve(a: &RunArgs) -> Result<Vec<ScenarioConfig>, CliError> {
+    a.sim.validate()?;
+    let tools = a.tools.as_deref().map(comma_list);
+    let specs: Vec<_> = match &a.scenario {
+        Some(name) => vec![scenario::find(name)
+            .ok_or_else(|| CliError::usage(format!("unknown scenario `{name}`")))?],
+        None => CATALOG.iter().collect(),
+    };
+    specs
+        .into_iter()
+        .map(|spec| {
+            let t = if a.all && spec.tools.is_empty() {
+                None
+            } else {
+                tools.clone()
+            };
+            ScenarioConfig::resolve(spec, &overrides(a, t))
+                .map_err(|e| CliError::usage(e.to_string()))
+        })
+        .collect()
+}
+
+fn output_path(a: &RunArgs, summary: &Summary) -> PathBuf {
+    match (&a.output, a.all) {
+        (Some(dir), true) => summary.default_path(dir),
+        (Some(file), false) => file.clone(),
+        (None, _) => summary.default_path(Path::new("logs/perf")),
+    }
+}
+
+pub async fn run(cmd: PerfCommand) -> Result<(), CliError> {
+    match cmd {
+        PerfCommand::List => {
+            list();
+            Ok(())
+        }
+        PerfCommand::Compare(a) => compare(a),
+        PerfCommand::Run(a) => run_scenarios(*a).await,
+    }
+}
+
+async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
+    let configs = resolve(&a)?;
+    let kpis = match &a.kpi_file {
+        Some(p) => KpiTargets::from_file(p).map_err(CliError::usage)?,
+        None => KpiTargets::default(),
+    };
+    let profiles = a.sim.profiles()?;
+    if a.dry_run {
+        for cfg in &configs {
+            let agent = serde_json::json!({
+                "agent_type": "perf",
+                "system_prompt": cfg.system_prompt,
+                "model_config": {"model": cfg.model},
+                "available_tools": cfg.tools,
+            });
+            let out = serde_json::json!({"dry_run": true, "scenario": cfg, "agent_config": agent, "kpis": kpis});
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+        eprintln!("dry run: nothing was executed");
+        return Ok(());
+    }
+
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let progress: Arc<dyn Progress> = Arc::new(Bar(bar));
+    let mut failed_gates = Vec::new();
+    for cfg in configs {
+        let name = cfg.scenario.clone();
+        let opts = RunOptions {
+            kpis: kpis.clone(),
+            profiles: profiles.clone(),
+            ..RunOptions::new(cfg)
+        };
+        let summary = run_scenario(opts, Arc::clone(&progress))
+            .await
+            .map_err(|e| match e {
+                HarnessError::InvalidInput(m) => CliError::usage(m),
+                HarnessError::Runtime(m) => CliError::failed(m),
+            })?;
+        println!("{}", summary.render());
+        let path = output_path(&a, &summary);
+        summary.write(&path).map_err(|e| {
+            CliError::failed(format!(
+                "cannot write the summary to `{}`: {e}",
+                path.display()
+            ))
+        })?;
+        println!("   summary: {}", path.display());
+        if !summary.passed {
+            failed_gates.push(name);
+        }
+    }
+    if a.gate && !failed_gates.is_empty() {
+        return Err(CliError::failed(format!(
+            "KPI gate failed for: {}",
+            failed_gates.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn list() {
+    println!(
+        "{:<20} {:>6} {:>5} {:<20} {:>8} {:>8} {:<17} {:<10} DESCRIPTION",
+        "SCENARIO", "ITER", "CONC", "SESSION MODE", "CLEANUP", "MAX LAT", "MODEL", "TOOLS"
+    );
+    for s in CATALOG {
+        let mode = serde_json::to_value(s.session_mode)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let tools = if s.tools.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{} tools", s.tools.len())
+        };
+        println!(
+            "{:<20} {:>6} {:>5} {:<20} {:>8} {:>7}s {:<17} {:<10} {}",
+            s.name,
+            s.iterations,
+            s.concurrency,
+            mode,
+            s.cleanup_agent,
+            s.max_expected_latency_s,
+            s.model,
+            tools,
+            s.description
+        );
+    }
+    println!(
+        "\ntool_regression's tools: {}",
+        scenario::DEFAULT_FANOUT_TOOLS.join(",")
+    );
+    println!("multi_user_handoff tags every request with metadata tenant=enterprise_pool.");
+}
+
+fn read_summary(p: &Path) -> Result<serde_json::Value, CliError> {
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| CliError::usage(format!("cannot read `{}`: {e}", p.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| CliError::usage(format!("`{}` is not JSON: {e}", p.display())))?;
+    match v.get("schema_version").and_then(|s| s.as_u64()) {
+        Some(1) => Ok(v),
+        Some(n) => Err(CliError::usage(format!(
+            "`{}` has schema_version {n}; this version reads 1",
+            p.display()
+        ))),
+        None => Err(CliError::usage(format!(
+            "`{}` is not a perf summary (no schema_version)",
+            p.display()
+        ))),
+    }
+}
+
+fn compare(a: CompareArgs) -> Result<(), CliError> {
+    let base = read_summary(&a.base)?;
+    let new = read_summary(&a.new)?;
+    let md = aether_harness::compare::markdown(
+        &base,
+        &new,
+        &a.base.display().to_string(),
+        &a.new.display().to_string(),
+        a.fail_on_regression,
+    );
+    println!("{md}");
+    if let Some(pct) = a.fail_on_regression {
+        let r = aether_harness::compare::regressions(&base, &new, pct);
+        if !r.is_empty() {
+            let names: Vec<&str> = r.iter().map(|d| d.label).collect();
+            return Err(CliError::failed(format!(
+                "{} metric(s) regressed by more than {pct} %: {}",
+                r.len(),
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}

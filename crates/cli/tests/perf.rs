@@ -1,0 +1,239 @@
+//! `aether perf` as a user runs it.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn run_writes_a_summary_and_says_the_model_was_simulated() {
+    let dir = tmp("run");
+    let out_file = dir.join("smoke.json");
+    let out = aether(&[
+        "perf",
+        "run",
+        "--scenario",
+        "latency_smoke",
+        "--time-scale",
+        "0",
+        "--output",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("SIMULATED model"), "{stdout}");
+    assert!(stdout.contains("KPI verdicts"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["scenario"], "latency_smoke");
+    assert_eq!(v["requests"]["total"], 5);
+    assert_eq!(v["provider"]["simulated"], true);
+    for key in [
+        "latency_ms",
+        "overhead_us",
+        "model_ms",
+        "tool_ms",
+        "tokens",
+        "sessions",
+        "agents",
+        "tools",
+        "resources",
+        "kpis",
+    ] {
+        assert!(v.get(key).is_some(), "summary lacks {key}");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_runs_nothing() {
+    let dir = tmp("dry");
+    let out_file = dir.join("never.json");
+    let out = aether(&[
+        "perf",
+        "run",
+        "--scenario",
+        "tool_regression",
+        "--dry-run",
+        "--output",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(v["scenario"]["concurrency"], 3);
+    assert_eq!(
+        v["agent_config"]["available_tools"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    assert!(!out_file.exists(), "a dry run writes nothing");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn bad_input_exits_2() {
+    let out = aether(&["perf", "run", "--scenario", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("latency_smoke"),
+        "lists the scenarios: {}",
+        text(&out.stderr)
+    );
+
+    let out = aether(&[
+        "perf",
+        "run",
+        "--scenario",
+        "tool_regression",
+        "--tools",
+        "crm_lookup,nope_tool",
+        "--time-scale",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("unknown tool `nope_tool`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    for args in [
+        &[
+            "perf",
+            "run",
+            "--scenario",
+            "burst_load",
+            "--iterations",
+            "0",
+        ][..],
+        &[
+            "perf",
+            "run",
+            "--scenario",
+            "burst_load",
+            "--duration",
+            "5x",
+        ],
+        &[
+            "perf",
+            "run",
+            "--scenario",
+            "burst_load",
+            "--concurrency",
+            "0",
+        ],
+        &[
+            "perf",
+            "run",
+            "--scenario",
+            "burst_load",
+            "--iterations",
+            "3",
+            "--duration",
+            "1s",
+        ],
+        &["perf", "run"],
+        &[
+            "perf",
+            "run",
+            "--scenario",
+            "burst_load",
+            "--kpi-file",
+            "/nonexistent.toml",
+        ],
+    ] {
+        let out = aether(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn gate_fails_the_run_when_a_kpi_fails() {
+    let dir = tmp("gate");
+    let f = dir.join("g.json");
+    let args = [
+        "perf",
+        "run",
+        "--scenario",
+        "latency_smoke",
+        "--time-scale",
+        "0",
+        "--error-rate",
+        "1",
+        "--output",
+        f.to_str().unwrap(),
+    ];
+    let out = aether(&args);
+    assert!(
+        out.status.success(),
+        "without --gate a failing KPI is reported, not fatal"
+    );
+    let mut gated = args.to_vec();
+    gated.push("--gate");
+    let out = aether(&gated);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("KPI gate failed for: latency_smoke"));
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn all_runs_every_scenario_and_list_shows_them() {
+    let dir = tmp("all");
+    let out = aether(&[
+        "perf",
+        "run",
+        "--all",
+        "--time-scale",
+        "0",
+        "--output",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(files.len(), 6);
+    let list = text(&aether(&["perf", "list"]).stdout);
+    for name in [
+        "latency_smoke",
+        "burst_load",
+        "tool_regression",
+        "session_warm_switch",
+        "multi_user_handoff",
+        "runner_lifecycle",
+    ] {
+        assert!(list.contains(name));
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn compare_prints_markdown_and_fails_on_regression() {
+    let dir = tmp("cmp");
+    let a = dir.join("a.json");
+    let b = dir.join("b.json");
+    std::fs::write(&a, r#"{"schema_version":1,"scenario":"burst_load","latency_ms":{"p50":100.0},"throughput_rps":10.0}"#).unwrap();
+    std::fs::write(&b, r#"{"schema_version":1,"scenario":"burst_load","latency_ms":{"p50":150.0},"throughput_rps":10.0}"#).unwrap();
+    let out = aether(&["perf", "compare", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("| latency p50 (ms) | 100.000 | 150.000 | +50.0 % | worse |")
+    );
+    let out = aether(&[
+        "perf",
+        "compare",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--fail-on-regression",
+        "10",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = aether(&["perf", "compare", a.to_str().unwrap(), "/nonexistent.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -1,0 +1,25 @@
+//! The Aether Frame performance harness: the scenarios of the performance test plan, run against
+//! the runtime through its public API, with statistics that do not flatter.
+//!
+//! * [`scenario`]: the catalog and how flags resolve against it;
+//! * [`target`]: what the harness drives (the in-process runtime; other targets plug in here);
+//! * [`load`]: the load generator (closed loop, or open loop at a rate) and its recorders;
+//! * [`stats`]: HDR histograms, their summaries and their serialised form;
+//! * [`resources`]: the RSS and CPU sampler;
+//! * [`kpi`]: the plan's targets and their verdicts;
+//! * [`summary`]: the summary JSON (schema version 1) and the readable table;
+//! * [`compare`]: deltas between two summaries as Markdown.
+
+pub mod compare;
+pub mod kpi;
+pub mod load;
+pub mod resources;
+pub mod run;
+pub mod scenario;
+pub mod stats;
+pub mod summary;
+pub mod target;
+
+pub use run::{run_scenario, HarnessError, Progress, RunOptions};
+pub use scenario::{ScenarioConfig, SessionMode, CATALOG};
+pub use summary::Summary;

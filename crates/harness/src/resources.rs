@@ -1,0 +1,107 @@
+//! Samples the process's resident memory and CPU time on its own interval task, and fits the
+//! memory drift per hour by least squares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// One reading.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    /// Seconds since the run started.
+    pub t_s: f64,
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+/// Resident set size now, from `/proc/self/statm` (Linux); `None` elsewhere.
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+/// User plus system CPU time of the process so far.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass and nothing else.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+/// Peak resident set size of the process, from `/proc/self/status` (VmHWM).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A background sampler; stop it to get the samples.
+pub struct Sampler {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    task: tokio::task::JoinHandle<()>,
+    started: Instant,
+}
+
+impl Sampler {
+    pub fn start(every: Duration) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let sink = Arc::clone(&samples);
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticker.tick().await;
+                // The sample is read on a blocking thread: /proc reads are file I/O.
+                let reading = tokio::task::spawn_blocking(|| (rss_bytes(), cpu_seconds())).await;
+                if let Ok((Some(rss), cpu)) = reading {
+                    sink.lock().push(Sample {
+                        t_s: started.elapsed().as_secs_f64(),
+                        rss_bytes: rss,
+                        cpu_seconds: cpu,
+                    });
+                }
+            }
+        });
+        Self {
+            samples,
+            task,
+            started,
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn stop(self) -> Vec<Sample> {
+        self.task.abort();
+        std::mem::take(&mut *self.samples.lock())
+    }
+}
+
+/// Least-squares slope of RSS over time, in bytes per hour; `None` with fewer than 3 samples.
+pub fn drift_bytes_per_hour(samples: &[Sample]) -> Option<f64> {
+    if samples.len() < 3 {
+        return None;
+    }
+    let n = samples.len() as f64;
+    let mt = samples.iter().map(|s| s.t_s).sum::<f64>() / n;
+    let mr = samples.iter().map(|s| s.rss_bytes as f64).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for s in samples {
+        num += (s.t_s - mt) * (s.rss_bytes as f64 - mr);
+        den += (s.t_s - mt).powi(2);
+    }
+    (den > 0.0).then(|| num / den * 3600.0)
+}

@@ -1,0 +1,472 @@
+//! Runs one scenario end to end: builds the target, validates the tools, drives the phases,
+//! samples resources, and assembles the summary with its KPI verdicts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_contracts::{AgentConfig, ModelConfig, TaskRequest, UniversalMessage};
+use aether_runtime::model::{ProfileSet, SimConfig};
+use aether_runtime::tools::demo::DemoToolConfig;
+use aether_runtime::{Runtime, RuntimeConfig, StatsSnapshot};
+use chrono::Utc;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::kpi::{self, KpiInputs, KpiTargets};
+use crate::load::{self, Phase, PhaseOutcome, Recorder};
+use crate::resources::{self, Sampler};
+use crate::scenario::{ScenarioConfig, ScenarioKind, Stop};
+use crate::stats::{DurationHist, Unit};
+use crate::summary::*;
+use crate::target::{InProcess, Target};
+
+/// Where progress goes (a progress bar in the CLI; nothing in tests).
+pub trait Progress: Send + Sync {
+    fn begin(&self, _label: &str, _total: Option<u64>) {}
+    fn advance(&self, _n: u64) {}
+    fn finish(&self) {}
+}
+
+/// Reports nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Why a run could not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// Bad input: a flag, a tool name, a file.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The runtime could not be built or failed outside any request.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// A resolved scenario plus how to judge and sample it.
+pub struct RunOptions {
+    pub config: ScenarioConfig,
+    pub kpis: KpiTargets,
+    pub profiles: ProfileSet,
+    pub sample_every: Duration,
+}
+
+impl RunOptions {
+    pub fn new(config: ScenarioConfig) -> Self {
+        Self {
+            config,
+            kpis: KpiTargets::default(),
+            profiles: ProfileSet::builtin(),
+            sample_every: Duration::from_millis(500),
+        }
+    }
+}
+
+fn build_runtime(cfg: &ScenarioConfig, profiles: ProfileSet) -> Result<Runtime, HarnessError> {
+    let secs = |s: f64| Duration::from_secs_f64(s);
+    let sim = SimConfig {
+        time_scale: cfg.time_scale,
+        fixed_latency: cfg.model_latency_ms.map(Duration::from_millis),
+        seed: cfg.seed,
+        error_rate: cfg.error_rate,
+        profiles,
+        ..SimConfig::default()
+    };
+    let mut demo = DemoToolConfig {
+        time_scale: cfg.time_scale,
+        ..DemoToolConfig::default()
+    };
+    if let Some(ms) = cfg.tool_latency_ms {
+        demo.latency = Duration::from_millis(ms);
+    }
+    let ttl = secs(cfg.session_idle_ttl_s);
+    let config = RuntimeConfig {
+        session_idle_ttl: ttl,
+        archive_ttl: secs(cfg.archive_ttl_s),
+        sweep_interval: Some((ttl / 2).clamp(Duration::from_millis(500), Duration::from_secs(5))),
+        ..RuntimeConfig::default()
+    };
+    Runtime::builder()
+        .config(config)
+        .simulated_model(sim)
+        .demo_tools(demo)
+        .build()
+        .map_err(|e| HarnessError::Runtime(e.to_string()))
+}
+
+fn agent_config(cfg: &ScenarioConfig, tools: &[String]) -> AgentConfig {
+    AgentConfig {
+        agent_type: "perf".into(),
+        system_prompt: cfg.system_prompt.clone(),
+        model_config: ModelConfig::new(cfg.model.as_str()),
+        available_tools: tools.to_vec(),
+        name: Some(format!("perf-{}", cfg.scenario)),
+        description: None,
+        framework_config: Default::default(),
+    }
+}
+
+/// Resolves every tool name (a clear error for an unknown one) and times the resolution.
+fn resolve_tools(
+    target: &dyn Target,
+    tools: &[String],
+) -> Result<Option<DurationHist>, HarnessError> {
+    if tools.is_empty() {
+        return Ok(None);
+    }
+    for t in tools {
+        target
+            .resolve_tool(t)
+            .map_err(|e| HarnessError::InvalidInput(format!("--tools: {e}")))?;
+    }
+    let mut h = DurationHist::default();
+    for _ in 0..200 {
+        for t in tools {
+            let start = std::time::Instant::now();
+            let _ = target.resolve_tool(t);
+            h.record(start.elapsed());
+        }
+    }
+    Ok(Some(h))
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// Runs the scenario and returns its summary (it does not write it).
+pub async fn run_scenario(
+    opts: RunOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Summary, HarnessError> {
+    let cfg = Arc::new(opts.config);
+    let target: Arc<dyn Target> = Arc::new(InProcess {
+        runtime: build_runtime(&cfg, opts.profiles)?,
+    });
+    let resolution = resolve_tools(target.as_ref(), &cfg.tools)?;
+
+    let started_at = Utc::now();
+    let run_start = Instant::now();
+    let before: Option<StatsSnapshot> = target.runtime_stats();
+    let rss_start = resources::rss_bytes();
+    let cpu_start = resources::cpu_seconds();
+    let sampler = Sampler::start(opts.sample_every);
+
+    let (iterations, duration) = match cfg.stop {
+        Stop::Iterations(n) => (Some(n), None),
+        Stop::DurationSecs(s) => (None, Some(Duration::from_secs_f64(s))),
+    };
+    let phase = |tag: &str, tools: &[String], unique: bool, duration: Option<Duration>| Phase {
+        config: Arc::clone(&cfg),
+        agent: agent_config(&cfg, tools),
+        unique_agent_per_iteration: unique,
+        tag: format!("{}-{tag}", cfg.scenario),
+        iterations,
+        duration,
+        warmup: cfg.warmup,
+    };
+
+    let mut outcomes: Vec<(String, PhaseOutcome, f64)> = Vec::new();
+    let total_hint = iterations;
+    if cfg.kind == ScenarioKind::ToolRegression {
+        let half = duration.map(|d| d / 2);
+        for (label, tools) in [("baseline", &cfg.tools[..1]), ("fanout", &cfg.tools[..])] {
+            progress.begin(&format!("{} ({label})", cfg.scenario), total_hint);
+            let offset = run_start.elapsed().as_secs_f64();
+            let p = Arc::new(phase(label, tools, false, half));
+            outcomes.push((
+                label.to_owned(),
+                load::drive(Arc::clone(&target), p, Arc::clone(&progress)).await,
+                offset,
+            ));
+            progress.finish();
+        }
+    } else {
+        progress.begin(&cfg.scenario, total_hint);
+        let unique = cfg.kind == ScenarioKind::RunnerLifecycle;
+        let offset = run_start.elapsed().as_secs_f64();
+        let p = Arc::new(phase("main", &cfg.tools, unique, duration));
+        outcomes.push((
+            "main".into(),
+            load::drive(Arc::clone(&target), p, Arc::clone(&progress)).await,
+            offset,
+        ));
+        progress.finish();
+    }
+
+    let forced_expire = if cfg.kind == ScenarioKind::SessionWarmSwitch {
+        Some(forced_expire(target.as_ref(), &cfg).await)
+    } else {
+        None
+    };
+
+    let duration_s = run_start.elapsed().as_secs_f64();
+    let mut samples = sampler.stop();
+    let rss_end = resources::rss_bytes();
+    if let Some(rss) = rss_end {
+        samples.push(resources::Sample {
+            t_s: duration_s,
+            rss_bytes: rss,
+            cpu_seconds: resources::cpu_seconds(),
+        });
+    }
+    let after = target.runtime_stats();
+
+    // Merge the phases.
+    let mut rec = Recorder::default();
+    let mut measured = Duration::ZERO;
+    let mut issued = 0;
+    for (_, o, _) in &outcomes {
+        rec.merge(&o.recorder);
+        measured += o.measured;
+        issued += o.issued;
+    }
+    let warmup_end_s = outcomes
+        .first()
+        .map_or(0.0, |(_, o, off)| off + o.measured_from_s);
+    let drift_samples: Vec<_> = samples
+        .iter()
+        .copied()
+        .filter(|s| s.t_s >= warmup_end_s)
+        .collect();
+    let drift = resources::drift_bytes_per_hour(&drift_samples);
+    let drift_window_s = match (drift_samples.first(), drift_samples.last()) {
+        (Some(a), Some(b)) => b.t_s - a.t_s,
+        _ => 0.0,
+    };
+
+    let total = rec.total();
+    let throughput = if measured.is_zero() {
+        0.0
+    } else {
+        total as f64 / measured.as_secs_f64()
+    };
+    let latency = rec.latency.stats(Unit::Ms);
+    let (fanout_ratio, baseline_p50, fanout_p50) = match outcomes.as_slice() {
+        [(_, base, _), (_, fan, _)]
+            if !base.recorder.latency.is_empty() && !fan.recorder.latency.is_empty() =>
+        {
+            let b = base.recorder.latency.quantile_ns(0.5) as f64 / 1e6;
+            let f = fan.recorder.latency.quantile_ns(0.5) as f64 / 1e6;
+            (Some(f / b), Some(b), Some(f))
+        }
+        _ => (None, None, None),
+    };
+    let error_rate = ratio(rec.failed, total);
+    let agents_reuse_ratio = ratio(rec.agents_reused, rec.agents_reused + rec.agents_created);
+
+    let kpis = kpi::evaluate(
+        &opts.kpis,
+        &KpiInputs {
+            scenario: cfg.scenario.clone(),
+            kind: cfg.kind,
+            succeeded: rec.succeeded,
+            latency_p50_s: latency.p50 / 1000.0,
+            latency_p95_s: latency.p95 / 1000.0,
+            error_rate,
+            fanout_ratio,
+            throughput_rps: throughput,
+            drift_bytes_per_hour: drift,
+            drift_window_s,
+            agents_reuse_ratio,
+        },
+    );
+    let passed = kpis.iter().all(|k| k.pass != Some(false));
+    let alert = if latency.count > 0 && latency.p95 / 1000.0 > cfg.max_expected_latency_s {
+        Some(format!(
+            "latency p95 {:.3} s exceeds the scenario's max_expected_latency {:.1} s",
+            latency.p95 / 1000.0,
+            cfg.max_expected_latency_s
+        ))
+    } else if !passed {
+        let failed: Vec<&str> = kpis
+            .iter()
+            .filter(|k| k.pass == Some(false))
+            .map(|k| k.name.as_str())
+            .collect();
+        Some(format!("KPI failed: {}", failed.join(", ")))
+    } else {
+        None
+    };
+
+    let ideal_rps = match (cfg.model_latency_ms, cfg.tools.is_empty(), cfg.rate) {
+        (Some(ms), true, None) if ms > 0 && cfg.time_scale > 0.0 => {
+            Some(cfg.concurrency as f64 / (ms as f64 * cfg.time_scale / 1000.0))
+        }
+        _ => None,
+    };
+    let bound_rps = if latency.mean > 0.0 {
+        cfg.concurrency as f64 / (latency.mean / 1000.0)
+    } else {
+        0.0
+    };
+
+    let mut histograms = BTreeMap::new();
+    for (name, h) in [
+        ("latency", &rec.latency),
+        ("overhead", &rec.overhead),
+        ("model", &rec.model),
+        ("tool", &rec.tool),
+        ("agent_create", &rec.create),
+        ("agent_cleanup", &rec.cleanup),
+    ] {
+        if !h.is_empty() {
+            histograms.insert(name.to_owned(), h.serialise());
+        }
+    }
+    let runners = match (&before, &after) {
+        (Some(b), Some(a)) => Some(RunnersSummary {
+            created: a.runners_created - b.runners_created,
+            reclaimed: a.reclaimed_runners - b.reclaimed_runners,
+        }),
+        _ => None,
+    };
+    let provider = target.provider();
+    let rss_delta_per_cycle = match (rss_start, rss_end, cfg.kind) {
+        (Some(a), Some(b), ScenarioKind::RunnerLifecycle) if total > 0 => {
+            Some((b as f64 - a as f64) / total as f64)
+        }
+        _ => None,
+    };
+
+    Ok(Summary {
+        schema_version: SCHEMA_VERSION,
+        scenario: cfg.scenario.clone(),
+        started_at,
+        duration_s,
+        simulated: provider.simulated,
+        provider: ProviderSummary {
+            name: provider.name.clone(),
+            model: cfg.model.clone(),
+            simulated: provider.simulated,
+        },
+        target: target.info(),
+        config: (*cfg).clone(),
+        requests: Requests {
+            total,
+            succeeded: rec.succeeded,
+            failed: rec.failed,
+            error_rate,
+            issued,
+            warmup_excluded: issued.saturating_sub(total),
+        },
+        throughput_rps: throughput,
+        latency_ms: latency,
+        overhead_us: rec.overhead.stats(Unit::Us),
+        model_ms: rec.model.stats(Unit::Ms),
+        tool_ms: rec.tool.stats(Unit::Ms),
+        tokens: Tokens {
+            prompt: rec.prompt_tokens,
+            completion: rec.completion_tokens,
+            total: rec.prompt_tokens + rec.completion_tokens,
+        },
+        cost_usd: rec.cost_usd,
+        sessions: SessionsSummary {
+            created: rec.sessions_created,
+            reused: rec.sessions_reused,
+            reuse_ratio: ratio(
+                rec.sessions_reused,
+                rec.sessions_created + rec.sessions_reused,
+            ),
+            cold_ms: rec.cold.stats(Unit::Ms),
+            warm_ms: rec.warm.stats(Unit::Ms),
+            forced_expire,
+        },
+        agents: AgentsSummary {
+            created: rec.agents_created,
+            reused: rec.agents_reused,
+            reuse_ratio: agents_reuse_ratio,
+            cleaned_up: rec.agents_cleaned_up,
+            create_ms: rec.create.stats(Unit::Ms),
+            cleanup_ms: rec.cleanup.stats(Unit::Ms),
+        },
+        runners,
+        tools: ToolsSummary {
+            calls: rec.tool_calls,
+            names: cfg.tools.clone(),
+            fanout_ratio,
+            baseline_p50_ms: baseline_p50,
+            fanout_p50_ms: fanout_p50,
+            resolution_us: resolution.map(|h| h.stats(Unit::Us)),
+        },
+        resources: Resources {
+            rss_start_bytes: rss_start,
+            rss_end_bytes: rss_end,
+            rss_peak_bytes: resources::peak_rss_bytes(),
+            cpu_seconds: resources::cpu_seconds() - cpu_start,
+            rss_drift_bytes_per_hour: drift,
+            drift_window_s,
+            rss_delta_per_cycle_bytes: rss_delta_per_cycle,
+            samples: samples.len(),
+        },
+        littles_law: LittlesLaw {
+            concurrency: cfg.concurrency,
+            mean_latency_ms: latency.mean,
+            bound_rps,
+            efficiency: if bound_rps > 0.0 {
+                throughput / bound_rps
+            } else {
+                0.0
+            },
+            ideal_rps,
+            efficiency_vs_ideal: ideal_rps.map(|i| throughput / i),
+        },
+        kpis,
+        passed,
+        alert,
+        errors: rec.errors.clone(),
+        runtime_stats: after,
+        histograms,
+        measurement: MEASUREMENT_NOTES,
+        iterations: total,
+        concurrency: cfg.concurrency,
+        duration_sec: duration_s,
+        latency_avg_sec: latency.mean / 1000.0,
+        latency_p50_sec: latency.p50 / 1000.0,
+        latency_p95_sec: latency.p95 / 1000.0,
+        success_count: rec.succeeded,
+        error_count: rec.failed,
+    })
+}
+
+/// session_warm_switch's last step: archive the session, then send one more turn on it.
+async fn forced_expire(target: &dyn Target, cfg: &ScenarioConfig) -> ForcedExpire {
+    let session_id = cfg
+        .session_mode
+        .session_id(&format!("{}-main", cfg.scenario), 0);
+    let created = target
+        .process(TaskRequest::create_agent(
+            "expire-agent",
+            agent_config(cfg, &cfg.tools),
+        ))
+        .await;
+    let agent_id = created.agent_id.unwrap_or_default();
+    let t = Instant::now();
+    let _ = target.cleanup_session(&session_id).await;
+    let cleanup_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    let r = target
+        .process(TaskRequest::converse(
+            "expire-turn",
+            agent_id,
+            session_id,
+            vec![UniversalMessage::user(cfg.prompt.as_str())],
+        ))
+        .await;
+    let next_turn_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let recovered = r
+        .metadata
+        .get("session")
+        .and_then(|s| s.get("recovered"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    ForcedExpire {
+        cleanup_ms,
+        next_turn_ms,
+        recovered,
+    }
+}

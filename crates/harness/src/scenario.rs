@@ -1,0 +1,337 @@
+//! The scenario catalog of the performance plan and the resolution of flags against it.
+
+use serde::Serialize;
+
+/// How a scenario picks chat-session ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionMode {
+    /// A new session for every request.
+    PerRequest,
+    /// One session for the whole run.
+    ReuseSingle,
+    /// A deterministic session per iteration (`user-0001`, ...): each user has their own.
+    FixedPerIteration,
+}
+
+impl SessionMode {
+    pub fn session_id(self, run_tag: &str, iteration: u64) -> String {
+        match self {
+            SessionMode::PerRequest => format!("{run_tag}-req-{iteration}"),
+            SessionMode::ReuseSingle => format!("{run_tag}-single"),
+            SessionMode::FixedPerIteration => format!("user-{iteration:04}"),
+        }
+    }
+}
+
+/// What a scenario measures beyond the common figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScenarioKind {
+    Standard,
+    /// A single-tool baseline, then all tools at once; reports the fan-out ratio.
+    ToolRegression,
+    /// Cold versus warm turns on one session, then a forced expiry.
+    SessionWarmSwitch,
+    /// Many short-lived users; reports controlled-reuse ratios.
+    MultiUserHandoff,
+    /// A fresh agent per iteration, cleaned up after its request.
+    RunnerLifecycle,
+}
+
+/// One entry of the catalog, with the original harness's defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct ScenarioSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub iterations: u64,
+    pub concurrency: usize,
+    pub session_mode: SessionMode,
+    pub cleanup_agent: bool,
+    pub max_expected_latency_s: f64,
+    pub model: &'static str,
+    pub tools: &'static [&'static str],
+    pub metadata: &'static [(&'static str, &'static str)],
+    pub kind: ScenarioKind,
+}
+
+/// Tools of `tool_regression` unless `--tools` says otherwise (5+, as the fan-out KPI says).
+pub const DEFAULT_FANOUT_TOOLS: &[&str] = &[
+    "crm_lookup",
+    "doc_indexer",
+    "aml_checker",
+    "kyc_screen",
+    "fx_quote",
+];
+
+/// The plan's scenarios.
+pub const CATALOG: &[ScenarioSpec] = &[
+    ScenarioSpec {
+        name: "latency_smoke",
+        description: "Baseline turn latency: a few serial requests, a fresh session each",
+        iterations: 5,
+        concurrency: 1,
+        session_mode: SessionMode::PerRequest,
+        cleanup_agent: false,
+        max_expected_latency_s: 3.0,
+        model: "gemini-1.5-pro",
+        tools: &[],
+        metadata: &[],
+        kind: ScenarioKind::Standard,
+    },
+    ScenarioSpec {
+        name: "burst_load",
+        description: "Throughput sweep: concurrent requests, a fresh session each",
+        iterations: 25,
+        concurrency: 5,
+        session_mode: SessionMode::PerRequest,
+        cleanup_agent: false,
+        max_expected_latency_s: 6.0,
+        model: "gemini-1.5-flash",
+        tools: &[],
+        metadata: &[],
+        kind: ScenarioKind::Standard,
+    },
+    ScenarioSpec {
+        name: "tool_regression",
+        description: "Tool fan-out: a single-tool baseline, then all tools fired together",
+        iterations: 10,
+        concurrency: 3,
+        session_mode: SessionMode::PerRequest,
+        cleanup_agent: false,
+        max_expected_latency_s: 8.0,
+        model: "gemini-1.5-pro",
+        tools: DEFAULT_FANOUT_TOOLS,
+        metadata: &[],
+        kind: ScenarioKind::ToolRegression,
+    },
+    ScenarioSpec {
+        name: "session_warm_switch",
+        description: "Session lifecycle: cold first turn, warm reuse, forced expiry",
+        iterations: 6,
+        concurrency: 1,
+        session_mode: SessionMode::ReuseSingle,
+        cleanup_agent: false,
+        max_expected_latency_s: 3.5,
+        model: "gemini-1.5-pro",
+        tools: &[],
+        metadata: &[],
+        kind: ScenarioKind::SessionWarmSwitch,
+    },
+    ScenarioSpec {
+        name: "multi_user_handoff",
+        description: "Many short-lived users, each with their own session, sharing pooled agents",
+        iterations: 40,
+        concurrency: 8,
+        session_mode: SessionMode::FixedPerIteration,
+        cleanup_agent: false,
+        max_expected_latency_s: 6.5,
+        model: "gemini-1.5-flash",
+        tools: &[],
+        metadata: &[("tenant", "enterprise_pool")],
+        kind: ScenarioKind::MultiUserHandoff,
+    },
+    ScenarioSpec {
+        name: "runner_lifecycle",
+        description: "Agent and runner churn: a fresh agent per iteration, cleaned up after",
+        iterations: 12,
+        concurrency: 2,
+        session_mode: SessionMode::PerRequest,
+        cleanup_agent: true,
+        max_expected_latency_s: 7.0,
+        model: "gemini-1.5-pro",
+        tools: &[],
+        metadata: &[],
+        kind: ScenarioKind::RunnerLifecycle,
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static ScenarioSpec> {
+    CATALOG.iter().find(|s| s.name == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    CATALOG.iter().map(|s| s.name).collect()
+}
+
+pub const DEFAULT_PROMPT: &str = "Summarise the account status for customer C-1001.";
+pub const DEFAULT_SYSTEM_PROMPT: &str =
+    "You are an enterprise banking assistant. Use tools when they help.";
+
+/// How long the run lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    Iterations(u64),
+    DurationSecs(f64),
+}
+
+/// A scenario with every value resolved: what the run actually does. Written into the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioConfig {
+    pub scenario: String,
+    pub kind: ScenarioKind,
+    pub description: String,
+    pub stop: Stop,
+    pub warmup: u64,
+    pub concurrency: usize,
+    /// Open-loop arrival rate in requests/s; `None` is closed loop.
+    pub rate: Option<f64>,
+    pub session_mode: SessionMode,
+    pub cleanup_agent: bool,
+    pub max_expected_latency_s: f64,
+    pub model: String,
+    pub tools: Vec<String>,
+    pub prompt: String,
+    pub system_prompt: String,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub time_scale: f64,
+    pub model_latency_ms: Option<u64>,
+    pub tool_latency_ms: Option<u64>,
+    pub seed: u64,
+    pub error_rate: f64,
+    pub session_idle_ttl_s: f64,
+    pub archive_ttl_s: f64,
+}
+
+/// Flags that override a scenario's defaults (`None`: keep the default).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub iterations: Option<u64>,
+    pub duration_s: Option<f64>,
+    pub warmup: Option<u64>,
+    pub concurrency: Option<usize>,
+    pub rate: Option<f64>,
+    pub model: Option<String>,
+    pub tools: Option<Vec<String>>,
+    pub prompt: Option<String>,
+    pub system_prompt: Option<String>,
+    pub time_scale: Option<f64>,
+    pub model_latency_ms: Option<u64>,
+    pub tool_latency_ms: Option<u64>,
+    pub seed: Option<u64>,
+    pub error_rate: Option<f64>,
+    pub session_idle_ttl_s: Option<f64>,
+    pub archive_ttl_s: Option<f64>,
+}
+
+/// A flag value that makes no sense.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{flag}: {message}")]
+pub struct InvalidOption {
+    pub flag: &'static str,
+    pub message: String,
+}
+
+fn invalid(flag: &'static str, message: impl Into<String>) -> InvalidOption {
+    InvalidOption {
+        flag,
+        message: message.into(),
+    }
+}
+
+impl ScenarioConfig {
+    /// Resolves `spec` with `o`, checking every value.
+    pub fn resolve(spec: &ScenarioSpec, o: &Overrides) -> Result<Self, InvalidOption> {
+        let stop = match (o.iterations, o.duration_s) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "--duration",
+                    "use either --iterations or --duration, not both",
+                ))
+            }
+            (Some(0), _) => return Err(invalid("--iterations", "must be at least 1")),
+            (Some(n), None) => Stop::Iterations(n),
+            (None, Some(d)) if !(d.is_finite() && d > 0.0) => {
+                return Err(invalid("--duration", "must be positive"))
+            }
+            (None, Some(d)) => Stop::DurationSecs(d),
+            (None, None) => Stop::Iterations(spec.iterations),
+        };
+        let concurrency = o.concurrency.unwrap_or(spec.concurrency);
+        if concurrency == 0 {
+            return Err(invalid("--concurrency", "must be at least 1"));
+        }
+        if concurrency > 100_000 {
+            return Err(invalid("--concurrency", "must be at most 100000"));
+        }
+        if let Some(r) = o.rate {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(invalid(
+                    "--rate",
+                    "must be a positive number of requests per second",
+                ));
+            }
+        }
+        let time_scale = o.time_scale.unwrap_or(1.0);
+        if !(time_scale.is_finite() && time_scale >= 0.0) {
+            return Err(invalid("--time-scale", "must be a number >= 0"));
+        }
+        let error_rate = o.error_rate.unwrap_or(0.0);
+        if !(0.0..=1.0).contains(&error_rate) {
+            return Err(invalid("--error-rate", "must be between 0 and 1"));
+        }
+        let warmup = o.warmup.unwrap_or(0);
+        if let Stop::Iterations(n) = stop {
+            if warmup >= n {
+                return Err(invalid(
+                    "--warmup",
+                    format!("must be less than the {n} iterations, or nothing is measured"),
+                ));
+            }
+        }
+        for (flag, v) in [
+            ("--session-idle-ttl", o.session_idle_ttl_s),
+            ("--archive-ttl", o.archive_ttl_s),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v >= 0.0)) {
+                return Err(invalid(flag, "must be a number of seconds >= 0"));
+            }
+        }
+        let tools = o
+            .tools
+            .clone()
+            .unwrap_or_else(|| spec.tools.iter().map(|t| (*t).to_owned()).collect());
+        if spec.kind == ScenarioKind::ToolRegression && tools.is_empty() {
+            return Err(invalid(
+                "--tools",
+                "tool_regression needs at least one tool",
+            ));
+        }
+        let metadata = spec
+            .metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+            .collect();
+        Ok(Self {
+            scenario: spec.name.to_owned(),
+            kind: spec.kind,
+            description: spec.description.to_owned(),
+            stop,
+            warmup,
+            concurrency,
+            rate: o.rate,
+            session_mode: spec.session_mode,
+            cleanup_agent: spec.cleanup_agent,
+            max_expected_latency_s: spec.max_expected_latency_s,
+            model: o.model.clone().unwrap_or_else(|| spec.model.to_owned()),
+            tools,
+            prompt: o
+                .prompt
+                .clone()
+                .unwrap_or_else(|| DEFAULT_PROMPT.to_owned()),
+            system_prompt: o
+                .system_prompt
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SYSTEM_PROMPT.to_owned()),
+            metadata,
+            time_scale,
+            model_latency_ms: o.model_latency_ms,
+            tool_latency_ms: o.tool_latency_ms,
+            seed: o.seed.unwrap_or(42),
+            error_rate,
+            session_idle_ttl_s: o.session_idle_ttl_s.unwrap_or(60.0),
+            archive_ttl_s: o.archive_ttl_s.unwrap_or(300.0),
+        })
+    }
+}

@@ -1,0 +1,356 @@
+//! The summary of a run: JSON (schema version 1) and a readable table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use aether_runtime::StatsSnapshot;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::kpi::Kpi;
+use crate::scenario::ScenarioConfig;
+use crate::stats::{SerialisedHist, Stats};
+use crate::target::TargetInfo;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How the figures were measured, written into every summary.
+pub const MEASUREMENT_NOTES: &str = "latency_ms runs from when each request was due (closed loop: when its worker became free; \
+open loop: its slot in the arrival schedule) to the end of its turn, and covers both steps of the protocol (create or reuse \
+the agent, then the turn); overhead_us, model_ms and tool_ms are the runtime's own per-turn breakdown (overhead = total - model - tools); \
+percentiles come from HDR histograms (3 significant figures); throughput = measured requests / time from the first measured \
+request's due time to the last measured completion; warm-up requests are excluded from every statistic.";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderSummary {
+    pub name: String,
+    pub model: String,
+    pub simulated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Requests {
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub error_rate: f64,
+    /// Requests issued, warm-up included.
+    pub issued: u64,
+    pub warmup_excluded: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tokens {
+    pub prompt: u64,
+    pub completion: u64,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ForcedExpire {
+    /// Time to archive the session (cleanup).
+    pub cleanup_ms: f64,
+    /// The next turn on the same id, which recovers the history.
+    pub next_turn_ms: f64,
+    pub recovered: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionsSummary {
+    pub created: u64,
+    pub reused: u64,
+    pub reuse_ratio: f64,
+    /// Turns that started a new session (cold) and turns on an existing one (warm).
+    pub cold_ms: Stats,
+    pub warm_ms: Stats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forced_expire: Option<ForcedExpire>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentsSummary {
+    pub created: u64,
+    pub reused: u64,
+    /// Share of requests served by an agent (and its runner) that already existed.
+    pub reuse_ratio: f64,
+    pub cleaned_up: u64,
+    pub create_ms: Stats,
+    pub cleanup_ms: Stats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunnersSummary {
+    pub created: u64,
+    pub reclaimed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolsSummary {
+    pub calls: u64,
+    pub names: Vec<String>,
+    /// P50(all tools) / P50(one tool); tool_regression only.
+    pub fanout_ratio: Option<f64>,
+    pub baseline_p50_ms: Option<f64>,
+    pub fanout_p50_ms: Option<f64>,
+    /// Time to resolve a tool name through the registry.
+    pub resolution_us: Option<Stats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Resources {
+    pub rss_start_bytes: Option<u64>,
+    pub rss_end_bytes: Option<u64>,
+    pub rss_peak_bytes: Option<u64>,
+    pub cpu_seconds: f64,
+    /// Least-squares slope of the RSS samples taken after warm-up.
+    pub rss_drift_bytes_per_hour: Option<f64>,
+    pub drift_window_s: f64,
+    /// (end − start) / requests: memory kept per cycle (runner_lifecycle).
+    pub rss_delta_per_cycle_bytes: Option<f64>,
+    pub samples: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LittlesLaw {
+    pub concurrency: usize,
+    pub mean_latency_ms: f64,
+    /// concurrency / mean latency: the most a closed loop can do at that latency.
+    pub bound_rps: f64,
+    pub efficiency: f64,
+    /// concurrency / configured model latency, when a fixed model latency and no tools are set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ideal_rps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub efficiency_vs_ideal: Option<f64>,
+}
+
+/// The summary JSON of one scenario run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub scenario: String,
+    pub started_at: DateTime<Utc>,
+    pub duration_s: f64,
+    /// True when every figure comes from the simulated model.
+    pub simulated: bool,
+    pub provider: ProviderSummary,
+    pub target: TargetInfo,
+    pub config: ScenarioConfig,
+    pub requests: Requests,
+    pub throughput_rps: f64,
+    pub latency_ms: Stats,
+    pub overhead_us: Stats,
+    pub model_ms: Stats,
+    pub tool_ms: Stats,
+    pub tokens: Tokens,
+    pub cost_usd: f64,
+    pub sessions: SessionsSummary,
+    pub agents: AgentsSummary,
+    pub runners: Option<RunnersSummary>,
+    pub tools: ToolsSummary,
+    pub resources: Resources,
+    pub littles_law: LittlesLaw,
+    pub kpis: Vec<Kpi>,
+    /// No KPI failed.
+    pub passed: bool,
+    pub alert: Option<String>,
+    pub errors: Vec<String>,
+    pub runtime_stats: Option<StatsSnapshot>,
+    pub histograms: BTreeMap<String, SerialisedHist>,
+    pub measurement: &'static str,
+    // The original harness's fields, for continuity.
+    pub iterations: u64,
+    pub concurrency: usize,
+    pub duration_sec: f64,
+    pub latency_avg_sec: f64,
+    pub latency_p50_sec: f64,
+    pub latency_p95_sec: f64,
+    pub success_count: u64,
+    pub error_count: u64,
+}
+
+impl Summary {
+    /// `logs/perf/<scenario>-<UTC timestamp>.json` under `dir`.
+    pub fn default_path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!(
+            "{}-{}.json",
+            self.scenario,
+            self.started_at.format("%Y%m%dT%H%M%SZ")
+        ))
+    }
+
+    /// Writes the JSON to `path` atomically (a temporary file renamed into place).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// A readable table with the KPI verdicts.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let src = if self.simulated {
+            format!(
+                "SIMULATED model `{}` (provider: simulated; no real model was called)",
+                self.provider.model
+            )
+        } else {
+            format!("model `{}` via {}", self.provider.model, self.provider.name)
+        };
+        let _ = writeln!(s, "\n== {} — {}", self.scenario, self.config.description);
+        let _ = writeln!(s, "   {src}");
+        let _ = writeln!(
+            s,
+            "   {} requests ({} ok, {} failed, {:.2} % errors) in {:.2} s · concurrency {} · {:.1} req/s",
+            self.requests.total,
+            self.requests.succeeded,
+            self.requests.failed,
+            self.requests.error_rate * 100.0,
+            self.duration_s,
+            self.config.concurrency,
+            self.throughput_rps
+        );
+        let _ = writeln!(
+            s,
+            "\n   {:<22} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "metric", "p50", "p90", "p95", "p99", "max"
+        );
+        for (name, st) in [
+            ("latency ms", &self.latency_ms),
+            ("model ms", &self.model_ms),
+            ("tools ms", &self.tool_ms),
+            ("framework overhead µs", &self.overhead_us),
+            ("agent create ms", &self.agents.create_ms),
+        ] {
+            if st.count > 0 && st.max > 0.0 {
+                let _ = writeln!(
+                    s,
+                    "   {:<22} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+                    name, st.p50, st.p90, st.p95, st.p99, st.max
+                );
+            }
+        }
+        if self.agents.cleanup_ms.count > 0 {
+            let c = &self.agents.cleanup_ms;
+            let _ = writeln!(
+                s,
+                "   {:<22} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
+                "agent cleanup ms", c.p50, c.p90, c.p95, c.p99, c.max
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n   tokens {} (prompt {}, completion {}) · cost ${:.6}",
+            self.tokens.total, self.tokens.prompt, self.tokens.completion, self.cost_usd
+        );
+        let _ = writeln!(
+            s,
+            "   sessions: {} created, {} reused ({:.0} %) · agents: {} created, {} reused ({:.0} %), {} cleaned up",
+            self.sessions.created,
+            self.sessions.reused,
+            self.sessions.reuse_ratio * 100.0,
+            self.agents.created,
+            self.agents.reused,
+            self.agents.reuse_ratio * 100.0,
+            self.agents.cleaned_up
+        );
+        if self.sessions.cold_ms.count > 0 && self.sessions.warm_ms.count > 0 {
+            let _ = writeln!(
+                s,
+                "   cold turn p50 {:.3} ms · warm turn p50 {:.3} ms",
+                self.sessions.cold_ms.p50, self.sessions.warm_ms.p50
+            );
+        }
+        if let Some(f) = &self.sessions.forced_expire {
+            let _ = writeln!(
+                s,
+                "   forced expiry: cleanup {:.3} ms, next turn {:.3} ms (history recovered: {})",
+                f.cleanup_ms, f.next_turn_ms, f.recovered
+            );
+        }
+        if let Some(r) = &self.runners {
+            let _ = writeln!(
+                s,
+                "   runners: {} created, {} reclaimed",
+                r.created, r.reclaimed
+            );
+        }
+        if let Some(ratio) = self.tools.fanout_ratio {
+            let _ = writeln!(
+                s,
+                "   tool fan-out: p50 {:.3} ms with {} tools vs {:.3} ms with one → ratio {:.3}",
+                self.tools.fanout_p50_ms.unwrap_or(0.0),
+                self.tools.names.len(),
+                self.tools.baseline_p50_ms.unwrap_or(0.0),
+                ratio
+            );
+        }
+        if let Some(r) = &self.tools.resolution_us {
+            let _ = writeln!(
+                s,
+                "   tool resolution: p50 {:.3} µs, p99 {:.3} µs",
+                r.p50, r.p99
+            );
+        }
+        let mb =
+            |b: Option<u64>| b.map_or("n/a".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6));
+        let _ = writeln!(
+            s,
+            "   memory: start {}, end {}, peak {} · cpu {:.2} s",
+            mb(self.resources.rss_start_bytes),
+            mb(self.resources.rss_end_bytes),
+            mb(self.resources.rss_peak_bytes),
+            self.resources.cpu_seconds
+        );
+        if let Some(d) = self.resources.rss_delta_per_cycle_bytes {
+            let _ = writeln!(s, "   rss delta per cycle: {:.0} bytes", d);
+        }
+        let ll = &self.littles_law;
+        let _ = write!(
+            s,
+            "   Little's law: bound {:.1} req/s (concurrency / mean latency), efficiency {:.1} %",
+            ll.bound_rps,
+            ll.efficiency * 100.0
+        );
+        if let (Some(i), Some(e)) = (ll.ideal_rps, ll.efficiency_vs_ideal) {
+            let _ = write!(
+                s,
+                "; ideal {:.1} req/s at the fixed model latency, reached {:.1} %",
+                i,
+                e * 100.0
+            );
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(s, "\n   KPI verdicts:");
+        for k in &self.kpis {
+            let verdict = match k.pass {
+                Some(true) => "PASS",
+                Some(false) => "FAIL",
+                None => "n/a ",
+            };
+            let value = k.value.map_or("-".to_owned(), |v| format!("{v:.4}"));
+            let note = k
+                .note
+                .as_deref()
+                .map(|n| format!("  ({n})"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "   [{verdict}] {:<18} {:>12} {:<6} target {}{note}",
+                k.name, value, k.unit, k.target
+            );
+        }
+        if let Some(a) = &self.alert {
+            let _ = writeln!(s, "\n   ALERT: {a}");
+        }
+        for e in &self.errors {
+            let _ = writeln!(s, "   error: {e}");
+        }
+        s
+    }
+}

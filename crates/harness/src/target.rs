@@ -1,0 +1,90 @@
+//! What the harness drives. [`InProcess`] runs the runtime in this process through its public
+//! API, like any library user; other targets (a server over HTTP) implement the same trait.
+
+use aether_contracts::{TaskRequest, TaskResult};
+use aether_runtime::model::ProviderInfo;
+use aether_runtime::{Runtime, StatsSnapshot};
+use aether_store::StoreInfo;
+use async_trait::async_trait;
+use serde::Serialize;
+
+/// What a target is, for the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetInfo {
+    /// `in_process`, or how the runtime is reached.
+    pub kind: String,
+    pub store: Option<StoreInfo>,
+}
+
+#[async_trait]
+pub trait Target: Send + Sync + 'static {
+    fn info(&self) -> TargetInfo;
+
+    /// The default model provider, for the summary.
+    fn provider(&self) -> ProviderInfo;
+
+    async fn process(&self, request: TaskRequest) -> TaskResult;
+
+    async fn cleanup_agent(&self, agent_id: &str) -> Result<bool, String>;
+
+    async fn cleanup_session(&self, session_id: &str) -> Result<bool, String>;
+
+    /// Resolves a tool name by the resolver rules; the error says why not.
+    fn resolve_tool(&self, name: &str) -> Result<String, String>;
+
+    /// The runtime's counters, when the target can read them.
+    fn runtime_stats(&self) -> Option<StatsSnapshot>;
+}
+
+/// The runtime, in this process.
+pub struct InProcess {
+    pub runtime: Runtime,
+}
+
+#[async_trait]
+impl Target for InProcess {
+    fn info(&self) -> TargetInfo {
+        TargetInfo {
+            kind: "in_process".into(),
+            store: Some(self.runtime.store().info()),
+        }
+    }
+
+    fn provider(&self) -> ProviderInfo {
+        ProviderInfo {
+            name: "simulated".into(),
+            simulated: true,
+        }
+    }
+
+    async fn process(&self, request: TaskRequest) -> TaskResult {
+        self.runtime.process(request).await
+    }
+
+    async fn cleanup_agent(&self, agent_id: &str) -> Result<bool, String> {
+        self.runtime
+            .cleanup_agent(agent_id)
+            .await
+            .map(|c| c.is_some())
+            .map_err(|e| e.to_string())
+    }
+
+    async fn cleanup_session(&self, session_id: &str) -> Result<bool, String> {
+        self.runtime
+            .cleanup_session(session_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn resolve_tool(&self, name: &str) -> Result<String, String> {
+        self.runtime
+            .tools()
+            .resolve(name)
+            .map(|t| t.full_name.to_string())
+            .map_err(|e| e.to_string())
+    }
+
+    fn runtime_stats(&self) -> Option<StatsSnapshot> {
+        Some(self.runtime.stats())
+    }
+}
