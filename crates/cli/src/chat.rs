@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::exit::CliError;
 use crate::sim_args::{comma_list, SimArgs};
+use crate::store_args::{self, StoreArgs, StoreKind};
 
 #[derive(Args)]
 pub struct ChatArgs {
@@ -38,6 +39,13 @@ pub struct ChatArgs {
     #[arg(long)]
     json: bool,
 
+    /// Send the prompts this many times over (a long conversation).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    repeat: u64,
+
+    #[command(flatten)]
+    store: StoreArgs,
+
     #[command(flatten)]
     sim: SimArgs,
 }
@@ -52,7 +60,10 @@ fn ms(r: &TaskResult, key: &str) -> f64 {
 }
 
 pub async fn run(args: ChatArgs) -> Result<(), CliError> {
+    let store = store_args::open(&args.store.config(StoreKind::Sqlite, StoreArgs::default_sqlite_path)?).await?;
+    let store_info = store.info();
     let rt = Runtime::builder()
+        .store(store)
         .config(RuntimeConfig {
             sweep_interval: None,
             ..RuntimeConfig::default()
@@ -62,11 +73,8 @@ pub async fn run(args: ChatArgs) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::failed(e.to_string()))?;
 
-    let config =
-        AgentConfig::new(&args.model, &args.system_prompt).with_tools(comma_list(&args.tools));
-    let created = rt
-        .process(TaskRequest::create_agent("create-1", config))
-        .await;
+    let config = AgentConfig::new(&args.model, &args.system_prompt).with_tools(comma_list(&args.tools));
+    let created = rt.process(TaskRequest::create_agent("create-1", config)).await;
     let Some(agent_id) = created.agent_id.clone().filter(|_| created.is_success()) else {
         let msg = created
             .error
@@ -80,13 +88,19 @@ pub async fn run(args: ChatArgs) -> Result<(), CliError> {
         args.prompts
     };
     if !args.json {
+        let at = store_info
+            .location
+            .as_deref()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default();
         println!(
-            "agent {agent_id} · model {} · simulated model (no real provider configured)\n",
-            args.model
+            "agent {agent_id} · model {} · simulated model (no real provider configured) · {} store{at}\n",
+            args.model, store_info.kind
         );
     }
     let mut failed = 0;
-    for (i, prompt) in prompts.into_iter().enumerate() {
+    let turns = (0..args.repeat.max(1)).flat_map(|_| prompts.iter().cloned());
+    for (i, prompt) in turns.enumerate() {
         let mut req = TaskRequest::converse(
             format!("turn-{}", i + 1),
             &agent_id,
@@ -109,11 +123,7 @@ pub async fn run(args: ChatArgs) -> Result<(), CliError> {
             Some(e) => println!("turn {} · {} · {e}", i + 1, r.status),
             None => {
                 let usage = r.metadata.get("token_usage").cloned().unwrap_or_default();
-                let cost = r
-                    .metadata
-                    .get("cost_usd")
-                    .and_then(Value::as_f64)
-                    .unwrap_or(0.0);
+                let cost = r.metadata.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0);
                 println!(
                     "turn {} · {:.1} ms (model {:.1} ms, tools {:.1} ms, framework {:.3} ms) · {} tokens · ${cost:.6}",
                     i + 1,
@@ -130,6 +140,9 @@ pub async fn run(args: ChatArgs) -> Result<(), CliError> {
             }
         }
     }
+    rt.shutdown()
+        .await
+        .map_err(|e| CliError::failed(format!("flushing the session store: {e}")))?;
     if failed > 0 {
         return Err(CliError::failed(format!("{failed} turn(s) failed")));
     }

@@ -24,10 +24,7 @@ pub fn tools(args: ToolsArgs) -> Result<(), CliError> {
     let tools = rt.tools().list();
     if args.json {
         let specs: Vec<_> = tools.iter().map(|t| &t.spec).collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&specs).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&specs).unwrap_or_default());
         return Ok(());
     }
     println!(
@@ -41,10 +38,7 @@ pub fn tools(args: ToolsArgs) -> Result<(), CliError> {
             .get("required")
             .and_then(|r| r.as_array())
             .map_or_else(String::new, |r| {
-                r.iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                r.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
             });
         let kind = if t.is_blocking() { "blocking" } else { "async" };
         println!(

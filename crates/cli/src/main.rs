@@ -6,7 +6,9 @@ mod chat;
 mod exit;
 mod info;
 mod perf;
+mod sessions;
 mod sim_args;
+mod store_args;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -18,12 +20,7 @@ use exit::CliError;
 /// With no API key and no server everything runs on the embedded default: the simulated model
 /// (clearly labelled in every output) and in-process sessions.
 #[derive(Parser)]
-#[command(
-    name = "aether",
-    version,
-    propagate_version = true,
-    arg_required_else_help = true
-)]
+#[command(name = "aether", version, propagate_version = true, arg_required_else_help = true)]
 struct Cli {
     /// Log level: error, warn, info, debug or trace (or a tracing filter such as
     /// `aether_runtime=debug`). Logs go to stderr.
@@ -41,6 +38,9 @@ enum Command {
     Perf(perf::PerfCommand),
     /// Create an agent and run conversation turns against it (the two-step protocol).
     Chat(chat::ChatArgs),
+    /// Inspect and manage stored chat sessions (list, show, delete, export).
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
     /// List the registered tools with their parameters.
     Tools(info::ToolsArgs),
     /// List the simulated model's profiles (latency, output length, price).
@@ -50,11 +50,8 @@ enum Command {
 }
 
 fn init_logging(level: &str) -> Result<(), CliError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
-        CliError::usage(format!(
-            "--log-level `{level}` is not a valid level or filter: {e}"
-        ))
-    })?;
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| CliError::usage(format!("--log-level `{level}` is not a valid level or filter: {e}")))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -85,6 +82,7 @@ fn main() {
             match cli.command {
                 Command::Perf(c) => perf::run(c).await,
                 Command::Chat(a) => chat::run(a).await,
+                Command::Sessions(c) => sessions::run(c).await,
                 Command::Tools(a) => info::tools(a),
                 Command::Models(a) => info::models(a),
                 Command::Validate(a) => validate::run(a),

@@ -12,6 +12,25 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::exit::CliError;
 use crate::sim_args::{comma_list, SimArgs};
+use crate::store_args::{StoreArgs, StoreKind};
+
+/// A temporary directory for the default SQLite file of a perf run, removed afterwards.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self(std::env::temp_dir().join(format!("aether-perf-{}-{nanos:x}", std::process::id())))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
 
 #[derive(Subcommand)]
 pub enum PerfCommand {
@@ -109,6 +128,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     sim: SimArgs,
+
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Args)]
@@ -125,9 +147,7 @@ pub struct CompareArgs {
 /// `30s`, `10m`, `1h`, `500ms`, or plain seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num
         .parse()
@@ -154,20 +174,16 @@ impl Progress for Bar {
             Some(n) => {
                 self.0.set_length(n);
                 self.0.set_style(
-                    ProgressStyle::with_template(
-                        "{msg:>28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                    ProgressStyle::with_template("{msg:>28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
                 );
             }
             None => {
                 self.0.unset_length();
                 self.0.set_style(
-                    ProgressStyle::with_template(
-                        "{msg:>28} {spinner} {pos} requests {per_sec} elapsed {elapsed}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    ProgressStyle::with_template("{msg:>28} {spinner} {pos} requests {per_sec} elapsed {elapsed}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
             }
         }
@@ -208,8 +224,7 @@ fn resolve(a: &RunArgs) -> Result<Vec<ScenarioConfig>, CliError> {
     a.sim.validate()?;
     let tools = a.tools.as_deref().map(comma_list);
     let specs: Vec<_> = match &a.scenario {
-        Some(name) => vec![scenario::find(name)
-            .ok_or_else(|| CliError::usage(format!("unknown scenario `{name}`")))?],
+        Some(name) => vec![scenario::find(name).ok_or_else(|| CliError::usage(format!("unknown scenario `{name}`")))?],
         None => CATALOG.iter().collect(),
     };
     specs
@@ -220,8 +235,7 @@ fn resolve(a: &RunArgs) -> Result<Vec<ScenarioConfig>, CliError> {
             } else {
                 tools.clone()
             };
-            ScenarioConfig::resolve(spec, &overrides(a, t))
-                .map_err(|e| CliError::usage(e.to_string()))
+            ScenarioConfig::resolve(spec, &overrides(a, t)).map_err(|e| CliError::usage(e.to_string()))
         })
         .collect()
 }
@@ -252,6 +266,8 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
         None => KpiTargets::default(),
     };
     let profiles = a.sim.profiles()?;
+    let scratch = ScratchDir::new();
+    let store = a.store.config(StoreKind::Memory, || scratch.0.join("sessions.db"))?;
     if a.dry_run {
         for cfg in &configs {
             let agent = serde_json::json!({
@@ -260,7 +276,9 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
                 "model_config": {"model": cfg.model},
                 "available_tools": cfg.tools,
             });
-            let out = serde_json::json!({"dry_run": true, "scenario": cfg, "agent_config": agent, "kpis": kpis});
+            let out = serde_json::json!({
+                "dry_run": true, "scenario": cfg, "agent_config": agent, "kpis": kpis, "store": format!("{store:?}"),
+            });
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
         eprintln!("dry run: nothing was executed");
@@ -275,22 +293,18 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
         let opts = RunOptions {
             kpis: kpis.clone(),
             profiles: profiles.clone(),
+            store: store.clone(),
             ..RunOptions::new(cfg)
         };
-        let summary = run_scenario(opts, Arc::clone(&progress))
-            .await
-            .map_err(|e| match e {
-                HarnessError::InvalidInput(m) => CliError::usage(m),
-                HarnessError::Runtime(m) => CliError::failed(m),
-            })?;
+        let summary = run_scenario(opts, Arc::clone(&progress)).await.map_err(|e| match e {
+            HarnessError::InvalidInput(m) => CliError::usage(m),
+            HarnessError::Runtime(m) => CliError::failed(m),
+        })?;
         println!("{}", summary.render());
         let path = output_path(&a, &summary);
-        summary.write(&path).map_err(|e| {
-            CliError::failed(format!(
-                "cannot write the summary to `{}`: {e}",
-                path.display()
-            ))
-        })?;
+        summary
+            .write(&path)
+            .map_err(|e| CliError::failed(format!("cannot write the summary to `{}`: {e}", path.display())))?;
         println!("   summary: {}", path.display());
         if !summary.passed {
             failed_gates.push(name);
@@ -341,10 +355,10 @@ fn list() {
 }
 
 fn read_summary(p: &Path) -> Result<serde_json::Value, CliError> {
-    let text = std::fs::read_to_string(p)
-        .map_err(|e| CliError::usage(format!("cannot read `{}`: {e}", p.display())))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| CliError::usage(format!("`{}` is not JSON: {e}", p.display())))?;
+    let text =
+        std::fs::read_to_string(p).map_err(|e| CliError::usage(format!("cannot read `{}`: {e}", p.display())))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| CliError::usage(format!("`{}` is not JSON: {e}", p.display())))?;
     match v.get("schema_version").and_then(|s| s.as_u64()) {
         Some(1) => Ok(v),
         Some(n) => Err(CliError::usage(format!(

@@ -12,12 +12,7 @@ use crate::exit::CliError;
 #[derive(Args, Debug, Clone)]
 pub struct SimArgs {
     /// Multiplies every simulated delay (model and demo tools); 0 removes them.
-    #[arg(
-        long,
-        default_value_t = 1.0,
-        value_name = "F",
-        allow_negative_numbers = true
-    )]
+    #[arg(long, default_value_t = 1.0, value_name = "F", allow_negative_numbers = true)]
     pub time_scale: f64,
 
     /// Fixed simulated model latency per call, replacing the model profile's (still scaled).
@@ -33,12 +28,7 @@ pub struct SimArgs {
     pub seed: u64,
 
     /// Share of model calls (0 to 1) that fail with a simulated 429, 500 or timeout.
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        value_name = "RATE",
-        allow_negative_numbers = true
-    )]
+    #[arg(long, default_value_t = 0.0, value_name = "RATE", allow_negative_numbers = true)]
     pub error_rate: f64,
 
     /// TOML file of model profiles laid over the built-in ones (see `aether models`).
@@ -65,9 +55,7 @@ impl SimArgs {
 
     pub fn profiles(&self) -> Result<ProfileSet, CliError> {
         match &self.sim_profiles {
-            Some(p) => {
-                ProfileSet::builtin_with_overrides(p).map_err(|e| CliError::usage(e.to_string()))
-            }
+            Some(p) => ProfileSet::builtin_with_overrides(p).map_err(|e| CliError::usage(e.to_string())),
             None => Ok(ProfileSet::builtin()),
         }
     }

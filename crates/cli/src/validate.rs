@@ -4,8 +4,8 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use aether_contracts::{
-    from_json_str, AgentConfig, ContractError, TaskRequest, TaskResult, TaskStreamChunk,
-    ToolRequest, ToolResult, UniversalMessage,
+    from_json_str, AgentConfig, ContractError, TaskRequest, TaskResult, TaskStreamChunk, ToolRequest, ToolResult,
+    UniversalMessage,
 };
 use clap::{Args, ValueEnum};
 
@@ -52,8 +52,7 @@ pub fn run(args: ValidateArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::usage(format!("cannot read standard input: {e}")))?;
         s
     } else {
-        std::fs::read_to_string(&args.file)
-            .map_err(|e| CliError::usage(format!("cannot read `{name}`: {e}")))?
+        std::fs::read_to_string(&args.file).map_err(|e| CliError::usage(format!("cannot read `{name}`: {e}")))?
     };
     let kind_name = Kind::value_variants()
         .iter()
@@ -71,9 +70,7 @@ pub fn run(args: ValidateArgs) -> Result<(), CliError> {
                 (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
                 _ => String::new(),
             };
-            Err(CliError::usage(format!(
-                "{name}: not a valid {kind_name}: {e}{at}"
-            )))
+            Err(CliError::usage(format!("{name}: not a valid {kind_name}: {e}{at}")))
         }
     }
 }

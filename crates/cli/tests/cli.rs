@@ -21,10 +21,7 @@ fn chat_runs_turns_on_the_simulated_model_and_says_so() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("simulated model"), "{stdout}");
     assert!(stdout.contains("turn 2"), "{stdout}");
-    assert!(
-        stdout.contains("tool demo.crm_lookup → success"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("tool demo.crm_lookup → success"), "{stdout}");
 }
 
 #[test]
@@ -32,8 +29,7 @@ fn chat_json_prints_task_results() {
     let out = aether(&["chat", "--time-scale", "0", "--json", "-p", "hi"]);
     assert!(out.status.success());
     let line = text(&out.stdout);
-    let r: aether_contracts::TaskResult =
-        aether_contracts::from_json_str(line.trim()).expect("a TaskResult");
+    let r: aether_contracts::TaskResult = aether_contracts::from_json_str(line.trim()).expect("a TaskResult");
     assert!(r.is_success());
     assert_eq!(r.metadata["provider"]["simulated"], serde_json::json!(true));
 }
@@ -73,11 +69,7 @@ fn validate_names_the_bad_field() {
         text(&out.stderr)
     );
     let good = dir.join("good.json");
-    std::fs::write(
-        &good,
-        r#"{"agent_type": "chat", "model_config": {"model": "gpt-4o"}}"#,
-    )
-    .unwrap();
+    std::fs::write(&good, r#"{"agent_type": "chat", "model_config": {"model": "gpt-4o"}}"#).unwrap();
     let out = aether(&["validate", "--kind", "agent-config", good.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::fs::remove_dir_all(dir).ok();

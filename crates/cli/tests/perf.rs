@@ -61,13 +61,7 @@ fn dry_run_prints_the_plan_and_runs_nothing() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["dry_run"], true);
     assert_eq!(v["scenario"]["concurrency"], 3);
-    assert_eq!(
-        v["agent_config"]["available_tools"]
-            .as_array()
-            .unwrap()
-            .len(),
-        5
-    );
+    assert_eq!(v["agent_config"]["available_tools"].as_array().unwrap().len(), 5);
     assert!(!out_file.exists(), "a dry run writes nothing");
     std::fs::remove_dir_all(dir).ok();
 }
@@ -100,30 +94,9 @@ fn bad_input_exits_2() {
     );
 
     for args in [
-        &[
-            "perf",
-            "run",
-            "--scenario",
-            "burst_load",
-            "--iterations",
-            "0",
-        ][..],
-        &[
-            "perf",
-            "run",
-            "--scenario",
-            "burst_load",
-            "--duration",
-            "5x",
-        ],
-        &[
-            "perf",
-            "run",
-            "--scenario",
-            "burst_load",
-            "--concurrency",
-            "0",
-        ],
+        &["perf", "run", "--scenario", "burst_load", "--iterations", "0"][..],
+        &["perf", "run", "--scenario", "burst_load", "--duration", "5x"],
+        &["perf", "run", "--scenario", "burst_load", "--concurrency", "0"],
         &[
             "perf",
             "run",
@@ -145,12 +118,7 @@ fn bad_input_exits_2() {
         ],
     ] {
         let out = aether(args);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            text(&out.stderr)
-        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
     }
 }
 
@@ -217,13 +185,19 @@ fn compare_prints_markdown_and_fails_on_regression() {
     let dir = tmp("cmp");
     let a = dir.join("a.json");
     let b = dir.join("b.json");
-    std::fs::write(&a, r#"{"schema_version":1,"scenario":"burst_load","latency_ms":{"p50":100.0},"throughput_rps":10.0}"#).unwrap();
-    std::fs::write(&b, r#"{"schema_version":1,"scenario":"burst_load","latency_ms":{"p50":150.0},"throughput_rps":10.0}"#).unwrap();
+    std::fs::write(
+        &a,
+        r#"{"schema_version":1,"scenario":"burst_load","latency_ms":{"p50":100.0},"throughput_rps":10.0}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &b,
+        r#"{"schema_version":1,"scenario":"burst_load","latency_ms":{"p50":150.0},"throughput_rps":10.0}"#,
+    )
+    .unwrap();
     let out = aether(&["perf", "compare", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert!(out.status.success());
-    assert!(
-        text(&out.stdout).contains("| latency p50 (ms) | 100.000 | 150.000 | +50.0 % | worse |")
-    );
+    assert!(text(&out.stdout).contains("| latency p50 (ms) | 100.000 | 150.000 | +50.0 % | worse |"));
     let out = aether(&[
         "perf",
         "compare",

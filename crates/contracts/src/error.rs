@@ -52,10 +52,9 @@ impl ErrorCode {
             Self::FrameworkExecution => ErrorCategory::RuntimeContext,
             Self::ModelUpstream => ErrorCategory::ModelInvocation,
             Self::StreamInterrupted => ErrorCategory::StreamInterrupted,
-            Self::ApprovalTimeout
-            | Self::ToolNotDeclared
-            | Self::ToolExecution
-            | Self::ToolInvalidParameters => ErrorCategory::ToolCall,
+            Self::ApprovalTimeout | Self::ToolNotDeclared | Self::ToolExecution | Self::ToolInvalidParameters => {
+                ErrorCategory::ToolCall
+            }
         }
     }
 }

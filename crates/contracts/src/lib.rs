@@ -18,14 +18,10 @@ pub use agent::{AgentConfig, KnowledgeSource, KnowledgeSourceType, ModelConfig};
 pub use enums::{ErrorCategory, ExecutionMode, TaskStatus, ToolStatus};
 pub use error::{ErrorCode, ErrorPayload};
 pub use interaction::{InteractionRequest, InteractionResponse, InteractionType};
-pub use message::{
-    ContentPart, FileReference, ImageReference, MessageContent, Role, UniversalMessage,
-};
+pub use message::{ContentPart, FileReference, ImageReference, MessageContent, Role, UniversalMessage};
 pub use parse::{from_json_str, from_json_value, ContractError};
 pub use stream::{ChunkKind, TaskChunkType, TaskStreamChunk, CHUNK_VERSION};
-pub use task::{
-    ExecutionConfig, ExecutionContext, SessionContext, TaskRequest, TaskResult, UserContext,
-};
+pub use task::{ExecutionConfig, ExecutionContext, SessionContext, TaskRequest, TaskResult, UserContext};
 pub use tool::{ToolCall, ToolRequest, ToolResult, UniversalTool};
 
 /// Free-form JSON object, as used by every `metadata` field.

@@ -41,8 +41,7 @@ impl ContractError {
 /// Parses `T` from JSON text; the error names the field.
 pub fn from_json_str<T: DeserializeOwned>(s: &str) -> Result<T, ContractError> {
     let mut de = serde_json::Deserializer::from_str(s);
-    let value =
-        serde_path_to_error::deserialize(&mut de).map_err(ContractError::from_path_error)?;
+    let value = serde_path_to_error::deserialize(&mut de).map_err(ContractError::from_path_error)?;
     de.end().map_err(|e| ContractError {
         path: ".".into(),
         message: "trailing characters after the JSON value".into(),

@@ -53,11 +53,7 @@ pub struct UniversalTool {
 impl UniversalTool {
     /// A declaration with a name (`namespace.tool`), a description and a JSON-Schema for its
     /// parameters; no permissions, no streaming, empty metadata.
-    pub fn new(
-        name: impl Into<String>,
-        description: impl Into<String>,
-        parameters_schema: serde_json::Value,
-    ) -> Self {
+    pub fn new(name: impl Into<String>, description: impl Into<String>, parameters_schema: serde_json::Value) -> Self {
         Self {
             name: name.into(),
             description: description.into(),

@@ -5,11 +5,7 @@ use aether_contracts::*;
 use serde_json::{json, Value};
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/tests/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
+    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
 
 /// Parses `name` as `T`, serialises it back and checks nothing was lost or invented.
@@ -36,10 +32,7 @@ fn assert_json_covers(original: &Value, back: &Value, at: &str) {
                 let path = format!("{at}.{k}");
                 match b.get(k) {
                     Some(bv) => assert_json_covers(v, bv, &path),
-                    None => assert!(
-                        v.is_null() || v == &json!({}) || v == &json!(""),
-                        "{path} was dropped"
-                    ),
+                    None => assert!(v.is_null() || v == &json!({}) || v == &json!(""), "{path} was dropped"),
                 }
             }
         }
@@ -50,9 +43,7 @@ fn assert_json_covers(original: &Value, back: &Value, at: &str) {
             }
         }
         (Value::Number(x), Value::Number(y)) => assert_eq!(x.as_f64(), y.as_f64(), "{at}"),
-        (Value::String(x), Value::String(y))
-            if at.ends_with("_at") || at.ends_with("timestamp") =>
-        {
+        (Value::String(x), Value::String(y)) if at.ends_with("_at") || at.ends_with("timestamp") => {
             let x = chrono::DateTime::parse_from_rfc3339(x).unwrap();
             let y = chrono::DateTime::parse_from_rfc3339(y).unwrap();
             assert_eq!(x, y, "{at}");
@@ -87,17 +78,9 @@ fn converse_request_round_trips_with_every_content_part() {
     assert!(matches!(parts[0], ContentPart::Text(ref t) if t == "And this scan:"));
     assert!(matches!(parts[1], ContentPart::ImageReference(ref i) if i.image_format == "png"));
     assert!(matches!(parts[2], ContentPart::FileReference(ref f) if f.file_size == Some(2048)));
-    assert!(
-        matches!(parts[3], ContentPart::FunctionCall(ref c) if c.qualified_name() == "demo.crm_lookup")
-    );
-    assert_eq!(
-        r.available_knowledge[0].source_type,
-        KnowledgeSourceType::VectorStore
-    );
-    assert_eq!(
-        r.execution_config.as_ref().unwrap().execution_mode,
-        ExecutionMode::Sync
-    );
+    assert!(matches!(parts[3], ContentPart::FunctionCall(ref c) if c.qualified_name() == "demo.crm_lookup"));
+    assert_eq!(r.available_knowledge[0].source_type, KnowledgeSourceType::VectorStore);
+    assert_eq!(r.execution_config.as_ref().unwrap().execution_mode, ExecutionMode::Sync);
     assert_eq!(
         r.user_context.as_ref().unwrap().extra.get("locale"),
         Some(&json!("en-GB"))
@@ -166,10 +149,7 @@ fn enum_values_are_the_originals() {
     }
     assert_eq!(v(&ErrorCategory::RuntimeContext), json!("runtime_context"));
     assert_eq!(v(&ToolStatus::NotFound), json!("not_found"));
-    assert_eq!(
-        v(&TaskChunkType::ToolApprovalRequest),
-        json!("tool_approval_request")
-    );
+    assert_eq!(v(&TaskChunkType::ToolApprovalRequest), json!("tool_approval_request"));
     assert_eq!(v(&ChunkKind::TurnComplete), json!("turn.complete"));
     assert_eq!(v(&InteractionType::ToolApproval), json!("tool_approval"));
 }
@@ -178,15 +158,12 @@ fn enum_values_are_the_originals() {
 fn unknown_field_is_named() {
     let e = from_json_str::<TaskRequest>(r#"{"task_id": "t", "sesion_id": "typo"}"#).unwrap_err();
     assert!(e.message.contains("unknown field `sesion_id`"), "{e}");
-    let e = from_json_str::<TaskRequest>(
-        r#"{"task_id":"t","messages":[{"role":"user","content":"hi","colour":1}]}"#,
-    )
-    .unwrap_err();
+    let e = from_json_str::<TaskRequest>(r#"{"task_id":"t","messages":[{"role":"user","content":"hi","colour":1}]}"#)
+        .unwrap_err();
     assert_eq!(e.path, "messages[0].colour");
     assert!(e.message.contains("unknown field `colour`"), "{e}");
     assert!(
-        e.to_string()
-            .starts_with("messages[0].colour: unknown field `colour`"),
+        e.to_string().starts_with("messages[0].colour: unknown field `colour`"),
         "{e}"
     );
 }
@@ -196,41 +173,31 @@ fn wrong_type_is_named_with_its_path() {
     let e = from_json_str::<TaskRequest>(r#"{"task_id": 17}"#).unwrap_err();
     assert_eq!(e.path, "task_id");
     assert!(
-        e.message
-            .contains("invalid type: integer `17`, expected a string"),
+        e.message.contains("invalid type: integer `17`, expected a string"),
         "{e}"
     );
 
-    let e = from_json_str::<TaskRequest>(
-        r#"{"task_id":"t","messages":[{"role":"robot","content":"x"}]}"#,
-    )
-    .unwrap_err();
+    let e = from_json_str::<TaskRequest>(r#"{"task_id":"t","messages":[{"role":"robot","content":"x"}]}"#).unwrap_err();
     assert_eq!(e.path, "messages[0].role");
     assert!(e.message.contains("unknown variant `robot`"), "{e}");
 
-    let e = from_json_str::<TaskRequest>(
-        r#"{"task_id":"t","messages":[{"role":"user","content":42}]}"#,
-    )
-    .unwrap_err();
+    let e = from_json_str::<TaskRequest>(r#"{"task_id":"t","messages":[{"role":"user","content":42}]}"#).unwrap_err();
     assert_eq!(e.path, "messages[0].content");
-    assert!(
-        e.message.contains("a string or an array of content parts"),
-        "{e}"
-    );
+    assert!(e.message.contains("a string or an array of content parts"), "{e}");
 
     let bad_part = r#"{"task_id":"t","messages":[{"role":"user","content":[{"video":"x"}]}]}"#;
     let e = from_json_str::<TaskRequest>(bad_part).unwrap_err();
     assert_eq!(e.path, "messages[0].content[0]");
     assert!(e.message.contains("unknown variant `video`"), "{e}");
 
-    let e = from_json_str::<TaskRequest>(r#"{"task_id":"t","agent_config":{"agent_type":"a","model_config":{"model":"m","max_tokens":"many"}}}"#)
-        .unwrap_err();
-    assert_eq!(e.path, "agent_config.model_config.max_tokens");
-
     let e = from_json_str::<TaskRequest>(
-        r#"{"task_id":"t","execution_config":{"execution_mode":"turbo"}}"#,
+        r#"{"task_id":"t","agent_config":{"agent_type":"a","model_config":{"model":"m","max_tokens":"many"}}}"#,
     )
     .unwrap_err();
+    assert_eq!(e.path, "agent_config.model_config.max_tokens");
+
+    let e =
+        from_json_str::<TaskRequest>(r#"{"task_id":"t","execution_config":{"execution_mode":"turbo"}}"#).unwrap_err();
     assert_eq!(e.path, "execution_config.execution_mode");
     assert!(
         e.message
@@ -255,8 +222,7 @@ fn missing_field_and_broken_json_are_reported() {
 fn content_accepts_string_parts_and_null() {
     let m: UniversalMessage = from_json_str(r#"{"role":"assistant","content":null}"#).unwrap();
     assert_eq!(m.text_content(), "");
-    let m: UniversalMessage =
-        from_json_str(r#"{"role":"user","content":[{"text":"a"},{"text":"b"}]}"#).unwrap();
+    let m: UniversalMessage = from_json_str(r#"{"role":"user","content":[{"text":"a"},{"text":"b"}]}"#).unwrap();
     assert_eq!(m.text_content(), "a\nb");
     assert_eq!(
         serde_json::to_value(UniversalMessage::user("hi")).unwrap(),

@@ -19,37 +19,17 @@ pub const METRICS: &[(&str, &str, Better)] = &[
     ("latency p99 (ms)", "/latency_ms/p99", Better::Lower),
     ("throughput (req/s)", "/throughput_rps", Better::Higher),
     ("error rate", "/requests/error_rate", Better::Lower),
-    (
-        "framework overhead p50 (µs)",
-        "/overhead_us/p50",
-        Better::Lower,
-    ),
-    (
-        "framework overhead p99 (µs)",
-        "/overhead_us/p99",
-        Better::Lower,
-    ),
+    ("framework overhead p50 (µs)", "/overhead_us/p50", Better::Lower),
+    ("framework overhead p99 (µs)", "/overhead_us/p99", Better::Lower),
     ("model p50 (ms)", "/model_ms/p50", Better::Lower),
     ("tools p50 (ms)", "/tool_ms/p50", Better::Lower),
-    (
-        "agent create p50 (ms)",
-        "/agents/create_ms/p50",
-        Better::Lower,
-    ),
+    ("agent create p50 (ms)", "/agents/create_ms/p50", Better::Lower),
     ("tool fan-out ratio", "/tools/fanout_ratio", Better::Lower),
-    (
-        "session reuse ratio",
-        "/sessions/reuse_ratio",
-        Better::Higher,
-    ),
+    ("session reuse ratio", "/sessions/reuse_ratio", Better::Higher),
     ("agent reuse ratio", "/agents/reuse_ratio", Better::Higher),
     ("tokens total", "/tokens/total", Better::Lower),
     ("cost (USD)", "/cost_usd", Better::Lower),
-    (
-        "peak RSS (bytes)",
-        "/resources/rss_peak_bytes",
-        Better::Lower,
-    ),
+    ("peak RSS (bytes)", "/resources/rss_peak_bytes", Better::Lower),
     (
         "RSS drift (bytes/h)",
         "/resources/rss_drift_bytes_per_hour",
@@ -100,28 +80,14 @@ fn fmt_num(v: f64) -> String {
 }
 
 /// The Markdown report; `threshold_pct` marks regressions beyond it.
-pub fn markdown(
-    base: &Value,
-    new: &Value,
-    base_name: &str,
-    new_name: &str,
-    threshold_pct: Option<f64>,
-) -> String {
+pub fn markdown(base: &Value, new: &Value, base_name: &str, new_name: &str, threshold_pct: Option<f64>) -> String {
     let mut s = String::new();
-    let scenario = |v: &Value| {
-        v.get("scenario")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_owned()
-    };
+    let scenario = |v: &Value| v.get("scenario").and_then(Value::as_str).unwrap_or("?").to_owned();
     let _ = writeln!(s, "### Performance comparison: `{}`\n", scenario(new));
     let _ = writeln!(s, "Base: `{base_name}` · New: `{new_name}`\n");
     let sim = |v: &Value| v.get("simulated").and_then(Value::as_bool).unwrap_or(false);
     if sim(base) || sim(new) {
-        let _ = writeln!(
-            s,
-            "_Figures from the simulated model (no real model was called)._\n"
-        );
+        let _ = writeln!(s, "_Figures from the simulated model (no real model was called)._\n");
     }
     if scenario(base) != scenario(new) {
         let _ = writeln!(
@@ -134,9 +100,7 @@ pub fn markdown(
     let _ = writeln!(s, "| metric | base | new | change | |");
     let _ = writeln!(s, "|---|---:|---:|---:|---|");
     for d in deltas(base, new) {
-        let change = d
-            .change_pct
-            .map_or("n/a".to_owned(), |c| format!("{c:+.1} %"));
+        let change = d.change_pct.map_or("n/a".to_owned(), |c| format!("{c:+.1} %"));
         let verdict = match d.regression_pct {
             Some(r) if threshold_pct.is_some_and(|t| r > t) => "❌ regression",
             Some(r) if r > 0.5 => "worse",

@@ -45,8 +45,8 @@ struct KpiFile {
 impl KpiTargets {
     /// Reads `[kpis]` from a TOML file; keys left out keep the plan's values.
     pub fn from_file(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read KPI file `{}`: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read KPI file `{}`: {e}", path.display()))?;
         toml::from_str::<KpiFile>(&text)
             .map(|f| f.kpis)
             .map_err(|e| format!("invalid KPI file `{}`: {e}", path.display()))
@@ -80,14 +80,7 @@ pub struct KpiInputs {
     pub agents_reuse_ratio: f64,
 }
 
-fn kpi(
-    name: &str,
-    target: String,
-    value: Option<f64>,
-    unit: &str,
-    pass: Option<bool>,
-    note: Option<String>,
-) -> Kpi {
+fn kpi(name: &str, target: String, value: Option<f64>, unit: &str, pass: Option<bool>, note: Option<String>) -> Kpi {
     Kpi {
         name: name.into(),
         target,

@@ -228,10 +228,7 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
     }
     let t = Instant::now();
     let created = target
-        .process(TaskRequest::create_agent(
-            format!("{}-c{i}", phase.tag),
-            agent,
-        ))
+        .process(TaskRequest::create_agent(format!("{}-c{i}", phase.tag), agent))
         .await;
     sample.create = Some(t.elapsed());
     let Some(agent_id) = created.agent_id.clone().filter(|_| created.is_success()) else {
@@ -269,12 +266,7 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
 
     sample.turn = Some(if result.is_success() {
         let usage = result.metadata.get("token_usage");
-        let tokens = |k: &str| {
-            usage
-                .and_then(|u| u.get(k))
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
-        };
+        let tokens = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
         Ok(TurnSample {
             latency,
             model_ns: timing_ns(&result, "model_us"),
@@ -282,11 +274,7 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
             overhead_ns: timing_ns(&result, "overhead_us"),
             prompt_tokens: tokens("prompt_tokens"),
             completion_tokens: tokens("completion_tokens"),
-            cost_usd: result
-                .metadata
-                .get("cost_usd")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0),
+            cost_usd: result.metadata.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0),
             tool_calls: result.tool_results.len() as u64,
             session_created: result
                 .metadata
@@ -311,11 +299,7 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
 }
 
 /// Runs one phase to completion.
-pub async fn drive(
-    target: Arc<dyn Target>,
-    phase: Arc<Phase>,
-    progress: Arc<dyn Progress>,
-) -> PhaseOutcome {
+pub async fn drive(target: Arc<dyn Target>, phase: Arc<Phase>, progress: Arc<dyn Progress>) -> PhaseOutcome {
     let cfg = Arc::clone(&phase.config);
     let workers = cfg.concurrency;
     let stripe_count = workers
@@ -325,9 +309,7 @@ pub async fn drive(
         next: AtomicU64::new(0),
         first_measured_ns: AtomicU64::new(u64::MAX),
         last_done_ns: AtomicU64::new(0),
-        stripes: (0..stripe_count)
-            .map(|_| Mutex::new(Recorder::default()))
-            .collect(),
+        stripes: (0..stripe_count).map(|_| Mutex::new(Recorder::default())).collect(),
         start: Instant::now(),
     });
     let deadline = phase.duration.map(|d| shared.start + d);

@@ -73,11 +73,7 @@ impl Sampler {
                 }
             }
         });
-        Self {
-            samples,
-            task,
-            started,
-        }
+        Self { samples, task, started }
     }
 
     pub fn elapsed(&self) -> Duration {

@@ -9,6 +9,7 @@ use aether_contracts::{AgentConfig, ModelConfig, TaskRequest, UniversalMessage};
 use aether_runtime::model::{ProfileSet, SimConfig};
 use aether_runtime::tools::demo::DemoToolConfig;
 use aether_runtime::{Runtime, RuntimeConfig, StatsSnapshot};
+use aether_store::{SessionStore, StoreConfig};
 use chrono::Utc;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -49,6 +50,8 @@ pub struct RunOptions {
     pub kpis: KpiTargets,
     pub profiles: ProfileSet,
     pub sample_every: Duration,
+    /// The session store the runtime uses (memory by default).
+    pub store: StoreConfig,
 }
 
 impl RunOptions {
@@ -58,11 +61,16 @@ impl RunOptions {
             kpis: KpiTargets::default(),
             profiles: ProfileSet::builtin(),
             sample_every: Duration::from_millis(500),
+            store: StoreConfig::Memory,
         }
     }
 }
 
-fn build_runtime(cfg: &ScenarioConfig, profiles: ProfileSet) -> Result<Runtime, HarnessError> {
+fn build_runtime(
+    cfg: &ScenarioConfig,
+    profiles: ProfileSet,
+    store: Arc<dyn SessionStore>,
+) -> Result<Runtime, HarnessError> {
     let secs = |s: f64| Duration::from_secs_f64(s);
     let sim = SimConfig {
         time_scale: cfg.time_scale,
@@ -88,6 +96,7 @@ fn build_runtime(cfg: &ScenarioConfig, profiles: ProfileSet) -> Result<Runtime, 
     };
     Runtime::builder()
         .config(config)
+        .store(store)
         .simulated_model(sim)
         .demo_tools(demo)
         .build()
@@ -107,10 +116,7 @@ fn agent_config(cfg: &ScenarioConfig, tools: &[String]) -> AgentConfig {
 }
 
 /// Resolves every tool name (a clear error for an unknown one) and times the resolution.
-fn resolve_tools(
-    target: &dyn Target,
-    tools: &[String],
-) -> Result<Option<DurationHist>, HarnessError> {
+fn resolve_tools(target: &dyn Target, tools: &[String]) -> Result<Option<DurationHist>, HarnessError> {
     if tools.is_empty() {
         return Ok(None);
     }
@@ -139,13 +145,13 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 /// Runs the scenario and returns its summary (it does not write it).
-pub async fn run_scenario(
-    opts: RunOptions,
-    progress: Arc<dyn Progress>,
-) -> Result<Summary, HarnessError> {
+pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Result<Summary, HarnessError> {
     let cfg = Arc::new(opts.config);
+    let store = aether_store::open(&opts.store)
+        .await
+        .map_err(|e| HarnessError::InvalidInput(e.to_string()))?;
     let target: Arc<dyn Target> = Arc::new(InProcess {
-        runtime: build_runtime(&cfg, opts.profiles)?,
+        runtime: build_runtime(&cfg, opts.profiles, store)?,
     });
     let resolution = resolve_tools(target.as_ref(), &cfg.tools)?;
 
@@ -204,6 +210,9 @@ pub async fn run_scenario(
         None
     };
 
+    if let Err(e) = target.shutdown().await {
+        return Err(HarnessError::Runtime(format!("flushing the session store: {e}")));
+    }
     let duration_s = run_start.elapsed().as_secs_f64();
     let mut samples = sampler.stop();
     let rss_end = resources::rss_bytes();
@@ -225,14 +234,8 @@ pub async fn run_scenario(
         measured += o.measured;
         issued += o.issued;
     }
-    let warmup_end_s = outcomes
-        .first()
-        .map_or(0.0, |(_, o, off)| off + o.measured_from_s);
-    let drift_samples: Vec<_> = samples
-        .iter()
-        .copied()
-        .filter(|s| s.t_s >= warmup_end_s)
-        .collect();
+    let warmup_end_s = outcomes.first().map_or(0.0, |(_, o, off)| off + o.measured_from_s);
+    let drift_samples: Vec<_> = samples.iter().copied().filter(|s| s.t_s >= warmup_end_s).collect();
     let drift = resources::drift_bytes_per_hour(&drift_samples);
     let drift_window_s = match (drift_samples.first(), drift_samples.last()) {
         (Some(a), Some(b)) => b.t_s - a.t_s,
@@ -247,9 +250,7 @@ pub async fn run_scenario(
     };
     let latency = rec.latency.stats(Unit::Ms);
     let (fanout_ratio, baseline_p50, fanout_p50) = match outcomes.as_slice() {
-        [(_, base, _), (_, fan, _)]
-            if !base.recorder.latency.is_empty() && !fan.recorder.latency.is_empty() =>
-        {
+        [(_, base, _), (_, fan, _)] if !base.recorder.latency.is_empty() && !fan.recorder.latency.is_empty() => {
             let b = base.recorder.latency.quantile_ns(0.5) as f64 / 1e6;
             let f = fan.recorder.latency.quantile_ns(0.5) as f64 / 1e6;
             (Some(f / b), Some(b), Some(f))
@@ -327,9 +328,7 @@ pub async fn run_scenario(
     };
     let provider = target.provider();
     let rss_delta_per_cycle = match (rss_start, rss_end, cfg.kind) {
-        (Some(a), Some(b), ScenarioKind::RunnerLifecycle) if total > 0 => {
-            Some((b as f64 - a as f64) / total as f64)
-        }
+        (Some(a), Some(b), ScenarioKind::RunnerLifecycle) if total > 0 => Some((b as f64 - a as f64) / total as f64),
         _ => None,
     };
 
@@ -368,10 +367,7 @@ pub async fn run_scenario(
         sessions: SessionsSummary {
             created: rec.sessions_created,
             reused: rec.sessions_reused,
-            reuse_ratio: ratio(
-                rec.sessions_reused,
-                rec.sessions_created + rec.sessions_reused,
-            ),
+            reuse_ratio: ratio(rec.sessions_reused, rec.sessions_created + rec.sessions_reused),
             cold_ms: rec.cold.stats(Unit::Ms),
             warm_ms: rec.warm.stats(Unit::Ms),
             forced_expire,
@@ -407,11 +403,7 @@ pub async fn run_scenario(
             concurrency: cfg.concurrency,
             mean_latency_ms: latency.mean,
             bound_rps,
-            efficiency: if bound_rps > 0.0 {
-                throughput / bound_rps
-            } else {
-                0.0
-            },
+            efficiency: if bound_rps > 0.0 { throughput / bound_rps } else { 0.0 },
             ideal_rps,
             efficiency_vs_ideal: ideal_rps.map(|i| throughput / i),
         },
@@ -435,14 +427,9 @@ pub async fn run_scenario(
 
 /// session_warm_switch's last step: archive the session, then send one more turn on it.
 async fn forced_expire(target: &dyn Target, cfg: &ScenarioConfig) -> ForcedExpire {
-    let session_id = cfg
-        .session_mode
-        .session_id(&format!("{}-main", cfg.scenario), 0);
+    let session_id = cfg.session_mode.session_id(&format!("{}-main", cfg.scenario), 0);
     let created = target
-        .process(TaskRequest::create_agent(
-            "expire-agent",
-            agent_config(cfg, &cfg.tools),
-        ))
+        .process(TaskRequest::create_agent("expire-agent", agent_config(cfg, &cfg.tools)))
         .await;
     let agent_id = created.agent_id.unwrap_or_default();
     let t = Instant::now();

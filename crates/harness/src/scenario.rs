@@ -56,13 +56,7 @@ pub struct ScenarioSpec {
 }
 
 /// Tools of `tool_regression` unless `--tools` says otherwise (5+, as the fan-out KPI says).
-pub const DEFAULT_FANOUT_TOOLS: &[&str] = &[
-    "crm_lookup",
-    "doc_indexer",
-    "aml_checker",
-    "kyc_screen",
-    "fx_quote",
-];
+pub const DEFAULT_FANOUT_TOOLS: &[&str] = &["crm_lookup", "doc_indexer", "aml_checker", "kyc_screen", "fx_quote"];
 
 /// The plan's scenarios.
 pub const CATALOG: &[ScenarioSpec] = &[
@@ -155,8 +149,7 @@ pub fn names() -> Vec<&'static str> {
 }
 
 pub const DEFAULT_PROMPT: &str = "Summarise the account status for customer C-1001.";
-pub const DEFAULT_SYSTEM_PROMPT: &str =
-    "You are an enterprise banking assistant. Use tools when they help.";
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are an enterprise banking assistant. Use tools when they help.";
 
 /// How long the run lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -234,17 +227,10 @@ impl ScenarioConfig {
     /// Resolves `spec` with `o`, checking every value.
     pub fn resolve(spec: &ScenarioSpec, o: &Overrides) -> Result<Self, InvalidOption> {
         let stop = match (o.iterations, o.duration_s) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "--duration",
-                    "use either --iterations or --duration, not both",
-                ))
-            }
+            (Some(_), Some(_)) => return Err(invalid("--duration", "use either --iterations or --duration, not both")),
             (Some(0), _) => return Err(invalid("--iterations", "must be at least 1")),
             (Some(n), None) => Stop::Iterations(n),
-            (None, Some(d)) if !(d.is_finite() && d > 0.0) => {
-                return Err(invalid("--duration", "must be positive"))
-            }
+            (None, Some(d)) if !(d.is_finite() && d > 0.0) => return Err(invalid("--duration", "must be positive")),
             (None, Some(d)) => Stop::DurationSecs(d),
             (None, None) => Stop::Iterations(spec.iterations),
         };
@@ -257,10 +243,7 @@ impl ScenarioConfig {
         }
         if let Some(r) = o.rate {
             if !(r.is_finite() && r > 0.0) {
-                return Err(invalid(
-                    "--rate",
-                    "must be a positive number of requests per second",
-                ));
+                return Err(invalid("--rate", "must be a positive number of requests per second"));
             }
         }
         let time_scale = o.time_scale.unwrap_or(1.0);
@@ -293,10 +276,7 @@ impl ScenarioConfig {
             .clone()
             .unwrap_or_else(|| spec.tools.iter().map(|t| (*t).to_owned()).collect());
         if spec.kind == ScenarioKind::ToolRegression && tools.is_empty() {
-            return Err(invalid(
-                "--tools",
-                "tool_regression needs at least one tool",
-            ));
+            return Err(invalid("--tools", "tool_regression needs at least one tool"));
         }
         let metadata = spec
             .metadata
@@ -316,10 +296,7 @@ impl ScenarioConfig {
             max_expected_latency_s: spec.max_expected_latency_s,
             model: o.model.clone().unwrap_or_else(|| spec.model.to_owned()),
             tools,
-            prompt: o
-                .prompt
-                .clone()
-                .unwrap_or_else(|| DEFAULT_PROMPT.to_owned()),
+            prompt: o.prompt.clone().unwrap_or_else(|| DEFAULT_PROMPT.to_owned()),
             system_prompt: o
                 .system_prompt
                 .clone()

@@ -16,10 +16,7 @@ pub struct DurationHist(Histogram<u64>);
 
 impl Default for DurationHist {
     fn default() -> Self {
-        Self(
-            Histogram::new_with_bounds(1, MAX_NS, SIGFIG)
-                .unwrap_or_else(|_| unreachable!("static bounds are valid")),
-        )
+        Self(Histogram::new_with_bounds(1, MAX_NS, SIGFIG).unwrap_or_else(|_| unreachable!("static bounds are valid")))
     }
 }
 

@@ -274,11 +274,7 @@ impl Summary {
             );
         }
         if let Some(r) = &self.runners {
-            let _ = writeln!(
-                s,
-                "   runners: {} created, {} reclaimed",
-                r.created, r.reclaimed
-            );
+            let _ = writeln!(s, "   runners: {} created, {} reclaimed", r.created, r.reclaimed);
         }
         if let Some(ratio) = self.tools.fanout_ratio {
             let _ = writeln!(
@@ -291,14 +287,9 @@ impl Summary {
             );
         }
         if let Some(r) = &self.tools.resolution_us {
-            let _ = writeln!(
-                s,
-                "   tool resolution: p50 {:.3} µs, p99 {:.3} µs",
-                r.p50, r.p99
-            );
+            let _ = writeln!(s, "   tool resolution: p50 {:.3} µs, p99 {:.3} µs", r.p50, r.p99);
         }
-        let mb =
-            |b: Option<u64>| b.map_or("n/a".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6));
+        let mb = |b: Option<u64>| b.map_or("n/a".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6));
         let _ = writeln!(
             s,
             "   memory: start {}, end {}, peak {} · cpu {:.2} s",
@@ -334,11 +325,7 @@ impl Summary {
                 None => "n/a ",
             };
             let value = k.value.map_or("-".to_owned(), |v| format!("{v:.4}"));
-            let note = k
-                .note
-                .as_deref()
-                .map(|n| format!("  ({n})"))
-                .unwrap_or_default();
+            let note = k.note.as_deref().map(|n| format!("  ({n})")).unwrap_or_default();
             let _ = writeln!(
                 s,
                 "   [{verdict}] {:<18} {:>12} {:<6} target {}{note}",

@@ -34,6 +34,9 @@ pub trait Target: Send + Sync + 'static {
 
     /// The runtime's counters, when the target can read them.
     fn runtime_stats(&self) -> Option<StatsSnapshot>;
+
+    /// Makes every accepted write durable (flushes the store).
+    async fn shutdown(&self) -> Result<(), String>;
 }
 
 /// The runtime, in this process.
@@ -86,5 +89,9 @@ impl Target for InProcess {
 
     fn runtime_stats(&self) -> Option<StatsSnapshot> {
         Some(self.runtime.stats())
+    }
+
+    async fn shutdown(&self) -> Result<(), String> {
+        self.runtime.shutdown().await.map_err(|e| e.to_string())
     }
 }

@@ -16,9 +16,7 @@ fn instant() -> Overrides {
 
 async fn run(name: &str, o: Overrides) -> Summary {
     let cfg = ScenarioConfig::resolve(scenario::find(name).unwrap(), &o).unwrap();
-    run_scenario(RunOptions::new(cfg), Arc::new(NoProgress))
-        .await
-        .unwrap()
+    run_scenario(RunOptions::new(cfg), Arc::new(NoProgress)).await.unwrap()
 }
 
 fn kpi<'s>(s: &'s Summary, name: &str) -> &'s aether_harness::kpi::Kpi {
@@ -31,10 +29,7 @@ fn kpi<'s>(s: &'s Summary, name: &str) -> &'s aether_harness::kpi::Kpi {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_smoke_counts_what_it_did() {
     let s = run("latency_smoke", instant()).await;
-    assert_eq!(
-        (s.requests.total, s.requests.succeeded, s.requests.failed),
-        (5, 5, 0)
-    );
+    assert_eq!((s.requests.total, s.requests.succeeded, s.requests.failed), (5, 5, 0));
     assert!(s.simulated && s.provider.simulated);
     assert_eq!(s.provider.name, "simulated");
     assert_eq!(
@@ -52,11 +47,7 @@ async fn latency_smoke_counts_what_it_did() {
     assert_eq!(s.runtime_stats.as_ref().unwrap().turns, 5);
     assert!(s.histograms.contains_key("latency"));
     assert_eq!(kpi(&s, "error_rate").pass, Some(true));
-    assert_eq!(
-        kpi(&s, "rss_drift").pass,
-        None,
-        "a run of a second cannot judge drift"
-    );
+    assert_eq!(kpi(&s, "rss_drift").pass, None, "a run of a second cannot judge drift");
     assert!(s.passed);
     // The original harness's fields are there too.
     assert_eq!((s.success_count, s.error_count, s.iterations), (5, 0, 5));
@@ -75,10 +66,7 @@ async fn burst_load_uses_its_concurrency_and_judges_throughput() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_regression_reports_the_fanout_ratio() {
     let s = run("tool_regression", instant()).await;
-    assert_eq!(
-        s.requests.total, 20,
-        "a baseline phase and a fan-out phase of 10 each"
-    );
+    assert_eq!(s.requests.total, 20, "a baseline phase and a fan-out phase of 10 each");
     assert_eq!(s.tools.names.len(), 5);
     assert_eq!(s.tools.calls, 10 + 10 * 5);
     assert!(s.tools.fanout_ratio.is_some());
@@ -107,10 +95,7 @@ async fn session_warm_switch_separates_cold_from_warm_and_expires() {
     assert_eq!((s.sessions.created, s.sessions.reused), (1, 5));
     assert_eq!((s.sessions.cold_ms.count, s.sessions.warm_ms.count), (1, 5));
     let f = s.sessions.forced_expire.clone().unwrap();
-    assert!(
-        f.recovered,
-        "the turn after the forced expiry recovers the history"
-    );
+    assert!(f.recovered, "the turn after the forced expiry recovers the history");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,10 +113,7 @@ async fn multi_user_handoff_reports_controlled_reuse() {
 async fn runner_lifecycle_creates_and_cleans_up_an_agent_per_iteration() {
     let s = run("runner_lifecycle", instant()).await;
     assert_eq!(s.requests.total, 12);
-    assert_eq!(
-        (s.agents.created, s.agents.reused, s.agents.cleaned_up),
-        (12, 0, 12)
-    );
+    assert_eq!((s.agents.created, s.agents.reused, s.agents.cleaned_up), (12, 0, 12));
     assert_eq!(s.agents.cleanup_ms.count, 12);
     let r = s.runners.clone().unwrap();
     assert_eq!((r.created, r.reclaimed), (12, 12));
@@ -152,11 +134,7 @@ async fn warmup_is_excluded_and_duration_and_rate_modes_run() {
     )
     .await;
     assert_eq!(
-        (
-            s.requests.total,
-            s.requests.issued,
-            s.requests.warmup_excluded
-        ),
+        (s.requests.total, s.requests.issued, s.requests.warmup_excluded),
         (7, 10, 3)
     );
     assert_eq!(s.latency_ms.count, 7);
@@ -249,10 +227,7 @@ async fn bad_options_and_unknown_tools_are_refused() {
     let err = run_scenario(RunOptions::new(cfg), Arc::new(NoProgress))
         .await
         .unwrap_err();
-    assert!(
-        err.to_string().contains("did you mean `demo.crm_lookup`"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("did you mean `demo.crm_lookup`"), "{err}");
 }
 
 #[test]
@@ -282,11 +257,7 @@ fn compare_marks_direction_and_regressions() {
     let p50 = d.iter().find(|d| d.label == "latency p50 (ms)").unwrap();
     assert_eq!(p50.regression_pct, Some(20.0));
     let tput = d.iter().find(|d| d.label == "throughput (req/s)").unwrap();
-    assert_eq!(
-        tput.regression_pct,
-        Some(-20.0),
-        "higher throughput is better"
-    );
+    assert_eq!(tput.regression_pct, Some(-20.0), "higher throughput is better");
     let r = compare::regressions(&base, &new, 10.0);
     assert_eq!(r.len(), 1);
     let md = compare::markdown(&base, &new, "a.json", "b.json", Some(10.0));

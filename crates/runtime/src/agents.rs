@@ -234,10 +234,7 @@ impl AgentManager {
 
     /// Returns an existing agent with an equal config and a free session slot, or creates one.
     /// The boolean says whether it was reused. Unknown tools fail here, with suggestions.
-    pub(crate) fn create_or_reuse(
-        &self,
-        config: AgentConfig,
-    ) -> Result<(Arc<Agent>, bool), EngineError> {
+    pub(crate) fn create_or_reuse(&self, config: AgentConfig) -> Result<(Arc<Agent>, bool), EngineError> {
         let key = config_key(&config);
         let now = self.clock.now_ms();
         let mut bucket = self.by_config.entry(key).or_default();
@@ -258,6 +255,7 @@ impl AgentManager {
             .map(|name| self.registry.resolve(name))
             .collect::<Result<Vec<_>, _>>()?;
         let provider = self.providers.select(&config)?;
+        provider.prepare(&config.model_config.model);
         let tool_timeout = config
             .framework_config
             .get("tool_timeout_s")
@@ -282,8 +280,7 @@ impl AgentManager {
         });
         // In the id map before it can be found for reuse: a client handed this agent must be
         // able to resolve its id at once.
-        self.agents
-            .insert(Arc::clone(&agent.id), Arc::clone(&agent));
+        self.agents.insert(Arc::clone(&agent.id), Arc::clone(&agent));
         bucket.push(Arc::clone(&agent));
         drop(bucket);
         Stats::incr(&self.stats.agents_created);
@@ -291,19 +288,13 @@ impl AgentManager {
     }
 
     /// Takes a session slot on `agent` (atomically, under the cap) and makes sure it has a runner.
-    pub(crate) fn acquire_slot(
-        &self,
-        agent: &Arc<Agent>,
-        chat_id: &Arc<str>,
-    ) -> Result<SessionSlot, EngineError> {
+    pub(crate) fn acquire_slot(&self, agent: &Arc<Agent>, chat_id: &Arc<str>) -> Result<SessionSlot, EngineError> {
         if agent.is_retired() {
             return Err(EngineError::UnknownAgent(agent.id.to_string()));
         }
         agent
             .sessions
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.cap).then_some(n + 1)
-            })
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.cap).then_some(n + 1))
             .map_err(|_| EngineError::AgentAtCapacity {
                 agent_id: agent.id.to_string(),
                 cap: self.cap,
@@ -338,8 +329,7 @@ impl AgentManager {
         if let Some(mut bucket) = self.by_config.get_mut(&agent.config_key) {
             bucket.retain(|a| !Arc::ptr_eq(a, agent));
         }
-        self.by_config
-            .remove_if(&agent.config_key, |_, b| b.is_empty());
+        self.by_config.remove_if(&agent.config_key, |_, b| b.is_empty());
         self.agents.remove(&agent.id);
     }
 
@@ -419,8 +409,7 @@ impl AgentManager {
             }
             drop(bucket);
             if still_idle {
-                self.by_config
-                    .remove_if(&agent.config_key, |_, b| b.is_empty());
+                self.by_config.remove_if(&agent.config_key, |_, b| b.is_empty());
                 self.agents.remove(&agent.id);
                 Stats::incr(&self.stats.reclaimed_agents);
                 n += 1;

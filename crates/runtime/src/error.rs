@@ -13,10 +13,7 @@ use crate::tools::ResolveError;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("invalid request: field `{field}`: {message}")]
-    Validation {
-        field: &'static str,
-        message: String,
-    },
+    Validation { field: &'static str, message: String },
     #[error("unknown agent_id `{0}`: it was never created here or has been cleaned up; create it again from its agent_config")]
     UnknownAgent(String),
     #[error("session `{0}` is not bound to a live agent; send agent_id with the request")]
@@ -61,9 +58,7 @@ impl EngineError {
                 ErrorCode::RequestValidation
             }
             Self::AgentAtCapacity { .. } | Self::Timeout(_) => ErrorCode::FrameworkExecution,
-            Self::FrameworkUnavailable(..) | Self::ProviderUnavailable(..) => {
-                ErrorCode::FrameworkUnavailable
-            }
+            Self::FrameworkUnavailable(..) | Self::ProviderUnavailable(..) => ErrorCode::FrameworkUnavailable,
             Self::Model(_) => ErrorCode::ModelUpstream,
             Self::Tool(_) => ErrorCode::ToolNotDeclared,
             Self::Store(_) | Self::Internal(_) => ErrorCode::InternalError,
@@ -96,9 +91,7 @@ impl EngineError {
                 Self::Model(_) => "model",
                 Self::Tool(_) => "tools",
                 Self::Store(_) => "store",
-                Self::Validation { .. } | Self::UnknownAgent(_) | Self::SessionWithoutAgent(_) => {
-                    "engine.validation"
-                }
+                Self::Validation { .. } | Self::UnknownAgent(_) | Self::SessionWithoutAgent(_) => "engine.validation",
                 _ => "engine",
             }
             .to_owned(),

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aether_contracts::{AgentConfig, TaskRequest, TaskResult};
-use aether_store::{MemoryStore, SessionStore};
+use aether_store::{EventPage, MemoryStore, Page, PageRequest, SessionFilter, SessionRecord, SessionStore};
 use tokio::time::Instant;
 
 use crate::agents::{AgentCleanup, AgentManager, ProviderSet};
@@ -38,9 +38,7 @@ pub enum BuildError {
     Tool(#[from] RegistryError),
     #[error("default model provider `{0}` is not registered")]
     UnknownDefaultProvider(String),
-    #[error(
-        "the idle sweeper needs a tokio runtime: build inside one, or set sweep_interval to None"
-    )]
+    #[error("the idle sweeper needs a tokio runtime: build inside one, or set sweep_interval to None")]
     NoTokioRuntime,
 }
 
@@ -138,12 +136,7 @@ impl RuntimeBuilder {
                 Arc::clone(&stats),
                 clock,
             ),
-            sessions: ChatSessions::new(
-                store,
-                config.history_window,
-                config.max_active_sessions,
-                clock,
-            ),
+            sessions: ChatSessions::new(store, config.history_window, config.max_active_sessions, clock),
             stats,
             ids,
             clock,
@@ -156,10 +149,7 @@ impl RuntimeBuilder {
         adapters.register("native", move || {
             Ok(Arc::new(NativeAdapter::new(Arc::clone(&native_core))) as Arc<dyn FrameworkAdapter>)
         });
-        let engine = Arc::new(ExecutionEngine::new(
-            adapters,
-            core.config.default_framework.clone(),
-        ));
+        let engine = Arc::new(ExecutionEngine::new(adapters, core.config.default_framework.clone()));
 
         let sweeper = match core.config.sweep_interval {
             Some(every) => {
@@ -173,7 +163,7 @@ impl RuntimeBuilder {
         Ok(Runtime {
             assistant: Assistant::new(engine),
             core,
-            sweeper,
+            sweeper: parking_lot::Mutex::new(sweeper),
         })
     }
 }
@@ -190,12 +180,12 @@ pub struct AgentHandle {
 pub struct Runtime {
     core: Arc<Core>,
     assistant: Assistant,
-    sweeper: Option<tokio::task::JoinHandle<()>>,
+    sweeper: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if let Some(s) = self.sweeper.take() {
+        if let Some(s) = self.sweeper.get_mut().take() {
             s.abort();
         }
     }
@@ -261,6 +251,74 @@ impl Runtime {
         self.core.sessions.close(&chat, &mut st).await?;
         let deleted = self.core.sessions.store.delete_session(session_id).await?;
         Ok(deleted || was_live)
+    }
+
+    /// Creates (or recovers) chat session `session_id` bound to `agent_id` without running a turn,
+    /// and returns its record. A later turn continues it.
+    pub async fn create_session(
+        &self,
+        session_id: &str,
+        agent_id: &str,
+        user_id: Option<&str>,
+    ) -> Result<SessionRecord, EngineError> {
+        crate::engine::open_session(&self.core, session_id, agent_id, user_id).await?;
+        self.core
+            .sessions
+            .store
+            .get_session(session_id)
+            .await?
+            .ok_or_else(|| EngineError::Internal(format!("session `{session_id}` vanished after creation")))
+    }
+
+    /// The stored record of a chat session.
+    pub async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, EngineError> {
+        Ok(self.core.sessions.store.get_session(session_id).await?)
+    }
+
+    /// A page of a session's events: those after `after_seq`, at most `limit`.
+    pub async fn session_events(
+        &self,
+        session_id: &str,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<EventPage, EngineError> {
+        Ok(self
+            .core
+            .sessions
+            .store
+            .events_page(session_id, after_seq, limit)
+            .await?)
+    }
+
+    /// Sessions by user, agent or state, paged by id.
+    pub async fn list_sessions(&self, filter: &SessionFilter, page: &PageRequest) -> Result<Page, EngineError> {
+        Ok(self.core.sessions.store.list_sessions(filter, page).await?)
+    }
+
+    /// Marks a live session as used now, so the idle timeout starts again. `false` when the
+    /// session is not live in this runtime.
+    pub fn keep_alive(&self, session_id: &str) -> bool {
+        match self.core.sessions.get(session_id) {
+            Some(chat) => {
+                chat.touch(self.core.clock.now_ms());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Expires a session now (as the idle timeout would): archived, recoverable by the next turn.
+    pub async fn expire_session(&self, session_id: &str) -> Result<bool, EngineError> {
+        self.cleanup_session(session_id).await
+    }
+
+    /// Stops the background sweeper and waits until the store has made every accepted write
+    /// durable (a no-op for synchronous stores). Call before exiting.
+    pub async fn shutdown(&self) -> Result<(), EngineError> {
+        if let Some(s) = self.sweeper.lock().take() {
+            s.abort();
+        }
+        Ok(self.core.sessions.store.flush().await?)
     }
 
     /// Runs the idle sweeper once as if the time were `now`.

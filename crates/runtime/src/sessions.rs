@@ -93,12 +93,7 @@ pub struct ChatSessions {
 }
 
 impl ChatSessions {
-    pub(crate) fn new(
-        store: Arc<dyn SessionStore>,
-        window: usize,
-        max_active: usize,
-        clock: Clock,
-    ) -> Self {
+    pub(crate) fn new(store: Arc<dyn SessionStore>, window: usize, max_active: usize, clock: Clock) -> Self {
         Self {
             map: DashMap::new(),
             store,
@@ -151,11 +146,7 @@ impl ChatSessions {
 
     /// Archives a chat session: releases its agent slot, marks the stored record archived (its
     /// history stays, so the next request recovers it) and drops it from memory.
-    pub(crate) async fn close(
-        &self,
-        chat: &Arc<ChatSession>,
-        st: &mut ChatState,
-    ) -> Result<bool, StoreError> {
+    pub(crate) async fn close(&self, chat: &Arc<ChatSession>, st: &mut ChatState) -> Result<bool, StoreError> {
         if st.closed {
             return Ok(false);
         }

@@ -52,21 +52,12 @@ pub(crate) async fn sweep(core: &Core, now: Instant) -> SweepReport {
         }
     }
 
-    report.runners = core
-        .agents
-        .reclaim_runners(now_ms, core.config.runner_idle_ttl);
-    report.agents = core
-        .agents
-        .reclaim_agents(now_ms, core.config.agent_idle_ttl);
+    report.runners = core.agents.reclaim_runners(now_ms, core.config.runner_idle_ttl);
+    report.agents = core.agents.reclaim_agents(now_ms, core.config.agent_idle_ttl);
 
     let wall_now = chrono::Utc::now() + now.saturating_duration_since(Instant::now());
     if let Ok(retention) = chrono::Duration::from_std(core.config.archive_ttl) {
-        match core
-            .sessions
-            .store
-            .purge_archived(wall_now - retention)
-            .await
-        {
+        match core.sessions.store.purge_archived(wall_now - retention).await {
             Ok(n) => {
                 report.purged = n;
                 Stats::add(&core.stats.purged_sessions, n);

@@ -5,9 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use aether_contracts::{ErrorCode, TaskRequest, TaskStatus, UniversalMessage};
-use aether_runtime::model::{
-    ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, SimConfig,
-};
+use aether_runtime::model::{ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, SimConfig};
 use aether_runtime::{Runtime, RuntimeConfig};
 use async_trait::async_trait;
 use common::*;
@@ -16,9 +14,7 @@ use serde_json::json;
 #[tokio::test]
 async fn two_step_protocol_creates_then_converses() {
     let rt = instant();
-    let created = rt
-        .process(TaskRequest::create_agent("c1", config(&[])))
-        .await;
+    let created = rt.process(TaskRequest::create_agent("c1", config(&[]))).await;
     assert_eq!(created.status, TaskStatus::Success);
     let agent = created.agent_id.clone().unwrap();
     assert_eq!(meta(&created, "agent.reused"), &json!(false));
@@ -30,12 +26,7 @@ async fn two_step_protocol_creates_then_converses() {
     assert_eq!(meta(&first, "provider.name"), &json!("simulated"));
     assert_eq!(meta(&first, "session.created"), &json!(true));
     assert!(meta(&first, "token_usage.prompt_tokens").as_u64().unwrap() > 0);
-    assert!(
-        meta(&first, "token_usage.completion_tokens")
-            .as_u64()
-            .unwrap()
-            > 0
-    );
+    assert!(meta(&first, "token_usage.completion_tokens").as_u64().unwrap() > 0);
     assert!(meta(&first, "cost_usd").as_f64().unwrap() > 0.0);
     for key in ["total_us", "model_us", "tool_us", "overhead_us"] {
         assert!(
@@ -89,10 +80,7 @@ async fn protocol_violations_name_what_is_wrong() {
     no_session.session_id = None;
     assert_eq!(field_of(&rt.process(no_session).await), "session_id");
 
-    assert_eq!(
-        field_of(&rt.process(TaskRequest::empty("v4")).await),
-        "agent_id"
-    );
+    assert_eq!(field_of(&rt.process(TaskRequest::empty("v4")).await), "agent_id");
 
     let mut no_messages = turn_request(&agent, "x", "hi");
     no_messages.messages.clear();
@@ -163,15 +151,10 @@ async fn equal_configs_share_an_agent_up_to_the_cap() {
     assert!(again.reused);
     assert_eq!(again.agent_id, a.agent_id);
     let other = rt.create_agent(config(&["fx_quote"])).await.unwrap();
-    assert_ne!(
-        other.agent_id, a.agent_id,
-        "a different config never shares"
-    );
+    assert_ne!(other.agent_id, a.agent_id, "a different config never shares");
 
     for s in 0..3 {
-        assert!(turn(&rt, &a.agent_id, &format!("s{s}"), "hi")
-            .await
-            .is_success());
+        assert!(turn(&rt, &a.agent_id, &format!("s{s}"), "hi").await.is_success());
     }
     let fresh = rt.create_agent(config(&["crm_lookup"])).await.unwrap();
     assert!(!fresh.reused, "a full agent is not reused");
@@ -182,11 +165,7 @@ async fn equal_configs_share_an_agent_up_to_the_cap() {
     assert!(overflow.is_success(), "{:?}", overflow.error);
     assert_eq!(overflow.agent_id.as_deref(), Some(fresh.agent_id.as_str()));
     assert_eq!(meta(&overflow, "session.overflow_from"), &json!(a.agent_id));
-    assert_eq!(
-        rt.agent(&a.agent_id).unwrap().session_count(),
-        3,
-        "the cap holds"
-    );
+    assert_eq!(rt.agent(&a.agent_id).unwrap().session_count(), 3, "the cap holds");
     let stats = rt.stats();
     assert_eq!((stats.agents_created, stats.agents_reused), (3, 2));
 }
@@ -256,8 +235,7 @@ async fn a_panic_becomes_an_internal_error_result() {
         .build()
         .unwrap();
     let mut cfg = config(&[]);
-    cfg.framework_config
-        .insert("provider".into(), json!("broken"));
+    cfg.framework_config.insert("provider".into(), json!("broken"));
     let agent = create(&rt, cfg).await;
     let r = turn(&rt, &agent, "p", "hi").await;
     assert_eq!(r.status, TaskStatus::Error);
@@ -265,29 +243,19 @@ async fn a_panic_becomes_an_internal_error_result() {
     assert_eq!(e.code, ErrorCode::InternalError);
     assert!(e.message.contains("provider bug"));
     // The session is not poisoned: the lock was released and nothing was written.
-    assert_eq!(
-        rt.store().load_window("p", 10).await.unwrap().events.len(),
-        0
-    );
+    assert_eq!(rt.store().load_window("p", 10).await.unwrap().events.len(), 0);
 
     let mut unknown = config(&[]);
-    unknown
-        .framework_config
-        .insert("provider".into(), json!("nope"));
+    unknown.framework_config.insert("provider".into(), json!("nope"));
     let r = rt.process(TaskRequest::create_agent("c", unknown)).await;
     assert_eq!(r.error.unwrap().code, ErrorCode::FrameworkUnavailable);
 
     let mut framework = config(&[]);
-    framework
-        .framework_config
-        .insert("framework".into(), json!("adk"));
+    framework.framework_config.insert("framework".into(), json!("adk"));
     let r = rt.process(TaskRequest::create_agent("c", framework)).await;
     let e = r.error.unwrap();
     assert_eq!(e.code, ErrorCode::FrameworkUnavailable);
-    assert!(
-        e.message.contains("native"),
-        "lists the known frameworks: {e}"
-    );
+    assert!(e.message.contains("native"), "lists the known frameworks: {e}");
 }
 
 #[tokio::test]
@@ -327,15 +295,7 @@ async fn a_turn_past_its_timeout_ends_with_status_timeout_and_writes_nothing() {
     let r = rt.process(req).await;
     assert_eq!(r.status, TaskStatus::Timeout);
     assert_eq!(r.error.unwrap().code, ErrorCode::FrameworkExecution);
-    assert_eq!(
-        rt.store()
-            .load_window("slow", 10)
-            .await
-            .unwrap()
-            .events
-            .len(),
-        0
-    );
+    assert_eq!(rt.store().load_window("slow", 10).await.unwrap().events.len(), 0);
     // The session still works.
     assert!(turn(&rt, &agent, "slow", "again").await.is_success());
 }

@@ -41,11 +41,7 @@ async fn hundred_concurrent_turns_on_one_chat_make_one_session_and_an_ordered_hi
     assert_eq!(internal_ids.len(), 1, "one internal session for the chat");
     assert_eq!(rt.stats().sessions_created, 1);
 
-    let page = rt
-        .store()
-        .events_page("shared-chat", None, 1000)
-        .await
-        .unwrap();
+    let page = rt.store().events_page("shared-chat", None, 1000).await.unwrap();
     assert_eq!(page.events.len(), 200);
     let mut seen = HashSet::new();
     for (i, pair) in page.events.chunks(2).enumerate() {
@@ -100,11 +96,7 @@ async fn turns_on_different_chats_run_in_parallel_and_same_chat_turns_queue() {
     );
     // Request state is per request: each chat holds only its own messages.
     for i in 0..10 {
-        let w = rt
-            .store()
-            .load_window(&format!("chat-{i}"), 10)
-            .await
-            .unwrap();
+        let w = rt.store().load_window(&format!("chat-{i}"), 10).await.unwrap();
         assert_eq!(w.events.len(), 2);
     }
 }
@@ -113,11 +105,7 @@ async fn turns_on_different_chats_run_in_parallel_and_same_chat_turns_queue() {
 async fn agent_switch_moves_the_history_to_the_new_agent() {
     let rt = instant();
     let a = create(&rt, config(&[])).await;
-    let b = create(
-        &rt,
-        aether_contracts::AgentConfig::new("gemini-1.5-flash", "Agent B"),
-    )
-    .await;
+    let b = create(&rt, aether_contracts::AgentConfig::new("gemini-1.5-flash", "Agent B")).await;
     let first = turn(&rt, &a, "s", "my name is Ada").await;
     let fresh = turn(&rt, &b, "other", "what is my name?").await;
     let switched = turn(&rt, &b, "s", "what is my name?").await;
@@ -195,11 +183,7 @@ async fn cleanup_of_an_agent_archives_its_sessions_and_releases_its_runner() {
     assert_eq!(cleanup.chat_ids.len(), 2);
     let stats = rt.stats();
     assert_eq!(
-        (
-            stats.active_agents,
-            stats.active_runners,
-            stats.active_sessions
-        ),
+        (stats.active_agents, stats.active_runners, stats.active_sessions),
         (0, 0, 0)
     );
     assert_eq!(
@@ -250,12 +234,7 @@ async fn a_turn_reads_a_bounded_window_whatever_the_conversation_length() {
         "prompt size stops growing once the window is full"
     );
     assert_eq!(
-        rt.store()
-            .get_session("long")
-            .await
-            .unwrap()
-            .unwrap()
-            .event_count,
+        rt.store().get_session("long").await.unwrap().unwrap().event_count,
         120,
         "the store keeps it all"
     );
@@ -305,11 +284,7 @@ async fn sweeper_reclaims_sessions_then_runners_then_agents_and_never_a_busy_one
     started.notified().await;
 
     let far = Instant::now() + Duration::from_secs(3600);
-    assert_eq!(
-        rt.sweep_at(Instant::now()).await.sessions,
-        0,
-        "nothing is idle yet"
-    );
+    assert_eq!(rt.sweep_at(Instant::now()).await.sessions, 0, "nothing is idle yet");
     let report = rt.sweep_at(far).await;
     // The idle chain goes in one pass: its session frees its runner, which frees its agent.
     // The busy turn's session, runner and agent all stay.
@@ -317,12 +292,7 @@ async fn sweeper_reclaims_sessions_then_runners_then_agents_and_never_a_busy_one
     assert!(rt.agent(&idle).is_none());
     assert!(rt.agent(&agent).is_some());
     assert_eq!(
-        rt.store()
-            .get_session("quiet")
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
+        rt.store().get_session("quiet").await.unwrap().unwrap().state,
         SessionState::Archived
     );
 
@@ -332,11 +302,7 @@ async fn sweeper_reclaims_sessions_then_runners_then_agents_and_never_a_busy_one
     assert_eq!((report.sessions, report.runners, report.agents), (1, 1, 1));
     let stats = rt.stats();
     assert_eq!(
-        (
-            stats.active_agents,
-            stats.active_runners,
-            stats.active_sessions
-        ),
+        (stats.active_agents, stats.active_runners, stats.active_sessions),
         (0, 0, 0)
     );
     assert_eq!(
@@ -363,10 +329,7 @@ async fn sweeper_keeps_agents_with_sessions_and_evicts_past_the_session_cap() {
         tokio::time::advance(Duration::from_millis(10)).await;
     }
     let report = rt.sweep_at(Instant::now()).await;
-    assert_eq!(
-        report.sessions, 6,
-        "down to 90 % of the cap, least recently used first"
-    );
+    assert_eq!(report.sessions, 6, "down to 90 % of the cap, least recently used first");
     assert_eq!(
         (report.runners, report.agents),
         (0, 0),
@@ -390,11 +353,7 @@ async fn background_sweeper_runs_on_its_interval() {
         session_idle_ttl: Duration::from_secs(60),
         ..RuntimeConfig::default()
     };
-    let rt = Runtime::builder()
-        .config(cfg)
-        .time_scale(0.0)
-        .build()
-        .unwrap();
+    let rt = Runtime::builder().config(cfg).time_scale(0.0).build().unwrap();
     let agent = rt.create_agent(config(&[])).await.unwrap().agent_id;
     turn(&rt, &agent, "s", "hi").await;
     // Virtual time: the sweeper's ticks at 30 s and 60 s find the session not yet idle long enough.

@@ -6,9 +6,7 @@ mod common;
 use std::time::Duration;
 
 use aether_contracts::{ErrorCode, Metadata, TaskStatus, ToolStatus};
-use aether_runtime::tools::{
-    BlockingTool, FnTool, RegisteredTool, ResolveError, ToolContext, ToolError,
-};
+use aether_runtime::tools::{BlockingTool, FnTool, RegisteredTool, ResolveError, ToolContext, ToolError};
 use aether_runtime::Runtime;
 use common::*;
 use serde_json::{json, Value};
@@ -26,10 +24,7 @@ async fn resolver_exact_then_unique_suffix_then_suggestions() {
         .build()
         .unwrap();
     let tools = rt.tools();
-    assert_eq!(
-        &*tools.resolve("demo.crm_lookup").unwrap().full_name,
-        "demo.crm_lookup"
-    );
+    assert_eq!(&*tools.resolve("demo.crm_lookup").unwrap().full_name, "demo.crm_lookup");
     assert_eq!(
         &*tools.resolve("crm_lookup").unwrap().full_name,
         "demo.crm_lookup",
@@ -48,26 +43,19 @@ async fn resolver_exact_then_unique_suffix_then_suggestions() {
         "exact wins"
     );
     match tools.resolve("crm_lokup") {
-        Err(ResolveError::NotFound { suggestions, .. }) => assert_eq!(
-            suggestions.first().map(String::as_str),
-            Some("demo.crm_lookup")
-        ),
+        Err(ResolveError::NotFound { suggestions, .. }) => {
+            assert_eq!(suggestions.first().map(String::as_str), Some("demo.crm_lookup"))
+        }
         other => panic!("expected not found, got {other:?}"),
     }
     assert!(
-        matches!(
-            tools.resolve("billing.crm_lookup"),
-            Err(ResolveError::NotFound { .. })
-        ),
+        matches!(tools.resolve("billing.crm_lookup"), Err(ResolveError::NotFound { .. })),
         "a namespaced name never falls back to another namespace"
     );
 
     // At agent creation an unknown tool is a clear error with suggestions.
     let r = rt
-        .process(aether_contracts::TaskRequest::create_agent(
-            "c",
-            config(&["aml_check"]),
-        ))
+        .process(aether_contracts::TaskRequest::create_agent("c", config(&["aml_check"])))
         .await;
     let e = r.error.unwrap();
     assert_eq!(e.code, ErrorCode::ToolNotDeclared);
@@ -83,13 +71,10 @@ fn registration_rejects_bad_names_schemas_and_duplicates() {
     assert!(e.to_string().contains("letters, digits"), "{e}");
     let e = RegisteredTool::new_async(tool_spec("a.b", json!({"type": 12})), noop()).unwrap_err();
     assert!(
-        e.to_string()
-            .contains("invalid parameters_schema for tool `a.b`"),
+        e.to_string().contains("invalid parameters_schema for tool `a.b`"),
         "{e}"
     );
-    let dup = builder(0, 0)
-        .tool(aether_runtime::tools::builtin::echo())
-        .build();
+    let dup = builder(0, 0).tool(aether_runtime::tools::builtin::echo()).build();
     assert!(matches!(dup, Err(aether_runtime::BuildError::Tool(_))));
 }
 
@@ -101,25 +86,13 @@ fn schema_validation_names_each_field() {
     p.insert("account_id".into(), json!(7));
     p.insert("colour".into(), json!("red"));
     let e = aml.validate(&p).unwrap_err();
-    assert!(
-        e.contains("parameters/account_id: 7 is not of type \"string\""),
-        "{e}"
-    );
+    assert!(e.contains("parameters/account_id: 7 is not of type \"string\""), "{e}");
     assert!(e.contains("\"amount\" is a required property"), "{e}");
     assert!(e.contains("colour"), "{e}");
-    assert!(
-        aml.validate(aml.sample_arguments()).is_ok(),
-        "the examples are valid"
-    );
+    assert!(aml.validate(aml.sample_arguments()).is_ok(), "the examples are valid");
 }
 
-const FIVE: [&str; 5] = [
-    "crm_lookup",
-    "doc_indexer",
-    "aml_checker",
-    "kyc_screen",
-    "fx_quote",
-];
+const FIVE: [&str; 5] = ["crm_lookup", "doc_indexer", "aml_checker", "kyc_screen", "fx_quote"];
 
 #[tokio::test(start_paused = true)]
 async fn five_tools_run_concurrently_in_one_turn() {
@@ -129,10 +102,7 @@ async fn five_tools_run_concurrently_in_one_turn() {
     let single = turn(&rt, &one, "a", "go").await;
     let fan = turn(&rt, &five, "b", "go").await;
     assert_eq!(fan.tool_results.len(), 5);
-    assert!(fan
-        .tool_results
-        .iter()
-        .all(|r| r.status == ToolStatus::Success));
+    assert!(fan.tool_results.iter().all(|r| r.status == ToolStatus::Success));
     let tool_us = |r| meta(r, "timing.tool_us").as_f64().unwrap();
     assert!(tool_us(&single) >= 100_000.0);
     assert!(
@@ -146,10 +116,7 @@ async fn five_tools_run_concurrently_in_one_turn() {
         &json!(2),
         "tools first, then the answer"
     );
-    assert!(fan
-        .response_text()
-        .unwrap()
-        .contains("5 of 5 tool calls succeeded"));
+    assert!(fan.response_text().unwrap().contains("5 of 5 tool calls succeeded"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,10 +130,7 @@ async fn five_tools_of_100ms_take_about_the_time_of_one_in_real_time() {
     let t = std::time::Instant::now();
     assert!(turn(&rt, &five, "b", "go").await.is_success());
     let fan = t.elapsed();
-    assert!(
-        fan < 2 * single,
-        "5 tools took {fan:?} vs {single:?} for one"
-    );
+    assert!(fan < 2 * single, "5 tools took {fan:?} vs {single:?} for one");
 }
 
 struct SleepyBlocking;
@@ -222,13 +186,7 @@ async fn timeouts_errors_panics_and_bad_parameters_become_tool_results_not_faile
     let rt = b.build().unwrap();
     let agent = create(
         &rt,
-        config(&[
-            "test.slow",
-            "test.fails",
-            "test.panics",
-            "test.blocking",
-            "test.strict",
-        ]),
+        config(&["test.slow", "test.fails", "test.panics", "test.blocking", "test.strict"]),
     )
     .await;
     let r = turn(&rt, &agent, "s", "go").await;
@@ -237,11 +195,7 @@ async fn timeouts_errors_panics_and_bad_parameters_become_tool_results_not_faile
 
     let slow = by_name("test.slow");
     assert_eq!(slow.status, ToolStatus::Timeout);
-    assert!(slow
-        .error_message
-        .as_ref()
-        .unwrap()
-        .contains("timed out after 50ms"));
+    assert!(slow.error_message.as_ref().unwrap().contains("timed out after 50ms"));
     let fails = by_name("test.fails");
     assert_eq!(fails.status, ToolStatus::Error);
     assert_eq!(fails.error.as_ref().unwrap().code, ErrorCode::ToolExecution);
@@ -251,23 +205,13 @@ async fn timeouts_errors_panics_and_bad_parameters_become_tool_results_not_faile
     assert!(panics.error_message.as_ref().unwrap().contains("panicked"));
     assert_eq!(by_name("test.blocking").status, ToolStatus::Success);
     let strict = by_name("test.strict");
-    assert_eq!(
-        strict.error.as_ref().unwrap().code,
-        ErrorCode::ToolInvalidParameters
-    );
+    assert_eq!(strict.error.as_ref().unwrap().code, ErrorCode::ToolInvalidParameters);
     assert!(
-        strict
-            .error_message
-            .as_ref()
-            .unwrap()
-            .contains("parameters/n"),
+        strict.error_message.as_ref().unwrap().contains("parameters/n"),
         "{:?}",
         strict.error_message
     );
-    assert!(r
-        .response_text()
-        .unwrap()
-        .contains("1 of 5 tool calls succeeded"));
+    assert!(r.response_text().unwrap().contains("1 of 5 tool calls succeeded"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -283,8 +227,7 @@ async fn agent_tool_timeout_applies_and_a_single_panicking_tool_does_not_fail_th
     assert_eq!(r.tool_results[0].status, ToolStatus::Error);
 
     let mut cfg = config(&["crm_lookup"]);
-    cfg.framework_config
-        .insert("tool_timeout_s".into(), json!(0.01));
+    cfg.framework_config.insert("tool_timeout_s".into(), json!(0.01));
     let rt = builder(0, 100).build().unwrap();
     let agent = create(&rt, cfg).await;
     let r = turn(&rt, &agent, "t", "go").await;
@@ -304,11 +247,7 @@ async fn tool_calls_can_be_steered_per_request() {
     assert_eq!(r.tool_results.len(), 1);
     assert_eq!(r.tool_results[0].tool_name, "demo.fx_quote");
     let r = turn(&rt, &agent, "s3", "please run kyc_screen only").await;
-    assert_eq!(
-        r.tool_results.len(),
-        1,
-        "a tool named in the message is the one called"
-    );
+    assert_eq!(r.tool_results.len(), 1, "a tool named in the message is the one called");
     let r = turn(&rt, &agent, "s4", "go").await;
     assert_eq!(r.tool_results.len(), 5);
     // Same parameters, same result: the demo tools are deterministic.

@@ -11,6 +11,8 @@ pub enum StoreError {
         expected: u64,
         got: u64,
     },
+    #[error("cannot open {target}: {message}")]
+    Open { target: String, message: String },
     #[error("store backend error: {0}")]
     Backend(String),
 }

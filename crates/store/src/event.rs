@@ -21,11 +21,7 @@ pub struct SessionEvent {
     pub tool_results: Vec<ToolResult>,
     pub created_at: DateTime<Utc>,
     /// Token count, computed once by whoever first needs it.
-    #[serde(
-        default,
-        skip_serializing_if = "token_count_unset",
-        with = "token_count_serde"
-    )]
+    #[serde(default, skip_serializing_if = "token_count_unset", with = "token_count_serde")]
     token_count: OnceLock<u32>,
 }
 

@@ -2,22 +2,32 @@
 //!
 //! A chat session is keyed by its business `session_id`. Its history is an append-only log of
 //! [`SessionEvent`]s; a turn reads only a bounded [`HistoryWindow`] of the latest events, never the
-//! whole log. [`SessionStore`] is the trait every backend implements; [`MemoryStore`] is the
-//! in-memory one (SQLite and PostgreSQL implement the same trait).
+//! whole log. [`SessionStore`] is the trait every backend implements: [`MemoryStore`] (tests, the
+//! harness), [`SqliteStore`] (the embedded default: one file) and [`PostgresStore`] (sessions
+//! shared by several instances). [`BackgroundWrites`] gives any of them `async` durability.
+//! [`open`] builds one from a [`StoreConfig`].
 
+mod background;
 mod error;
 mod event;
 mod memory;
+mod migrations;
+mod postgres;
 mod record;
+mod rows;
+mod sqlite;
 
+pub use background::BackgroundWrites;
 pub use error::StoreError;
 pub use event::SessionEvent;
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use record::{
-    Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord,
-    SessionState, StoreInfo,
+    Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord, SessionState, StoreInfo,
 };
+pub use sqlite::SqliteStore;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -38,18 +48,10 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError>;
 
     /// Appends events in order. Their `seq` must continue the session's log without a gap.
-    async fn append_events(
-        &self,
-        session_id: &str,
-        events: &[Arc<SessionEvent>],
-    ) -> Result<(), StoreError>;
+    async fn append_events(&self, session_id: &str, events: &[Arc<SessionEvent>]) -> Result<(), StoreError>;
 
     /// The latest `max_events` events, oldest first, and how many came before them.
-    async fn load_window(
-        &self,
-        session_id: &str,
-        max_events: usize,
-    ) -> Result<HistoryWindow, StoreError>;
+    async fn load_window(&self, session_id: &str, max_events: usize) -> Result<HistoryWindow, StoreError>;
 
     /// Events with `seq > after_seq` (all when `None`), oldest first, at most `limit`.
     async fn events_page(
@@ -60,11 +62,7 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<EventPage, StoreError>;
 
     /// Sessions matching `filter`, ordered by session id, paged by id.
-    async fn list_sessions(
-        &self,
-        filter: &SessionFilter,
-        page: &PageRequest,
-    ) -> Result<Page, StoreError>;
+    async fn list_sessions(&self, filter: &SessionFilter, page: &PageRequest) -> Result<Page, StoreError>;
 
     /// Sets the session's state; `false` when the session does not exist.
     async fn set_state(&self, session_id: &str, state: SessionState) -> Result<bool, StoreError>;
@@ -77,4 +75,44 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Number of sessions held (a gauge for metrics).
     async fn session_count(&self) -> Result<u64, StoreError>;
+
+    /// Waits until every write accepted so far is durable (a no-op for synchronous stores).
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Which store to open.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreConfig {
+    Memory,
+    Sqlite {
+        path: PathBuf,
+        durability: Durability,
+    },
+    Postgres {
+        url: String,
+        durability: Durability,
+        max_connections: u32,
+    },
+}
+
+/// Writes a background queue may hold in `async` mode before writers wait.
+pub const ASYNC_QUEUE_CAPACITY: usize = 8192;
+
+/// Opens the configured store (creating files and applying migrations as needed).
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, StoreError> {
+    let (store, durability): (Arc<dyn SessionStore>, Durability) = match config {
+        StoreConfig::Memory => return Ok(Arc::new(MemoryStore::new())),
+        StoreConfig::Sqlite { path, durability } => (Arc::new(SqliteStore::open(path).await?), *durability),
+        StoreConfig::Postgres {
+            url,
+            durability,
+            max_connections,
+        } => (Arc::new(PostgresStore::open(url, *max_connections).await?), *durability),
+    };
+    Ok(match durability {
+        Durability::Async => Arc::new(BackgroundWrites::new(store, ASYNC_QUEUE_CAPACITY)),
+        _ => store,
+    })
 }

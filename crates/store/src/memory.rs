@@ -9,8 +9,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 
 use crate::record::{
-    Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord,
-    SessionState, StoreInfo,
+    Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord, SessionState, StoreInfo,
 };
 use crate::{SessionEvent, SessionStore, StoreError};
 
@@ -62,10 +61,7 @@ impl SessionStore for MemoryStore {
                 let mut s = e.get().lock();
                 // The log is the truth for the count; a record never rewrites history.
                 let event_count = s.events.len() as u64;
-                s.record = SessionRecord {
-                    event_count,
-                    ..record
-                };
+                s.record = SessionRecord { event_count, ..record };
             }
             dashmap::Entry::Vacant(e) => {
                 e.insert(Arc::new(Mutex::new(MemSession {
@@ -81,11 +77,7 @@ impl SessionStore for MemoryStore {
         Ok(self.session(session_id).map(|s| s.lock().record.clone()))
     }
 
-    async fn append_events(
-        &self,
-        session_id: &str,
-        events: &[Arc<SessionEvent>],
-    ) -> Result<(), StoreError> {
+    async fn append_events(&self, session_id: &str, events: &[Arc<SessionEvent>]) -> Result<(), StoreError> {
         let session = self
             .session(session_id)
             .ok_or_else(|| StoreError::SessionNotFound(session_id.to_owned()))?;
@@ -107,11 +99,7 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    async fn load_window(
-        &self,
-        session_id: &str,
-        max_events: usize,
-    ) -> Result<HistoryWindow, StoreError> {
+    async fn load_window(&self, session_id: &str, max_events: usize) -> Result<HistoryWindow, StoreError> {
         let Some(session) = self.session(session_id) else {
             return Ok(HistoryWindow::default());
         };
@@ -136,20 +124,11 @@ impl SessionStore for MemoryStore {
         let start = after_seq.map_or(0, |a| (a + 1).min(s.events.len() as u64) as usize);
         let end = (start + limit).min(s.events.len());
         let events = s.events[start..end].to_vec();
-        let next_after_seq = (end < s.events.len())
-            .then(|| events.last().map(|e| e.seq))
-            .flatten();
-        Ok(EventPage {
-            events,
-            next_after_seq,
-        })
+        let next_after_seq = (end < s.events.len()).then(|| events.last().map(|e| e.seq)).flatten();
+        Ok(EventPage { events, next_after_seq })
     }
 
-    async fn list_sessions(
-        &self,
-        filter: &SessionFilter,
-        page: &PageRequest,
-    ) -> Result<Page, StoreError> {
+    async fn list_sessions(&self, filter: &SessionFilter, page: &PageRequest) -> Result<Page, StoreError> {
         let mut records: Vec<SessionRecord> = self
             .sessions
             .iter()

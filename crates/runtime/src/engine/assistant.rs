@@ -32,9 +32,7 @@ impl Assistant {
         let task_id = request.task_id.clone();
         let session_id = request.session_id.clone();
         let agent_id = request.agent_id.clone();
-        let outcome = AssertUnwindSafe(self.engine.execute(request))
-            .catch_unwind()
-            .await;
+        let outcome = AssertUnwindSafe(self.engine.execute(request)).catch_unwind().await;
         let mut result = match outcome {
             Ok(Ok(r)) => return r,
             Ok(Err(e)) => TaskResult::failure(task_id, e.status(), e.payload()),
@@ -44,8 +42,7 @@ impl Assistant {
                 TaskResult::failure(
                     task_id,
                     TaskStatus::Error,
-                    ErrorPayload::new(ErrorCode::InternalError, format!("internal error: {msg}"))
-                        .with_source("engine"),
+                    ErrorPayload::new(ErrorCode::InternalError, format!("internal error: {msg}")).with_source("engine"),
                 )
             }
         };

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 pub use assistant::Assistant;
-pub(crate) use native::NativeAdapter;
+pub(crate) use native::{open_session, NativeAdapter};
 pub use validate::RequestPlan;
 
 use crate::error::EngineError;
@@ -26,11 +26,7 @@ use crate::error::EngineError;
 pub trait FrameworkAdapter: Send + Sync + 'static {
     fn name(&self) -> &str;
 
-    async fn execute(
-        &self,
-        request: TaskRequest,
-        plan: RequestPlan,
-    ) -> Result<TaskResult, EngineError>;
+    async fn execute(&self, request: TaskRequest, plan: RequestPlan) -> Result<TaskResult, EngineError>;
 }
 
 type Factory = Box<dyn Fn() -> Result<Arc<dyn FrameworkAdapter>, String> + Send + Sync>;

@@ -41,17 +41,10 @@ impl FrameworkAdapter for NativeAdapter {
         "native"
     }
 
-    async fn execute(
-        &self,
-        req: TaskRequest,
-        plan: RequestPlan,
-    ) -> Result<TaskResult, EngineError> {
+    async fn execute(&self, req: TaskRequest, plan: RequestPlan) -> Result<TaskResult, EngineError> {
         match plan {
             RequestPlan::CreateAgent(config) => create_agent(&self.core, &req.task_id, config),
-            RequestPlan::Converse {
-                agent_id,
-                session_id,
-            } => {
+            RequestPlan::Converse { agent_id, session_id } => {
                 let result = converse(&self.core, req, agent_id, session_id).await;
                 Stats::incr(&self.core.stats.turns);
                 if result.as_ref().map_or(true, |r| !r.is_success()) {
@@ -68,11 +61,7 @@ fn us(d: Duration) -> f64 {
     d.as_nanos() as f64 / 1000.0
 }
 
-fn create_agent(
-    core: &Core,
-    task_id: &str,
-    config: aether_contracts::AgentConfig,
-) -> Result<TaskResult, EngineError> {
+fn create_agent(core: &Core, task_id: &str, config: aether_contracts::AgentConfig) -> Result<TaskResult, EngineError> {
     let started = Instant::now();
     let (agent, reused) = core.agents.create_or_reuse(config)?;
     let elapsed = started.elapsed();
@@ -92,8 +81,7 @@ fn create_agent(
             "sessions": agent.session_count(),
         }),
     );
-    r.metadata
-        .insert("timing".into(), json!({ "total_us": us(elapsed) }));
+    r.metadata.insert("timing".into(), json!({ "total_us": us(elapsed) }));
     Ok(r)
 }
 
@@ -184,11 +172,7 @@ async fn bind(
                 .ok_or_else(|| EngineError::SessionWithoutAgent(chat_id.to_string()))?,
         },
     };
-    if st
-        .binding
-        .as_ref()
-        .is_some_and(|b| Arc::ptr_eq(&b.slot.agent, &target))
-    {
+    if st.binding.as_ref().is_some_and(|b| Arc::ptr_eq(&b.slot.agent, &target)) {
         return Ok(());
     }
     let previous_agent = st
@@ -226,6 +210,28 @@ async fn bind(
     Ok(())
 }
 
+/// Opens (or recovers) a chat session bound to `agent_id` without a turn.
+pub(crate) async fn open_session(
+    core: &Core,
+    session_id: &str,
+    agent_id: &str,
+    user_id: Option<&str>,
+) -> Result<(), EngineError> {
+    let (chat, mut st) = core.sessions.lock(session_id).await;
+    let mut flags = TurnFlags::default();
+    if !st.loaded {
+        load(core, &chat.id, &mut st, &mut flags, user_id).await?;
+    }
+    if let Err(e) = bind(core, &chat.id, &mut st, Some(agent_id), &mut flags).await {
+        if st.binding.is_none() {
+            core.sessions.discard(&chat, &mut st);
+        }
+        return Err(e);
+    }
+    chat.touch(core.clock.now_ms());
+    Ok(())
+}
+
 async fn converse(
     core: &Core,
     req: TaskRequest,
@@ -248,9 +254,7 @@ async fn converse(
     }
     let st = &mut *st;
     let Some(binding) = st.binding.as_ref() else {
-        return Err(EngineError::Internal(
-            "session bound to no agent after binding".into(),
-        ));
+        return Err(EngineError::Internal("session bound to no agent after binding".into()));
     };
     let agent = Arc::clone(&binding.slot.agent);
     let runner_id = Arc::clone(&binding.slot.runner.id);
@@ -259,16 +263,15 @@ async fn converse(
 
     let base_seq = st.next_seq;
     let mut pending: Vec<Arc<SessionEvent>> = Vec::with_capacity(req.messages.len() + 3);
-    let new_event =
-        |pending: &Vec<Arc<SessionEvent>>, message: UniversalMessage, results: Vec<ToolResult>| {
-            Arc::new(SessionEvent::new(
-                base_seq + pending.len() as u64,
-                Arc::clone(&internal_id),
-                Arc::clone(&agent.id),
-                message,
-                results,
-            ))
-        };
+    let new_event = |pending: &Vec<Arc<SessionEvent>>, message: UniversalMessage, results: Vec<ToolResult>| {
+        Arc::new(SessionEvent::new(
+            base_seq + pending.len() as u64,
+            Arc::clone(&internal_id),
+            Arc::clone(&agent.id),
+            message,
+            results,
+        ))
+    };
     let req_metadata = &req.metadata;
     let task_id: Arc<str> = Arc::from(req.task_id.as_str());
     for m in req.messages {
@@ -329,19 +332,13 @@ async fn converse(
         tool_calls += results.len() as u64;
         Stats::add(&core.stats.tool_calls, results.len() as u64);
         let ok = results.iter().filter(|r| r.is_success()).count();
-        let summary = UniversalMessage::text(
-            Role::Tool,
-            format!("{ok} of {} tool calls succeeded", results.len()),
-        );
+        let summary = UniversalMessage::text(Role::Tool, format!("{ok} of {} tool calls succeeded", results.len()));
         let e = new_event(&pending, summary, results);
         pending.push(e);
     }
 
     // Commit: the store first, then the window, so a failed write changes nothing.
-    core.sessions
-        .store
-        .append_events(&chat.id, &pending)
-        .await?;
+    core.sessions.store.append_events(&chat.id, &pending).await?;
     let window_cap = core.sessions.window;
     for e in &pending {
         st.window.push_back(Arc::clone(e));
@@ -369,10 +366,7 @@ async fn converse(
             "the model was still calling tools after {model_calls} calls (max_model_calls_per_turn)"
         ));
     }
-    result.tool_results = pending
-        .iter()
-        .flat_map(|e| e.tool_results.iter().cloned())
-        .collect();
+    result.tool_results = pending.iter().flat_map(|e| e.tool_results.iter().cloned()).collect();
     result.execution_time = Some(total.as_secs_f64());
     result.session_id = Some(session_id);
     result.agent_id = Some(agent.id.to_string());
@@ -414,10 +408,7 @@ async fn converse(
     );
     let mut provider = Map::with_capacity(4);
     provider.insert("name".into(), Value::from(info.name.as_str()));
-    provider.insert(
-        "model".into(),
-        Value::from(agent.config.model_config.model.as_str()),
-    );
+    provider.insert("model".into(), Value::from(agent.config.model_config.model.as_str()));
     provider.insert("simulated".into(), Value::from(info.simulated));
     if let Some(p) = served_by {
         provider.insert("profile".into(), Value::from(&*p));

@@ -32,11 +32,9 @@ pub(crate) fn plan(req: &mut TaskRequest) -> Result<RequestPlan, EngineError> {
     let agent_id = non_empty("agent_id", req.agent_id.clone())?;
     let session_id = non_empty(
         "session_id",
-        req.session_id.clone().or_else(|| {
-            req.session_context
-                .as_ref()
-                .and_then(|c| c.session_id.clone())
-        }),
+        req.session_id
+            .clone()
+            .or_else(|| req.session_context.as_ref().and_then(|c| c.session_id.clone())),
     )?;
 
     if let Some(config) = req.agent_config.take() {

@@ -121,8 +121,7 @@ pub enum ModelError {
 }
 
 fn retry_after_text(ms: Option<u64>) -> String {
-    ms.map(|ms| format!("; retry after {ms} ms"))
-        .unwrap_or_default()
+    ms.map(|ms| format!("; retry after {ms} ms")).unwrap_or_default()
 }
 
 impl ModelError {
@@ -144,4 +143,8 @@ pub trait ModelProvider: Send + Sync + 'static {
     fn info(&self) -> &ProviderInfo;
 
     async fn generate(&self, request: ModelRequest<'_>) -> Result<ModelResponse, ModelError>;
+
+    /// Gets ready to serve `model` (loads tables, opens connections). Called when an agent is
+    /// created, so its first turn does not pay for it. Must not block for long.
+    fn prepare(&self, _model: &str) {}
 }

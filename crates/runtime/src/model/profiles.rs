@@ -47,10 +47,7 @@ pub struct ProfileSet {
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("cannot read simulated-model profiles `{path}`: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("invalid simulated-model profiles in `{origin}`: {message}")]
     Parse { origin: String, message: String },
 }

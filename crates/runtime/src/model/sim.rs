@@ -201,11 +201,7 @@ impl SimulatedModel {
             let wanted: Vec<&str> = names.iter().filter_map(|v| v.as_str()).collect();
             return tools
                 .iter()
-                .filter(|t| {
-                    wanted
-                        .iter()
-                        .any(|w| *w == &*t.full_name || *w == &*t.short_name)
-                })
+                .filter(|t| wanted.iter().any(|w| *w == &*t.full_name || *w == &*t.short_name))
                 .collect();
         }
         let limit = req
@@ -217,10 +213,7 @@ impl SimulatedModel {
         if limit.is_none() {
             if let Some(last) = req.history.last() {
                 let text = last.message.text_content();
-                let mentioned: Vec<_> = tools
-                    .iter()
-                    .filter(|t| text.contains(&*t.short_name))
-                    .collect();
+                let mentioned: Vec<_> = tools.iter().filter(|t| text.contains(&*t.short_name)).collect();
                 if !mentioned.is_empty() {
                     return mentioned;
                 }
@@ -244,11 +237,7 @@ impl SimulatedModel {
         })
     }
 
-    fn injected_error(
-        &self,
-        rng: &mut SmallRng,
-        profile: &Profile,
-    ) -> Option<(ModelError, Duration)> {
+    fn injected_error(&self, rng: &mut SmallRng, profile: &Profile) -> Option<(ModelError, Duration)> {
         if self.config.error_rate <= 0.0
             || self.config.error_kinds.is_empty()
             || rng.random::<f64>() >= self.config.error_rate
@@ -282,6 +271,11 @@ impl SimulatedModel {
 impl ModelProvider for SimulatedModel {
     fn info(&self) -> &ProviderInfo {
         &self.info
+    }
+
+    fn prepare(&self, model: &str) {
+        let (name, profile) = self.config.profiles.lookup(model);
+        self.canned(name, profile);
     }
 
     async fn generate(&self, req: ModelRequest<'_>) -> Result<ModelResponse, ModelError> {
@@ -326,15 +320,8 @@ impl ModelProvider for SimulatedModel {
         } else if after_tools {
             let results = &last.map(|e| e.tool_results.as_slice()).unwrap_or_default();
             let mut text = String::with_capacity(64 + 24 * results.len());
-            let ok = results
-                .iter()
-                .filter(|r| r.status == ToolStatus::Success)
-                .count();
-            let _ = write!(
-                text,
-                "[simulated] {ok} of {} tool calls succeeded:",
-                results.len()
-            );
+            let ok = results.iter().filter(|r| r.status == ToolStatus::Success).count();
+            let _ = write!(text, "[simulated] {ok} of {} tool calls succeeded:", results.len());
             for r in results.iter() {
                 let _ = write!(text, " {} {};", r.tool_name, r.status);
             }
@@ -362,9 +349,7 @@ impl ModelProvider for SimulatedModel {
                 } else {
                     0.0
                 };
-                (profile.ttft_ms
-                    + profile.per_token_ms * (completion_tokens.saturating_sub(1)) as f64
-                    + jitter)
+                (profile.ttft_ms + profile.per_token_ms * (completion_tokens.saturating_sub(1)) as f64 + jitter)
                     .max(0.0)
             }
         };
@@ -410,11 +395,7 @@ pub(crate) fn sample_arguments(schema: &serde_json::Value) -> Metadata {
             .and_then(|e| e.as_array())
             .and_then(|e| e.first())
             .or_else(|| prop.get("default"))
-            .or_else(|| {
-                prop.get("enum")
-                    .and_then(|e| e.as_array())
-                    .and_then(|e| e.first())
-            })
+            .or_else(|| prop.get("enum").and_then(|e| e.as_array()).and_then(|e| e.first()))
             .cloned()
             .unwrap_or_else(|| match prop.get("type").and_then(|t| t.as_str()) {
                 Some("integer") => 1.into(),

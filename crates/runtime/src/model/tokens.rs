@@ -28,12 +28,8 @@ fn bpe(tokenizer: Tokenizer) -> Option<&'static CoreBPE> {
     static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
     static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
     match tokenizer {
-        Tokenizer::Cl100k => CL100K
-            .get_or_init(|| tiktoken_rs::cl100k_base().ok())
-            .as_ref(),
-        Tokenizer::O200k => O200K
-            .get_or_init(|| tiktoken_rs::o200k_base().ok())
-            .as_ref(),
+        Tokenizer::Cl100k => CL100K.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref(),
+        Tokenizer::O200k => O200K.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref(),
     }
 }
 

@@ -16,9 +16,7 @@ pub fn echo() -> RegisteredTool {
     RegisteredTool::new_async(
         UniversalTool::new("builtin.echo", "Returns its input unchanged.", schema),
         FnTool(|params: Metadata, _ctx: ToolContext| async move {
-            Ok::<_, ToolError>(
-                json!({ "message": params.get("message").cloned().unwrap_or_default() }),
-            )
+            Ok::<_, ToolError>(json!({ "message": params.get("message").cloned().unwrap_or_default() }))
         }),
     )
     .unwrap_or_else(|e| unreachable!("built-in tool is valid: {e}"))
@@ -31,9 +29,7 @@ pub fn timestamp() -> RegisteredTool {
         UniversalTool::new("builtin.timestamp", "Returns the current UTC time.", schema),
         FnTool(|_params: Metadata, _ctx: ToolContext| async move {
             let now = chrono::Utc::now();
-            Ok::<_, ToolError>(
-                json!({ "utc": now.to_rfc3339(), "unix_ms": now.timestamp_millis() }),
-            )
+            Ok::<_, ToolError>(json!({ "utc": now.to_rfc3339(), "unix_ms": now.timestamp_millis() }))
         }),
     )
     .unwrap_or_else(|e| unreachable!("built-in tool is valid: {e}"))

@@ -64,11 +64,7 @@ impl AsyncTool for DemoTool {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        let h = fnv1a(
-            serde_json::to_string(&params)
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+        let h = fnv1a(serde_json::to_string(&params).unwrap_or_default().as_bytes());
         Ok((self.respond)(&params, h))
     }
 }
@@ -118,11 +114,7 @@ pub fn demo_tools(config: &DemoToolConfig) -> Vec<RegisteredTool> {
         .iter()
         .map(|name| {
             let (description, schema, respond) = definition(name);
-            let base = config
-                .per_tool
-                .get(*name)
-                .copied()
-                .unwrap_or(config.latency);
+            let base = config.per_tool.get(*name).copied().unwrap_or(config.latency);
             let scale = if config.time_scale.is_finite() && config.time_scale > 0.0 {
                 config.time_scale
             } else {

@@ -17,13 +17,7 @@ use tokio::time::Instant;
 
 use super::{resolve_among, RegisteredTool, ToolContext, ToolImpl};
 
-fn failed(
-    name: &str,
-    call_id: &Option<String>,
-    status: ToolStatus,
-    code: ErrorCode,
-    msg: String,
-) -> ToolResult {
+fn failed(name: &str, call_id: &Option<String>, status: ToolStatus, code: ErrorCode, msg: String) -> ToolResult {
     ToolResult {
         tool_name: name.to_owned(),
         status,
@@ -56,11 +50,7 @@ async fn run_one(p: Prepared) -> (usize, ToolResult) {
                 let t = Arc::clone(t);
                 tokio::task::spawn_blocking(move || t.call(p.params, p.ctx))
                     .await
-                    .unwrap_or_else(|e| {
-                        Err(super::ToolError(format!(
-                            "blocking tool failed to complete: {e}"
-                        )))
-                    })
+                    .unwrap_or_else(|e| Err(super::ToolError(format!("blocking tool failed to complete: {e}"))))
             }
         }
     };
@@ -77,13 +67,7 @@ async fn run_one(p: Prepared) -> (usize, ToolResult) {
             call_id,
         },
         Ok(Ok(Err(e))) => {
-            let mut r = failed(
-                &name,
-                &call_id,
-                ToolStatus::Error,
-                ErrorCode::ToolExecution,
-                e.0,
-            );
+            let mut r = failed(&name, &call_id, ToolStatus::Error, ErrorCode::ToolExecution, e.0);
             r.execution_time = Some(secs);
             r
         }
@@ -100,13 +84,7 @@ async fn run_one(p: Prepared) -> (usize, ToolResult) {
         }
         Err(_) => {
             let msg = format!("tool `{name}` timed out after {:?}", p.timeout);
-            let mut r = failed(
-                &name,
-                &call_id,
-                ToolStatus::Timeout,
-                ErrorCode::ToolExecution,
-                msg,
-            );
+            let mut r = failed(&name, &call_id, ToolStatus::Timeout, ErrorCode::ToolExecution, msg);
             r.execution_time = Some(secs);
             r
         }

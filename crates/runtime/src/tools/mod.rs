@@ -45,11 +45,7 @@ impl ToolError {
 /// A tool that runs on the async workers. It must not block.
 #[async_trait]
 pub trait AsyncTool: Send + Sync + 'static {
-    async fn call(
-        &self,
-        params: Metadata,
-        ctx: ToolContext,
-    ) -> Result<serde_json::Value, ToolError>;
+    async fn call(&self, params: Metadata, ctx: ToolContext) -> Result<serde_json::Value, ToolError>;
 }
 
 /// A tool that blocks (file or CPU work, a synchronous client). Runs off the async workers.
@@ -73,11 +69,7 @@ where
     F: Fn(Metadata, ToolContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<serde_json::Value, ToolError>> + Send + 'static,
 {
-    async fn call(
-        &self,
-        params: Metadata,
-        ctx: ToolContext,
-    ) -> Result<serde_json::Value, ToolError> {
+    async fn call(&self, params: Metadata, ctx: ToolContext) -> Result<serde_json::Value, ToolError> {
         (self.0)(params, ctx).await
     }
 }
@@ -106,9 +98,7 @@ impl std::fmt::Debug for RegisteredTool {
 }
 
 fn valid_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 impl RegisteredTool {
@@ -119,10 +109,7 @@ impl RegisteredTool {
     }
 
     /// Registers a tool that blocks; it will run on the blocking pool.
-    pub fn new_blocking(
-        spec: UniversalTool,
-        tool: impl BlockingTool,
-    ) -> Result<Self, RegistryError> {
+    pub fn new_blocking(spec: UniversalTool, tool: impl BlockingTool) -> Result<Self, RegistryError> {
         Self::new(spec, ToolImpl::Blocking(Arc::new(tool)))
     }
 
@@ -141,16 +128,14 @@ impl RegisteredTool {
         if !ns.split('.').all(valid_segment) || !valid_segment(short) {
             return Err(RegistryError::InvalidName {
                 name: full.clone(),
-                reason: "segments must be non-empty and use only letters, digits, `_` and `-`"
-                    .into(),
+                reason: "segments must be non-empty and use only letters, digits, `_` and `-`".into(),
             });
         }
-        let validator = ParamValidator::compile(&spec.parameters_schema).map_err(|reason| {
-            RegistryError::InvalidSchema {
+        let validator =
+            ParamValidator::compile(&spec.parameters_schema).map_err(|reason| RegistryError::InvalidSchema {
                 name: full.clone(),
                 reason,
-            }
-        })?;
+            })?;
         let sample_arguments = crate::model::sim::sample_arguments(&spec.parameters_schema);
         let short_name: Arc<str> = Arc::from(short);
         spec.namespace = Some(ns.to_owned());

@@ -23,15 +23,9 @@ pub enum RegistryError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
     #[error("unknown tool `{name}`{}", suggest(suggestions))]
-    NotFound {
-        name: String,
-        suggestions: Vec<String>,
-    },
+    NotFound { name: String, suggestions: Vec<String> },
     #[error("tool name `{name}` is ambiguous; use the full name, one of: {}", candidates.join(", "))]
-    Ambiguous {
-        name: String,
-        candidates: Vec<String>,
-    },
+    Ambiguous { name: String, candidates: Vec<String> },
 }
 
 fn suggest(s: &[String]) -> String {
@@ -40,10 +34,7 @@ fn suggest(s: &[String]) -> String {
     } else {
         format!(
             "; did you mean {}?",
-            s.iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            s.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
         )
     }
 }
@@ -82,8 +73,7 @@ where
     let mut scored: Vec<(f64, &str)> = tools
         .map(|t| {
             let full = strsim::jaro_winkler(name, &t.full_name);
-            let short =
-                strsim::jaro_winkler(name.rsplit('.').next().unwrap_or(name), &t.short_name);
+            let short = strsim::jaro_winkler(name.rsplit('.').next().unwrap_or(name), &t.short_name);
             (full.max(short), &*t.full_name)
         })
         .filter(|(s, _)| *s >= 0.75)
@@ -91,11 +81,7 @@ where
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
     Err(ResolveError::NotFound {
         name: name.to_owned(),
-        suggestions: scored
-            .into_iter()
-            .take(3)
-            .map(|(_, n)| n.to_owned())
-            .collect(),
+        suggestions: scored.into_iter().take(3).map(|(_, n)| n.to_owned()).collect(),
     })
 }
 

@@ -8,9 +8,7 @@ pub struct ParamValidator(jsonschema::Validator);
 impl ParamValidator {
     /// Compiles `schema`; the error says what is wrong with it.
     pub fn compile(schema: &serde_json::Value) -> Result<Self, String> {
-        jsonschema::validator_for(schema)
-            .map(Self)
-            .map_err(|e| e.to_string())
+        jsonschema::validator_for(schema).map(Self).map_err(|e| e.to_string())
     }
 
     /// Validates parameters. The error lists every violation with its field path, e.g.

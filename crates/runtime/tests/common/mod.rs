@@ -41,9 +41,7 @@ pub fn config(tools: &[&str]) -> AgentConfig {
 }
 
 pub async fn create(rt: &Runtime, config: AgentConfig) -> String {
-    let r = rt
-        .process(TaskRequest::create_agent("create", config))
-        .await;
+    let r = rt.process(TaskRequest::create_agent("create", config)).await;
     assert!(r.is_success(), "create failed: {:?}", r.error);
     r.agent_id.unwrap()
 }

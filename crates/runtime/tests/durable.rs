@@ -1,0 +1,213 @@
+//! The runtime over durable stores: a restart continues sessions, concurrent turns stay ordered
+//! on SQLite and PostgreSQL, idle expiry archives to the store, and the session API.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_runtime::{Runtime, RuntimeConfig};
+use aether_store::{PageRequest, PostgresStore, SessionFilter, SessionState, SessionStore, SqliteStore};
+use common::*;
+use serde_json::json;
+use tokio::time::Instant;
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
+
+fn sqlite_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(unique("aether-durable")).join("sessions.db")
+}
+
+fn runtime_on(store: Arc<dyn SessionStore>, cfg: RuntimeConfig) -> Runtime {
+    builder(0, 0).config(cfg).store(store).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_continues_every_session_from_sqlite() {
+    let path = sqlite_path();
+    {
+        let rt = runtime_on(Arc::new(SqliteStore::open(&path).await.unwrap()), quiet_config());
+        let agent = create(&rt, config(&["crm_lookup"])).await;
+        for i in 0..3 {
+            assert!(turn(&rt, &agent, "kept", &format!("before restart {i}"))
+                .await
+                .is_success());
+        }
+        rt.shutdown().await.unwrap();
+    }
+    let rt = runtime_on(Arc::new(SqliteStore::open(&path).await.unwrap()), quiet_config());
+    let agent = create(&rt, config(&["crm_lookup"])).await;
+    let r = turn(&rt, &agent, "kept", "after restart").await;
+    assert!(r.is_success(), "{:?}", r.error);
+    assert_eq!(meta(&r, "session.recovered"), &json!(true));
+    assert_eq!(
+        meta(&r, "session.agent_switched"),
+        &json!(true),
+        "the old agent died with the process"
+    );
+    let events = rt.session_events("kept", None, 100).await.unwrap().events;
+    assert_eq!(events.len(), 16, "3 turns of 4 events before, 1 after");
+    assert!(events.iter().enumerate().all(|(i, e)| e.seq == i as u64));
+    assert_eq!(events[0].message.text_content(), "before restart 0");
+    assert_eq!(events[12].message.text_content(), "after restart");
+}
+
+async fn sixty_four_writers_on_one_session(store: Arc<dyn SessionStore>) {
+    let rt: Shared = Arc::new(runtime_on(store, quiet_config()));
+    let agent = create(&rt, config(&[])).await;
+    let chat = unique("hot");
+    let handles: Vec<_> = (0..64)
+        .map(|i| {
+            let (rt, agent, chat) = (Arc::clone(&rt), agent.clone(), chat.clone());
+            tokio::spawn(async move { turn(&rt, &agent, &chat, &format!("writer {i}")).await })
+        })
+        .collect();
+    for h in handles {
+        let r = h.await.unwrap();
+        assert!(r.is_success(), "{:?}", r.error);
+    }
+    let events = rt.session_events(&chat, None, 1000).await.unwrap().events;
+    assert_eq!(events.len(), 128);
+    for (i, pair) in events.chunks(2).enumerate() {
+        assert_eq!((pair[0].seq, pair[1].seq), (2 * i as u64, 2 * i as u64 + 1));
+        assert!(pair[0].message.text_content().starts_with("writer "));
+        assert!(
+            pair[1].message.text_content().starts_with("[simulated]"),
+            "each reply right after its message"
+        );
+    }
+    assert_eq!(rt.session(&chat).await.unwrap().unwrap().event_count, 128);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_turns_on_one_session_stay_ordered_on_sqlite() {
+    sixty_four_writers_on_one_session(Arc::new(SqliteStore::open(&sqlite_path()).await.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_turns_on_one_session_stay_ordered_on_postgres() {
+    let url = std::env::var("AETHER_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    match PostgresStore::open(&url, 16).await {
+        Ok(store) => sixty_four_writers_on_one_session(Arc::new(store)).await,
+        Err(e) => eprintln!("SKIPPED: no PostgreSQL server at {url}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_expire_to_sqlite_and_come_back() {
+    let store: Arc<dyn SessionStore> = Arc::new(SqliteStore::open(&sqlite_path()).await.unwrap());
+    let cfg = RuntimeConfig {
+        session_idle_ttl: Duration::from_secs(60),
+        ..quiet_config()
+    };
+    let rt = runtime_on(Arc::clone(&store), cfg);
+    let agent = create(&rt, config(&[])).await;
+    turn(&rt, &agent, "idle", "hello").await;
+    assert_eq!(rt.sweep_at(Instant::now()).await.sessions, 0, "not idle yet");
+    let report = rt.sweep_at(Instant::now() + Duration::from_secs(61)).await;
+    assert_eq!(report.sessions, 1);
+    assert_eq!(
+        store.get_session("idle").await.unwrap().unwrap().state,
+        SessionState::Archived
+    );
+    let r = turn(&rt, &agent, "idle", "back").await;
+    assert_eq!(meta(&r, "session.recovered"), &json!(true));
+    assert_eq!(
+        store.get_session("idle").await.unwrap().unwrap().state,
+        SessionState::Active
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_restarts_the_idle_clock() {
+    let cfg = RuntimeConfig {
+        session_idle_ttl: Duration::from_secs(60),
+        ..quiet_config()
+    };
+    let rt = builder(0, 0).config(cfg).build().unwrap();
+    let agent = create(&rt, config(&[])).await;
+    turn(&rt, &agent, "idle", "hello").await;
+    turn(&rt, &agent, "kept", "hello").await;
+    tokio::time::advance(Duration::from_secs(45)).await;
+    assert!(rt.keep_alive("kept"));
+    assert!(!rt.keep_alive("never-seen"));
+    let report = rt.sweep_at(Instant::now() + Duration::from_secs(20)).await;
+    assert_eq!(report.sessions, 1, "only the session left idle for over 60 s");
+    assert_eq!(rt.session("kept").await.unwrap().unwrap().state, SessionState::Active);
+    assert_eq!(rt.session("idle").await.unwrap().unwrap().state, SessionState::Archived);
+}
+
+#[tokio::test]
+async fn session_api_creates_lists_pages_expires_and_deletes() {
+    let rt = runtime_on(
+        Arc::new(SqliteStore::open(&sqlite_path()).await.unwrap()),
+        quiet_config(),
+    );
+    let a = create(&rt, config(&[])).await;
+    let b = create(&rt, aether_contracts::AgentConfig::new("gpt-4o", "other")).await;
+    let rec = rt.create_session("api-1", &a, Some("ada")).await.unwrap();
+    assert_eq!(
+        (rec.user_id.as_deref(), rec.agent_id.as_str(), rec.event_count),
+        (Some("ada"), a.as_str(), 0)
+    );
+    rt.create_session("api-2", &a, Some("ada")).await.unwrap();
+    rt.create_session("api-3", &b, Some("bob")).await.unwrap();
+    assert!(rt.create_session("api-4", "agent-nope", None).await.is_err());
+    assert_eq!(rt.stats().active_sessions, 3, "a failed creation leaves nothing behind");
+
+    for i in 0..5 {
+        turn(&rt, &a, "api-1", &format!("m{i}")).await;
+    }
+    let first = rt.session_events("api-1", None, 4).await.unwrap();
+    assert_eq!(first.events.len(), 4);
+    let rest = rt.session_events("api-1", first.next_after_seq, 100).await.unwrap();
+    assert_eq!(rest.events.len(), 6);
+    assert_eq!(rest.next_after_seq, None);
+
+    let by_user = SessionFilter {
+        user_id: Some("ada".into()),
+        ..Default::default()
+    };
+    let ids: Vec<_> = rt
+        .list_sessions(&by_user, &PageRequest::default())
+        .await
+        .unwrap()
+        .sessions
+        .into_iter()
+        .map(|s| s.session_id)
+        .collect();
+    assert_eq!(ids, ["api-1", "api-2"]);
+    let by_agent = SessionFilter {
+        agent_id: Some(b.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        rt.list_sessions(&by_agent, &PageRequest::default())
+            .await
+            .unwrap()
+            .sessions
+            .len(),
+        1
+    );
+
+    assert!(rt.expire_session("api-2").await.unwrap());
+    assert_eq!(
+        rt.session("api-2").await.unwrap().unwrap().state,
+        SessionState::Archived
+    );
+    assert!(rt.delete_session("api-1").await.unwrap());
+    assert!(rt.session("api-1").await.unwrap().is_none());
+    assert!(rt.session_events("api-1", None, 10).await.is_err());
+    let r = turn(&rt, &a, "api-1", "again").await;
+    assert_eq!(
+        meta(&r, "session.created"),
+        &json!(true),
+        "deleted means gone: no resurrection"
+    );
+}

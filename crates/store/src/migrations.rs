@@ -1,0 +1,84 @@
+//! Versioned schema migrations, embedded in the binary and applied on open through sqlx's
+//! migrator (which records them in `_sqlx_migrations` and, on PostgreSQL, holds an advisory lock
+//! so that several instances starting at once migrate exactly once).
+
+use std::borrow::Cow;
+
+use futures::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+/// Which dialect's migrations.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+const SQLITE_V1: &str = r#"
+CREATE TABLE IF NOT EXISTS aether_sessions (
+    session_id          TEXT PRIMARY KEY NOT NULL,
+    user_id             TEXT,
+    agent_id            TEXT NOT NULL,
+    internal_session_id TEXT NOT NULL,
+    state               TEXT NOT NULL CHECK (state IN ('active', 'archived')),
+    created_at          TEXT NOT NULL,
+    updated_at          TEXT NOT NULL,
+    event_count         INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS aether_sessions_by_user ON aether_sessions (user_id, session_id);
+CREATE INDEX IF NOT EXISTS aether_sessions_by_agent ON aether_sessions (agent_id, session_id);
+CREATE INDEX IF NOT EXISTS aether_sessions_by_state ON aether_sessions (state, updated_at);
+CREATE TABLE IF NOT EXISTS aether_events (
+    session_id TEXT NOT NULL REFERENCES aether_sessions (session_id) ON DELETE CASCADE,
+    seq        INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+) WITHOUT ROWID;
+"#;
+
+const POSTGRES_V1: &str = r#"
+CREATE TABLE IF NOT EXISTS aether_sessions (
+    session_id          TEXT PRIMARY KEY,
+    user_id             TEXT,
+    agent_id            TEXT NOT NULL,
+    internal_session_id TEXT NOT NULL,
+    state               TEXT NOT NULL CHECK (state IN ('active', 'archived')),
+    created_at          TIMESTAMPTZ NOT NULL,
+    updated_at          TIMESTAMPTZ NOT NULL,
+    event_count         BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS aether_sessions_by_user ON aether_sessions (user_id, session_id);
+CREATE INDEX IF NOT EXISTS aether_sessions_by_agent ON aether_sessions (agent_id, session_id);
+CREATE INDEX IF NOT EXISTS aether_sessions_by_state ON aether_sessions (state, updated_at);
+CREATE TABLE IF NOT EXISTS aether_events (
+    session_id TEXT NOT NULL REFERENCES aether_sessions (session_id) ON DELETE CASCADE,
+    seq        BIGINT NOT NULL,
+    body       TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+"#;
+
+#[derive(Debug)]
+struct Embedded(Dialect);
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, BoxDynError>> {
+        let sql = match self.0 {
+            Dialect::Sqlite => SQLITE_V1,
+            Dialect::Postgres => POSTGRES_V1,
+        };
+        let v1 = Migration::new(
+            1,
+            Cow::Borrowed("sessions and events"),
+            MigrationType::Simple,
+            Cow::Borrowed(sql),
+            false,
+        );
+        Box::pin(async move { Ok(vec![v1]) })
+    }
+}
+
+pub(crate) async fn migrator(dialect: Dialect) -> Result<Migrator, sqlx::migrate::MigrateError> {
+    Migrator::new(Embedded(dialect)).await
+}
