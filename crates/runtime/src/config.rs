@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::approvals::ApprovalConfig;
+
 /// Knobs of the runtime. `Default` gives production-sane values.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
@@ -27,6 +29,9 @@ pub struct RuntimeConfig {
     pub max_active_sessions: usize,
     /// Framework adapter used when a request names none.
     pub default_framework: String,
+    /// Which tool calls need a human's approval. Outside a live session nobody can be asked, so
+    /// such calls do not run (their result says why).
+    pub approvals: ApprovalConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -43,6 +48,7 @@ impl Default for RuntimeConfig {
             sweep_interval: Some(Duration::from_secs(30)),
             max_active_sessions: 100_000,
             default_framework: "native".to_owned(),
+            approvals: ApprovalConfig::default(),
         }
     }
 }

@@ -12,10 +12,14 @@
 //! * [`sweeper`]: idle reclamation of sessions, then runners, then agents.
 
 pub mod agents;
+pub mod approvals;
+
 mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod live;
+
 mod ids;
 pub mod model;
 mod runtime;

@@ -321,6 +321,17 @@ impl Runtime {
         Ok(self.core.sessions.store.flush().await?)
     }
 
+    /// Starts a live session with the turn in `request` (agent_id and/or session_id, and
+    /// messages): its chunks stream from the returned handle, which also takes follow-up
+    /// messages, approval answers, cancel and close.
+    pub fn start_live(
+        &self,
+        request: TaskRequest,
+        options: crate::live::LiveOptions,
+    ) -> Result<crate::live::LiveSession, EngineError> {
+        crate::live::start(Arc::clone(&self.core), request, options)
+    }
+
     /// Runs the idle sweeper once as if the time were `now`.
     pub async fn sweep_at(&self, now: Instant) -> SweepReport {
         sweeper::sweep(&self.core, now).await

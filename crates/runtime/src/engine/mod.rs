@@ -3,7 +3,8 @@
 
 mod assistant;
 mod native;
-mod validate;
+pub(crate) mod observer;
+pub(crate) mod validate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 pub use assistant::Assistant;
-pub(crate) use native::{open_session, NativeAdapter};
+pub(crate) use native::{converse_with, open_session, NativeAdapter};
 pub use validate::RequestPlan;
 
 use crate::error::EngineError;

@@ -16,6 +16,7 @@ use chrono::Utc;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
+use super::observer::{TurnObserver, Unattended};
 use super::{FrameworkAdapter, RequestPlan};
 use crate::agents::{Agent, SessionSlot, TaskGuard};
 use crate::error::EngineError;
@@ -238,6 +239,17 @@ async fn converse(
     agent_id: Option<String>,
     session_id: String,
 ) -> Result<TaskResult, EngineError> {
+    converse_with(core, req, agent_id, session_id, &mut Unattended).await
+}
+
+/// One turn, reporting to `observer` as it goes (a live turn streams; a sync turn does not).
+pub(crate) async fn converse_with(
+    core: &Core,
+    req: TaskRequest,
+    agent_id: Option<String>,
+    session_id: String,
+    observer: &mut dyn TurnObserver,
+) -> Result<TaskResult, EngineError> {
     let started = Instant::now();
     let started_at = Utc::now();
     let (chat, mut st) = core.sessions.lock(&session_id).await;
@@ -284,6 +296,7 @@ async fn converse(
     let mut cost_usd = 0.0;
     let mut model_time = Duration::ZERO;
     let mut tool_time = Duration::ZERO;
+    let mut approval_time = Duration::ZERO;
     let mut model_calls = 0u32;
     let mut tool_calls = 0u64;
     let mut served_by = None;
@@ -302,7 +315,10 @@ async fn converse(
             metadata: req_metadata,
         };
         let t = Instant::now();
-        let response = agent.provider.generate(request).await;
+        let response = match observer.sink() {
+            Some(sink) => agent.provider.generate_stream(request, sink).await,
+            None => agent.provider.generate(request).await,
+        };
         model_time += t.elapsed();
         model_calls += 1;
         Stats::incr(&core.stats.model_calls);
@@ -326,10 +342,15 @@ async fn converse(
             .last()
             .and_then(|e| e.message.tool_calls.as_deref())
             .unwrap_or_default();
+        observer.planned(calls).await;
         let t = Instant::now();
-        let results = execute_calls(&agent.tools, calls, &task_id, &chat.id, tool_timeout).await;
+        let decisions = observer.decide(&agent.tools, calls, &core.config.approvals).await;
+        approval_time += t.elapsed();
+        let t = Instant::now();
+        let results = execute_calls(&agent.tools, calls, &decisions, &task_id, &chat.id, tool_timeout).await;
         tool_time += t.elapsed();
         tool_calls += results.len() as u64;
+        observer.tool_results(&results).await;
         Stats::add(&core.stats.tool_calls, results.len() as u64);
         let ok = results.iter().filter(|r| r.is_success()).count();
         let summary = UniversalMessage::text(Role::Tool, format!("{ok} of {} tool calls succeeded", results.len()));
@@ -352,7 +373,7 @@ async fn converse(
     chat.touch(core.clock.now_ms());
 
     let total = started.elapsed();
-    let overhead = total.saturating_sub(model_time + tool_time);
+    let overhead = total.saturating_sub(model_time + tool_time + approval_time);
     let status = if final_index.is_some() {
         TaskStatus::Success
     } else {
@@ -401,6 +422,7 @@ async fn converse(
             "total_us": us(total),
             "model_us": us(model_time),
             "tool_us": us(tool_time),
+            "approval_us": us(approval_time),
             "overhead_us": us(overhead),
             "model_calls": model_calls,
             "tool_calls": tool_calls,

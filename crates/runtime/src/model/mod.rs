@@ -147,4 +147,25 @@ pub trait ModelProvider: Send + Sync + 'static {
     /// Gets ready to serve `model` (loads tables, opens connections). Called when an agent is
     /// created, so its first turn does not pay for it. Must not block for long.
     fn prepare(&self, _model: &str) {}
+
+    /// Like [`generate`](Self::generate), but hands the answer's text to `sink` as it is produced.
+    /// The default streams the whole text as one delta once it is complete.
+    async fn generate_stream(
+        &self,
+        request: ModelRequest<'_>,
+        sink: &mut dyn DeltaSink,
+    ) -> Result<ModelResponse, ModelError> {
+        let response = self.generate(request).await?;
+        if !response.text.is_empty() {
+            sink.delta(&response.text).await?;
+        }
+        Ok(response)
+    }
+}
+
+/// Receives a streamed answer's text, piece by piece. Sending may wait (backpressure); an error
+/// means the consumer is gone and the call should stop.
+#[async_trait]
+pub trait DeltaSink: Send {
+    async fn delta(&mut self, text: &str) -> Result<(), ModelError>;
 }

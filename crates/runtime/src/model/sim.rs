@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use super::profiles::{Profile, ProfileSet};
 use super::tokens::{self, Tokenizer};
-use super::{ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, TokenUsage};
+use super::{DeltaSink, ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, TokenUsage};
 use crate::tools::RegisteredTool;
 
 /// Kinds of failure the simulator can inject.
@@ -267,28 +267,16 @@ impl SimulatedModel {
     }
 }
 
-#[async_trait]
-impl ModelProvider for SimulatedModel {
-    fn info(&self) -> &ProviderInfo {
-        &self.info
-    }
-
-    fn prepare(&self, model: &str) {
-        let (name, profile) = self.config.profiles.lookup(model);
-        self.canned(name, profile);
-    }
-
-    async fn generate(&self, req: ModelRequest<'_>) -> Result<ModelResponse, ModelError> {
+impl SimulatedModel {
+    /// Decides the whole answer (or the injected failure) and how long it takes, without waiting.
+    fn plan(&self, req: &ModelRequest<'_>) -> Result<Planned, (ModelError, Duration)> {
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         let mut rng = SmallRng::seed_from_u64(splitmix64(self.config.seed ^ splitmix64(call)));
         let (profile_name, profile) = self.config.profiles.lookup(&req.model.model);
         let tokenizer = profile.tokenizer;
 
-        if let Some((err, delay)) = self.injected_error(&mut rng, profile) {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            return Err(err);
+        if let Some(failure) = self.injected_error(&mut rng, profile) {
+            return Err(failure);
         }
 
         let last = req.history.last();
@@ -296,7 +284,7 @@ impl ModelProvider for SimulatedModel {
         let user_turn = last.is_some_and(|e| e.message.role == Role::User);
 
         let (text, tool_calls, completion_tokens) = if user_turn && !req.tools.is_empty() {
-            let planned = self.plan_tools(&req);
+            let planned = self.plan_tools(req);
             if planned.is_empty() {
                 let c = self.canned(profile_name, profile);
                 (Arc::clone(&c.text), Vec::new(), c.tokens)
@@ -353,14 +341,17 @@ impl ModelProvider for SimulatedModel {
                     .max(0.0)
             }
         };
-        let delay = self.scaled(latency_ms);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        let latency = self.scaled(latency_ms);
+        let ttft = self
+            .scaled(match self.config.fixed_latency {
+                Some(_) => 0.0,
+                None => profile.ttft_ms,
+            })
+            .min(latency);
 
         let cost_usd = prompt_tokens as f64 / 1000.0 * profile.prompt_price_per_1k
             + completion_tokens as f64 / 1000.0 * profile.completion_price_per_1k;
-        Ok(ModelResponse {
+        let response = ModelResponse {
             text,
             tool_calls,
             usage: TokenUsage {
@@ -370,7 +361,83 @@ impl ModelProvider for SimulatedModel {
             },
             cost_usd,
             served_by: Arc::from(profile_name),
+        };
+        Ok(Planned {
+            response,
+            latency,
+            ttft,
         })
+    }
+}
+
+/// An answer decided in advance, with its timing.
+struct Planned {
+    response: ModelResponse,
+    latency: Duration,
+    /// Time to the first token (0 with a fixed latency: all of it is spread over the tokens).
+    ttft: Duration,
+}
+
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+#[async_trait]
+impl ModelProvider for SimulatedModel {
+    fn info(&self) -> &ProviderInfo {
+        &self.info
+    }
+
+    fn prepare(&self, model: &str) {
+        let (name, profile) = self.config.profiles.lookup(model);
+        self.canned(name, profile);
+    }
+
+    async fn generate(&self, req: ModelRequest<'_>) -> Result<ModelResponse, ModelError> {
+        match self.plan(&req) {
+            Ok(p) => {
+                pause(p.latency).await;
+                Ok(p.response)
+            }
+            Err((e, waited)) => {
+                pause(waited).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Streams the text word by word: the first piece after the time to first token, the rest
+    /// spread evenly over the remaining latency.
+    async fn generate_stream(
+        &self,
+        req: ModelRequest<'_>,
+        sink: &mut dyn DeltaSink,
+    ) -> Result<ModelResponse, ModelError> {
+        let p = match self.plan(&req) {
+            Ok(p) => p,
+            Err((e, waited)) => {
+                pause(waited).await;
+                return Err(e);
+            }
+        };
+        let text = Arc::clone(&p.response.text);
+        if text.is_empty() {
+            pause(p.latency).await;
+            return Ok(p.response);
+        }
+        let pieces = text.split_inclusive(' ').count().max(1);
+        let gap = (p.latency - p.ttft) / pieces as u32;
+        pause(p.ttft).await;
+        for (i, piece) in text.split_inclusive(' ').enumerate() {
+            if i > 0 {
+                pause(gap).await;
+            }
+            sink.delta(piece).await?;
+        }
+        pause(gap).await;
+        Ok(p.response)
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{resolve_among, RegisteredTool, ToolContext, ToolImpl};
+use crate::approvals::Decision;
 
 fn failed(name: &str, call_id: &Option<String>, status: ToolStatus, code: ErrorCode, msg: String) -> ToolResult {
     ToolResult {
@@ -92,10 +93,36 @@ async fn run_one(p: Prepared) -> (usize, ToolResult) {
     (p.index, result)
 }
 
-/// Runs `calls` against `tools` concurrently and returns one result per call, in call order.
+/// The result of a call that was not allowed to run.
+fn refused(call: &ToolCall, decision: &Decision) -> ToolResult {
+    let (message, error) = match decision {
+        Decision::TimedOut(after) => {
+            let msg = format!("not approved within {after:?}; cancelled by the auto_cancel policy");
+            (
+                msg.clone(),
+                Some(ErrorPayload::new(ErrorCode::ApprovalTimeout, msg).with_source("approvals")),
+            )
+        }
+        Decision::Denied(reason) => (format!("not run: {reason}"), None),
+        Decision::Approved => (String::new(), None),
+    };
+    ToolResult {
+        tool_name: call.qualified_name().into_owned(),
+        status: ToolStatus::Cancelled,
+        result_data: Value::Null,
+        error_message: Some(message),
+        error,
+        execution_time: Some(0.0),
+        call_id: call.call_id.clone(),
+    }
+}
+
+/// Runs the approved `calls` against `tools` concurrently and returns one result per call, in
+/// call order; a call not approved gets a `cancelled` result and never runs.
 pub(crate) async fn execute_calls(
     tools: &[Arc<RegisteredTool>],
     calls: &[ToolCall],
+    decisions: &[Decision],
     task_id: &Arc<str>,
     session_id: &Arc<str>,
     default_timeout: Duration,
@@ -103,6 +130,10 @@ pub(crate) async fn execute_calls(
     let mut results: Vec<Option<ToolResult>> = vec![None; calls.len()];
     let mut runnable = Vec::with_capacity(calls.len());
     for (index, call) in calls.iter().enumerate() {
+        if let Some(d) = decisions.get(index).filter(|d| **d != Decision::Approved) {
+            results[index] = Some(refused(call, d));
+            continue;
+        }
         let name = call.qualified_name();
         let tool = match resolve_among(tools.iter(), &name) {
             Ok(t) => Arc::clone(t),
