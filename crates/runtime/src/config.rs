@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::approvals::ApprovalConfig;
+use crate::multimodal::MediaLimits;
 
 /// Knobs of the runtime. `Default` gives production-sane values.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct RuntimeConfig {
     /// Which tool calls need a human's approval. Outside a live session nobody can be asked, so
     /// such calls do not run (their result says why).
     pub approvals: ApprovalConfig,
+    /// Size and count limits of images in messages.
+    pub media: MediaLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -49,6 +52,7 @@ impl Default for RuntimeConfig {
             max_active_sessions: 100_000,
             default_framework: "native".to_owned(),
             approvals: ApprovalConfig::default(),
+            media: MediaLimits::default(),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::tools::ResolveError;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("invalid request: field `{field}`: {message}")]
-    Validation { field: &'static str, message: String },
+    Validation { field: String, message: String },
     #[error("unknown agent_id `{0}`: it was never created here or has been cleaned up; create it again from its agent_config")]
     UnknownAgent(String),
     #[error("session `{0}` is not bound to a live agent; send agent_id with the request")]
@@ -37,9 +37,9 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    pub(crate) fn validation(field: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }

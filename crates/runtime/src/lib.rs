@@ -22,11 +22,13 @@ pub mod live;
 
 mod ids;
 pub mod model;
+pub mod multimodal;
 mod runtime;
 pub mod sessions;
 pub mod stats;
 pub mod sweeper;
 pub mod tools;
+mod util;
 
 pub use config::RuntimeConfig;
 pub use error::EngineError;

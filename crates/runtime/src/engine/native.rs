@@ -252,6 +252,9 @@ pub(crate) async fn converse_with(
 ) -> Result<TaskResult, EngineError> {
     let started = Instant::now();
     let started_at = Utc::now();
+    let mut req = req;
+    super::validate::inspect_media(&mut req, &core.config.media)?;
+    let media_time = started.elapsed();
     let (chat, mut st) = core.sessions.lock(&session_id).await;
     let mut flags = TurnFlags::default();
     if !st.loaded {
@@ -423,6 +426,8 @@ pub(crate) async fn converse_with(
             "model_us": us(model_time),
             "tool_us": us(tool_time),
             "approval_us": us(approval_time),
+            "media_us": us(media_time),
+
             "overhead_us": us(overhead),
             "model_calls": model_calls,
             "tool_calls": tool_calls,

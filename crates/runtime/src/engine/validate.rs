@@ -4,6 +4,7 @@
 use aether_contracts::{AgentConfig, TaskRequest};
 
 use crate::error::EngineError;
+use crate::multimodal::{inspect_message, MediaLimits};
 
 /// What a valid request asks for.
 #[derive(Debug)]
@@ -22,6 +23,15 @@ fn non_empty(field: &'static str, v: Option<String>) -> Result<Option<String>, E
         Some(s) if s.trim().is_empty() => Err(EngineError::validation(field, "must not be empty")),
         other => Ok(other),
     }
+}
+
+/// Checks the attachments of every message (and records what was found in them).
+pub(crate) fn inspect_media(req: &mut TaskRequest, limits: &MediaLimits) -> Result<(), EngineError> {
+    for (i, m) in req.messages.iter_mut().enumerate() {
+        inspect_message(m, limits)
+            .map_err(|(part, e)| EngineError::validation(format!("messages[{i}].{part}"), e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Classifies a request; takes the agent config out of it.

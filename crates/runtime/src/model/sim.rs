@@ -316,6 +316,11 @@ impl SimulatedModel {
             text.push_str(" That completes the request.");
             let n = tokens::count(tokenizer, &text);
             (Arc::from(text), Vec::new(), n)
+        } else if let Some(ack) = last.and_then(|e| acknowledge(&e.message)) {
+            let c = self.canned(profile_name, profile);
+            let text = format!("{ack} {}", c.text);
+            let n = tokens::count(tokenizer, &text);
+            (Arc::from(text), Vec::new(), n)
         } else {
             let c = self.canned(profile_name, profile);
             (Arc::clone(&c.text), Vec::new(), c.tokens)
@@ -439,6 +444,27 @@ impl ModelProvider for SimulatedModel {
         pause(gap).await;
         Ok(p.response)
     }
+}
+
+/// `[simulated] Received 2 attachments: image/png 1234 bytes #0123456789abcdef; ...` — every
+/// attachment of the user's message, so fidelity can be checked end to end.
+fn acknowledge(message: &aether_contracts::UniversalMessage) -> Option<String> {
+    let list = crate::multimodal::attachments(message);
+    if list.is_empty() {
+        return None;
+    }
+    let mut s = format!("[simulated] Received {} attachments:", list.len());
+    for a in &list {
+        let _ = write!(s, " {} {} {} bytes", a.kind, a.mime, a.bytes);
+        if let Some(h) = &a.hash {
+            let _ = write!(s, " #{h}");
+        }
+        if let Some(l) = &a.location {
+            let _ = write!(s, " at {l}");
+        }
+        s.push(';');
+    }
+    Some(s)
 }
 
 /// Parameters a simulated call passes for a schema: each required property's first example,

@@ -47,12 +47,6 @@ impl Default for DemoToolConfig {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 struct DemoTool {
     delay: Duration,
     respond: fn(&Metadata, u64) -> Value,
@@ -64,7 +58,7 @@ impl AsyncTool for DemoTool {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        let h = fnv1a(serde_json::to_string(&params).unwrap_or_default().as_bytes());
+        let h = crate::util::fnv1a(serde_json::to_string(&params).unwrap_or_default().as_bytes());
         Ok((self.respond)(&params, h))
     }
 }
