@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_harness::kpi::KpiTargets;
-use aether_harness::scenario::{self, Overrides, ScenarioConfig, CATALOG};
+use aether_harness::scenario::{self, Mode, Overrides, ScenarioConfig, CATALOG};
 use aether_harness::{run_scenario, HarnessError, Progress, RunOptions, Summary};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -126,6 +126,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS")]
     archive_ttl: Option<f64>,
 
+    /// Run each turn synchronously, or as a live session that streams chunks (default: the
+    /// scenario's; stream_probe streams).
+    #[arg(long, value_enum)]
+    mode: Option<ModeArg>,
+
+    /// The automatic approver answers approval requests after this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    approval_think_ms: Option<u64>,
+
+    /// An image file (jpeg, png, gif, webp or bmp) for multimodal_echo to send instead of the
+    /// built-in samples.
+    #[arg(long, value_name = "PATH")]
+    multimodal_payload: Option<PathBuf>,
+
     #[command(flatten)]
     sim: SimArgs,
 
@@ -163,6 +177,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("`{s}` must be a positive duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Sync,
+    Streaming,
 }
 
 struct Bar(ProgressBar);
@@ -217,6 +237,12 @@ fn overrides(a: &RunArgs, tools: Option<Vec<String>>) -> Overrides {
         error_rate: Some(a.sim.error_rate),
         session_idle_ttl_s: a.session_idle_ttl,
         archive_ttl_s: a.archive_ttl,
+        mode: a.mode.map(|m| match m {
+            ModeArg::Sync => Mode::Sync,
+            ModeArg::Streaming => Mode::Streaming,
+        }),
+        approval_think_ms: a.approval_think_ms,
+        multimodal_payload: a.multimodal_payload.clone(),
     }
 }
 

@@ -165,7 +165,7 @@ fn all_runs_every_scenario_and_list_shows_them() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-    assert_eq!(files.len(), 6);
+    assert_eq!(files.len(), 8);
     let list = text(&aether(&["perf", "list"]).stdout);
     for name in [
         "latency_smoke",
@@ -174,6 +174,8 @@ fn all_runs_every_scenario_and_list_shows_them() {
         "session_warm_switch",
         "multi_user_handoff",
         "runner_lifecycle",
+        "stream_probe",
+        "multimodal_echo",
     ] {
         assert!(list.contains(name));
     }

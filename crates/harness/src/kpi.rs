@@ -78,6 +78,8 @@ pub struct KpiInputs {
     pub drift_bytes_per_hour: Option<f64>,
     pub drift_window_s: f64,
     pub agents_reuse_ratio: f64,
+    /// multimodal_echo's share of attachments acknowledged intact.
+    pub fidelity: Option<f64>,
 }
 
 fn kpi(name: &str, target: String, value: Option<f64>, unit: &str, pass: Option<bool>, note: Option<String>) -> Kpi {
@@ -167,6 +169,16 @@ pub fn evaluate(t: &KpiTargets, i: &KpiInputs) -> Vec<Kpi> {
             )),
         ),
     });
+    if let Some(f) = i.fidelity {
+        v.push(kpi(
+            "multimodal_fidelity",
+            "= 1".into(),
+            Some(f),
+            "ratio",
+            Some(f >= 1.0),
+            None,
+        ));
+    }
     if i.kind == ScenarioKind::MultiUserHandoff {
         v.push(kpi(
             "session_reuse",

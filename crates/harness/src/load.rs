@@ -15,13 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_contracts::{AgentConfig, TaskRequest, TaskResult, UniversalMessage, UserContext};
+use aether_contracts::{
+    AgentConfig, InteractionResponse, InteractionType, TaskChunkType, TaskRequest, TaskResult, UniversalMessage,
+    UserContext,
+};
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::run::Progress;
-use crate::scenario::{ScenarioConfig, SessionMode};
+use crate::scenario::{Mode, ScenarioConfig, SessionMode};
 use crate::stats::DurationHist;
 use crate::target::Target;
 
@@ -49,6 +52,17 @@ pub struct Recorder {
     pub agents_cleaned_up: u64,
     pub tool_calls: u64,
     pub errors: Vec<String>,
+    /// Streaming: time to first chunk, gaps between chunks, approval answer latency.
+    pub ttft: DurationHist,
+    pub chunk_gap: DurationHist,
+    pub approval: DurationHist,
+    pub streamed_turns: u64,
+    pub chunks: u64,
+    pub drops: u64,
+    /// Multimodal: attachments sent, acknowledged intact, conversion time.
+    pub attachments: u64,
+    pub attachments_intact: u64,
+    pub conversion: DurationHist,
 }
 
 pub const MAX_ERRORS: usize = 5;
@@ -64,6 +78,10 @@ impl Recorder {
             (&mut self.cleanup, &o.cleanup),
             (&mut self.cold, &o.cold),
             (&mut self.warm, &o.warm),
+            (&mut self.ttft, &o.ttft),
+            (&mut self.chunk_gap, &o.chunk_gap),
+            (&mut self.approval, &o.approval),
+            (&mut self.conversion, &o.conversion),
         ] {
             a.merge(b);
         }
@@ -78,6 +96,11 @@ impl Recorder {
         self.agents_reused += o.agents_reused;
         self.agents_cleaned_up += o.agents_cleaned_up;
         self.tool_calls += o.tool_calls;
+        self.streamed_turns += o.streamed_turns;
+        self.chunks += o.chunks;
+        self.drops += o.drops;
+        self.attachments += o.attachments;
+        self.attachments_intact += o.attachments_intact;
         for e in &o.errors {
             if self.errors.len() < MAX_ERRORS {
                 self.errors.push(e.clone());
@@ -108,6 +131,15 @@ pub struct Phase {
     pub iterations: Option<u64>,
     pub duration: Option<Duration>,
     pub warmup: u64,
+    /// The message every turn sends (multimodal_echo), with the acknowledgement each
+    /// attachment must get.
+    pub payload: Option<Arc<Payload>>,
+}
+
+/// A message with attachments and what an intact acknowledgement of each looks like.
+pub struct Payload {
+    pub message: UniversalMessage,
+    pub expected: Vec<String>,
 }
 
 /// What a phase measured.
@@ -120,14 +152,139 @@ pub struct PhaseOutcome {
     pub issued: u64,
 }
 
-fn timing_ns(r: &TaskResult, key: &str) -> u64 {
-    let us = r
-        .metadata
+fn timing_ns(metadata: &Map<String, Value>, key: &str) -> u64 {
+    let us = metadata
         .get("timing")
         .and_then(|t| t.get(key))
         .and_then(Value::as_f64)
         .unwrap_or(0.0);
     (us * 1000.0) as u64
+}
+
+/// How a turn ended, whether it ran synchronously or streamed.
+enum TurnOutcome {
+    Done {
+        metadata: Map<String, Value>,
+        tool_calls: u64,
+        text: String,
+    },
+    Failed(String),
+}
+
+impl TurnOutcome {
+    fn from_result(r: TaskResult) -> Self {
+        if r.is_success() {
+            let text = r.response_text().unwrap_or_default().into_owned();
+            TurnOutcome::Done {
+                tool_calls: r.tool_results.len() as u64,
+                text,
+                metadata: r.metadata,
+            }
+        } else {
+            TurnOutcome::Failed(error_text(&r))
+        }
+    }
+}
+
+/// Chunk timing of one streamed turn.
+pub(crate) struct StreamSample {
+    ttft: Duration,
+    gaps: Vec<Duration>,
+    chunks: u64,
+    approvals: Vec<Duration>,
+    drops: u64,
+}
+
+/// Attachment fidelity of one turn.
+pub(crate) struct MediaSample {
+    attachments: u64,
+    intact: u64,
+    conversion_ns: u64,
+}
+
+/// Runs one live turn to its final chunk, answering approval requests after `think`.
+async fn live_turn(target: &dyn Target, req: TaskRequest, think: Duration) -> (TurnOutcome, StreamSample) {
+    let sent = Instant::now();
+    let mut s = StreamSample {
+        ttft: Duration::ZERO,
+        gaps: Vec::new(),
+        chunks: 0,
+        approvals: Vec::new(),
+        drops: 0,
+    };
+    let mut live = match target.start_live(req).await {
+        Ok(l) => l,
+        Err(e) => return (TurnOutcome::Failed(format!("live turn: {e}")), s),
+    };
+    let (mut last, mut expected, mut tool_calls, mut text) = (None::<Instant>, 0u64, 0u64, String::new());
+    let mut outcome = TurnOutcome::Failed("the stream ended without a final chunk".into());
+    while let Some(c) = live.next_chunk().await {
+        let now = Instant::now();
+        match last {
+            None => s.ttft = now - sent,
+            Some(prev) => s.gaps.push(now - prev),
+        }
+        last = Some(now);
+        s.chunks += 1;
+        s.drops += c.sequence_id.saturating_sub(expected);
+        expected = c.sequence_id + 1;
+        match c.chunk_type {
+            TaskChunkType::ToolApprovalRequest => {
+                if !think.is_zero() {
+                    tokio::time::sleep(think).await;
+                }
+                let answer = InteractionResponse {
+                    interaction_id: c.interaction_id.clone().unwrap_or_default(),
+                    interaction_type: InteractionType::ToolApproval,
+                    approved: true,
+                    response_data: None,
+                    user_message: None,
+                    metadata: Map::new(),
+                    timestamp: chrono::Utc::now(),
+                };
+                if let Err(e) = live.respond(&answer) {
+                    outcome = TurnOutcome::Failed(format!("approval: {e}"));
+                    break;
+                }
+                s.approvals.push(now.elapsed());
+            }
+            TaskChunkType::ToolResult => tool_calls += 1,
+            TaskChunkType::Response if c.chunk_kind == Some(aether_contracts::ChunkKind::ResponseFinal) => {
+                text = c.content.as_str().unwrap_or_default().to_owned();
+            }
+            TaskChunkType::Complete => {
+                let metadata = c
+                    .content
+                    .get("metadata")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                outcome = TurnOutcome::Done {
+                    metadata,
+                    tool_calls,
+                    text: std::mem::take(&mut text),
+                };
+                break;
+            }
+            TaskChunkType::Error | TaskChunkType::Cancelled => {
+                let code = c
+                    .content
+                    .get("code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("stream.interrupted");
+                let msg = c
+                    .content
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("the turn ended early");
+                outcome = TurnOutcome::Failed(format!("{code}: {msg}"));
+                break;
+            }
+            _ => {}
+        }
+    }
+    live.close().await;
+    (outcome, s)
 }
 
 fn error_text(r: &TaskResult) -> String {
@@ -171,6 +328,8 @@ struct TurnSample {
     cost_usd: f64,
     tool_calls: u64,
     session_created: bool,
+    stream: Option<StreamSample>,
+    media: Option<MediaSample>,
 }
 
 impl Recorder {
@@ -203,6 +362,19 @@ impl Recorder {
                 } else {
                     self.sessions_reused += 1;
                     self.warm.record(t.latency);
+                }
+                if let Some(st) = t.stream {
+                    self.streamed_turns += 1;
+                    self.ttft.record(st.ttft);
+                    st.gaps.iter().for_each(|g| self.chunk_gap.record(*g));
+                    st.approvals.iter().for_each(|a| self.approval.record(*a));
+                    self.chunks += st.chunks;
+                    self.drops += st.drops;
+                }
+                if let Some(m) = t.media {
+                    self.attachments += m.attachments;
+                    self.attachments_intact += m.intact;
+                    self.conversion.record_ns(m.conversion_ns);
                 }
             }
             Some(Err(e)) => self.error(e),
@@ -245,11 +417,15 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
     );
 
     let session_id = cfg.session_mode.session_id(&phase.tag, i);
+    let message = match &phase.payload {
+        Some(p) => p.message.clone(),
+        None => UniversalMessage::user(cfg.prompt.as_str()),
+    };
     let mut req = TaskRequest::converse(
         format!("{}-t{i}", phase.tag),
         agent_id.as_str(),
         session_id.as_str(),
-        vec![UniversalMessage::user(cfg.prompt.as_str())],
+        vec![message],
     );
     req.metadata = cfg.metadata.clone();
     req.metadata
@@ -261,30 +437,47 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
             ..UserContext::default()
         });
     }
-    let result = target.process(req).await;
+    let (outcome, stream) = match cfg.mode {
+        Mode::Sync => (TurnOutcome::from_result(target.process(req).await), None),
+        Mode::Streaming => {
+            let (o, s) = live_turn(target, req, Duration::from_millis(cfg.approval_think_ms)).await;
+            (o, Some(s))
+        }
+    };
     let latency = due.elapsed();
 
-    sample.turn = Some(if result.is_success() {
-        let usage = result.metadata.get("token_usage");
-        let tokens = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
-        Ok(TurnSample {
-            latency,
-            model_ns: timing_ns(&result, "model_us"),
-            tool_ns: timing_ns(&result, "tool_us"),
-            overhead_ns: timing_ns(&result, "overhead_us"),
-            prompt_tokens: tokens("prompt_tokens"),
-            completion_tokens: tokens("completion_tokens"),
-            cost_usd: result.metadata.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0),
-            tool_calls: result.tool_results.len() as u64,
-            session_created: result
-                .metadata
-                .get("session")
-                .and_then(|s| s.get("created"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        })
-    } else {
-        Err(error_text(&result))
+    sample.turn = Some(match outcome {
+        TurnOutcome::Done {
+            metadata,
+            tool_calls,
+            text,
+        } => {
+            let usage = metadata.get("token_usage");
+            let tokens = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+            let media = phase.payload.as_ref().map(|p| MediaSample {
+                attachments: p.expected.len() as u64,
+                intact: p.expected.iter().filter(|sig| text.contains(sig.as_str())).count() as u64,
+                conversion_ns: timing_ns(&metadata, "media_us"),
+            });
+            Ok(TurnSample {
+                latency,
+                model_ns: timing_ns(&metadata, "model_us"),
+                tool_ns: timing_ns(&metadata, "tool_us"),
+                overhead_ns: timing_ns(&metadata, "overhead_us"),
+                prompt_tokens: tokens("prompt_tokens"),
+                completion_tokens: tokens("completion_tokens"),
+                cost_usd: metadata.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0),
+                tool_calls,
+                session_created: metadata
+                    .get("session")
+                    .and_then(|s| s.get("created"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+                stream,
+                media,
+            })
+        }
+        TurnOutcome::Failed(e) => Err(e),
     });
 
     if cfg.cleanup_agent {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::kpi::{self, KpiInputs, KpiTargets};
-use crate::load::{self, Phase, PhaseOutcome, Recorder};
+use crate::load::{self, Payload, Phase, PhaseOutcome, Recorder};
 use crate::resources::{self, Sampler};
 use crate::scenario::{ScenarioConfig, ScenarioKind, Stop};
 use crate::stats::{DurationHist, Unit};
@@ -88,7 +88,12 @@ fn build_runtime(
         demo.latency = Duration::from_millis(ms);
     }
     let ttl = secs(cfg.session_idle_ttl_s);
+    let mut approvals = aether_runtime::approvals::ApprovalConfig::default();
+    approvals
+        .tools
+        .extend(cfg.approval_tools.iter().map(|t| (t.clone(), true)));
     let config = RuntimeConfig {
+        approvals,
         session_idle_ttl: ttl,
         archive_ttl: secs(cfg.archive_ttl_s),
         sweep_interval: Some((ttl / 2).clamp(Duration::from_millis(500), Duration::from_secs(5))),
@@ -162,6 +167,10 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
     let cpu_start = resources::cpu_seconds();
     let sampler = Sampler::start(opts.sample_every);
 
+    let payload = match cfg.kind {
+        ScenarioKind::MultimodalEcho => Some(Arc::new(build_payload(&cfg)?)),
+        _ => None,
+    };
     let (iterations, duration) = match cfg.stop {
         Stop::Iterations(n) => (Some(n), None),
         Stop::DurationSecs(s) => (None, Some(Duration::from_secs_f64(s))),
@@ -174,6 +183,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
         iterations,
         duration,
         warmup: cfg.warmup,
+        payload: payload.clone(),
     };
 
     let mut outcomes: Vec<(String, PhaseOutcome, f64)> = Vec::new();
@@ -260,6 +270,12 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
     let error_rate = ratio(rec.failed, total);
     let agents_reuse_ratio = ratio(rec.agents_reused, rec.agents_reused + rec.agents_created);
 
+    let multimodal = (rec.attachments > 0).then(|| MultimodalSummary {
+        attachments: rec.attachments,
+        intact: rec.attachments_intact,
+        fidelity: ratio(rec.attachments_intact, rec.attachments),
+        conversion_ms: rec.conversion.stats(Unit::Ms),
+    });
     let kpis = kpi::evaluate(
         &opts.kpis,
         &KpiInputs {
@@ -274,6 +290,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
             drift_bytes_per_hour: drift,
             drift_window_s,
             agents_reuse_ratio,
+            fidelity: multimodal.as_ref().map(|m| m.fidelity),
         },
     );
     let passed = kpis.iter().all(|k| k.pass != Some(false));
@@ -407,6 +424,17 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
             ideal_rps,
             efficiency_vs_ideal: ideal_rps.map(|i| throughput / i),
         },
+        stream: (rec.streamed_turns > 0).then(|| StreamSummary {
+            turns: rec.streamed_turns,
+            ttft_ms: rec.ttft.stats(Unit::Ms),
+            chunk_gap_ms: rec.chunk_gap.stats(Unit::Ms),
+            chunks_per_turn: rec.chunks as f64 / rec.streamed_turns as f64,
+            approval_latency_ms: rec.approval.stats(Unit::Ms),
+            approval_think_ms: cfg.approval_think_ms,
+            drops: rec.drops,
+            retries: 0,
+        }),
+        multimodal: multimodal.clone(),
         kpis,
         passed,
         alert,
@@ -423,6 +451,85 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
         success_count: rec.succeeded,
         error_count: rec.failed,
     })
+}
+
+/// FNV-1a over the bytes: the harness's own implementation of the documented short hash, so
+/// the check does not trust the runtime's.
+fn fnv1a_hex(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// Synthetic image payloads with real signatures (the runtime sniffs types; it does not decode
+/// pixels): one of each format, from 1 KiB to 256 KiB.
+fn sample_images() -> Vec<Vec<u8>> {
+    let formats: [(&[u8], usize); 5] = [
+        (&[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A], 1024),
+        (&[0xFF, 0xD8, 0xFF, 0xE0], 64 * 1024),
+        (b"GIF89a", 8 * 1024),
+        (b"RIFF\x00\x00\x04\x00WEBPVP8 ", 256 * 1024),
+        (b"BM", 32 * 1024),
+    ];
+    formats
+        .iter()
+        .map(|(magic, len)| {
+            let mut v = magic.to_vec();
+            v.extend((0..len - magic.len()).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+            v
+        })
+        .collect()
+}
+
+/// The multimodal_echo message: text, the images (built-in or `--multimodal-payload`) as data
+/// URLs, and a file reference; plus the acknowledgement each attachment must get.
+fn build_payload(cfg: &ScenarioConfig) -> Result<Payload, HarnessError> {
+    use aether_contracts::{ContentPart, FileReference, ImageReference, MessageContent, Metadata};
+    use aether_runtime::multimodal::ImageFormat;
+    use base64::Engine as _;
+    let images = match &cfg.multimodal_payload {
+        Some(path) => vec![std::fs::read(path).map_err(|e| {
+            HarnessError::InvalidInput(format!("--multimodal-payload: cannot read `{}`: {e}", path.display()))
+        })?],
+        None => sample_images(),
+    };
+    let mut parts = vec![ContentPart::Text(cfg.prompt.clone())];
+    let mut expected = Vec::new();
+    for bytes in images {
+        let format = ImageFormat::sniff(&bytes).ok_or_else(|| {
+            HarnessError::InvalidInput(
+                "--multimodal-payload: the file is not a jpeg, png, gif, webp or bmp image".into(),
+            )
+        })?;
+        let data = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        parts.push(ContentPart::ImageReference(ImageReference {
+            image_path: format!("data:{};base64,{data}", format.mime()),
+            image_format: String::new(),
+            width: None,
+            height: None,
+            metadata: Metadata::new(),
+        }));
+        expected.push(format!(
+            "image {} {} bytes #{}",
+            format.mime(),
+            bytes.len(),
+            fnv1a_hex(&bytes)
+        ));
+    }
+    if cfg.multimodal_payload.is_none() {
+        parts.push(ContentPart::FileReference(FileReference {
+            file_path: "/data/statement.pdf".into(),
+            file_type: "application/pdf".into(),
+            file_size: Some(2048),
+            encoding: "binary".into(),
+            metadata: Metadata::new(),
+        }));
+        expected.push("file application/pdf 2048 bytes at /data/statement.pdf".into());
+    }
+    let mut message = UniversalMessage::user("");
+    message.content = MessageContent::Parts(parts);
+    Ok(Payload { message, expected })
 }
 
 /// session_warm_switch's last step: archive the session, then send one more turn on it.

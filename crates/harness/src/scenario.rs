@@ -37,6 +37,20 @@ pub enum ScenarioKind {
     MultiUserHandoff,
     /// A fresh agent per iteration, cleaned up after its request.
     RunnerLifecycle,
+    /// Live turns with a tool that needs approval, answered by an automatic approver.
+    StreamProbe,
+    /// Messages with image and file attachments; checks every attachment is acknowledged intact.
+    MultimodalEcho,
+}
+
+/// How each turn is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One request, one result.
+    Sync,
+    /// A live session: the turn streams chunks.
+    Streaming,
 }
 
 /// One entry of the catalog, with the original harness's defaults.
@@ -53,6 +67,9 @@ pub struct ScenarioSpec {
     pub tools: &'static [&'static str],
     pub metadata: &'static [(&'static str, &'static str)],
     pub kind: ScenarioKind,
+    pub mode: Mode,
+    /// Tools whose calls need approval (answered by the automatic approver in streaming mode).
+    pub approval_tools: &'static [&'static str],
 }
 
 /// Tools of `tool_regression` unless `--tools` says otherwise (5+, as the fan-out KPI says).
@@ -72,6 +89,8 @@ pub const CATALOG: &[ScenarioSpec] = &[
         tools: &[],
         metadata: &[],
         kind: ScenarioKind::Standard,
+        mode: Mode::Sync,
+        approval_tools: &[],
     },
     ScenarioSpec {
         name: "burst_load",
@@ -85,6 +104,8 @@ pub const CATALOG: &[ScenarioSpec] = &[
         tools: &[],
         metadata: &[],
         kind: ScenarioKind::Standard,
+        mode: Mode::Sync,
+        approval_tools: &[],
     },
     ScenarioSpec {
         name: "tool_regression",
@@ -98,6 +119,8 @@ pub const CATALOG: &[ScenarioSpec] = &[
         tools: DEFAULT_FANOUT_TOOLS,
         metadata: &[],
         kind: ScenarioKind::ToolRegression,
+        mode: Mode::Sync,
+        approval_tools: &[],
     },
     ScenarioSpec {
         name: "session_warm_switch",
@@ -111,6 +134,8 @@ pub const CATALOG: &[ScenarioSpec] = &[
         tools: &[],
         metadata: &[],
         kind: ScenarioKind::SessionWarmSwitch,
+        mode: Mode::Sync,
+        approval_tools: &[],
     },
     ScenarioSpec {
         name: "multi_user_handoff",
@@ -124,6 +149,8 @@ pub const CATALOG: &[ScenarioSpec] = &[
         tools: &[],
         metadata: &[("tenant", "enterprise_pool")],
         kind: ScenarioKind::MultiUserHandoff,
+        mode: Mode::Sync,
+        approval_tools: &[],
     },
     ScenarioSpec {
         name: "runner_lifecycle",
@@ -137,6 +164,38 @@ pub const CATALOG: &[ScenarioSpec] = &[
         tools: &[],
         metadata: &[],
         kind: ScenarioKind::RunnerLifecycle,
+        mode: Mode::Sync,
+        approval_tools: &[],
+    },
+    ScenarioSpec {
+        name: "stream_probe",
+        description: "Live turns: chunk timing, a tool that needs approval, an automatic approver",
+        iterations: 10,
+        concurrency: 2,
+        session_mode: SessionMode::PerRequest,
+        cleanup_agent: false,
+        max_expected_latency_s: 6.0,
+        model: "gemini-1.5-flash",
+        tools: &["crm_lookup", "aml_checker"],
+        metadata: &[],
+        kind: ScenarioKind::StreamProbe,
+        mode: Mode::Streaming,
+        approval_tools: &["aml_checker"],
+    },
+    ScenarioSpec {
+        name: "multimodal_echo",
+        description: "Images of several formats and sizes plus a file reference; every attachment acknowledged intact",
+        iterations: 10,
+        concurrency: 2,
+        session_mode: SessionMode::PerRequest,
+        cleanup_agent: false,
+        max_expected_latency_s: 6.0,
+        model: "gemini-1.5-flash",
+        tools: &[],
+        metadata: &[],
+        kind: ScenarioKind::MultimodalEcho,
+        mode: Mode::Sync,
+        approval_tools: &[],
     },
 ];
 
@@ -185,6 +244,12 @@ pub struct ScenarioConfig {
     pub error_rate: f64,
     pub session_idle_ttl_s: f64,
     pub archive_ttl_s: f64,
+    pub mode: Mode,
+    pub approval_tools: Vec<String>,
+    /// The automatic approver waits this long before answering.
+    pub approval_think_ms: u64,
+    /// A file to attach (multimodal_echo); the built-in samples when `None`.
+    pub multimodal_payload: Option<std::path::PathBuf>,
 }
 
 /// Flags that override a scenario's defaults (`None`: keep the default).
@@ -206,6 +271,9 @@ pub struct Overrides {
     pub error_rate: Option<f64>,
     pub session_idle_ttl_s: Option<f64>,
     pub archive_ttl_s: Option<f64>,
+    pub mode: Option<Mode>,
+    pub approval_think_ms: Option<u64>,
+    pub multimodal_payload: Option<std::path::PathBuf>,
 }
 
 /// A flag value that makes no sense.
@@ -309,6 +377,10 @@ impl ScenarioConfig {
             error_rate,
             session_idle_ttl_s: o.session_idle_ttl_s.unwrap_or(60.0),
             archive_ttl_s: o.archive_ttl_s.unwrap_or(300.0),
+            mode: o.mode.unwrap_or(spec.mode),
+            approval_tools: spec.approval_tools.iter().map(|t| (*t).to_owned()).collect(),
+            approval_think_ms: o.approval_think_ms.unwrap_or(50),
+            multimodal_payload: o.multimodal_payload.clone(),
         })
     }
 }

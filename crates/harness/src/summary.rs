@@ -125,6 +125,35 @@ pub struct LittlesLaw {
     pub efficiency_vs_ideal: Option<f64>,
 }
 
+/// Live-turn figures (streaming mode).
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamSummary {
+    pub turns: u64,
+    /// From starting the live turn to its first chunk.
+    pub ttft_ms: Stats,
+    /// Between consecutive chunks of a turn.
+    pub chunk_gap_ms: Stats,
+    pub chunks_per_turn: f64,
+    /// From an approval request's arrival to the runtime accepting the answer (think time included).
+    pub approval_latency_ms: Stats,
+    pub approval_think_ms: u64,
+    /// Sequence ids skipped (chunks lost).
+    pub drops: u64,
+    /// Live turns are not retried by the harness: always 0.
+    pub retries: u64,
+}
+
+/// Attachment figures (multimodal_echo).
+#[derive(Debug, Clone, Serialize)]
+pub struct MultimodalSummary {
+    pub attachments: u64,
+    pub intact: u64,
+    /// Share of attachments acknowledged with the right type, size and hash (0..1).
+    pub fidelity: f64,
+    /// Time the runtime spent checking and converting the attachments of a turn.
+    pub conversion_ms: Stats,
+}
+
 /// The summary JSON of one scenario run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -151,6 +180,10 @@ pub struct Summary {
     pub tools: ToolsSummary,
     pub resources: Resources,
     pub littles_law: LittlesLaw,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multimodal: Option<MultimodalSummary>,
     pub kpis: Vec<Kpi>,
     /// No KPI failed.
     pub passed: bool,
@@ -317,6 +350,30 @@ impl Summary {
             );
         }
         let _ = writeln!(s);
+        if let Some(st) = &self.stream {
+            let _ = writeln!(
+                s,
+                "   stream: first chunk p50 {:.3} ms · chunk gap p50 {:.3} / p95 {:.3} ms · {:.1} chunks per turn · drops {} · retries {}",
+                st.ttft_ms.p50, st.chunk_gap_ms.p50, st.chunk_gap_ms.p95, st.chunks_per_turn, st.drops, st.retries
+            );
+            if st.approval_latency_ms.count > 0 {
+                let _ = writeln!(
+                    s,
+                    "   approvals: {} answered, latency p50 {:.3} ms (think time {} ms)",
+                    st.approval_latency_ms.count, st.approval_latency_ms.p50, st.approval_think_ms
+                );
+            }
+        }
+        if let Some(m) = &self.multimodal {
+            let _ = writeln!(
+                s,
+                "   multimodal: {} of {} attachments acknowledged intact (fidelity {:.1} %) · conversion p50 {:.3} ms",
+                m.intact,
+                m.attachments,
+                m.fidelity * 100.0,
+                m.conversion_ms.p50
+            );
+        }
         let _ = writeln!(s, "\n   KPI verdicts:");
         for k in &self.kpis {
             let verdict = match k.pass {

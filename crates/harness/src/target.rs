@@ -1,7 +1,9 @@
 //! What the harness drives. [`InProcess`] runs the runtime in this process through its public
 //! API, like any library user; other targets (a server over HTTP) implement the same trait.
 
-use aether_contracts::{TaskRequest, TaskResult};
+use aether_contracts::{InteractionResponse, TaskRequest, TaskResult, TaskStreamChunk};
+use aether_runtime::live::{LiveOptions, LiveSession};
+
 use aether_runtime::model::ProviderInfo;
 use aether_runtime::{Runtime, StatsSnapshot};
 use aether_store::StoreInfo;
@@ -37,6 +39,32 @@ pub trait Target: Send + Sync + 'static {
 
     /// Makes every accepted write durable (flushes the store).
     async fn shutdown(&self) -> Result<(), String>;
+
+    /// Starts a live turn; its chunks come from the returned stream.
+    async fn start_live(&self, request: TaskRequest) -> Result<Box<dyn LiveStream>, String>;
+}
+
+/// The consumer's side of a live turn.
+#[async_trait]
+pub trait LiveStream: Send {
+    async fn next_chunk(&mut self) -> Option<TaskStreamChunk>;
+    fn respond(&self, response: &InteractionResponse) -> Result<(), String>;
+    async fn close(&mut self);
+}
+
+#[async_trait]
+impl LiveStream for LiveSession {
+    async fn next_chunk(&mut self) -> Option<TaskStreamChunk> {
+        LiveSession::next_chunk(self).await
+    }
+
+    fn respond(&self, response: &InteractionResponse) -> Result<(), String> {
+        LiveSession::respond(self, response).map_err(|e| e.to_string())
+    }
+
+    async fn close(&mut self) {
+        LiveSession::close(self).await;
+    }
 }
 
 /// The runtime, in this process.
@@ -93,5 +121,13 @@ impl Target for InProcess {
 
     async fn shutdown(&self) -> Result<(), String> {
         self.runtime.shutdown().await.map_err(|e| e.to_string())
+    }
+
+    async fn start_live(&self, request: TaskRequest) -> Result<Box<dyn LiveStream>, String> {
+        let session = self
+            .runtime
+            .start_live(request, LiveOptions::default())
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(session))
     }
 }

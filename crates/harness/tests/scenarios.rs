@@ -271,3 +271,62 @@ fn compare_marks_direction_and_regressions() {
     );
     assert!(md.contains("simulated model"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_probe_measures_chunks_and_answers_approvals() {
+    let s = run(
+        "stream_probe",
+        Overrides {
+            approval_think_ms: Some(0),
+            ..instant()
+        },
+    )
+    .await;
+    assert_eq!((s.requests.total, s.requests.failed), (10, 0), "{:?}", s.errors);
+    let st = s.stream.clone().expect("stream figures");
+    assert_eq!(st.turns, 10);
+    assert_eq!(st.ttft_ms.count, 10);
+    assert!(st.chunks_per_turn > 10.0, "{}", st.chunks_per_turn);
+    assert_eq!(
+        st.approval_latency_ms.count, 10,
+        "aml_checker needed approval in every turn"
+    );
+    assert_eq!((st.drops, st.retries), (0, 0));
+    assert_eq!(s.tools.calls, 20, "both tools ran: the approval was granted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_scenario_can_stream() {
+    let s = run(
+        "burst_load",
+        Overrides {
+            mode: Some(aether_harness::scenario::Mode::Streaming),
+            ..instant()
+        },
+    )
+    .await;
+    assert_eq!(s.requests.succeeded, 25);
+    assert!(s.stream.unwrap().chunks_per_turn > 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multimodal_echo_checks_every_attachment() {
+    let s = run("multimodal_echo", instant()).await;
+    assert_eq!(s.requests.succeeded, 10, "{:?}", s.errors);
+    let m = s.multimodal.clone().expect("multimodal figures");
+    assert_eq!(m.attachments, 60, "5 images and a file, 10 times");
+    assert_eq!(m.intact, 60);
+    assert_eq!(m.fidelity, 1.0);
+    assert_eq!(m.conversion_ms.count, 10);
+    assert_eq!(kpi(&s, "multimodal_fidelity").pass, Some(true));
+
+    let missing = Overrides {
+        multimodal_payload: Some("/nonexistent/picture.png".into()),
+        ..instant()
+    };
+    let cfg = ScenarioConfig::resolve(scenario::find("multimodal_echo").unwrap(), &missing).unwrap();
+    let err = run_scenario(RunOptions::new(cfg), Arc::new(NoProgress))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/picture.png"), "{err}");
+}
