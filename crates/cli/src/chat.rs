@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::exit::CliError;
+use crate::provider_args::ProviderArgs;
 use crate::sim_args::{comma_list, SimArgs};
 use crate::store_args::{self, StoreArgs, StoreKind};
 
@@ -47,6 +48,9 @@ pub struct ChatArgs {
     store: StoreArgs,
 
     #[command(flatten)]
+    provider: ProviderArgs,
+
+    #[command(flatten)]
     sim: SimArgs,
 }
 
@@ -62,8 +66,12 @@ fn ms(r: &TaskResult, key: &str) -> f64 {
 pub async fn run(args: ChatArgs) -> Result<(), CliError> {
     let store = store_args::open(&args.store.config(StoreKind::Sqlite, StoreArgs::default_sqlite_path)?).await?;
     let store_info = store.info();
-    let rt = Runtime::builder()
-        .store(store)
+    let mut builder = Runtime::builder().store(store);
+    let provider = args.provider.build()?;
+    if let Some((name, p)) = provider.clone() {
+        builder = builder.provider(name.clone(), p).default_provider(name);
+    }
+    let rt = builder
         .config(RuntimeConfig {
             sweep_interval: None,
             ..RuntimeConfig::default()
@@ -94,8 +102,13 @@ pub async fn run(args: ChatArgs) -> Result<(), CliError> {
             .map(|l| format!(" at {l}"))
             .unwrap_or_default();
         println!(
-            "agent {agent_id} · model {} · simulated model (no real provider configured) · {} store{at}\n",
-            args.model, store_info.kind
+            "agent {agent_id} · model {} · {} · {} store{at}\n",
+            args.model,
+            match &provider {
+                None => "simulated model (no real provider configured)".to_owned(),
+                Some(_) => format!("provider openai at {}", args.provider.base_url),
+            },
+            store_info.kind
         );
     }
     let mut failed = 0;

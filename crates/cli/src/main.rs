@@ -6,8 +6,10 @@ mod chat;
 mod exit;
 mod info;
 mod perf;
+mod provider_args;
 mod sessions;
 mod sim_args;
+mod simllm;
 mod store_args;
 mod validate;
 
@@ -38,6 +40,8 @@ enum Command {
     Perf(perf::PerfCommand),
     /// Create an agent and run conversation turns against it (the two-step protocol).
     Chat(chat::ChatArgs),
+    /// Serve the simulated model over HTTP in the OpenAI-compatible format.
+    SimLlm(simllm::SimLlmArgs),
     /// Inspect and manage stored chat sessions (list, show, delete, export).
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
@@ -83,6 +87,7 @@ fn main() {
                 Command::Perf(c) => perf::run(c).await,
                 Command::Chat(a) => chat::run(a).await,
                 Command::Sessions(c) => sessions::run(c).await,
+                Command::SimLlm(a) => simllm::run(a).await,
                 Command::Tools(a) => info::tools(a),
                 Command::Models(a) => info::models(a),
                 Command::Validate(a) => validate::run(a),

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::exit::CliError;
+use crate::provider_args::ProviderArgs;
 use crate::sim_args::{comma_list, SimArgs};
 use crate::store_args::{StoreArgs, StoreKind};
 
@@ -145,6 +146,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     store: StoreArgs,
+
+    #[command(flatten)]
+    provider: ProviderArgs,
 }
 
 #[derive(Args)]
@@ -294,6 +298,7 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
     let profiles = a.sim.profiles()?;
     let scratch = ScratchDir::new();
     let store = a.store.config(StoreKind::Memory, || scratch.0.join("sessions.db"))?;
+    let provider = a.provider.build()?;
     if a.dry_run {
         for cfg in &configs {
             let agent = serde_json::json!({
@@ -320,6 +325,7 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
             kpis: kpis.clone(),
             profiles: profiles.clone(),
             store: store.clone(),
+            provider: provider.clone(),
             ..RunOptions::new(cfg)
         };
         let summary = run_scenario(opts, Arc::clone(&progress)).await.map_err(|e| match e {

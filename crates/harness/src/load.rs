@@ -63,6 +63,8 @@ pub struct Recorder {
     pub attachments: u64,
     pub attachments_intact: u64,
     pub conversion: DurationHist,
+    /// Turns whose answer came from a simulation (in process, or `aether sim-llm` over HTTP).
+    pub simulated_turns: u64,
 }
 
 pub const MAX_ERRORS: usize = 5;
@@ -101,6 +103,7 @@ impl Recorder {
         self.drops += o.drops;
         self.attachments += o.attachments;
         self.attachments_intact += o.attachments_intact;
+        self.simulated_turns += o.simulated_turns;
         for e in &o.errors {
             if self.errors.len() < MAX_ERRORS {
                 self.errors.push(e.clone());
@@ -330,6 +333,7 @@ struct TurnSample {
     session_created: bool,
     stream: Option<StreamSample>,
     media: Option<MediaSample>,
+    simulated: bool,
 }
 
 impl Recorder {
@@ -370,6 +374,9 @@ impl Recorder {
                     st.approvals.iter().for_each(|a| self.approval.record(*a));
                     self.chunks += st.chunks;
                     self.drops += st.drops;
+                }
+                if t.simulated {
+                    self.simulated_turns += 1;
                 }
                 if let Some(m) = t.media {
                     self.attachments += m.attachments;
@@ -475,6 +482,10 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
                     .unwrap_or(false),
                 stream,
                 media,
+                simulated: metadata.get("provider").is_some_and(|p| {
+                    p["simulated"] == Value::Bool(true)
+                        || p["profile"].as_str().is_some_and(|s| s.contains("(simulated"))
+                }),
             })
         }
         TurnOutcome::Failed(e) => Err(e),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{AgentConfig, ModelConfig, TaskRequest, UniversalMessage};
-use aether_runtime::model::{ProfileSet, SimConfig};
+use aether_runtime::model::{NamedProvider, ProfileSet, ProviderInfo, SimConfig};
 use aether_runtime::tools::demo::DemoToolConfig;
 use aether_runtime::{Runtime, RuntimeConfig, StatsSnapshot};
 use aether_store::{SessionStore, StoreConfig};
@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub sample_every: Duration,
     /// The session store the runtime uses (memory by default).
     pub store: StoreConfig,
+    /// A real model provider to use instead of the simulated one: (name, provider).
+    pub provider: Option<NamedProvider>,
 }
 
 impl RunOptions {
@@ -62,6 +64,7 @@ impl RunOptions {
             profiles: ProfileSet::builtin(),
             sample_every: Duration::from_millis(500),
             store: StoreConfig::Memory,
+            provider: None,
         }
     }
 }
@@ -70,6 +73,7 @@ fn build_runtime(
     cfg: &ScenarioConfig,
     profiles: ProfileSet,
     store: Arc<dyn SessionStore>,
+    provider: Option<NamedProvider>,
 ) -> Result<Runtime, HarnessError> {
     let secs = |s: f64| Duration::from_secs_f64(s);
     let sim = SimConfig {
@@ -99,7 +103,11 @@ fn build_runtime(
         sweep_interval: Some((ttl / 2).clamp(Duration::from_millis(500), Duration::from_secs(5))),
         ..RuntimeConfig::default()
     };
-    Runtime::builder()
+    let mut builder = Runtime::builder();
+    if let Some((name, p)) = provider {
+        builder = builder.provider(name.clone(), p).default_provider(name);
+    }
+    builder
         .config(config)
         .store(store)
         .simulated_model(sim)
@@ -155,8 +163,17 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
     let store = aether_store::open(&opts.store)
         .await
         .map_err(|e| HarnessError::InvalidInput(e.to_string()))?;
+    let provider_info = opts.provider.as_ref().map_or(
+        ProviderInfo {
+            name: "simulated".into(),
+            simulated: true,
+        },
+        |(_, p)| p.info().clone(),
+    );
+    let runtime = build_runtime(&cfg, opts.profiles, store, opts.provider)?;
     let target: Arc<dyn Target> = Arc::new(InProcess {
-        runtime: build_runtime(&cfg, opts.profiles, store)?,
+        runtime,
+        provider: provider_info,
     });
     let resolution = resolve_tools(target.as_ref(), &cfg.tools)?;
 
@@ -354,11 +371,11 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
         scenario: cfg.scenario.clone(),
         started_at,
         duration_s,
-        simulated: provider.simulated,
+        simulated: provider.simulated || rec.simulated_turns > 0,
         provider: ProviderSummary {
             name: provider.name.clone(),
             model: cfg.model.clone(),
-            simulated: provider.simulated,
+            simulated: provider.simulated || rec.simulated_turns > 0,
         },
         target: target.info(),
         config: (*cfg).clone(),

@@ -228,10 +228,17 @@ impl Summary {
     pub fn render(&self) -> String {
         let mut s = String::new();
         let src = if self.simulated {
-            format!(
-                "SIMULATED model `{}` (provider: simulated; no real model was called)",
-                self.provider.model
-            )
+            if self.provider.name == "simulated" {
+                format!(
+                    "SIMULATED model `{}` (provider: simulated; no real model was called)",
+                    self.provider.model
+                )
+            } else {
+                format!(
+                    "SIMULATED model `{}` behind provider {} (aether sim-llm answered; no real model was called)",
+                    self.provider.model, self.provider.name
+                )
+            }
         } else {
             format!("model `{}` via {}", self.provider.model, self.provider.name)
         };

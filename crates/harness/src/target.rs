@@ -70,6 +70,8 @@ impl LiveStream for LiveSession {
 /// The runtime, in this process.
 pub struct InProcess {
     pub runtime: Runtime,
+    /// The provider its agents use by default.
+    pub provider: ProviderInfo,
 }
 
 #[async_trait]
@@ -82,10 +84,7 @@ impl Target for InProcess {
     }
 
     fn provider(&self) -> ProviderInfo {
-        ProviderInfo {
-            name: "simulated".into(),
-            simulated: true,
-        }
+        self.provider.clone()
     }
 
     async fn process(&self, request: TaskRequest) -> TaskResult {

@@ -1,6 +1,8 @@
 //! Model providers: the trait every provider implements, and the simulated model.
 
+pub mod openai;
 pub mod profiles;
+
 pub mod sim;
 pub mod tokens;
 
@@ -162,6 +164,9 @@ pub trait ModelProvider: Send + Sync + 'static {
         Ok(response)
     }
 }
+
+/// A provider under the name agents select it by (`framework_config.provider`).
+pub type NamedProvider = (String, Arc<dyn ModelProvider>);
 
 /// Receives a streamed answer's text, piece by piece. Sending may wait (backpressure); an error
 /// means the consumer is gone and the call should stop.
