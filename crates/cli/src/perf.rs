@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::exit::CliError;
-use crate::provider_args::ProviderArgs;
+use crate::provider_args::{ProviderArgs, ProviderKind};
 use crate::sim_args::{comma_list, SimArgs};
 use crate::store_args::{StoreArgs, StoreKind};
 
@@ -58,7 +58,7 @@ Examples:
   aether perf run --all --time-scale 0")]
 pub struct RunArgs {
     /// Scenario to run (see `aether perf list`).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(scenario::names()), required_unless_present = "all", conflicts_with = "all")]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(scenario_names()), required_unless_present = "all", conflicts_with = "all")]
     scenario: Option<String>,
 
     /// Run every scenario in turn and write one summary each.
@@ -149,6 +149,39 @@ pub struct RunArgs {
 
     #[command(flatten)]
     provider: ProviderArgs,
+
+    #[command(flatten)]
+    endpoint: EndpointArgs,
+}
+
+/// Flags of `--scenario endpoint_load`.
+#[derive(Args)]
+#[command(next_help_heading = "endpoint_load")]
+struct EndpointArgs {
+    /// Open-loop arrivals per second (same as --rate).
+    #[arg(long, value_name = "R")]
+    request_rate: Option<f64>,
+    /// Shape of the gamma arrival gaps: 1 is Poisson, below 1 burstier, above 1 more regular.
+    #[arg(long, default_value_t = 1.0, value_name = "K")]
+    burstiness: f64,
+    /// Prompt length in tokens (synthetic prompt) when no --dataset is given.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: u32,
+    /// Output tokens to ask for (max_tokens).
+    #[arg(long)]
+    output_tokens: Option<u32>,
+    /// JSONL of prompts: `{"prompt": "...", "output_tokens": 128}` per line.
+    #[arg(long, value_name = "FILE")]
+    dataset: Option<PathBuf>,
+    /// SLO on time to first token, for goodput.
+    #[arg(long, value_name = "MS")]
+    slo_ttft_ms: Option<f64>,
+    /// SLO on time per output token, for goodput.
+    #[arg(long, value_name = "MS")]
+    slo_tpot_ms: Option<f64>,
+    /// SLO on end-to-end latency, for goodput.
+    #[arg(long, value_name = "MS")]
+    slo_e2e_ms: Option<f64>,
 }
 
 #[derive(Args)]
@@ -160,6 +193,13 @@ pub struct CompareArgs {
     /// Exit with code 1 when a metric is worse by more than this many percent.
     #[arg(long, value_name = "PCT")]
     fail_on_regression: Option<f64>,
+}
+
+/// The catalog's scenarios plus `endpoint_load` (which drives a model endpoint, not the runtime).
+fn scenario_names() -> Vec<&'static str> {
+    let mut v = scenario::names();
+    v.push("endpoint_load");
+    v
 }
 
 /// `30s`, `10m`, `1h`, `500ms`, or plain seconds.
@@ -289,7 +329,94 @@ pub async fn run(cmd: PerfCommand) -> Result<(), CliError> {
     }
 }
 
+async fn run_endpoint(a: &RunArgs) -> Result<(), CliError> {
+    use aether_harness::endpoint::{self, Arrival, EndpointOptions, Slo};
+    let e = &a.endpoint;
+    if a.provider.provider != ProviderKind::Openai {
+        return Err(CliError::usage(
+            "endpoint_load drives a model endpoint: give --provider openai --base-url URL (e.g. an `aether sim-llm`)",
+        ));
+    }
+    let mut provider_args = a.provider.clone();
+    provider_args.max_retries = Some(a.provider.max_retries.unwrap_or(0));
+    let Some((_, provider)) = provider_args.build()? else {
+        unreachable!("openai was checked")
+    };
+    let rate = e.request_rate.or(a.rate);
+    if let Some(r) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+        return Err(CliError::usage(format!("--request-rate must be positive, got {r}")));
+    }
+    if !(e.burstiness.is_finite() && e.burstiness > 0.0) {
+        return Err(CliError::usage(format!(
+            "--burstiness must be positive, got {}",
+            e.burstiness
+        )));
+    }
+    let prompts = match &e.dataset {
+        Some(p) => endpoint::read_dataset(p).map_err(CliError::usage)?,
+        None => endpoint::synthetic_prompts(e.prompt_tokens, e.output_tokens),
+    };
+    let arrival = match rate {
+        Some(rate) => Arrival::Rate {
+            rate,
+            burstiness: e.burstiness,
+        },
+        None => Arrival::Closed {
+            concurrency: a.concurrency.unwrap_or(8).max(1),
+        },
+    };
+    let requests = match (a.iterations, a.duration) {
+        (Some(n), _) => Some(n),
+        (None, Some(_)) => None,
+        (None, None) => Some(100),
+    };
+    let opts = EndpointOptions {
+        provider,
+        model: a.model.clone().unwrap_or_else(|| "gpt-4o-mini".into()),
+        requests,
+        duration: a.duration,
+        arrival,
+        prompts,
+        slo: Slo {
+            ttft_ms: e.slo_ttft_ms,
+            tpot_ms: e.slo_tpot_ms,
+            e2e_ms: e.slo_e2e_ms,
+        },
+        seed: a.sim.seed,
+    };
+    if a.dry_run {
+        println!(
+            "{}",
+            serde_json::json!({"dry_run": true, "scenario": "endpoint_load", "arrival": opts.arrival, "requests": opts.requests, "model": opts.model, "base_url": a.provider.base_url})
+        );
+        return Ok(());
+    }
+    let bar: Arc<dyn Progress> = Arc::new(Bar(ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())));
+    let summary = endpoint::run(opts, bar).await;
+    println!("{}", summary.render());
+    let path = a.output.clone().unwrap_or_else(|| {
+        PathBuf::from("logs/perf").join(format!(
+            "endpoint_load-{}.json",
+            summary.started_at.format("%Y%m%dT%H%M%SZ")
+        ))
+    });
+    summary
+        .write(&path)
+        .map_err(|e| CliError::failed(format!("cannot write the summary to `{}`: {e}", path.display())))?;
+    println!("   summary: {}", path.display());
+    if a.gate && summary.requests.failed > 0 {
+        return Err(CliError::failed(format!(
+            "{} of {} requests failed",
+            summary.requests.failed, summary.requests.total
+        )));
+    }
+    Ok(())
+}
+
 async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
+    if a.scenario.as_deref() == Some("endpoint_load") {
+        return run_endpoint(&a).await;
+    }
     let configs = resolve(&a)?;
     let kpis = match &a.kpi_file {
         Some(p) => KpiTargets::from_file(p).map_err(CliError::usage)?,

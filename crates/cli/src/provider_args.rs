@@ -32,8 +32,9 @@ pub struct ProviderArgs {
     pub api_key_env: String,
 
     /// Retries on 429 and 5xx (exponential backoff with jitter, honouring Retry-After).
-    #[arg(long, default_value_t = 3)]
-    pub max_retries: u32,
+    /// Default 3; 0 for endpoint_load, so that failures are not hidden.
+    #[arg(long)]
+    pub max_retries: Option<u32>,
 }
 
 impl ProviderArgs {
@@ -50,7 +51,7 @@ impl ProviderArgs {
                 }
                 let cfg = OpenAiConfig {
                     api_key: std::env::var(&self.api_key_env).ok().filter(|k| !k.is_empty()),
-                    max_retries: self.max_retries,
+                    max_retries: self.max_retries.unwrap_or(3),
                     ..OpenAiConfig::new(&self.base_url)
                 };
                 let p = OpenAiProvider::new(cfg).map_err(|e| CliError::failed(e.to_string()))?;

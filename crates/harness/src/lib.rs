@@ -11,6 +11,8 @@
 //! * [`compare`]: deltas between two summaries as Markdown.
 
 pub mod compare;
+pub mod endpoint;
+
 pub mod kpi;
 pub mod load;
 pub mod resources;

@@ -1,0 +1,101 @@
+//! endpoint_load against `aether sim-llm` on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_harness::endpoint::{self, Arrival, EndpointOptions, Slo};
+use aether_harness::run::NoProgress;
+use aether_runtime::model::openai::{OpenAiConfig, OpenAiProvider};
+use aether_runtime::model::SimConfig;
+use aether_simllm::{SimLlm, SimLlmConfig};
+
+async fn server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cfg = SimLlmConfig {
+        sim: SimConfig {
+            fixed_latency: Some(Duration::from_millis(20)),
+            ..SimConfig::default()
+        },
+        ..SimLlmConfig::default()
+    };
+    tokio::spawn(SimLlm::new(cfg).serve(listener));
+    format!("http://{addr}/v1")
+}
+
+fn options(url: &str, arrival: Arrival) -> EndpointOptions {
+    EndpointOptions {
+        provider: Arc::new(
+            OpenAiProvider::new(OpenAiConfig {
+                max_retries: 0,
+                ..OpenAiConfig::new(url)
+            })
+            .unwrap(),
+        ),
+        model: "gpt-4o-mini".into(),
+        requests: Some(40),
+        duration: None,
+        arrival,
+        prompts: endpoint::synthetic_prompts(64, Some(32)),
+        slo: Slo {
+            ttft_ms: Some(10_000.0),
+            tpot_ms: None,
+            e2e_ms: Some(10_000.0),
+        },
+        seed: 7,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_and_closed_loop_report_every_figure() {
+    let url = server().await;
+    let s = endpoint::run(
+        options(
+            &url,
+            Arrival::Rate {
+                rate: 200.0,
+                burstiness: 1.0,
+            },
+        ),
+        Arc::new(NoProgress),
+    )
+    .await;
+    assert_eq!((s.requests.total, s.requests.succeeded), (40, 40), "{:?}", s.errors);
+    assert!(s.simulated, "sim-llm's answers are marked simulated");
+    for (name, st) in [
+        ("ttft", &s.ttft_ms),
+        ("tpot", &s.tpot_ms),
+        ("itl", &s.itl_ms),
+        ("e2e", &s.e2e_ms),
+        ("lag", &s.schedule_lag_ms),
+    ] {
+        assert!(st.count > 0, "{name} recorded");
+    }
+    assert!(s.e2e_ms.p50 >= s.ttft_ms.p50);
+    assert!(s.output_tokens > 40, "usage counted");
+    assert!(s.goodput_rps.is_some());
+    assert_eq!(s.requests.met_slo, 40);
+    assert!(s.scheduled_rate_rps.is_some() && s.offered_rate_rps == Some(200.0));
+    assert!(!s.gpu.note.is_empty());
+
+    let s = endpoint::run(options(&url, Arrival::Closed { concurrency: 4 }), Arc::new(NoProgress)).await;
+    assert_eq!(s.requests.succeeded, 40);
+    assert_eq!(s.offered_rate_rps, None);
+}
+
+#[test]
+fn a_bad_dataset_names_the_line() {
+    let dir = std::env::temp_dir().join(format!("aether-ds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("d.jsonl");
+    std::fs::write(&p, "{\"prompt\": \"hi\", \"output_tokens\": 8}\n{\"prompt\": 5}\n").unwrap();
+    let e = endpoint::read_dataset(&p).unwrap_err();
+    assert!(e.contains("line 2") && e.contains("prompt"), "{e}");
+    std::fs::write(
+        &p,
+        "{\"prompt\": \"hi\"}\n\n{\"prompt\": \"there\", \"output_tokens\": 4}\n",
+    )
+    .unwrap();
+    assert_eq!(endpoint::read_dataset(&p).unwrap().len(), 2);
+    std::fs::remove_dir_all(dir).ok();
+}
