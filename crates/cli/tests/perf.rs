@@ -116,6 +116,19 @@ fn bad_input_exits_2() {
             "--kpi-file",
             "/nonexistent.toml",
         ],
+        &["perf", "run", "--scenario", "endpoint_load"],
+        &[
+            "perf",
+            "run",
+            "--scenario",
+            "endpoint_load",
+            "--provider",
+            "openai",
+            "--base-url",
+            "ftp://x",
+        ],
+        &["sim-llm", "--faults", "429,bogus"],
+        &["sim-llm", "--fault-rate", "2"],
     ] {
         let out = aether(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));

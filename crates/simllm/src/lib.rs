@@ -239,7 +239,7 @@ fn convert(body: &Value) -> Result<Converted, String> {
                                 Some("text") => p
                                     .get("text")
                                     .and_then(Value::as_str)
-                                    .map(|t| ContentPart::Text(t.to_owned())),
+                                    .map(|t| file_reference(t).unwrap_or_else(|| ContentPart::Text(t.to_owned()))),
                                 Some("image_url") => p.pointer("/image_url/url").and_then(Value::as_str).map(|u| {
                                     ContentPart::ImageReference(ImageReference {
                                         image_path: u.to_owned(),
@@ -363,6 +363,21 @@ fn convert(body: &Value) -> Result<Converted, String> {
         model: config,
         metadata,
     })
+}
+
+/// A file reference as the OpenAI-compatible provider writes it, `[file PATH (TYPE, N bytes)]`
+/// (the protocol has no part for a file path).
+fn file_reference(text: &str) -> Option<ContentPart> {
+    let inner = text.strip_prefix("[file ")?.strip_suffix(" bytes)]")?;
+    let (path, rest) = inner.rsplit_once(" (")?;
+    let (file_type, size) = rest.rsplit_once(", ")?;
+    Some(ContentPart::FileReference(aether_contracts::FileReference {
+        file_path: path.to_owned(),
+        file_type: file_type.to_owned(),
+        file_size: size.parse().ok(),
+        encoding: "binary".into(),
+        metadata: Metadata::new(),
+    }))
 }
 
 fn pick_fault(s: &Shared, n: u64) -> Option<Fault> {

@@ -147,6 +147,23 @@ async fn plain_tool_calling_streamed_and_image_turns_over_http() {
         "{}",
         r.response_text().unwrap()
     );
+
+    // A file reference has no part in the OpenAI protocol: it travels as text and is still acknowledged.
+    let mut m = UniversalMessage::user("");
+    m.content = MessageContent::Parts(vec![ContentPart::FileReference(aether_contracts::FileReference {
+        file_path: "/data/statement.pdf".into(),
+        file_type: "application/pdf".into(),
+        file_size: Some(2048),
+        encoding: "binary".into(),
+        metadata: Metadata::new(),
+    })]);
+    let r = rt
+        .process(TaskRequest::converse("file", plain.as_str(), "file", vec![m]))
+        .await;
+    assert!(r
+        .response_text()
+        .unwrap()
+        .contains("file application/pdf 2048 bytes at /data/statement.pdf"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
