@@ -460,12 +460,7 @@ impl EndpointSummary {
     }
 
     pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, path)
+        crate::summary::write_json(self, path)
     }
 }
 

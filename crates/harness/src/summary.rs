@@ -15,6 +15,17 @@ use crate::target::TargetInfo;
 
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Writes `value` as pretty JSON to `path` atomically: a temporary file, renamed into place, so a
+/// reader never sees half a summary. Creates the directory.
+pub fn write_json(value: &impl Serialize, path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// How the figures were measured, written into every summary.
 pub const MEASUREMENT_NOTES: &str = "latency_ms runs from when each request was due (closed loop: when its worker became free; \
 open loop: its slot in the arrival schedule) to the end of its turn, and covers both steps of the protocol (create or reuse \
@@ -215,13 +226,7 @@ impl Summary {
 
     /// Writes the JSON to `path` atomically (a temporary file renamed into place).
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension("json.tmp");
-        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, path)
+        write_json(self, path)
     }
 
     /// A readable table with the KPI verdicts.

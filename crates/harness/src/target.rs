@@ -59,11 +59,11 @@ impl LiveStream for LiveSession {
     }
 
     fn respond(&self, response: &InteractionResponse) -> Result<(), String> {
-        LiveSession::respond(self, response).map_err(|e| e.to_string())
+        self.controller().respond(response).map_err(|e| e.to_string())
     }
 
     async fn close(&mut self) {
-        LiveSession::close(self).await;
+        self.controller().close().await;
     }
 }
 

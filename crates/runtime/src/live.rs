@@ -63,13 +63,12 @@ enum Control {
     Close,
 }
 
-/// The consumer's end of a live session.
+/// The consumer's end of a live session. Control methods (`send_message`, `respond`,
+/// `pending_approvals`, `cancel`, `close`) come from its [`LiveController`] (through `Deref`).
 pub struct LiveSession {
     task_id: String,
     chunks: mpsc::Receiver<TaskStreamChunk>,
-    control: mpsc::Sender<Control>,
-    broker: Arc<ApprovalBroker>,
-    cancel: watch::Sender<u64>,
+    controller: LiveController,
 }
 
 impl LiveSession {
@@ -87,6 +86,29 @@ impl LiveSession {
         self.chunks.len()
     }
 
+    /// A handle for control from elsewhere (another task, an HTTP handler).
+    pub fn controller(&self) -> LiveController {
+        self.controller.clone()
+    }
+}
+
+impl std::ops::Deref for LiveSession {
+    type Target = LiveController;
+
+    fn deref(&self) -> &LiveController {
+        &self.controller
+    }
+}
+
+/// Control of a live session, without its chunk stream.
+#[derive(Clone)]
+pub struct LiveController {
+    control: mpsc::Sender<Control>,
+    broker: Arc<ApprovalBroker>,
+    cancel: watch::Sender<u64>,
+}
+
+impl LiveController {
     /// Sends a follow-up user message: the next turn of the same session.
     pub async fn send_message(&self, message: UniversalMessage) -> Result<(), LiveError> {
         self.control
@@ -112,48 +134,6 @@ impl LiveSession {
     }
 
     /// Ends the session after the turn in flight; the stream then ends.
-    pub async fn close(&self) {
-        let _ = self.control.send(Control::Close).await;
-    }
-
-    /// A handle for control from elsewhere (another task, an HTTP handler).
-    pub fn controller(&self) -> LiveController {
-        LiveController {
-            control: self.control.clone(),
-            broker: Arc::clone(&self.broker),
-            cancel: self.cancel.clone(),
-        }
-    }
-}
-
-/// Control of a live session without its chunk stream.
-#[derive(Clone)]
-pub struct LiveController {
-    control: mpsc::Sender<Control>,
-    broker: Arc<ApprovalBroker>,
-    cancel: watch::Sender<u64>,
-}
-
-impl LiveController {
-    pub async fn send_message(&self, message: UniversalMessage) -> Result<(), LiveError> {
-        self.control
-            .send(Control::Message(message))
-            .await
-            .map_err(|_| LiveError::Ended)
-    }
-
-    pub fn respond(&self, response: &InteractionResponse) -> Result<(), LiveError> {
-        Ok(self.broker.respond(response)?)
-    }
-
-    pub fn pending_approvals(&self) -> Vec<PendingApproval> {
-        self.broker.pending()
-    }
-
-    pub fn cancel(&self) {
-        self.cancel.send_modify(|n| *n += 1);
-    }
-
     pub async fn close(&self) {
         let _ = self.control.send(Control::Close).await;
     }
@@ -396,9 +376,11 @@ pub(crate) fn start(
     Ok(LiveSession {
         task_id,
         chunks,
-        control,
-        broker,
-        cancel,
+        controller: LiveController {
+            control,
+            broker,
+            cancel,
+        },
     })
 }
 

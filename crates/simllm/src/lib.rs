@@ -186,6 +186,21 @@ fn invalid(message: impl Into<String>) -> String {
     message.into()
 }
 
+impl Converted {
+    fn request(&self) -> ModelRequest<'_> {
+        ModelRequest {
+            model: &self.model,
+            system: &self.system,
+            history: HistoryView {
+                committed: &self.events,
+                pending: &[],
+            },
+            tools: &self.tools,
+            metadata: &self.metadata,
+        }
+    }
+}
+
 fn bad(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message, "invalid_request_error")
 }
@@ -494,16 +509,7 @@ async fn chat(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap, body
                 futures::stream::once(async { Err::<Vec<u8>, _>(std::io::Error::other("simulated connection drop")) });
             return simulated(Response::new(Body::from_stream(broken)));
         }
-        let req = ModelRequest {
-            model: &c.model,
-            system: &c.system,
-            history: HistoryView {
-                committed: &c.events,
-                pending: &[],
-            },
-            tools: &c.tools,
-            metadata: &c.metadata,
-        };
+        let req = c.request();
         let r = match s.model.generate(req).await {
             Ok(r) => r,
             Err(e) => return simulated(model_error(e)),
@@ -581,16 +587,7 @@ async fn chat(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap, body
             sent: 0,
             drop_after,
         };
-        let req = ModelRequest {
-            model: &c.model,
-            system: &c.system,
-            history: HistoryView {
-                committed: &c.events,
-                pending: &[],
-            },
-            tools: &c.tools,
-            metadata: &c.metadata,
-        };
+        let req = c.request();
         let r = match shared.model.generate_stream(req, &mut sink).await {
             Ok(r) => r,
             Err(_) if drop_after.is_some() => return,
