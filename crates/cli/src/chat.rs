@@ -106,7 +106,7 @@ pub async fn run(args: ChatArgs) -> Result<(), CliError> {
             args.model,
             match &provider {
                 None => "simulated model (no real provider configured)".to_owned(),
-                Some(_) => format!("provider openai at {}", args.provider.base_url),
+                Some((name, _)) => format!("provider {name} at {}", args.provider.url()),
             },
             store_info.kind
         );

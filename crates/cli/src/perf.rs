@@ -332,9 +332,9 @@ pub async fn run(cmd: PerfCommand) -> Result<(), CliError> {
 async fn run_endpoint(a: &RunArgs) -> Result<(), CliError> {
     use aether_harness::endpoint::{self, Arrival, EndpointOptions, Slo};
     let e = &a.endpoint;
-    if a.provider.provider != ProviderKind::Openai {
+    if a.provider.provider == ProviderKind::Simulated {
         return Err(CliError::usage(
-            "endpoint_load drives a model endpoint: give --provider openai --base-url URL (e.g. an `aether sim-llm`)",
+            "endpoint_load drives a model endpoint: give --provider openai|gemini --base-url URL (e.g. an `aether sim-llm`)",
         ));
     }
     let mut provider_args = a.provider.clone();
@@ -387,7 +387,7 @@ async fn run_endpoint(a: &RunArgs) -> Result<(), CliError> {
     if a.dry_run {
         println!(
             "{}",
-            serde_json::json!({"dry_run": true, "scenario": "endpoint_load", "arrival": opts.arrival, "requests": opts.requests, "model": opts.model, "base_url": a.provider.base_url})
+            serde_json::json!({"dry_run": true, "scenario": "endpoint_load", "arrival": opts.arrival, "requests": opts.requests, "model": opts.model, "base_url": a.provider.url()})
         );
         return Ok(());
     }

@@ -272,7 +272,7 @@ impl Summary {
             ("framework overhead µs", &self.overhead_us),
             ("agent create ms", &self.agents.create_ms),
         ] {
-            if st.count > 0 && st.max > 0.0 {
+            if st.count > 0 && st.max >= 0.001 {
                 let _ = writeln!(
                     s,
                     "   {:<22} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",

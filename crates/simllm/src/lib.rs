@@ -5,7 +5,8 @@
 //! concurrency-dependent slowdown, like a real server under load. Every answer says it is
 //! simulated (`x-aether-simulated: true`, and `system_fingerprint: "aether-sim-llm"`).
 //!
-//! Routes: `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`.
+//! Routes: `POST /v1/chat/completions` (OpenAI), `POST /v1beta/models/{model}:generateContent` and
+//! `:streamGenerateContent?alt=sse` (Gemini), `GET /v1/models`, `GET /healthz`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -137,6 +138,7 @@ impl SimLlm {
         Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
+            .route("/v1beta/models/{target}", post(gemini))
             .route("/healthz", get(|| async { "ok" }))
             .with_state(Arc::clone(&self.shared))
     }
@@ -441,23 +443,41 @@ fn usage_json(u: &aether_runtime::model::TokenUsage) -> Value {
     json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
 }
 
-async fn chat(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
+/// Where a client puts its key.
+#[derive(Clone, Copy)]
+enum KeyHeader {
+    Bearer,
+    Goog,
+}
+
+/// What every request goes through first: the key, the JSON body, the in-flight count, the
+/// injected fault (answered here when it is an error) and the slowdown under load.
+async fn admit(
+    s: &Arc<Shared>,
+    headers: &axum::http::HeaderMap,
+    body: &axum::body::Bytes,
+    key_header: KeyHeader,
+) -> Result<(u64, Value, InFlight, Option<Fault>), Response> {
     let n = s.served.fetch_add(1, Ordering::Relaxed);
     if let Some(key) = &s.cfg.api_key {
-        let given = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let given = match key_header {
+            KeyHeader::Bearer => headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer ")),
+            KeyHeader::Goog => headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()),
+        };
         if given != Some(key.as_str()) {
-            return error(StatusCode::UNAUTHORIZED, "invalid API key", "invalid_request_error");
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                "invalid API key",
+                "invalid_request_error",
+            ));
         }
     }
-    let body: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return bad(format!("the body is not JSON: {e}")),
-    };
-    let (guard, inflight) = InFlight::enter(&s);
-    let fault = pick_fault(&s, n);
+    let body: Value = serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+    let (guard, inflight) = InFlight::enter(s);
+    let fault = pick_fault(s, n);
     match fault {
         Some(Fault::RateLimit) => {
             let mut r = error(
@@ -467,33 +487,41 @@ async fn chat(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap, body
             );
             let after = format!(
                 "{:.3}",
-                scaled(&s, Duration::from_secs_f64(s.cfg.retry_after_s)).as_secs_f64()
+                scaled(s, Duration::from_secs_f64(s.cfg.retry_after_s)).as_secs_f64()
             );
             if let Ok(v) = HeaderValue::from_str(&after) {
                 r.headers_mut().insert("retry-after", v);
             }
-            return simulated(r);
+            return Err(simulated(r));
         }
         Some(Fault::ServerError) => {
-            return simulated(error(
+            return Err(simulated(error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "simulated server error",
                 "server_error",
-            ))
+            )))
         }
         Some(Fault::Unavailable) => {
-            return simulated(error(
+            return Err(simulated(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "simulated overload",
                 "server_error",
-            ))
+            )))
         }
-        Some(Fault::SlowFirstByte) => tokio::time::sleep(scaled(&s, s.cfg.slow_first_byte)).await,
+        Some(Fault::SlowFirstByte) => tokio::time::sleep(scaled(s, s.cfg.slow_first_byte)).await,
         _ => {}
     }
     if inflight > 0 && !s.cfg.slowdown_per_inflight.is_zero() {
-        tokio::time::sleep(scaled(&s, s.cfg.slowdown_per_inflight * inflight as u32)).await;
+        tokio::time::sleep(scaled(s, s.cfg.slowdown_per_inflight * inflight as u32)).await;
     }
+    Ok((n, body, guard, fault))
+}
+
+async fn chat(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Response {
+    let (n, body, guard, fault) = match admit(&s, &headers, &body, KeyHeader::Bearer).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     let c = match convert(&body) {
         Ok(c) => c,
         Err(message) => return bad(message),
@@ -638,4 +666,286 @@ fn model_error(e: ModelError) -> Response {
         ModelError::Timeout(_) => error(StatusCode::GATEWAY_TIMEOUT, e.to_string(), "timeout"),
         _ => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), "server_error"),
     }
+}
+
+/// Converts a Gemini `generateContent` request; the error is the 400 message.
+fn convert_gemini(body: &Value, model: &str) -> Result<Converted, String> {
+    let contents = body.get("contents").and_then(Value::as_array).filter(|c| !c.is_empty());
+    let contents = contents.ok_or_else(|| invalid("`contents` is required (a non-empty array)"))?;
+    let system: String = body
+        .pointer("/systemInstruction/parts")
+        .and_then(Value::as_array)
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    let (sid, aid): (Arc<str>, Arc<str>) = (Arc::from("sim-llm"), Arc::from("sim-llm"));
+    let mut events: Vec<Arc<SessionEvent>> = Vec::new();
+    for (i, c) in contents.iter().enumerate() {
+        let role = c.get("role").and_then(Value::as_str).unwrap_or("user");
+        let parts = c
+            .get("parts")
+            .and_then(Value::as_array)
+            .ok_or_else(|| invalid(format!("contents[{i}].parts is required")))?;
+        let seq = events.len() as u64;
+        let results: Vec<ToolResult> = parts
+            .iter()
+            .filter_map(|p| p.get("functionResponse"))
+            .map(|f| ToolResult {
+                tool_name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                status: ToolStatus::Success,
+                result_data: f.get("response").cloned().unwrap_or(Value::Null),
+                error_message: None,
+                error: None,
+                execution_time: None,
+                call_id: None,
+            })
+            .collect();
+        if !results.is_empty() {
+            let m = UniversalMessage::text(Role::Tool, "tool results");
+            events.push(Arc::new(SessionEvent::new(
+                seq,
+                Arc::clone(&sid),
+                Arc::clone(&aid),
+                m,
+                results,
+            )));
+            continue;
+        }
+        if role == "model" {
+            let text: String = parts
+                .iter()
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            let mut m = UniversalMessage::assistant(text);
+            let calls: Vec<ToolCall> = parts
+                .iter()
+                .filter_map(|p| p.get("functionCall"))
+                .map(|f| ToolCall {
+                    tool_name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                    parameters: f.get("args").and_then(Value::as_object).cloned().unwrap_or_default(),
+                    tool_namespace: None,
+                    call_id: None,
+                })
+                .collect();
+            if !calls.is_empty() {
+                m.tool_calls = Some(calls);
+            }
+            events.push(Arc::new(SessionEvent::new(
+                seq,
+                Arc::clone(&sid),
+                Arc::clone(&aid),
+                m,
+                vec![],
+            )));
+            continue;
+        }
+        let mut m = UniversalMessage::user("");
+        m.content = MessageContent::Parts(
+            parts
+                .iter()
+                .filter_map(|p| {
+                    if let Some(t) = p.get("text").and_then(Value::as_str) {
+                        return Some(file_reference(t).unwrap_or_else(|| ContentPart::Text(t.to_owned())));
+                    }
+                    let d = p.get("inline_data").or_else(|| p.get("inlineData"))?;
+                    let mime = d
+                        .get("mime_type")
+                        .or_else(|| d.get("mimeType"))
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    let data = d.get("data").and_then(Value::as_str).unwrap_or_default();
+                    Some(ContentPart::ImageReference(ImageReference {
+                        image_path: format!("data:{mime};base64,{data}"),
+                        image_format: String::new(),
+                        width: None,
+                        height: None,
+                        metadata: Metadata::new(),
+                    }))
+                })
+                .collect(),
+        );
+        multimodal::inspect_message(&mut m, &MediaLimits::default())
+            .map_err(|(part, e)| invalid(format!("contents[{i}].{part}: {e}")))?;
+        events.push(Arc::new(SessionEvent::new(
+            seq,
+            Arc::clone(&sid),
+            Arc::clone(&aid),
+            m,
+            vec![],
+        )));
+    }
+    let mut tools = Vec::new();
+    for t in body
+        .pointer("/tools/0/functionDeclarations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = t
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid("functionDeclarations[].name is required"))?;
+        let schema = t
+            .get("parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object"}));
+        let spec = UniversalTool::new(
+            format!("remote.{name}"),
+            t.get("description").and_then(Value::as_str).unwrap_or_default(),
+            schema,
+        );
+        let tool = RegisteredTool::new_async(
+            spec,
+            FnTool(|_: Metadata, _: ToolContext| async { Ok::<_, ToolError>(Value::Null) }),
+        )
+        .map_err(|e| invalid(format!("tool `{name}`: {e}")))?;
+        tools.push(Arc::new(tool));
+    }
+    let mut config = ModelConfig::new(model);
+    config.max_tokens = body
+        .pointer("/generationConfig/maxOutputTokens")
+        .and_then(Value::as_u64)
+        .map(|n| n as u32);
+    Ok(Converted {
+        system: SystemPrompt::new(system),
+        events,
+        tools,
+        model: config,
+        metadata: Metadata::new(),
+    })
+}
+
+fn gemini_candidate(parts: Value, finish: Option<&str>) -> Value {
+    let mut c = json!({"index": 0, "content": {"role": "model", "parts": parts}});
+    if let Some(f) = finish {
+        c["finishReason"] = json!(f);
+    }
+    c
+}
+
+fn gemini_usage(u: &aether_runtime::model::TokenUsage) -> Value {
+    json!({"promptTokenCount": u.prompt_tokens, "candidatesTokenCount": u.completion_tokens, "totalTokenCount": u.total_tokens})
+}
+
+fn gemini_calls(calls: &[ToolCall]) -> Vec<Value> {
+    calls
+        .iter()
+        .map(|c| json!({"functionCall": {"name": c.tool_name.strip_prefix("remote.").unwrap_or(&c.tool_name), "args": c.parameters}}))
+        .collect()
+}
+
+/// `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`.
+async fn gemini(
+    State(s): State<Arc<Shared>>,
+    axum::extract::Path(target): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some((model, action)) = target.rsplit_once(':') else {
+        return bad(format!(
+            "`{target}`: expected MODEL:generateContent or MODEL:streamGenerateContent"
+        ));
+    };
+    let stream = match action {
+        "generateContent" => false,
+        "streamGenerateContent" => true,
+        other => return error(StatusCode::NOT_FOUND, format!("unknown method `{other}`"), "not_found"),
+    };
+    let (_n, body, guard, fault) = match admit(&s, &headers, &body, KeyHeader::Goog).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let c = match convert_gemini(&body, model) {
+        Ok(c) => c,
+        Err(message) => return bad(message),
+    };
+    if !stream {
+        if fault == Some(Fault::DropMidStream) {
+            let broken =
+                futures::stream::once(async { Err::<Vec<u8>, _>(std::io::Error::other("simulated connection drop")) });
+            return simulated(Response::new(Body::from_stream(broken)));
+        }
+        let r = match s.model.generate(c.request()).await {
+            Ok(r) => r,
+            Err(e) => return simulated(model_error(e)),
+        };
+        drop(guard);
+        let mut parts: Vec<Value> = Vec::new();
+        if !r.text.is_empty() {
+            parts.push(json!({"text": &*r.text}));
+        }
+        parts.extend(gemini_calls(&r.tool_calls));
+        return simulated(
+            Json(json!({"candidates": [gemini_candidate(Value::Array(parts), Some("STOP"))], "usageMetadata": gemini_usage(&r.usage), "modelVersion": model}))
+                .into_response(),
+        );
+    }
+    let (tx, rx) = mpsc::channel::<Result<String, std::io::Error>>(64);
+    let shared = Arc::clone(&s);
+    let model = model.to_owned();
+    tokio::spawn(async move {
+        let _guard = guard;
+        struct Sink<'a> {
+            tx: &'a mpsc::Sender<Result<String, std::io::Error>>,
+            sent: usize,
+            drop_after: Option<usize>,
+        }
+        #[async_trait::async_trait]
+        impl DeltaSink for Sink<'_> {
+            async fn delta(&mut self, text: &str) -> Result<(), ModelError> {
+                if self.drop_after.is_some_and(|n| self.sent >= n) {
+                    let _ = self
+                        .tx
+                        .send(Err(std::io::Error::other("simulated connection drop")))
+                        .await;
+                    return Err(ModelError::Other("dropped".into()));
+                }
+                self.sent += 1;
+                let frame = json!({"candidates": [gemini_candidate(json!([{"text": text}]), None)]});
+                self.tx
+                    .send(Ok(format!("data: {frame}\r\n\r\n")))
+                    .await
+                    .map_err(|_| ModelError::Other("client gone".into()))
+            }
+        }
+        let drop_after = (fault == Some(Fault::DropMidStream)).then_some(3);
+        let mut sink = Sink {
+            tx: &tx,
+            sent: 0,
+            drop_after,
+        };
+        let r = match shared.model.generate_stream(c.request(), &mut sink).await {
+            Ok(r) => r,
+            Err(_) if drop_after.is_some() => return,
+            Err(e) => {
+                let _ = tx
+                    .send(Ok(format!(
+                        "data: {}\r\n\r\n",
+                        json!({"error": {"message": e.to_string()}})
+                    )))
+                    .await;
+                return;
+            }
+        };
+        if drop_after.is_some() && r.text.is_empty() {
+            let _ = tx.send(Err(std::io::Error::other("simulated connection drop"))).await;
+            return;
+        }
+        let last = json!({
+            "candidates": [gemini_candidate(Value::Array(gemini_calls(&r.tool_calls)), Some("STOP"))],
+            "usageMetadata": gemini_usage(&r.usage),
+            "modelVersion": model,
+        });
+        let _ = tx.send(Ok(format!("data: {last}\r\n\r\n"))).await;
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let mut r = Response::new(Body::from_stream(body));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/event-stream"));
+    simulated(r)
 }

@@ -1,5 +1,7 @@
 //! Model providers: the trait every provider implements, and the simulated model.
 
+pub mod gemini;
+mod http;
 pub mod openai;
 pub mod profiles;
 
@@ -16,6 +18,7 @@ use serde_json::json;
 
 use crate::tools::RegisteredTool;
 
+pub use http::EndpointConfig;
 pub use profiles::{Profile, ProfileSet};
 pub use sim::{SimConfig, SimulatedModel};
 

@@ -1,0 +1,259 @@
+//! The HTTP side shared by the real model providers: one endpoint with its client (connection
+//! reuse), timeouts, retries with exponential backoff and jitter honouring `Retry-After`, and a
+//! circuit breaker (after `breaker_threshold` failed calls in a row it fails fast for
+//! `breaker_cooldown`, then lets one call try).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::ModelError;
+
+/// How the API key travels.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Auth {
+    /// `Authorization: Bearer KEY` (OpenAI-compatible).
+    Bearer,
+    /// A named header (`x-goog-api-key` for Gemini).
+    Header(&'static str),
+}
+
+/// Settings of one HTTP model endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Provider name in results (`openai`, `vllm`, ...).
+    pub name: String,
+    /// Base URL up to `/v1`, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    pub api_key: Option<String>,
+    pub connect_timeout: Duration,
+    /// Longest wait for the response headers, and for the next piece of a stream.
+    pub first_byte_timeout: Duration,
+    pub total_timeout: Duration,
+    pub max_retries: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub breaker_threshold: u32,
+    pub breaker_cooldown: Duration,
+    /// USD per 1,000 prompt and completion tokens, for cost (0 when unknown).
+    pub prompt_price_per_1k: f64,
+    pub completion_price_per_1k: f64,
+}
+
+impl EndpointConfig {
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            name: "openai".into(),
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            api_key: None,
+            connect_timeout: Duration::from_secs(5),
+            first_byte_timeout: Duration::from_secs(60),
+            total_timeout: Duration::from_secs(300),
+            max_retries: 3,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            prompt_price_per_1k: 0.0,
+            completion_price_per_1k: 0.0,
+        }
+    }
+}
+
+/// Fails fast after repeated failures.
+struct Breaker {
+    failures: AtomicU32,
+    open_until_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Breaker {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// One endpoint: client, policy and breaker.
+pub(crate) struct Endpoint {
+    client: reqwest::Client,
+    pub(crate) cfg: EndpointConfig,
+    breaker: Breaker,
+    calls: AtomicU64,
+}
+
+/// A failed attempt and whether another may follow.
+struct Attempt {
+    error: ModelError,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Endpoint {
+    pub(crate) fn new(cfg: EndpointConfig) -> Result<Self, ModelError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| ModelError::Other(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            breaker: Breaker {
+                failures: AtomicU32::new(0),
+                open_until_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+            },
+            calls: AtomicU64::new(0),
+            cfg,
+        })
+    }
+
+    fn check_breaker(&self) -> Result<(), ModelError> {
+        let until = self.breaker.open_until_ms.load(Ordering::Acquire);
+        let now = self.breaker.now_ms();
+        if now < until {
+            return Err(ModelError::Other(format!(
+                "circuit open for {}: {} failed calls in a row; next try in {} ms",
+                self.cfg.base_url,
+                self.breaker.failures.load(Ordering::Relaxed),
+                until - now
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn record(&self, ok: bool) {
+        if ok {
+            self.breaker.failures.store(0, Ordering::Release);
+            return;
+        }
+        let n = self.breaker.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= self.cfg.breaker_threshold {
+            let until = self.breaker.now_ms() + self.cfg.breaker_cooldown.as_millis() as u64;
+            self.breaker.open_until_ms.store(until, Ordering::Release);
+            tracing::warn!(endpoint = %self.cfg.base_url, failures = n, "circuit opened");
+        }
+    }
+
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>, rng: &mut rand::rngs::SmallRng) -> Duration {
+        if let Some(d) = retry_after {
+            return d.min(self.cfg.backoff_max);
+        }
+        let base = self
+            .cfg
+            .backoff_base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cfg.backoff_max);
+        base.mul_f64(rng.random_range(0.5..1.5))
+    }
+
+    async fn send(&self, url: &str, body: &Value, auth: Auth) -> Result<reqwest::Response, Attempt> {
+        let mut rb = self.client.post(url).json(body);
+        if let Some(key) = &self.cfg.api_key {
+            rb = match auth {
+                Auth::Bearer => rb.bearer_auth(key),
+                Auth::Header(name) => rb.header(name, key),
+            };
+        }
+        let response = match tokio::time::timeout(self.cfg.first_byte_timeout, rb.send()).await {
+            Err(_) => {
+                return Err(Attempt {
+                    error: ModelError::Timeout(self.cfg.first_byte_timeout),
+                    retryable: true,
+                    retry_after: None,
+                })
+            }
+            Ok(Err(e)) => {
+                let what = if e.is_connect() {
+                    "cannot connect to"
+                } else {
+                    "request failed at"
+                };
+                return Err(Attempt {
+                    error: ModelError::Other(format!("{what} {url}: {}", error_chain(&e))),
+                    retryable: true,
+                    retry_after: None,
+                });
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(Duration::from_secs_f64);
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or(text);
+        let error = match status.as_u16() {
+            429 => ModelError::RateLimited {
+                retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
+            },
+            code => ModelError::Server { status: code, message },
+        };
+        Err(Attempt {
+            error,
+            retryable: status.as_u16() == 429 || status.is_server_error(),
+            retry_after,
+        })
+    }
+
+    /// POSTs `body` to `url` with retries; refused at once while the breaker is open.
+    pub(crate) async fn send_with_retries(
+        &self,
+        url: &str,
+        body: &Value,
+        auth: Auth,
+    ) -> Result<reqwest::Response, ModelError> {
+        self.check_breaker()?;
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(super::sim::splitmix64(call));
+        for attempt in 0.. {
+            match self.send(url, body, auth).await {
+                Ok(r) => return Ok(r),
+                Err(a) if a.retryable && attempt < self.cfg.max_retries => {
+                    let wait = self.backoff(attempt, a.retry_after, &mut rng);
+                    tracing::debug!(attempt, error = %a.error, "model call failed; retrying in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(a) => return Err(a.error),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+}
+
+/// `aether sim-llm` marks its answers; results then say the numbers are simulated.
+pub(crate) fn is_simulated(r: &reqwest::Response) -> bool {
+    r.headers()
+        .get("x-aether-simulated")
+        .is_some_and(|v| v.as_bytes() == b"true")
+}
+
+pub(crate) fn served_by(model: &str, simulated: bool) -> std::sync::Arc<str> {
+    if simulated {
+        format!("{model} (simulated by aether sim-llm)").into()
+    } else {
+        model.into()
+    }
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
