@@ -207,6 +207,22 @@ fn bad(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message, "invalid_request_error")
 }
 
+/// A tool the client declared, registered for the simulated model to plan calls to (it never
+/// runs here: the client runs it).
+fn remote_tool(name: &str, description: Option<&Value>, schema: Value) -> Result<Arc<RegisteredTool>, String> {
+    let spec = UniversalTool::new(
+        format!("remote.{name}"),
+        description.and_then(Value::as_str).unwrap_or_default(),
+        schema,
+    );
+    RegisteredTool::new_async(
+        spec,
+        FnTool(|_: Metadata, _: ToolContext| async { Ok::<_, ToolError>(Value::Null) }),
+    )
+    .map(Arc::new)
+    .map_err(|e| invalid(format!("tool `{name}`: {e}")))
+}
+
 /// Converts an OpenAI request; the error is the 400 message.
 fn convert(body: &Value) -> Result<Converted, String> {
     let model = body
@@ -354,17 +370,7 @@ fn convert(body: &Value) -> Result<Converted, String> {
             .get("parameters")
             .cloned()
             .unwrap_or_else(|| json!({"type": "object"}));
-        let spec = UniversalTool::new(
-            format!("remote.{name}"),
-            f.get("description").and_then(Value::as_str).unwrap_or_default(),
-            schema,
-        );
-        let tool = RegisteredTool::new_async(
-            spec,
-            FnTool(|_: Metadata, _: ToolContext| async { Ok::<_, ToolError>(Value::Null) }),
-        )
-        .map_err(|e| invalid(format!("tool `{name}`: {e}")))?;
-        tools.push(Arc::new(tool));
+        tools.push(remote_tool(name, f.get("description"), schema)?);
     }
     let mut config = ModelConfig::new(model);
     config.max_tokens = body.get("max_tokens").and_then(Value::as_u64).map(|n| n as u32);
@@ -794,17 +800,7 @@ fn convert_gemini(body: &Value, model: &str) -> Result<Converted, String> {
             .get("parameters")
             .cloned()
             .unwrap_or_else(|| json!({"type": "object"}));
-        let spec = UniversalTool::new(
-            format!("remote.{name}"),
-            t.get("description").and_then(Value::as_str).unwrap_or_default(),
-            schema,
-        );
-        let tool = RegisteredTool::new_async(
-            spec,
-            FnTool(|_: Metadata, _: ToolContext| async { Ok::<_, ToolError>(Value::Null) }),
-        )
-        .map_err(|e| invalid(format!("tool `{name}`: {e}")))?;
-        tools.push(Arc::new(tool));
+        tools.push(remote_tool(name, t.get("description"), schema)?);
     }
     let mut config = ModelConfig::new(model);
     config.max_tokens = body

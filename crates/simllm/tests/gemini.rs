@@ -1,5 +1,7 @@
 //! The Gemini provider against `aether sim-llm`'s Gemini route over real HTTP on loopback.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,21 +16,12 @@ use aether_simllm::{Fault, SimLlm, SimLlmConfig};
 use base64::Engine as _;
 
 async fn server(cfg: SimLlmConfig) -> (SimLlm, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let sim = SimLlm::new(cfg);
-    tokio::spawn(sim.clone().serve(listener));
-    (sim, format!("http://{addr}/v1beta"))
+    let (sim, base) = common::serve(cfg).await;
+    (sim, format!("{base}/v1beta"))
 }
 
 fn instant() -> SimLlmConfig {
-    SimLlmConfig {
-        sim: SimConfig {
-            time_scale: 0.0,
-            ..SimConfig::default()
-        },
-        ..SimLlmConfig::default()
-    }
+    common::instant()
 }
 
 fn runtime(cfg: GeminiConfig) -> Runtime {

@@ -1,5 +1,7 @@
 //! The OpenAI-compatible provider against `aether sim-llm` over real HTTP on loopback.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,21 +17,12 @@ use aether_simllm::{Fault, SimLlm, SimLlmConfig};
 use base64::Engine as _;
 
 async fn server(cfg: SimLlmConfig) -> (SimLlm, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let sim = SimLlm::new(cfg);
-    tokio::spawn(sim.clone().serve(listener));
-    (sim, format!("http://{addr}/v1"))
+    let (sim, base) = common::serve(cfg).await;
+    (sim, format!("{base}/v1"))
 }
 
 fn instant_sim() -> SimLlmConfig {
-    SimLlmConfig {
-        sim: SimConfig {
-            time_scale: 0.0,
-            ..SimConfig::default()
-        },
-        ..SimLlmConfig::default()
-    }
+    common::instant()
 }
 
 fn runtime(cfg: OpenAiConfig) -> Runtime {

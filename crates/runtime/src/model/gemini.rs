@@ -305,12 +305,7 @@ impl ModelProvider for GeminiProvider {
     }
 
     async fn generate(&self, req: ModelRequest<'_>) -> Result<ModelResponse, ModelError> {
-        let total = self.endpoint.cfg.total_timeout;
-        let r = tokio::time::timeout(total, self.call(&req, None))
-            .await
-            .unwrap_or(Err(ModelError::Timeout(total)));
-        self.endpoint.record(r.is_ok());
-        r
+        self.endpoint.guarded(self.call(&req, None)).await
     }
 
     async fn generate_stream(
@@ -318,11 +313,6 @@ impl ModelProvider for GeminiProvider {
         req: ModelRequest<'_>,
         sink: &mut dyn DeltaSink,
     ) -> Result<ModelResponse, ModelError> {
-        let total = self.endpoint.cfg.total_timeout;
-        let r = tokio::time::timeout(total, self.call(&req, Some(sink)))
-            .await
-            .unwrap_or(Err(ModelError::Timeout(total)));
-        self.endpoint.record(r.is_ok());
-        r
+        self.endpoint.guarded(self.call(&req, Some(sink))).await
     }
 }

@@ -92,6 +92,19 @@ struct Attempt {
 }
 
 impl Endpoint {
+    /// Runs one provider call under the total timeout and tells the breaker how it went.
+    pub(crate) async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, ModelError>>,
+    ) -> Result<T, ModelError> {
+        let limit = self.cfg.total_timeout;
+        let r = tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or(Err(ModelError::Timeout(limit)));
+        self.record(r.is_ok());
+        r
+    }
+
     pub(crate) fn new(cfg: EndpointConfig) -> Result<Self, ModelError> {
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)

@@ -330,11 +330,7 @@ impl ModelProvider for OpenAiProvider {
     }
 
     async fn generate(&self, req: ModelRequest<'_>) -> Result<ModelResponse, ModelError> {
-        let r = tokio::time::timeout(self.endpoint.cfg.total_timeout, self.complete(&req))
-            .await
-            .unwrap_or(Err(ModelError::Timeout(self.endpoint.cfg.total_timeout)));
-        self.endpoint.record(r.is_ok());
-        r
+        self.endpoint.guarded(self.complete(&req)).await
     }
 
     async fn generate_stream(
@@ -342,10 +338,6 @@ impl ModelProvider for OpenAiProvider {
         req: ModelRequest<'_>,
         sink: &mut dyn DeltaSink,
     ) -> Result<ModelResponse, ModelError> {
-        let r = tokio::time::timeout(self.endpoint.cfg.total_timeout, self.stream(&req, sink))
-            .await
-            .unwrap_or(Err(ModelError::Timeout(self.endpoint.cfg.total_timeout)));
-        self.endpoint.record(r.is_ok());
-        r
+        self.endpoint.guarded(self.stream(&req, sink)).await
     }
 }
