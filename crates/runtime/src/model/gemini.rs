@@ -7,10 +7,9 @@
 
 use aether_contracts::{ContentPart, MessageContent, Role, ToolCall};
 use async_trait::async_trait;
-use futures::StreamExt;
 use serde_json::{json, Map, Value};
 
-use super::http::{error_chain, is_simulated, served_by, Auth, Endpoint, EndpointConfig};
+use super::http::{is_simulated, served_by, Auth, Endpoint, EndpointConfig, SseReader};
 use super::openai::{decode_name, encode_name};
 use super::{DeltaSink, ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, TokenUsage};
 use crate::multimodal;
@@ -184,36 +183,11 @@ impl GeminiProvider {
                 acc.absorb(&v, None).await?;
             }
             Some(sink) => {
-                let mut bytes = response.bytes_stream();
-                let mut buf: Vec<u8> = Vec::new();
-                let timeout = self.endpoint.cfg.first_byte_timeout;
-                loop {
-                    let next = tokio::time::timeout(timeout, bytes.next())
-                        .await
-                        .map_err(|_| ModelError::Timeout(timeout))?;
-                    let chunk = match next {
-                        Some(Ok(c)) => c,
-                        Some(Err(e)) => {
-                            return Err(ModelError::Other(format!(
-                                "the stream from {} broke off: {}",
-                                self.endpoint.cfg.base_url,
-                                error_chain(&e)
-                            )))
-                        }
-                        None => break,
-                    };
-                    buf.extend_from_slice(&chunk);
-                    while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buf.drain(..=pos).collect();
-                        let line = String::from_utf8_lossy(&line);
-                        let Some(data) = line.trim().strip_prefix("data:") else {
-                            continue;
-                        };
-                        let v: Value = serde_json::from_str(data.trim()).map_err(|e| {
-                            ModelError::Other(format!("bad stream event from {}: {e}", self.endpoint.cfg.base_url))
-                        })?;
-                        acc.absorb(&v, Some(&mut *sink)).await?;
-                    }
+                let base_url = &self.endpoint.cfg.base_url;
+                let mut events = SseReader::new(response, self.endpoint.cfg.first_byte_timeout, base_url);
+                while let Some(data) = events.next_data().await? {
+                    let v: Value = serde_json::from_str(&data).map_err(|e| events.bad_event(e))?;
+                    acc.absorb(&v, Some(&mut *sink)).await?;
                 }
                 if !acc.finished {
                     return Err(ModelError::Other(format!(

@@ -270,3 +270,60 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// Reads a server-sent-events body: the `data:` payload of each event, in order. Each read waits
+/// at most `idle` for the next piece; a broken connection is an error naming the endpoint.
+pub(crate) struct SseReader<'a> {
+    bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+    idle: Duration,
+    base_url: &'a str,
+}
+
+impl<'a> SseReader<'a> {
+    pub(crate) fn new(response: reqwest::Response, idle: Duration, base_url: &'a str) -> Self {
+        use futures::StreamExt;
+        Self {
+            bytes: response.bytes_stream().boxed(),
+            buf: Vec::new(),
+            idle,
+            base_url,
+        }
+    }
+
+    /// The next event's data (trimmed), or `None` when the body ends.
+    pub(crate) async fn next_data(&mut self) -> Result<Option<String>, ModelError> {
+        use futures::StreamExt;
+        loop {
+            while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let data = String::from_utf8_lossy(&self.buf[..pos])
+                    .trim()
+                    .strip_prefix("data:")
+                    .map(|d| d.trim().to_owned());
+                self.buf.drain(..=pos);
+                if data.is_some() {
+                    return Ok(data);
+                }
+            }
+            let next = tokio::time::timeout(self.idle, self.bytes.next())
+                .await
+                .map_err(|_| ModelError::Timeout(self.idle))?;
+            match next {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    return Err(ModelError::Other(format!(
+                        "the stream from {} broke off: {}",
+                        self.base_url,
+                        error_chain(&e)
+                    )))
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// A data payload that is not JSON.
+    pub(crate) fn bad_event(&self, e: serde_json::Error) -> ModelError {
+        ModelError::Other(format!("bad stream event from {}: {e}", self.base_url))
+    }
+}

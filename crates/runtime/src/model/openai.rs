@@ -18,10 +18,9 @@ use std::collections::BTreeMap;
 
 use aether_contracts::{ContentPart, MessageContent, Metadata, Role, ToolCall};
 use async_trait::async_trait;
-use futures::StreamExt;
 use serde_json::{json, Value};
 
-use super::http::{error_chain, is_simulated, served_by, Auth, Endpoint, EndpointConfig};
+use super::http::{is_simulated, served_by, Auth, Endpoint, EndpointConfig, SseReader};
 use super::{DeltaSink, ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, TokenUsage};
 use crate::multimodal;
 
@@ -212,73 +211,46 @@ impl OpenAiProvider {
             .send_with_retries(&self.url(), &body, Auth::Bearer)
             .await?;
         let simulated = is_simulated(&response);
-        let mut bytes = response.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
+        let base_url = &self.endpoint.cfg.base_url;
+        let mut events = SseReader::new(response, self.endpoint.cfg.first_byte_timeout, base_url);
         let mut text = String::new();
         let mut calls: BTreeMap<u64, (Option<String>, String, String)> = BTreeMap::new();
         let mut usage = TokenUsage::default();
         let mut served_by = req.model.model.clone();
-        let mut done = false;
-        while !done {
-            let next = tokio::time::timeout(self.endpoint.cfg.first_byte_timeout, bytes.next())
-                .await
-                .map_err(|_| ModelError::Timeout(self.endpoint.cfg.first_byte_timeout))?;
-            let chunk = match next {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => {
-                    return Err(ModelError::Other(format!(
-                        "the stream from {} broke off: {}",
-                        self.endpoint.cfg.base_url,
-                        error_chain(&e)
-                    )))
-                }
-                None => {
-                    return Err(ModelError::Other(format!(
-                        "the stream from {} ended before [DONE] (connection dropped)",
-                        self.endpoint.cfg.base_url
-                    )))
-                }
+        loop {
+            let Some(data) = events.next_data().await? else {
+                return Err(ModelError::Other(format!(
+                    "the stream from {base_url} ended before [DONE] (connection dropped)"
+                )));
             };
-            buf.extend_from_slice(&chunk);
-            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line);
-                let Some(data) = line.trim().strip_prefix("data:") else {
-                    continue;
-                };
-                let data = data.trim();
-                if data == "[DONE]" {
-                    done = true;
-                    break;
+            if data == "[DONE]" {
+                break;
+            }
+            let v: Value = serde_json::from_str(&data).map_err(|e| events.bad_event(e))?;
+            if let Some(m) = v.get("model").and_then(Value::as_str) {
+                served_by = m.to_owned();
+            }
+            if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+                usage = usage_of(Some(u));
+            }
+            let Some(delta) = v.pointer("/choices/0/delta") else {
+                continue;
+            };
+            if let Some(t) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                text.push_str(t);
+                sink.delta(t).await?;
+            }
+            for f in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+                let index = f.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let entry = calls.entry(index).or_default();
+                if let Some(id) = f.get("id").and_then(Value::as_str) {
+                    entry.0 = Some(id.to_owned());
                 }
-                let v: Value = serde_json::from_str(data).map_err(|e| {
-                    ModelError::Other(format!("bad stream event from {}: {e}", self.endpoint.cfg.base_url))
-                })?;
-                if let Some(m) = v.get("model").and_then(Value::as_str) {
-                    served_by = m.to_owned();
+                if let Some(n) = f.pointer("/function/name").and_then(Value::as_str) {
+                    entry.1.push_str(n);
                 }
-                if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                    usage = usage_of(Some(u));
-                }
-                let Some(delta) = v.pointer("/choices/0/delta") else {
-                    continue;
-                };
-                if let Some(t) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                    text.push_str(t);
-                    sink.delta(t).await?;
-                }
-                for f in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
-                    let index = f.get("index").and_then(Value::as_u64).unwrap_or(0);
-                    let entry = calls.entry(index).or_default();
-                    if let Some(id) = f.get("id").and_then(Value::as_str) {
-                        entry.0 = Some(id.to_owned());
-                    }
-                    if let Some(n) = f.pointer("/function/name").and_then(Value::as_str) {
-                        entry.1.push_str(n);
-                    }
-                    if let Some(a) = f.pointer("/function/arguments").and_then(Value::as_str) {
-                        entry.2.push_str(a);
-                    }
+                if let Some(a) = f.pointer("/function/arguments").and_then(Value::as_str) {
+                    entry.2.push_str(a);
                 }
             }
         }
