@@ -591,54 +591,10 @@ async fn chat(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap, body
         {
             return;
         }
-        struct Sink<'a, F: Fn(Value, Value) -> String + Send + Sync> {
-            tx: &'a mpsc::Sender<Result<String, std::io::Error>>,
-            frame: &'a F,
-            sent: usize,
-            drop_after: Option<usize>,
-        }
-        #[async_trait::async_trait]
-        impl<F: Fn(Value, Value) -> String + Send + Sync> DeltaSink for Sink<'_, F> {
-            async fn delta(&mut self, text: &str) -> Result<(), ModelError> {
-                if self.drop_after.is_some_and(|n| self.sent >= n) {
-                    let _ = self
-                        .tx
-                        .send(Err(std::io::Error::other("simulated connection drop")))
-                        .await;
-                    return Err(ModelError::Other("dropped".into()));
-                }
-                self.sent += 1;
-                self.tx
-                    .send(Ok((self.frame)(json!({"content": text}), Value::Null)))
-                    .await
-                    .map_err(|_| ModelError::Other("client gone".into()))
-            }
-        }
-        let drop_after = (fault == Some(Fault::DropMidStream)).then_some(3);
-        let mut sink = Sink {
-            tx: &tx,
-            frame: &frame,
-            sent: 0,
-            drop_after,
-        };
-        let req = c.request();
-        let r = match shared.model.generate_stream(req, &mut sink).await {
-            Ok(r) => r,
-            Err(_) if drop_after.is_some() => return,
-            Err(e) => {
-                let _ = tx
-                    .send(Ok(format!(
-                        "data: {}\n\n",
-                        json!({"error": {"message": e.to_string()}})
-                    )))
-                    .await;
-                return;
-            }
-        };
-        if drop_after.is_some() && r.text.is_empty() {
-            let _ = tx.send(Err(std::io::Error::other("simulated connection drop"))).await;
+        let piece = |text: &str| frame(json!({"content": text}), Value::Null);
+        let Some(r) = stream_text(&shared, &c, fault, &tx, &piece).await else {
             return;
-        }
+        };
         // Tool calls go out in fragments, as real servers send them: name first, arguments in two pieces.
         for (i, call) in r.tool_calls.iter().enumerate() {
             let full = tool_call_json(call, i);
@@ -657,6 +613,77 @@ async fn chat(State(s): State<Arc<Shared>>, headers: axum::http::HeaderMap, body
         let usage = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model_name, "choices": [], "usage": usage_json(&r.usage)});
         let _ = tx.send(Ok(format!("data: {usage}\n\ndata: [DONE]\n\n"))).await;
     });
+    sse_response(rx)
+}
+
+/// Where a streaming handler sends its SSE frames (an `Err` cuts the connection).
+type Frames = mpsc::Sender<Result<String, std::io::Error>>;
+
+/// Sends each streamed piece of text as one frame; with `drop_after`, cuts the connection after
+/// that many pieces (an injected drop).
+struct FrameSink<'a> {
+    tx: &'a Frames,
+    frame: &'a (dyn Fn(&str) -> String + Send + Sync),
+    sent: usize,
+    drop_after: Option<usize>,
+}
+
+#[async_trait::async_trait]
+impl DeltaSink for FrameSink<'_> {
+    async fn delta(&mut self, text: &str) -> Result<(), ModelError> {
+        if self.drop_after.is_some_and(|n| self.sent >= n) {
+            let _ = self
+                .tx
+                .send(Err(std::io::Error::other("simulated connection drop")))
+                .await;
+            return Err(ModelError::Other("dropped".into()));
+        }
+        self.sent += 1;
+        self.tx
+            .send(Ok((self.frame)(text)))
+            .await
+            .map_err(|_| ModelError::Other("client gone".into()))
+    }
+}
+
+/// Streams the simulated answer's text as frames made by `frame`. `None` when the stream ended
+/// early: an injected drop, a model error (sent as an error event), or the client gone.
+async fn stream_text(
+    shared: &Shared,
+    c: &Converted,
+    fault: Option<Fault>,
+    tx: &Frames,
+    frame: &(dyn Fn(&str) -> String + Send + Sync),
+) -> Option<aether_runtime::model::ModelResponse> {
+    let drop_after = (fault == Some(Fault::DropMidStream)).then_some(3);
+    let mut sink = FrameSink {
+        tx,
+        frame,
+        sent: 0,
+        drop_after,
+    };
+    let r = match shared.model.generate_stream(c.request(), &mut sink).await {
+        Ok(r) => r,
+        Err(_) if drop_after.is_some() => return None,
+        Err(e) => {
+            let _ = tx
+                .send(Ok(format!(
+                    "data: {}\n\n",
+                    json!({"error": {"message": e.to_string()}})
+                )))
+                .await;
+            return None;
+        }
+    };
+    if drop_after.is_some() && r.text.is_empty() {
+        let _ = tx.send(Err(std::io::Error::other("simulated connection drop"))).await;
+        return None;
+    }
+    Some(r)
+}
+
+/// A server-sent-events response fed by `rx`.
+fn sse_response(rx: mpsc::Receiver<Result<String, std::io::Error>>) -> Response {
     let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     let mut r = Response::new(Body::from_stream(body));
     r.headers_mut()
@@ -886,52 +913,13 @@ async fn gemini(
     let model = model.to_owned();
     tokio::spawn(async move {
         let _guard = guard;
-        struct Sink<'a> {
-            tx: &'a mpsc::Sender<Result<String, std::io::Error>>,
-            sent: usize,
-            drop_after: Option<usize>,
-        }
-        #[async_trait::async_trait]
-        impl DeltaSink for Sink<'_> {
-            async fn delta(&mut self, text: &str) -> Result<(), ModelError> {
-                if self.drop_after.is_some_and(|n| self.sent >= n) {
-                    let _ = self
-                        .tx
-                        .send(Err(std::io::Error::other("simulated connection drop")))
-                        .await;
-                    return Err(ModelError::Other("dropped".into()));
-                }
-                self.sent += 1;
-                let frame = json!({"candidates": [gemini_candidate(json!([{"text": text}]), None)]});
-                self.tx
-                    .send(Ok(format!("data: {frame}\r\n\r\n")))
-                    .await
-                    .map_err(|_| ModelError::Other("client gone".into()))
-            }
-        }
-        let drop_after = (fault == Some(Fault::DropMidStream)).then_some(3);
-        let mut sink = Sink {
-            tx: &tx,
-            sent: 0,
-            drop_after,
+        let piece = |text: &str| {
+            let frame = json!({"candidates": [gemini_candidate(json!([{"text": text}]), None)]});
+            format!("data: {frame}\r\n\r\n")
         };
-        let r = match shared.model.generate_stream(c.request(), &mut sink).await {
-            Ok(r) => r,
-            Err(_) if drop_after.is_some() => return,
-            Err(e) => {
-                let _ = tx
-                    .send(Ok(format!(
-                        "data: {}\r\n\r\n",
-                        json!({"error": {"message": e.to_string()}})
-                    )))
-                    .await;
-                return;
-            }
-        };
-        if drop_after.is_some() && r.text.is_empty() {
-            let _ = tx.send(Err(std::io::Error::other("simulated connection drop"))).await;
+        let Some(r) = stream_text(&shared, &c, fault, &tx, &piece).await else {
             return;
-        }
+        };
         let last = json!({
             "candidates": [gemini_candidate(Value::Array(gemini_calls(&r.tool_calls)), Some("STOP"))],
             "usageMetadata": gemini_usage(&r.usage),
@@ -939,9 +927,5 @@ async fn gemini(
         });
         let _ = tx.send(Ok(format!("data: {last}\r\n\r\n"))).await;
     });
-    let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    let mut r = Response::new(Body::from_stream(body));
-    r.headers_mut()
-        .insert("content-type", HeaderValue::from_static("text/event-stream"));
-    simulated(r)
+    sse_response(rx)
 }
