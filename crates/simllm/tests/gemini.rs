@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{
-    AgentConfig, ContentPart, ImageReference, MessageContent, Metadata, TaskChunkType, TaskRequest, UniversalMessage,
+    ContentPart, ImageReference, MessageContent, Metadata, TaskChunkType, TaskRequest, UniversalMessage,
 };
 use aether_runtime::live::LiveOptions;
 use aether_runtime::model::gemini::{GeminiConfig, GeminiProvider};
 use aether_runtime::model::SimConfig;
-use aether_runtime::{Runtime, RuntimeConfig};
+use aether_runtime::Runtime;
 use aether_simllm::{Fault, SimLlm, SimLlmConfig};
 use base64::Engine as _;
 
@@ -25,23 +25,11 @@ fn instant() -> SimLlmConfig {
 }
 
 fn runtime(cfg: GeminiConfig) -> Runtime {
-    Runtime::builder()
-        .config(RuntimeConfig {
-            sweep_interval: None,
-            ..RuntimeConfig::default()
-        })
-        .provider("gemini", Arc::new(GeminiProvider::new(cfg).unwrap()))
-        .default_provider("gemini")
-        .time_scale(0.0)
-        .build()
-        .unwrap()
+    common::runtime_with("gemini", Arc::new(GeminiProvider::new(cfg).unwrap()))
 }
 
 async fn agent(rt: &Runtime, tools: &[&str]) -> String {
-    rt.create_agent(AgentConfig::new("gemini-1.5-flash", "Be brief.").with_tools(tools.iter().copied()))
-        .await
-        .unwrap()
-        .agent_id
+    common::agent_for(rt, "gemini-1.5-flash", tools).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

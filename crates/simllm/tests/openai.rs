@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{
-    AgentConfig, ContentPart, ImageReference, MessageContent, Metadata, TaskChunkType, TaskRequest, TaskResult,
-    UniversalMessage,
+    ContentPart, ImageReference, MessageContent, Metadata, TaskChunkType, TaskRequest, TaskResult, UniversalMessage,
 };
 use aether_runtime::live::LiveOptions;
 use aether_runtime::model::openai::{OpenAiConfig, OpenAiProvider};
 use aether_runtime::model::SimConfig;
-use aether_runtime::{Runtime, RuntimeConfig};
+use aether_runtime::Runtime;
 use aether_simllm::{Fault, SimLlm, SimLlmConfig};
 use base64::Engine as _;
 
@@ -26,23 +25,11 @@ fn instant_sim() -> SimLlmConfig {
 }
 
 fn runtime(cfg: OpenAiConfig) -> Runtime {
-    Runtime::builder()
-        .config(RuntimeConfig {
-            sweep_interval: None,
-            ..RuntimeConfig::default()
-        })
-        .provider("openai", Arc::new(OpenAiProvider::new(cfg).unwrap()))
-        .default_provider("openai")
-        .time_scale(0.0)
-        .build()
-        .unwrap()
+    common::runtime_with("openai", Arc::new(OpenAiProvider::new(cfg).unwrap()))
 }
 
 async fn agent(rt: &Runtime, tools: &[&str]) -> String {
-    rt.create_agent(AgentConfig::new("gpt-4o-mini", "Be brief.").with_tools(tools.iter().copied()))
-        .await
-        .unwrap()
-        .agent_id
+    common::agent_for(rt, "gpt-4o-mini", tools).await
 }
 
 async fn turn(rt: &Runtime, agent: &str, session: &str, text: &str) -> TaskResult {

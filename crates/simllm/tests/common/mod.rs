@@ -23,3 +23,26 @@ pub fn instant() -> SimLlmConfig {
         ..SimLlmConfig::default()
     }
 }
+
+/// A runtime whose agents use `provider` (registered as `name`), with no simulated delays.
+pub fn runtime_with(
+    name: &str,
+    provider: std::sync::Arc<dyn aether_runtime::model::ModelProvider>,
+) -> aether_runtime::Runtime {
+    aether_runtime::Runtime::builder()
+        .config(aether_runtime::RuntimeConfig {
+            sweep_interval: None,
+            ..aether_runtime::RuntimeConfig::default()
+        })
+        .provider(name, provider)
+        .default_provider(name)
+        .time_scale(0.0)
+        .build()
+        .unwrap()
+}
+
+/// Creates an agent for `model` with `tools`; returns its id.
+pub async fn agent_for(rt: &aether_runtime::Runtime, model: &str, tools: &[&str]) -> String {
+    let config = aether_contracts::AgentConfig::new(model, "Be brief.").with_tools(tools.iter().copied());
+    rt.create_agent(config).await.unwrap().agent_id
+}
