@@ -39,7 +39,7 @@ enum Command {
     #[command(subcommand)]
     Perf(perf::PerfCommand),
     /// Create an agent and run conversation turns against it (the two-step protocol).
-    Chat(chat::ChatArgs),
+    Chat(Box<chat::ChatArgs>),
     /// Serve the simulated model over HTTP in the OpenAI-compatible format.
     SimLlm(simllm::SimLlmArgs),
     /// Inspect and manage stored chat sessions (list, show, delete, export).
@@ -85,7 +85,7 @@ fn main() {
         rt.block_on(async {
             match cli.command {
                 Command::Perf(c) => perf::run(c).await,
-                Command::Chat(a) => chat::run(a).await,
+                Command::Chat(a) => chat::run(*a).await,
                 Command::Sessions(c) => sessions::run(c).await,
                 Command::SimLlm(a) => simllm::run(a).await,
                 Command::Tools(a) => info::tools(a),

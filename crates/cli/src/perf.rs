@@ -334,7 +334,7 @@ async fn run_endpoint(a: &RunArgs) -> Result<(), CliError> {
     let e = &a.endpoint;
     if a.provider.provider == ProviderKind::Simulated {
         return Err(CliError::usage(
-            "endpoint_load drives a model endpoint: give --provider openai|gemini --base-url URL (e.g. an `aether sim-llm`)",
+            "endpoint_load drives a model endpoint: give --provider openai|gemini --base-url URL (e.g. an `aether sim-llm`), or --provider local --model-path FILE",
         ));
     }
     let mut provider_args = a.provider.clone();
@@ -383,6 +383,7 @@ async fn run_endpoint(a: &RunArgs) -> Result<(), CliError> {
             e2e_ms: e.slo_e2e_ms,
         },
         seed: a.sim.seed,
+        warmup: a.warmup.unwrap_or(0),
     };
     if a.dry_run {
         println!(

@@ -18,6 +18,9 @@ pub enum ProviderKind {
     Openai,
     /// Google's Gemini API (`generateContent`), or `aether sim-llm` at `/v1beta`.
     Gemini,
+    /// A GGUF model run in process by llama.cpp (`--model-path FILE`; needs a build with
+    /// `--features local-llm`).
+    Local,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -40,11 +43,31 @@ pub struct ProviderArgs {
     /// Default 3; 0 for endpoint_load, so that failures are not hidden.
     #[arg(long)]
     pub max_retries: Option<u32>,
+
+    /// The GGUF model file of `--provider local`.
+    #[arg(long, value_name = "FILE")]
+    pub model_path: Option<std::path::PathBuf>,
+
+    /// `--provider local`: CPU threads for llama.cpp (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub local_threads: Option<usize>,
+
+    /// `--provider local`: sequences decoded together by continuous batching; more requests queue.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub local_slots: usize,
+
+    /// `--provider local`: context per sequence in tokens (prompt + answer).
+    #[arg(long, value_name = "TOKENS", default_value_t = 2048)]
+    pub local_context: u32,
 }
 
 impl ProviderArgs {
     /// The base URL in effect.
     pub fn url(&self) -> String {
+        if self.provider == ProviderKind::Local {
+            let path = self.model_path.as_deref().unwrap_or(std::path::Path::new("?"));
+            return format!("local:{}", path.display());
+        }
         self.base_url.clone().unwrap_or_else(|| match self.provider {
             ProviderKind::Gemini => "https://generativelanguage.googleapis.com/v1beta".into(),
             _ => "https://api.openai.com/v1".into(),
@@ -53,9 +76,15 @@ impl ProviderArgs {
 
     /// The real provider to register, or `None` for the simulated one.
     pub fn build(&self) -> Result<Option<NamedProvider>, CliError> {
-        if self.provider == ProviderKind::Simulated {
-            return Ok(None);
+        match self.provider {
+            ProviderKind::Simulated => return Ok(None),
+            ProviderKind::Local => return self.build_local().map(Some),
+            ProviderKind::Openai | ProviderKind::Gemini => {}
         }
+        if self.model_path.is_some() {
+            return Err(CliError::usage("--model-path is only for --provider local"));
+        }
+
         let url = self.url();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(CliError::usage(format!(
@@ -80,5 +109,42 @@ impl ProviderArgs {
             _ => Arc::new(OpenAiProvider::new(cfg).map_err(|e| CliError::failed(e.to_string()))?),
         };
         Ok(Some((provider.info().name.clone(), provider)))
+    }
+}
+
+impl ProviderArgs {
+    #[cfg(feature = "local-llm")]
+    fn build_local(&self) -> Result<NamedProvider, CliError> {
+        use aether_runtime::model::local::{LocalConfig, LocalLoadError, LocalProvider};
+        let Some(path) = &self.model_path else {
+            return Err(CliError::usage(
+                "--provider local needs --model-path FILE (a GGUF model)",
+            ));
+        };
+        if self.base_url.is_some() {
+            return Err(CliError::usage(
+                "--base-url is not used by --provider local (give --model-path)",
+            ));
+        }
+        let mut cfg = LocalConfig::new(path);
+        if let Some(t) = self.local_threads {
+            cfg.threads = t;
+        }
+        cfg.slots = self.local_slots;
+        cfg.context_per_slot = self.local_context;
+        let provider = LocalProvider::load(cfg).map_err(|e| match e {
+            LocalLoadError::Config(_) | LocalLoadError::Missing(_) => CliError::usage(e.to_string()),
+            LocalLoadError::Load { .. } => CliError::failed(e.to_string()),
+        })?;
+        let provider: Arc<dyn ModelProvider> = Arc::new(provider);
+        Ok((provider.info().name.clone(), provider))
+    }
+
+    #[cfg(not(feature = "local-llm"))]
+    fn build_local(&self) -> Result<NamedProvider, CliError> {
+        Err(CliError::usage(
+            "--provider local needs a build with the `local-llm` feature: \
+             cargo build --release -p aether-cli --features local-llm (needs cmake and libclang)",
+        ))
     }
 }

@@ -68,6 +68,9 @@ pub struct EndpointOptions {
     pub prompts: Vec<DatasetRow>,
     pub slo: Slo,
     pub seed: u64,
+    /// Requests sent one by one before the measured run and left out of every figure (loads
+    /// weights, fills caches, opens connections).
+    pub warmup: u64,
 }
 
 /// What the GPU sampler found: NVIDIA GPUs through NVML (loaded at run time), sampled every
@@ -183,6 +186,8 @@ pub struct EndpointSummary {
     pub output_tokens: u64,
     pub output_tokens_per_s: f64,
     pub goodput_rps: Option<f64>,
+    /// Requests sent before the run and left out of every figure.
+    pub warmup_requests: u64,
     pub ttft_ms: Stats,
     pub tpot_ms: Stats,
     pub itl_ms: Stats,
@@ -335,6 +340,10 @@ fn schedule(rate: f64, burstiness: f64, seed: u64, n: u64) -> Vec<Duration> {
 /// Runs endpoint_load and returns its summary.
 pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> EndpointSummary {
     let opts = Arc::new(opts);
+    let discarded = Mutex::new(Rec::default());
+    for i in 0..opts.warmup {
+        one(&opts, i, Instant::now(), &discarded).await;
+    }
     let gpu = GpuSampler::start();
     let rec = Arc::new(Mutex::new(Rec::default()));
     let started_at = Utc::now();
@@ -455,6 +464,8 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
         throughput_rps: r.ok as f64 / secs,
         output_tokens: r.output_tokens,
         output_tokens_per_s: r.output_tokens as f64 / secs,
+        warmup_requests: opts.warmup,
+
         goodput_rps: any_slo.then(|| r.met as f64 / secs),
         ttft_ms: r.ttft.stats(Unit::Ms),
         tpot_ms: r.tpot.stats(Unit::Ms),
@@ -498,8 +509,14 @@ impl EndpointSummary {
         );
         let _ = writeln!(
             s,
-            "   output {} tokens · {:.1} tokens/s",
-            self.output_tokens, self.output_tokens_per_s
+            "   output {} tokens · {:.1} tokens/s{}",
+            self.output_tokens,
+            self.output_tokens_per_s,
+            if self.warmup_requests > 0 {
+                format!(" · {} warm-up requests left out", self.warmup_requests)
+            } else {
+                String::new()
+            }
         );
         if let Some(g) = self.goodput_rps {
             let _ = writeln!(s, "   goodput {g:.1} req/s ({} met every SLO)", self.requests.met_slo);
@@ -536,10 +553,21 @@ impl EndpointSummary {
 
 /// `n` prompts of about `tokens` tokens each, asking for `output_tokens`.
 pub fn synthetic_prompts(tokens: u32, output_tokens: Option<u32>) -> Vec<DatasetRow> {
-    vec![DatasetRow {
-        prompt: " hello".repeat(tokens.max(1) as usize).trim_start().to_owned(),
-        output_tokens,
-    }]
+    // Real prose, not one word repeated: a real model answers a repeated word with an empty reply.
+    // Common English words are about one token each in the usual tokenizers.
+    const PASSAGE: &str = "the keeper of the old lighthouse climbed the stairs every evening to light the lamp \
+        while the sea below grew dark and the wind carried rain across the rocks where ships had broken \
+        long ago so he wrote each night in a small book what he saw and heard and who passed by";
+    let mut prompt = String::from("Continue this story:");
+    for word in PASSAGE
+        .split_whitespace()
+        .cycle()
+        .take(tokens.saturating_sub(4).max(1) as usize)
+    {
+        prompt.push(' ');
+        prompt.push_str(word);
+    }
+    vec![DatasetRow { prompt, output_tokens }]
 }
 
 /// Reads a JSONL dataset; the error names the line.

@@ -43,6 +43,7 @@ fn options(url: &str, arrival: Arrival) -> EndpointOptions {
             e2e_ms: Some(10_000.0),
         },
         seed: 7,
+        warmup: 0,
     }
 }
 

@@ -2,6 +2,8 @@
 
 pub mod gemini;
 mod http;
+#[cfg(feature = "local-llm")]
+pub mod local;
 pub mod openai;
 pub mod profiles;
 
