@@ -7,6 +7,7 @@ mod exit;
 mod info;
 mod perf;
 mod provider_args;
+mod serve;
 mod sessions;
 mod sim_args;
 mod simllm;
@@ -29,6 +30,10 @@ struct Cli {
     #[arg(long, global = true, default_value = "warn", env = "AETHER_LOG")]
     log_level: String,
 
+    /// Log format: `text` for people, `json` (one object per line) for log pipelines.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "AETHER_LOG_FORMAT")]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -40,6 +45,8 @@ enum Command {
     Perf(perf::PerfCommand),
     /// Create an agent and run conversation turns against it (the two-step protocol).
     Chat(Box<chat::ChatArgs>),
+    /// Serve the runtime's HTTP API: agents, tasks, live turns, sessions, metrics (multi-tenant).
+    Serve(Box<serve::ServeArgs>),
     /// Serve the simulated model over HTTP in the OpenAI-compatible format.
     SimLlm(simllm::SimLlmArgs),
     /// Inspect and manage stored chat sessions (list, show, delete, export).
@@ -53,14 +60,23 @@ enum Command {
     Validate(validate::ValidateArgs),
 }
 
-fn init_logging(level: &str) -> Result<(), CliError> {
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(level: &str, format: LogFormat) -> Result<(), CliError> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .map_err(|e| CliError::usage(format!("--log-level `{level}` is not a valid level or filter: {e}")))?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     Ok(())
 }
 
@@ -77,7 +93,7 @@ fn default_sigpipe() {
 fn main() {
     default_sigpipe();
     let cli = Cli::parse();
-    let outcome = init_logging(&cli.log_level).and_then(|()| {
+    let outcome = init_logging(&cli.log_level, cli.log_format).and_then(|()| {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -87,6 +103,7 @@ fn main() {
                 Command::Perf(c) => perf::run(c).await,
                 Command::Chat(a) => chat::run(*a).await,
                 Command::Sessions(c) => sessions::run(c).await,
+                Command::Serve(a) => serve::run(*a).await,
                 Command::SimLlm(a) => simllm::run(a).await,
                 Command::Tools(a) => info::tools(a),
                 Command::Models(a) => info::models(a),

@@ -224,6 +224,14 @@ impl AgentManager {
         self.agents.len()
     }
 
+    pub fn filter(&self, keep: impl Fn(&Agent) -> bool) -> Vec<Arc<Agent>> {
+        self.agents
+            .iter()
+            .filter(|a| !a.is_retired() && keep(a.value()))
+            .map(|a| Arc::clone(a.value()))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.agents.is_empty()
     }

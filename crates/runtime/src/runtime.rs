@@ -362,4 +362,9 @@ impl Runtime {
     pub fn agent(&self, agent_id: &str) -> Option<Arc<crate::agents::Agent>> {
         self.core.agents.get(agent_id)
     }
+
+    /// The live agents that `keep` selects (a snapshot; agents come and go meanwhile).
+    pub fn agents_where(&self, keep: impl Fn(&crate::agents::Agent) -> bool) -> Vec<Arc<crate::agents::Agent>> {
+        self.core.agents.filter(keep)
+    }
 }

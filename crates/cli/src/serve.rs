@@ -1,0 +1,178 @@
+//! `aether serve`: the HTTP API (crate aether-server) over a runtime built from flags, a TOML config
+//! file and the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use aether_runtime::{Runtime, RuntimeConfig};
+use aether_server::{AppState, ServerConfig};
+use clap::Args;
+
+use crate::exit::CliError;
+use crate::provider_args::ProviderArgs;
+use crate::sim_args::SimArgs;
+use crate::store_args::{self, StoreArgs, StoreKind};
+
+#[derive(Args)]
+#[command(after_long_help = "\
+Routes (JSON with the contracts' names; bearer API keys; ids are per tenant):
+  POST /v1/agents · GET /v1/agents · GET|DELETE /v1/agents/{id}
+  POST /v1/tasks (TaskRequest -> TaskResult; 504 with a TaskResult when the turn outlives --request-timeout-s)
+  POST /v1/tasks/stream (server-sent events of TaskStreamChunk; ?keep_open=true for follow-ups;
+       closing the connection cancels the turn)
+  POST /v1/live/{task_id}/messages · /approvals/{interaction_id} · /cancel · GET /v1/live/{task_id}/pending
+  GET /v1/sessions (?after=&limit=&agent_id=&user_id=&state=) · GET|DELETE /v1/sessions/{id}
+  GET /v1/sessions/{id}/events (?after_seq=&limit=)
+  GET /healthz · GET /readyz · GET /metrics (Prometheus) · GET /openapi.json
+
+API keys: AETHER_API_KEYS=key1=tenant1,key2=tenant2 (development), or in the config file as SHA-256
+hashes (`printf %s KEY | sha256sum`). A tenant never sees another's agents or sessions (404).
+
+Config file (TOML; every key optional):
+  allow_anonymous = false
+  rate_limit = { soft_rps = 50.0, hard_rps = 100.0, burst = 200.0 }   # default for every tenant
+  [limits]
+  max_body_bytes = 33554432      # larger bodies get 413
+  request_timeout_s = 300.0      # a longer turn gets 504
+  max_in_flight = 4096           # turns running at once
+  admission_queue = 16384        # turns waiting; when full, 503 with Retry-After
+  max_live_sessions = 10000
+  drain_timeout_s = 30.0         # on SIGTERM/Ctrl-C: finish in-flight turns up to this long
+  [[tenants]]
+  name = \"acme\"
+  api_key_sha256 = [\"<64 hex digits>\"]
+  rate_limit = { soft_rps = 10.0, hard_rps = 20.0, burst = 40.0 }
+
+Above a tenant's soft rate, requests pass with the header x-ratelimit-soft: exceeded; above its hard
+rate they get 429 with Retry-After.
+
+Examples:
+  AETHER_API_KEYS=dev-key=dev aether serve --bind 127.0.0.1:8080 --time-scale 0
+  aether serve --config serve.toml --store postgres --store-url postgres://127.0.0.1/aether --log-format json
+  aether perf run --scenario burst_load --target http://127.0.0.1:8080 --api-key dev-key")]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    bind: SocketAddr,
+
+    /// TOML config file: limits, tenants with hashed API keys, rate limits.
+    #[arg(long, value_name = "FILE", env = "AETHER_SERVE_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Development only: accept requests without an API key (tenant `default`).
+    #[arg(long)]
+    allow_anonymous: bool,
+
+    /// Turns running at once (overrides the config file).
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+
+    /// Turns that may wait for a slot before 503 (overrides the config file).
+    #[arg(long)]
+    admission_queue: Option<usize>,
+
+    /// Largest request body in bytes (overrides the config file).
+    #[arg(long)]
+    max_body_bytes: Option<usize>,
+
+    /// Deadline of one turn in seconds (overrides the config file).
+    #[arg(long)]
+    request_timeout_s: Option<f64>,
+
+    #[command(flatten)]
+    store: StoreArgs,
+
+    #[command(flatten)]
+    sim: SimArgs,
+
+    #[command(flatten)]
+    provider: ProviderArgs,
+}
+
+pub async fn run(a: ServeArgs) -> Result<(), CliError> {
+    let mut cfg = match &a.config {
+        Some(p) => ServerConfig::from_file(p).map_err(|e| CliError::usage(e.to_string()))?,
+        None => ServerConfig::default(),
+    };
+    if let Ok(keys) = std::env::var("AETHER_API_KEYS") {
+        cfg.add_env_keys(&keys).map_err(|e| CliError::usage(e.to_string()))?;
+    }
+    cfg.allow_anonymous |= a.allow_anonymous;
+    let l = &mut cfg.limits;
+    l.max_in_flight = a.max_in_flight.unwrap_or(l.max_in_flight);
+    l.admission_queue = a.admission_queue.unwrap_or(l.admission_queue);
+    l.max_body_bytes = a.max_body_bytes.unwrap_or(l.max_body_bytes);
+    l.request_timeout_s = a.request_timeout_s.unwrap_or(l.request_timeout_s);
+    cfg.validate().map_err(|e| CliError::usage(e.to_string()))?;
+    if cfg.allow_anonymous {
+        tracing::warn!("--allow-anonymous: requests without an API key are served as tenant `default`");
+    }
+
+    let store = store_args::open(&a.store.config(StoreKind::Sqlite, StoreArgs::default_sqlite_path)?).await?;
+    let store_info = store.info();
+    let mut builder = Runtime::builder().store(store);
+    let provider = a.provider.build()?;
+    if let Some((name, p)) = provider.clone() {
+        builder = builder.provider(name.clone(), p).default_provider(name);
+    }
+    let rt = builder
+        .config(RuntimeConfig::default())
+        .simulated_model(a.sim.sim_config()?)
+        .demo_tools(a.sim.demo_config())
+        .build()
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let state = AppState::new(Arc::new(rt), &cfg);
+    let listener = tokio::net::TcpListener::bind(a.bind)
+        .await
+        .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", a.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::failed(format!("cannot read the bound address: {e}")))?;
+    let model = match &provider {
+        None => "the SIMULATED model (no real provider configured)".to_owned(),
+        Some((name, _)) => format!("provider {name} at {}", a.provider.url()),
+    };
+    eprintln!(
+        "aether serve: listening on http://{addr} · {model} · {} store{} · {} tenant(s)",
+        store_info.kind,
+        store_info
+            .location
+            .as_deref()
+            .map(|l| format!(" at {l}"))
+            .unwrap_or_default(),
+        cfg.tenants.len()
+    );
+    let left = aether_server::serve(listener, state, shutdown_signal())
+        .await
+        .map_err(|e| CliError::failed(format!("server failed: {e}")))?;
+    if left > 0 {
+        return Err(CliError::failed(format!(
+            "{left} request(s) were still running at the drain deadline"
+        )));
+    }
+    eprintln!("aether serve: stopped; every accepted request finished and the store is flushed");
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,151 @@
+//! `aether serve`: the HTTP API over the Aether Frame runtime.
+//!
+//! [`router`] builds the axum app over an [`AppState`]; [`serve`] runs it on a listener until a
+//! shutdown signal, then drains in-flight requests up to the deadline and flushes the store.
+//! Tenancy and keys live in [`auth`], limits and admission in [`limits`], metrics in [`metrics`].
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use config::{ConfigError, Limits, RateLimit, ServerConfig, TenantConfig};
+pub use state::AppState;
+
+use routes::{agents, live, ops, sessions, tasks};
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/agents", post(agents::create).get(agents::list))
+        .route("/v1/agents/{id}", get(agents::show).delete(agents::delete))
+        .route("/v1/tasks", post(tasks::run))
+        .route("/v1/tasks/stream", post(tasks::stream))
+        .route("/v1/live/{task_id}/messages", post(live::message))
+        .route("/v1/live/{task_id}/approvals/{interaction_id}", post(live::approve))
+        .route("/v1/live/{task_id}/cancel", post(live::cancel))
+        .route("/v1/live/{task_id}/pending", get(live::pending))
+        .route("/v1/sessions", get(sessions::list))
+        .route("/v1/sessions/{id}", get(sessions::show).delete(sessions::delete))
+        .route("/v1/sessions/{id}/events", get(sessions::events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .merge(api)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Request id (the client's `x-request-id` when sane, else a new one), a log line, and metrics
+/// by route template and status.
+async fn observe(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = req.method().clone();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req-{:x}", REQUEST_IDS.fetch_add(1, Ordering::Relaxed)));
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        req.headers_mut().insert("x-request-id", v);
+    }
+    let mut response = next.run(req).await;
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    s.metrics.request(&route, method.as_str(), status, elapsed);
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        status,
+        elapsed_us = elapsed.as_micros() as u64,
+        "request"
+    );
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests finish within
+/// `limits.drain_timeout_s`, closes live turns, and flushes the store. Returns what was left
+/// unfinished at the deadline (0 when the drain completed).
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<usize> {
+    let upkeep = {
+        let s = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                s.metrics.upkeep();
+            }
+        })
+    };
+    let stop = Arc::new(Notify::new());
+    let app = router(state.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown({
+        let stop = Arc::clone(&stop);
+        async move { stop.notified().await }
+    });
+    let server = server.into_future();
+    tokio::pin!(server);
+    let mut left = 0;
+    tokio::select! {
+        r = &mut server => r?,
+        () = shutdown => {
+            tracing::info!("shutting down: no new connections; draining in-flight requests");
+            stop.notify_one();
+            // Live turns would hold their streams open: end them after their current turn.
+            let live: Vec<_> = state.live.iter().map(|e| e.value().clone()).collect();
+            for c in live {
+                c.close().await;
+            }
+            match tokio::time::timeout(state.limits.drain_timeout(), &mut server).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    left = state.admission.in_flight() + state.live.len();
+                    tracing::warn!(unfinished = left, "drain deadline passed; dropping what is left");
+                }
+            }
+        }
+    }
+    upkeep.abort();
+    if let Err(e) = state.rt.shutdown().await {
+        tracing::error!(error = %e, "flushing the store failed");
+    }
+    Ok(left)
+}

@@ -1,0 +1,94 @@
+//! Prometheus metrics of one server: its own recorder (not the process-global one, so that several
+//! servers can live in one process), label sets bounded by construction (route template, method,
+//! status class and code; never an agent, session or tenant id).
+
+use std::time::Duration;
+
+use metrics::{Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+const META: Metadata<'static> = Metadata::new("aether_server", Level::INFO, None);
+
+/// Latency buckets in seconds: 50 µs to 60 s.
+const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0, 60.0,
+];
+
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .expect("static, non-empty buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        Self { recorder, handle }
+    }
+
+    /// One finished HTTP request.
+    pub fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        let labels = vec![
+            Label::new("route", route.to_owned()),
+            Label::new("method", method.to_owned()),
+            Label::new("status", status.to_string()),
+        ];
+        self.recorder
+            .register_counter(&Key::from_parts("aether_http_requests_total", labels.clone()), &META)
+            .increment(1);
+        self.recorder
+            .register_histogram(&Key::from_parts("aether_http_request_duration_seconds", labels), &META)
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// A request over a tenant's soft or hard rate limit.
+    pub fn rate_limited(&self, limit: &'static str) {
+        self.recorder
+            .register_counter(
+                &Key::from_parts("aether_rate_limited_total", vec![Label::new("limit", limit)]),
+                &META,
+            )
+            .increment(1);
+    }
+
+    /// A request refused by admission control (queue full, too many live turns).
+    pub fn rejected(&self, reason: &'static str) {
+        self.recorder
+            .register_counter(
+                &Key::from_parts("aether_admission_rejected_total", vec![Label::new("reason", reason)]),
+                &META,
+            )
+            .increment(1);
+    }
+
+    pub fn gauge(&self, name: &'static str, value: f64) {
+        self.recorder.register_gauge(&Key::from_name(name), &META).set(value);
+    }
+
+    pub fn counter_total(&self, name: String, value: u64) {
+        self.recorder
+            .register_counter(&Key::from_name(name), &META)
+            .absolute(value);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drains histogram samples into their buckets; run periodically so that memory stays flat
+    /// between scrapes.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}

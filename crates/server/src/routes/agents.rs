@@ -1,0 +1,96 @@
+//! `/v1/agents`: create from an AgentConfig, list, show, delete — all within the caller's tenant.
+
+use std::sync::Arc;
+
+use aether_contracts::AgentConfig;
+use aether_runtime::agents::Agent;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::auth::{Tenant, TENANT_KEY};
+use crate::error::{parse_body, ApiError};
+use crate::state::AppState;
+
+pub async fn create(
+    State(s): State<AppState>,
+    Extension(t): Extension<Arc<Tenant>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut config: AgentConfig = parse_body(body)?;
+    config.framework_config.insert(TENANT_KEY.into(), Value::from(&*t.name));
+    let handle =
+        s.rt.create_agent(config)
+            .await
+            .map_err(|e| ApiError::bad_request(e.to_string(), None))?;
+    let status = if handle.reused {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(json!({"agent_id": handle.agent_id, "reused": handle.reused})),
+    )
+        .into_response())
+}
+
+pub async fn list(State(s): State<AppState>, Extension(t): Extension<Arc<Tenant>>) -> Json<Value> {
+    let mut agents: Vec<Value> =
+        s.rt.agents_where(|a| t.owns(a))
+            .iter()
+            .map(|a| view(a, false))
+            .collect();
+    agents.sort_by(|a, b| a["agent_id"].as_str().cmp(&b["agent_id"].as_str()));
+    Json(json!({ "agents": agents }))
+}
+
+pub async fn show(
+    State(s): State<AppState>,
+    Extension(t): Extension<Arc<Tenant>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let agent = owned(&s, &t, &id)?;
+    Ok(Json(view(&agent, true)))
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    Extension(t): Extension<Arc<Tenant>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    owned(&s, &t, &id)?;
+    match s.rt.cleanup_agent(&id).await {
+        Ok(Some(_)) => Ok(StatusCode::NO_CONTENT),
+        Ok(None) => Err(ApiError::not_found("agent", &id)),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
+/// The agent, when it exists and belongs to the tenant; 404 otherwise (either way).
+pub fn owned(s: &AppState, t: &Tenant, id: &str) -> Result<Arc<Agent>, ApiError> {
+    s.rt.agent(id)
+        .filter(|a| t.owns(a) && !a.is_retired())
+        .ok_or_else(|| ApiError::not_found("agent", id))
+}
+
+fn view(a: &Agent, with_config: bool) -> Value {
+    let mut v = json!({
+        "agent_id": &*a.id,
+        "agent_type": a.config.agent_type,
+        "name": a.config.name,
+        "model": a.config.model_config.model,
+        "tools": a.tools.iter().map(|t| &*t.full_name).collect::<Vec<_>>(),
+        "sessions": a.session_count(),
+        "active_tasks": a.active_tasks(),
+        "created_at": a.created_at,
+    });
+    if with_config {
+        v["config"] = serde_json::to_value(&a.config).unwrap_or(Value::Null);
+    }
+    v
+}

@@ -1,0 +1,7 @@
+//! The routes, one module per resource.
+
+pub mod agents;
+pub mod live;
+pub mod ops;
+pub mod sessions;
+pub mod tasks;

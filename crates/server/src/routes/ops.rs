@@ -1,0 +1,117 @@
+//! `/healthz`, `/readyz`, `/metrics` (Prometheus) and `/openapi.json`. No API key needed; none of
+//! them shows a tenant's data.
+
+use aether_contracts::{AgentConfig, TaskRequest, TaskResult, UniversalMessage};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::state::AppState;
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the store answers a read.
+pub async fn readyz(State(s): State<AppState>) -> Response {
+    let store = s.rt.store();
+    match store.get_session("aether:readyz-probe").await {
+        Ok(_) => Json(json!({"status": "ready", "store": store.info()})).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "store_error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    let m = &s.metrics;
+    let stats = s.rt.stats();
+    m.gauge("aether_active_sessions", stats.active_sessions as f64);
+    m.gauge("aether_active_agents", stats.active_agents as f64);
+    m.gauge("aether_active_runners", stats.active_runners as f64);
+    m.gauge("aether_admission_queue_depth", s.admission.queued() as f64);
+    m.gauge("aether_turns_in_flight", s.admission.in_flight() as f64);
+    m.gauge("aether_live_turns", s.live.len() as f64);
+    if let Ok(Value::Object(fields)) = serde_json::to_value(&stats) {
+        for (name, v) in fields {
+            if name.starts_with("active_") {
+                continue;
+            }
+            if let Some(v) = v.as_u64() {
+                m.counter_total(format!("aether_runtime_{name}_total"), v);
+            }
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
+}
+
+/// The API's routes with request and response examples serialised from the contract types themselves.
+pub async fn openapi() -> Json<Value> {
+    Json(document())
+}
+
+fn example<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+pub fn document() -> Value {
+    let agent = example(&AgentConfig::new("gpt-4o-mini", "You are a helpful assistant.").with_tools(["builtin.echo"]));
+    let task = example(&TaskRequest::converse(
+        "task-1",
+        "agent-1",
+        "session-1",
+        vec![UniversalMessage::user("Hello")],
+    ));
+    let mut result = TaskResult::success("task-1");
+    result.session_id = Some("session-1".into());
+    result.messages = vec![UniversalMessage::assistant("Hi!")];
+    let result = example(&result);
+    let secured = json!([{"bearer": []}]);
+    let json_body = |ex: &Value| json!({"required": true, "content": {"application/json": {"example": ex}}});
+    let ok = |desc: &str, ex: Value| json!({"description": desc, "content": {"application/json": {"example": ex}}});
+    let err = json!({"description": "error: {\"error\": {\"code\", \"message\", \"field\"?}}"});
+    let errors = json!({"400": err, "401": err, "404": err, "413": err, "429": err, "503": err});
+    let op = |summary: &str, body: Option<Value>, response: Value| {
+        let mut o = json!({"summary": summary, "security": secured, "responses": errors});
+        o["responses"]["200"] = response;
+        if let Some(b) = body {
+            o["requestBody"] = b;
+        }
+        o
+    };
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Aether Frame", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Agents, chat sessions and live turns. Bearer API keys map to tenants; ids are per tenant."},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": {
+            "/v1/agents": {
+                "post": op("Create an agent from an AgentConfig (201; 200 when an equal agent is reused)", Some(json_body(&agent)), ok("created", json!({"agent_id": "agent-1", "reused": false}))),
+                "get": op("List the tenant's agents", None, ok("agents", json!({"agents": []}))),
+            },
+            "/v1/agents/{id}": {
+                "get": op("Show an agent and its config", None, ok("agent", json!({"agent_id": "agent-1", "config": agent}))),
+                "delete": op("Remove an agent; its sessions are archived (204)", None, json!({"description": "deleted"})),
+            },
+            "/v1/tasks": {"post": op("Run a turn (or create an agent by the two-step protocol); 504 with a TaskResult when the turn outlives the server's limit", Some(json_body(&task)), ok("TaskResult", result.clone()))},
+            "/v1/tasks/stream": {"post": op("Run a live turn: server-sent events, one TaskStreamChunk each (`?keep_open=true` keeps the session for follow-up messages); closing the connection cancels it", Some(json_body(&task)), json!({"description": "text/event-stream of TaskStreamChunk"}))},
+            "/v1/live/{task_id}/messages": {"post": op("Send a follow-up message (a UniversalMessage) to a live session (202)", Some(json_body(&example(&UniversalMessage::user("and then?")))), json!({"description": "accepted"}))},
+            "/v1/live/{task_id}/approvals/{interaction_id}": {"post": op("Answer a tool approval request (202)", Some(json_body(&json!({"approved": true, "user_message": "go ahead"}))), json!({"description": "accepted"}))},
+            "/v1/live/{task_id}/cancel": {"post": op("Cancel the live turn (202)", None, json!({"description": "accepted"}))},
+            "/v1/live/{task_id}/pending": {"get": op("Approval requests waiting for an answer", None, ok("pending", json!({"pending": []})))},
+            "/v1/sessions": {"get": op("List sessions (`after`, `limit` ≤ 1000, `agent_id`, `user_id`, `state`)", None, ok("page", json!({"sessions": [], "next_after": null})))},
+            "/v1/sessions/{id}": {
+                "get": op("Show a session's record", None, ok("SessionRecord", json!({}))),
+                "delete": op("Delete a session and its history for good (204)", None, json!({"description": "deleted"})),
+            },
+            "/v1/sessions/{id}/events": {"get": op("A page of a session's events (`after_seq`, `limit`)", None, ok("events", json!({"events": [], "next_after_seq": null})))},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
+            "/readyz": {"get": {"summary": "Readiness: the store answers", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
+        }
+    })
+}

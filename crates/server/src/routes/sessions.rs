@@ -1,0 +1,154 @@
+//! `/v1/sessions`: list (keyset paging), show, delete, and a session's events — the caller's
+//! tenant's sessions only.
+
+use std::sync::Arc;
+
+use aether_store::{PageRequest, SessionFilter, SessionRecord, SessionState};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Tenant;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const MAX_PAGE: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    after: Option<String>,
+    limit: Option<usize>,
+    agent_id: Option<String>,
+    user_id: Option<String>,
+    state: Option<String>,
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    Extension(t): Extension<Arc<Tenant>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            format!("limit must be 1 to {MAX_PAGE}, got {limit}"),
+            Some("limit".into()),
+        ));
+    }
+    let state = match p.state.as_deref() {
+        None => None,
+        Some("active") => Some(SessionState::Active),
+        Some("archived") => Some(SessionState::Archived),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                format!("state must be `active` or `archived`, got `{other}`"),
+                Some("state".into()),
+            ))
+        }
+    };
+    let filter = SessionFilter {
+        user_id: p.user_id,
+        agent_id: p.agent_id,
+        state,
+    };
+    // The tenant's ids are the contiguous range after `TENANT:`; stop at the first id outside it.
+    let page = PageRequest {
+        after: Some(t.scoped(p.after.as_deref().unwrap_or(""))),
+        limit,
+    };
+    let page =
+        s.rt.list_sessions(&filter, &page)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    let total = page.sessions.len();
+    let sessions: Vec<SessionRecord> = page.sessions.into_iter().filter_map(|r| unscope(&t, r)).collect();
+    let next = if sessions.len() == total {
+        page.next_after
+            .as_deref()
+            .and_then(|n| t.unscoped(n))
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    Ok(Json(json!({"sessions": sessions, "next_after": next})))
+}
+
+pub async fn show(
+    State(s): State<AppState>,
+    Extension(t): Extension<Arc<Tenant>>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionRecord>, ApiError> {
+    let record =
+        s.rt.session(&t.scoped(&id))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .and_then(|r| unscope(&t, r))
+            .ok_or_else(|| ApiError::not_found("session", &id))?;
+    Ok(Json(record))
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    Extension(t): Extension<Arc<Tenant>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let scoped = t.scoped(&id);
+    let exists =
+        s.rt.session(&scoped)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .is_some();
+    if !exists {
+        return Err(ApiError::not_found("session", &id));
+    }
+    s.rt.delete_session(&scoped)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    after_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+pub async fn events(
+    State(s): State<AppState>,
+    Extension(t): Extension<Arc<Tenant>>,
+    Path(id): Path<String>,
+    Query(p): Query<EventParams>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            format!("limit must be 1 to {MAX_PAGE}, got {limit}"),
+            Some("limit".into()),
+        ));
+    }
+    let scoped = t.scoped(&id);
+    let exists =
+        s.rt.session(&scoped)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .is_some();
+    if !exists {
+        return Err(ApiError::not_found("session", &id));
+    }
+    let page =
+        s.rt.session_events(&scoped, p.after_seq, limit)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(
+        json!({"events": page.events, "next_after_seq": page.next_after_seq}),
+    ))
+}
+
+fn unscope(t: &Tenant, mut r: SessionRecord) -> Option<SessionRecord> {
+    r.session_id = t.unscoped(&r.session_id)?.to_owned();
+    Some(r)
+}

@@ -1,0 +1,571 @@
+//! The HTTP API over real HTTP on loopback: every route, tenancy, auth, limits, SSE, approvals,
+//! cancel on disconnect, timeouts and graceful shutdown.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_runtime::approvals::ApprovalConfig;
+use aether_runtime::model::SimConfig;
+use aether_runtime::tools::demo::DemoToolConfig;
+use aether_runtime::{Runtime, RuntimeConfig};
+use aether_server::{AppState, RateLimit, ServerConfig};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<usize>>,
+}
+
+impl Server {
+    async fn start(cfg: ServerConfig, rt: Runtime) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = AppState::new(Arc::new(rt), &cfg);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(aether_server::serve(listener, state, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            stop: Some(stop),
+            done,
+        }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str, key: Option<&str>) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut r = self.req(method, path, Some(key));
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, key, None).await
+    }
+
+    async fn post(&self, path: &str, key: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, key, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str, key: &str) -> StatusCode {
+        self.call(reqwest::Method::DELETE, path, key, None).await.0
+    }
+
+    async fn shutdown(mut self) -> usize {
+        let _ = self.stop.take().unwrap().send(());
+        self.done.await.unwrap().unwrap()
+    }
+
+    /// Reads a gauge from /metrics.
+    async fn gauge(&self, name: &str) -> f64 {
+        let text = self
+            .req(reqwest::Method::GET, "/metrics", None)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+fn config() -> ServerConfig {
+    let mut cfg = ServerConfig::default();
+    cfg.add_env_keys("key-acme=acme,key-globex=globex").unwrap();
+    cfg.validate().unwrap();
+    cfg
+}
+
+fn runtime(sim: SimConfig) -> Runtime {
+    let mut approvals = HashMap::new();
+    approvals.insert("aml_checker".to_owned(), true);
+    Runtime::builder()
+        .config(RuntimeConfig {
+            sweep_interval: None,
+            approvals: ApprovalConfig {
+                tools: approvals,
+                ..ApprovalConfig::default()
+            },
+            ..RuntimeConfig::default()
+        })
+        .simulated_model(sim)
+        .demo_tools(DemoToolConfig {
+            time_scale: 0.0,
+            ..DemoToolConfig::default()
+        })
+        .build()
+        .unwrap()
+}
+
+fn instant() -> SimConfig {
+    SimConfig {
+        time_scale: 0.0,
+        ..SimConfig::default()
+    }
+}
+
+/// The model takes `ms` per call (real time).
+fn slow(ms: u64) -> SimConfig {
+    SimConfig {
+        time_scale: 1.0,
+        fixed_latency: Some(Duration::from_millis(ms)),
+        ..SimConfig::default()
+    }
+}
+
+fn agent_body(tools: &[&str]) -> Value {
+    json!({"agent_type": "support", "system_prompt": "Be brief.", "model_config": {"model": "gpt-4o-mini"}, "available_tools": tools})
+}
+
+fn turn(agent: &str, session: &str, task: &str) -> Value {
+    json!({"task_id": task, "agent_id": agent, "session_id": session,
+           "messages": [{"role": "user", "content": "hello"}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_within_a_tenant_and_none_across() {
+    let s = Server::start(config(), runtime(instant())).await;
+    let (acme, globex) = ("key-acme", "key-globex");
+
+    // Agents.
+    let (st, created) = s.post("/v1/agents", acme, agent_body(&["crm_lookup"])).await;
+    assert_eq!(st, StatusCode::CREATED, "{created}");
+    let agent = created["agent_id"].as_str().unwrap().to_owned();
+    let (st, again) = s.post("/v1/agents", acme, agent_body(&["crm_lookup"])).await;
+    assert_eq!(
+        (st, again["reused"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "equal config reused"
+    );
+    let (_, list) = s.get("/v1/agents", acme).await;
+    assert_eq!(list["agents"].as_array().unwrap().len(), 1);
+    let (_, list) = s.get("/v1/agents", globex).await;
+    assert!(
+        list["agents"].as_array().unwrap().is_empty(),
+        "globex sees none of acme's agents"
+    );
+    let (st, shown) = s.get(&format!("/v1/agents/{agent}"), acme).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(shown["tools"][0], "demo.crm_lookup");
+    assert_eq!(
+        s.get(&format!("/v1/agents/{agent}"), globex).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(s.get("/v1/agents/agent-nope", acme).await.0, StatusCode::NOT_FOUND);
+
+    // Turns.
+    let (st, r) = s.post("/v1/tasks", acme, turn(&agent, "s1", "t1")).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["status"], "success");
+    assert_eq!(r["session_id"], "s1", "the tenant sees its own id");
+    let (st, r) = s.post("/v1/tasks", globex, turn(&agent, "s1", "t2")).await;
+    assert_eq!(
+        st,
+        StatusCode::NOT_FOUND,
+        "another tenant's agent does not exist for globex: {r}"
+    );
+
+    // The same session id in another tenant is another session.
+    let (_, g_agent) = s.post("/v1/agents", globex, agent_body(&[])).await;
+    let g_agent = g_agent["agent_id"].as_str().unwrap().to_owned();
+    assert_ne!(g_agent, agent, "equal configs in two tenants are two agents");
+    let (st, _) = s.post("/v1/tasks", globex, turn(&g_agent, "s1", "t3")).await;
+    assert_eq!(st, StatusCode::OK);
+
+    // Sessions.
+    let (_, page) = s.get("/v1/sessions", acme).await;
+    let ids: Vec<&str> = page["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["s1"]);
+    let (_, e) = s.get("/v1/sessions/s1/events", acme).await;
+    assert_eq!(
+        e["events"].as_array().unwrap().len(),
+        4,
+        "acme's s1: user, tool call, tool result, answer"
+    );
+    let (_, e) = s.get("/v1/sessions/s1/events?limit=1", globex).await;
+    assert_eq!(e["events"].as_array().unwrap().len(), 1);
+    assert_eq!(e["next_after_seq"], 0);
+    let (_, e) = s.get("/v1/sessions/s1/events?after_seq=0", globex).await;
+    assert_eq!(
+        e["events"].as_array().unwrap().len(),
+        1,
+        "globex's s1 (no tools): user turn and answer"
+    );
+    assert_eq!(s.get("/v1/sessions/nope", acme).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(s.get("/v1/sessions?limit=0", acme).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(s.delete("/v1/sessions/s1", acme).await, StatusCode::NO_CONTENT);
+    assert_eq!(s.get("/v1/sessions/s1", acme).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.get("/v1/sessions/s1", globex).await.0,
+        StatusCode::OK,
+        "globex's s1 untouched"
+    );
+    assert_eq!(s.delete("/v1/sessions/s1", acme).await, StatusCode::NOT_FOUND);
+
+    // Agents go.
+    assert_eq!(
+        s.delete(&format!("/v1/agents/{agent}"), globex).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.delete(&format!("/v1/agents/{agent}"), acme).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        s.get(&format!("/v1/agents/{agent}"), acme).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Bad input: the field is named.
+    let (st, e) = s
+        .post(
+            "/v1/tasks",
+            acme,
+            json!({"task_id": "x", "messages": [{"role": "robot", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(e["error"]["field"], "messages[0].role", "{e}");
+    let resp = s
+        .req(reqwest::Method::POST, "/v1/tasks", Some(acme))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // Keys.
+    let resp = s.req(reqwest::Method::GET, "/v1/agents", None).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    assert_eq!(s.get("/v1/agents", "wrong-key").await.0, StatusCode::UNAUTHORIZED);
+
+    // Operations.
+    assert_eq!(s.get("/healthz", "").await.1["status"], "ok");
+    assert_eq!(s.get("/readyz", "").await.1["status"], "ready");
+    let (_, doc) = s.get("/openapi.json", "").await;
+    assert!(doc["paths"]["/v1/tasks/stream"]["post"].is_object());
+    assert_eq!(
+        doc["paths"]["/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]["example"]["task_id"],
+        "task-1"
+    );
+    let metrics = s
+        .req(reqwest::Method::GET, "/metrics", None)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"aether_http_requests_total{route="/v1/tasks",method="POST",status="200"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("aether_http_request_duration_seconds_bucket"),
+        "a histogram"
+    );
+    assert!(metrics.contains("aether_runtime_turns_total"), "{metrics}");
+    assert!(!metrics.contains(&agent), "no agent id as a label");
+    assert!(!metrics.contains("s1"), "no session id as a label");
+    assert_eq!(s.shutdown().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_bodies_rate_limits_full_queues_and_timeouts() {
+    let mut cfg = config();
+    cfg.limits.max_body_bytes = 4096;
+    cfg.limits.max_in_flight = 1;
+    cfg.limits.admission_queue = 0;
+    cfg.limits.request_timeout_s = 0.4;
+    cfg.tenants.push(aether_server::TenantConfig {
+        name: "tiny".into(),
+        api_key_sha256: vec![aether_server::config::key_hash("key-tiny")],
+        rate_limit: Some(RateLimit {
+            soft_rps: 0.001,
+            hard_rps: 0.002,
+            burst: 4.0,
+        }),
+    });
+    let s = Server::start(cfg, runtime(slow(300))).await;
+    let (_, a) = s.post("/v1/agents", "key-acme", agent_body(&[])).await;
+    let agent = a["agent_id"].as_str().unwrap().to_owned();
+
+    // 413.
+    let big = json!({"task_id": "big", "agent_id": agent, "session_id": "b",
+                     "messages": [{"role": "user", "content": "x".repeat(10_000)}]});
+    let (st, e) = s.post("/v1/tasks", "key-acme", big).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{e}");
+
+    // A burst of 4 at most (2 under the soft limit), then 429 with Retry-After.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let r = s
+            .req(reqwest::Method::GET, "/v1/agents", Some("key-tiny"))
+            .send()
+            .await
+            .unwrap();
+        let soft = r.headers().get("x-ratelimit-soft").is_some();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        seen.push((r.status().as_u16(), soft, retry.is_some_and(|s| s >= 1)));
+    }
+    assert_eq!(
+        seen,
+        [
+            (200, false, false),
+            (200, false, false),
+            (200, true, false),
+            (200, true, false),
+            (429, false, true)
+        ]
+    );
+    assert_eq!(
+        s.get("/v1/agents", "key-acme").await.0,
+        StatusCode::OK,
+        "limits are per tenant"
+    );
+
+    // One slot, no queue: a second turn while the first runs gets 503.
+    let first = {
+        let http = s.http.clone();
+        let url = format!("{}/v1/tasks", s.base);
+        let body = turn(&agent, "q1", "q1");
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth("key-acme")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    while s.gauge("aether_turns_in_flight").await < 1.0 {
+        tokio::task::yield_now().await;
+    }
+    let resp = s
+        .req(reqwest::Method::POST, "/v1/tasks", Some("key-acme"))
+        .json(&turn(&agent, "q2", "q2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+
+    // 504 with a TaskResult body: the agent's tools make it two model calls (600 ms > 400 ms).
+    let (_, slow_agent) = s.post("/v1/agents", "key-acme", agent_body(&["crm_lookup"])).await;
+    let slow_agent = slow_agent["agent_id"].as_str().unwrap().to_owned();
+    let (st, r) = s
+        .post("/v1/tasks", "key-acme", turn(&slow_agent, "slow", "slow-task"))
+        .await;
+    assert_eq!(st, StatusCode::GATEWAY_TIMEOUT, "{r}");
+    assert_eq!(r["task_id"], "slow-task");
+    assert_eq!(r["status"], "timeout");
+    assert_eq!(r["error"]["code"], "framework.execution");
+    s.shutdown().await;
+}
+
+/// Reads server-sent events until `stop` says so; returns the chunks.
+async fn read_sse(resp: &mut reqwest::Response, mut stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
+    let mut buf = String::new();
+    let mut chunks = Vec::new();
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
+                let chunk: Value = serde_json::from_str(data).unwrap();
+                let done = stop(&chunk);
+                chunks.push(chunk);
+                if done {
+                    return chunks;
+                }
+            }
+        }
+        match resp.chunk().await.unwrap() {
+            Some(bytes) => buf.push_str(std::str::from_utf8(&bytes).unwrap()),
+            None => return chunks,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_turns_stream_in_order_take_approvals_and_cancel_on_disconnect() {
+    let s = Server::start(config(), runtime(instant())).await;
+    let (_, a) = s.post("/v1/agents", "key-acme", agent_body(&["crm_lookup"])).await;
+    let agent = a["agent_id"].as_str().unwrap().to_owned();
+
+    // A whole turn: ordered sequence ids, ends with the final chunk, then the stream closes.
+    let mut resp = s
+        .req(reqwest::Method::POST, "/v1/tasks/stream", Some("key-acme"))
+        .json(&turn(&agent, "live-1", "live-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let chunks = read_sse(&mut resp, |_| false).await;
+    let seqs: Vec<u64> = chunks.iter().map(|c| c["sequence_id"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "gap-free order: {seqs:?}");
+    assert!(chunks.last().unwrap()["is_final"].as_bool().unwrap());
+    assert!(chunks.iter().any(|c| c["chunk_type"] == "tool_result"));
+    assert_eq!(
+        s.get("/v1/sessions/live-1/events", "key-acme").await.1["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // Approvals through the API: the turn waits until the answer arrives.
+    let (_, risky) = s.post("/v1/agents", "key-acme", agent_body(&["aml_checker"])).await;
+    let risky = risky["agent_id"].as_str().unwrap().to_owned();
+    let mut resp = s
+        .req(reqwest::Method::POST, "/v1/tasks/stream", Some("key-acme"))
+        .json(&turn(&risky, "live-2", "live-2"))
+        .send()
+        .await
+        .unwrap();
+    let asked = read_sse(&mut resp, |c| c["chunk_type"] == "tool_approval_request").await;
+    let interaction = asked.last().unwrap()["interaction_id"].as_str().unwrap().to_owned();
+    let (_, pending) = s.get("/v1/live/live-2/pending", "key-acme").await;
+    assert_eq!(pending["pending"][0]["interaction_id"], interaction.as_str());
+    assert_eq!(
+        s.get("/v1/live/live-2/pending", "key-globex").await.0,
+        StatusCode::NOT_FOUND,
+        "not globex's"
+    );
+    let (st, _) = s
+        .post(
+            "/v1/live/live-2/approvals/wrong-id",
+            "key-acme",
+            json!({"approved": true}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, e) = s
+        .post(
+            &format!("/v1/live/live-2/approvals/{interaction}"),
+            "key-acme",
+            json!({"approved": "yes"}),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("approved"))
+    );
+    let (st, _) = s
+        .post(
+            &format!("/v1/live/live-2/approvals/{interaction}"),
+            "key-acme",
+            json!({"approved": true}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let rest = read_sse(&mut resp, |_| false).await;
+    let result = rest.iter().find(|c| c["chunk_type"] == "tool_result").unwrap();
+    assert_eq!(result["content"]["status"], "success", "{result}");
+
+    // Disconnect mid-turn: the turn is cancelled, leaves the registry, and writes nothing.
+    let mut resp = s
+        .req(reqwest::Method::POST, "/v1/tasks/stream", Some("key-acme"))
+        .json(&turn(&risky, "live-3", "live-3"))
+        .send()
+        .await
+        .unwrap();
+    read_sse(&mut resp, |c| c["chunk_type"] == "tool_approval_request").await;
+    assert_eq!(s.gauge("aether_live_turns").await, 1.0);
+    drop(resp);
+    while s.gauge("aether_live_turns").await > 0.0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        s.get("/v1/live/live-3/pending", "key-acme").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, events) = s.get("/v1/sessions/live-3/events", "key-acme").await;
+    assert!(
+        events["events"].as_array().is_none_or(|e| e.is_empty()),
+        "a cancelled turn writes nothing: {events}"
+    );
+
+    // Cancel through the API.
+    let mut resp = s
+        .req(reqwest::Method::POST, "/v1/tasks/stream", Some("key-acme"))
+        .json(&turn(&risky, "live-4", "live-4"))
+        .send()
+        .await
+        .unwrap();
+    read_sse(&mut resp, |c| c["chunk_type"] == "tool_approval_request").await;
+    let (st, _) = s
+        .call(reqwest::Method::POST, "/v1/live/live-4/cancel", "key-acme", None)
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let rest = read_sse(&mut resp, |_| false).await;
+    assert!(rest.iter().any(|c| c["chunk_type"] == "cancelled"), "{rest:?}");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_accepted_turns() {
+    let s = Server::start(config(), runtime(slow(200))).await;
+    let (_, a) = s.post("/v1/agents", "key-acme", agent_body(&[])).await;
+    let agent = a["agent_id"].as_str().unwrap().to_owned();
+    let turns: Vec<_> = (0..8)
+        .map(|i| {
+            let http = s.http.clone();
+            let url = format!("{}/v1/tasks", s.base);
+            let body = turn(&agent, &format!("g{i}"), &format!("g{i}"));
+            tokio::spawn(async move {
+                let r = http.post(url).bearer_auth("key-acme").json(&body).send().await.unwrap();
+                (r.status(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    while s.gauge("aether_turns_in_flight").await < 8.0 {
+        tokio::task::yield_now().await;
+    }
+    let base = s.base.clone();
+    assert_eq!(s.shutdown().await, 0, "nothing left at the deadline");
+    for t in turns {
+        let (st, r) = t.await.unwrap();
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(r["status"], "success", "{r}");
+    }
+    assert!(
+        reqwest::get(format!("{base}/healthz")).await.is_err(),
+        "no longer accepting"
+    );
+}
