@@ -14,6 +14,7 @@ use crate::exit::CliError;
 use crate::provider_args::{ProviderArgs, ProviderKind};
 use crate::sim_args::{comma_list, SimArgs};
 use crate::store_args::{StoreArgs, StoreKind};
+use aether_harness::http_target::HttpTarget;
 
 /// A temporary directory for the default SQLite file of a perf run, removed afterwards.
 struct ScratchDir(PathBuf);
@@ -140,6 +141,16 @@ pub struct RunArgs {
     /// built-in samples.
     #[arg(long, value_name = "PATH")]
     multimodal_payload: Option<PathBuf>,
+
+    /// Run the scenario through the HTTP API of `aether serve` at this URL (`http://HOST:PORT`)
+    /// instead of a runtime in this process. The server's own flags then decide the store, the
+    /// model and its latency; this run's --store, --provider and simulation flags do not apply.
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
+
+    /// API key for --target (sent as a bearer token; never printed).
+    #[arg(long, value_name = "KEY", env = "AETHER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 
     #[command(flatten)]
     sim: SimArgs,
@@ -444,6 +455,14 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
         return Ok(());
     }
 
+    let target: Option<Arc<dyn aether_harness::target::Target>> = match &a.target {
+        Some(url) => {
+            let t = HttpTarget::new(url, a.api_key.clone()).map_err(CliError::usage)?;
+            t.check().await.map_err(CliError::usage)?;
+            Some(Arc::new(t))
+        }
+        None => None,
+    };
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     let progress: Arc<dyn Progress> = Arc::new(Bar(bar));
     let mut failed_gates = Vec::new();
@@ -454,6 +473,7 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
             profiles: profiles.clone(),
             store: store.clone(),
             provider: provider.clone(),
+            target: target.clone(),
             ..RunOptions::new(cfg)
         };
         let summary = run_scenario(opts, Arc::clone(&progress)).await.map_err(|e| match e {

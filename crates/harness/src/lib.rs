@@ -12,6 +12,7 @@
 
 pub mod compare;
 pub mod endpoint;
+pub mod http_target;
 
 pub mod kpi;
 pub mod load;

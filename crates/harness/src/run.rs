@@ -54,6 +54,9 @@ pub struct RunOptions {
     pub store: StoreConfig,
     /// A real model provider to use instead of the simulated one: (name, provider).
     pub provider: Option<NamedProvider>,
+    /// Drive this target (e.g. [`HttpTarget`](crate::http_target::HttpTarget)) instead of a
+    /// runtime built in this process; `store` and `provider` are then the server's business.
+    pub target: Option<Arc<dyn Target>>,
 }
 
 impl RunOptions {
@@ -65,6 +68,7 @@ impl RunOptions {
             sample_every: Duration::from_millis(500),
             store: StoreConfig::Memory,
             provider: None,
+            target: None,
         }
     }
 }
@@ -160,21 +164,26 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// Runs the scenario and returns its summary (it does not write it).
 pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Result<Summary, HarnessError> {
     let cfg = Arc::new(opts.config);
-    let store = aether_store::open(&opts.store)
-        .await
-        .map_err(|e| HarnessError::InvalidInput(e.to_string()))?;
-    let provider_info = opts.provider.as_ref().map_or(
-        ProviderInfo {
-            name: "simulated".into(),
-            simulated: true,
-        },
-        |(_, p)| p.info().clone(),
-    );
-    let runtime = build_runtime(&cfg, opts.profiles, store, opts.provider)?;
-    let target: Arc<dyn Target> = Arc::new(InProcess {
-        runtime,
-        provider: provider_info,
-    });
+    let target: Arc<dyn Target> = match opts.target {
+        Some(t) => t,
+        None => {
+            let store = aether_store::open(&opts.store)
+                .await
+                .map_err(|e| HarnessError::InvalidInput(e.to_string()))?;
+            let provider_info = opts.provider.as_ref().map_or(
+                ProviderInfo {
+                    name: "simulated".into(),
+                    simulated: true,
+                },
+                |(_, p)| p.info().clone(),
+            );
+            let runtime = build_runtime(&cfg, opts.profiles, store, opts.provider)?;
+            Arc::new(InProcess {
+                runtime,
+                provider: provider_info,
+            })
+        }
+    };
     let resolution = resolve_tools(target.as_ref(), &cfg.tools)?;
 
     let started_at = Utc::now();

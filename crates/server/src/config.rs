@@ -19,7 +19,6 @@ pub struct ServerConfig {
     pub allow_anonymous: bool,
 }
 
-
 /// Admission, sizes and deadlines.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -96,18 +96,26 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let scoped = t.scoped(&id);
-    let exists =
-        s.rt.session(&scoped)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .is_some();
-    if !exists {
-        return Err(ApiError::not_found("session", &id));
-    }
+    ensure_exists(&s, &scoped, &id).await?;
     s.rt.delete_session(&scoped)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Archives a live session now (as the idle timeout would); the next turn recovers its history.
+pub async fn archive(
+    State(s): State<AppState>,
+    Extension(t): Extension<Arc<Tenant>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let scoped = t.scoped(&id);
+    ensure_exists(&s, &scoped, &id).await?;
+    let archived =
+        s.rt.cleanup_session(&scoped)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({ "archived": archived })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,14 +139,7 @@ pub async fn events(
         ));
     }
     let scoped = t.scoped(&id);
-    let exists =
-        s.rt.session(&scoped)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .is_some();
-    if !exists {
-        return Err(ApiError::not_found("session", &id));
-    }
+    ensure_exists(&s, &scoped, &id).await?;
     let page =
         s.rt.session_events(&scoped, p.after_seq, limit)
             .await
@@ -151,4 +152,13 @@ pub async fn events(
 fn unscope(t: &Tenant, mut r: SessionRecord) -> Option<SessionRecord> {
     r.session_id = t.unscoped(&r.session_id)?.to_owned();
     Some(r)
+}
+
+/// 404 unless the tenant's session exists.
+async fn ensure_exists(s: &AppState, scoped: &str, id: &str) -> Result<(), ApiError> {
+    match s.rt.session(scoped).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ApiError::not_found("session", id)),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
 }

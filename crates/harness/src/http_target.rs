@@ -1,0 +1,254 @@
+//! [`HttpTarget`]: the runtime behind `aether serve`, driven through its HTTP API exactly as a
+//! client would (bearer key, `/v1/tasks`, `/v1/tasks/stream` as server-sent events), so one
+//! summary format compares in-process and over-HTTP cost.
+
+use std::sync::Arc;
+
+use aether_contracts::{
+    ErrorCode, ErrorPayload, InteractionResponse, TaskRequest, TaskResult, TaskStatus, TaskStreamChunk,
+};
+use aether_runtime::model::ProviderInfo;
+use aether_runtime::StatsSnapshot;
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde_json::json;
+
+use crate::target::{LiveStream, Target, TargetInfo};
+
+/// A server at `base_url` (`http://HOST:PORT`), with an API key.
+pub struct HttpTarget {
+    base: String,
+    key: Option<String>,
+    http: reqwest::Client,
+    /// Learnt from the first answer's metadata.
+    provider: Mutex<Option<ProviderInfo>>,
+}
+
+impl HttpTarget {
+    pub fn new(base_url: &str, api_key: Option<String>) -> Result<Self, String> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(format!("--target `{base_url}` must start with http:// or https://"));
+        }
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(4096)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            base,
+            key: api_key,
+            http,
+            provider: Mutex::new(None),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    /// Checks that the server answers and the key is accepted.
+    pub async fn check(&self) -> Result<(), String> {
+        let r = self
+            .request(reqwest::Method::GET, "/v1/agents")
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        match r.status().as_u16() {
+            200 => Ok(()),
+            401 => Err(format!("{} refused the API key (401): give --api-key", self.base)),
+            s => Err(format!("{} answered GET /v1/agents with HTTP {s}", self.base)),
+        }
+    }
+
+    fn learn_provider(&self, r: &TaskResult) {
+        if self.provider.lock().is_some() {
+            return;
+        }
+        let Some(p) = r.metadata.get("provider") else {
+            return;
+        };
+        if let Some(name) = p.get("name").and_then(|n| n.as_str()) {
+            *self.provider.lock() = Some(ProviderInfo {
+                name: name.to_owned(),
+                simulated: p.get("simulated").and_then(|s| s.as_bool()).unwrap_or(false),
+            });
+        }
+    }
+}
+
+fn failure(task_id: &str, message: String) -> TaskResult {
+    TaskResult::failure(
+        task_id,
+        TaskStatus::Error,
+        ErrorPayload::new(ErrorCode::InternalError, message),
+    )
+}
+
+#[async_trait]
+impl Target for HttpTarget {
+    fn info(&self) -> TargetInfo {
+        TargetInfo {
+            kind: format!("http {}", self.base),
+            store: None,
+        }
+    }
+
+    fn provider(&self) -> ProviderInfo {
+        self.provider.lock().clone().unwrap_or(ProviderInfo {
+            name: "unknown (no answer from the server)".into(),
+            simulated: false,
+        })
+    }
+
+    async fn process(&self, request: TaskRequest) -> TaskResult {
+        let task_id = request.task_id.clone();
+        let sent = self
+            .request(reqwest::Method::POST, "/v1/tasks")
+            .json(&request)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => return failure(&task_id, format!("HTTP request failed: {e}")),
+        };
+        let status = resp.status();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return failure(&task_id, format!("HTTP {status}: reading the body failed: {e}")),
+        };
+        // 200, and 504 with a TaskResult body; anything else is an API error.
+        match serde_json::from_slice::<TaskResult>(&body) {
+            Ok(r) => {
+                self.learn_provider(&r);
+                r
+            }
+            Err(_) => failure(&task_id, format!("HTTP {status}: {}", String::from_utf8_lossy(&body))),
+        }
+    }
+
+    async fn cleanup_agent(&self, agent_id: &str) -> Result<bool, String> {
+        let r = self
+            .request(reqwest::Method::DELETE, &format!("/v1/agents/{agent_id}"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        match r.status().as_u16() {
+            204 => Ok(true),
+            404 => Ok(false),
+            s => Err(format!("DELETE /v1/agents/{agent_id}: HTTP {s}")),
+        }
+    }
+
+    async fn cleanup_session(&self, session_id: &str) -> Result<bool, String> {
+        let r = self
+            .request(reqwest::Method::POST, &format!("/v1/sessions/{session_id}/archive"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        match r.status().as_u16() {
+            200 => Ok(r.json::<serde_json::Value>().await.map_err(|e| e.to_string())?["archived"] == true),
+            404 => Ok(false),
+            s => Err(format!("POST /v1/sessions/{session_id}/archive: HTTP {s}")),
+        }
+    }
+
+    /// Tool names are resolved by the server when the agent is created; here they pass as given.
+    fn resolve_tool(&self, name: &str) -> Result<String, String> {
+        Ok(name.to_owned())
+    }
+
+    fn runtime_stats(&self) -> Option<StatsSnapshot> {
+        None
+    }
+
+    async fn shutdown(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn start_live(&self, request: TaskRequest) -> Result<Box<dyn LiveStream>, String> {
+        let task_id = request.task_id.clone();
+        let resp = self
+            .request(reqwest::Method::POST, "/v1/tasks/stream")
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| format!("HTTP request failed: {e}"))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(format!("HTTP {status}: {body}"));
+        }
+        Ok(Box::new(SseStream {
+            resp: Some(resp),
+            buf: String::new(),
+            approvals: Arc::new(ApprovalPoster {
+                http: self.http.clone(),
+                url: format!("{}/v1/live/{task_id}/approvals", self.base),
+                key: self.key.clone(),
+            }),
+        }))
+    }
+}
+
+struct ApprovalPoster {
+    http: reqwest::Client,
+    url: String,
+    key: Option<String>,
+}
+
+/// A live turn read from server-sent events.
+struct SseStream {
+    resp: Option<reqwest::Response>,
+    buf: String,
+    approvals: Arc<ApprovalPoster>,
+}
+
+#[async_trait]
+impl LiveStream for SseStream {
+    async fn next_chunk(&mut self) -> Option<TaskStreamChunk> {
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    if let Ok(chunk) = serde_json::from_str(data) {
+                        return Some(chunk);
+                    }
+                }
+            }
+            let resp = self.resp.as_mut()?;
+            match resp.chunk().await {
+                Ok(Some(bytes)) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => {
+                    self.resp = None;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Posts the answer in the background (the trait's answer is synchronous).
+    fn respond(&self, response: &InteractionResponse) -> Result<(), String> {
+        let p = Arc::clone(&self.approvals);
+        let url = format!("{}/{}", p.url, response.interaction_id);
+        let body = json!({"approved": response.approved, "user_message": response.user_message});
+        tokio::spawn(async move {
+            let mut r = p.http.post(url).json(&body);
+            if let Some(k) = &p.key {
+                r = r.bearer_auth(k);
+            }
+            if let Err(e) = r.send().await {
+                tracing::warn!(error = %e, "posting an approval answer failed");
+            }
+        });
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        self.resp = None;
+    }
+}
