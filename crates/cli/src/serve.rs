@@ -44,6 +44,12 @@ Config file (TOML; every key optional):
   api_key_sha256 = [\"<64 hex digits>\"]
   rate_limit = { soft_rps = 10.0, hard_rps = 20.0, burst = 40.0 }
 
+With --store postgres, instances on the same database form a cluster: any of them serves any
+session (each turn catches up with what the others appended; the store's event-count guard keeps
+every session's history in one order), agents created on one are adopted by the others, and a
+live turn's message, approval, cancel or pending request may land on any instance: it is forwarded
+to the one running the turn over PostgreSQL NOTIFY. No sticky load balancing is needed.
+
 Above a tenant's soft rate, requests pass with the header x-ratelimit-soft: exceeded; above its hard
 rate they get 429 with Retry-After.
 
@@ -109,7 +115,17 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
         tracing::warn!("--allow-anonymous: requests without an API key are served as tenant `default`");
     }
 
-    let store = store_args::open(&a.store.config(StoreKind::Sqlite, StoreArgs::default_sqlite_path)?).await?;
+    let store_cfg = a.store.config(StoreKind::Sqlite, StoreArgs::default_sqlite_path)?;
+    // On PostgreSQL, instances form a cluster: shared agents, sessions and live-turn control.
+    let cluster = match &store_cfg {
+        aether_store::StoreConfig::Postgres { url, .. } => Some(
+            aether_server::cluster::Cluster::connect(url)
+                .await
+                .map_err(CliError::usage)?,
+        ),
+        _ => None,
+    };
+    let store = store_args::open(&store_cfg).await?;
     let store_info = store.info();
     let mut builder = Runtime::builder().store(store);
     let provider = a.provider.build()?;
@@ -117,12 +133,15 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
         builder = builder.provider(name.clone(), p).default_provider(name);
     }
     let rt = builder
-        .config(RuntimeConfig::default())
+        .config(RuntimeConfig {
+            shared_store: cluster.is_some(),
+            ..RuntimeConfig::default()
+        })
         .simulated_model(a.sim.sim_config()?)
         .demo_tools(a.sim.demo_config())
         .build()
         .map_err(|e| CliError::failed(e.to_string()))?;
-    let state = AppState::new(Arc::new(rt), &cfg);
+    let state = AppState::with_cluster(Arc::new(rt), &cfg, cluster.clone());
     let listener = tokio::net::TcpListener::bind(a.bind)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", a.bind)))?;
@@ -133,8 +152,12 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
         None => "the SIMULATED model (no real provider configured)".to_owned(),
         Some((name, _)) => format!("provider {name} at {}", a.provider.url()),
     };
+    let cluster_note = cluster
+        .as_ref()
+        .map(|c| format!(" · cluster instance {} on the shared PostgreSQL", c.instance()))
+        .unwrap_or_default();
     eprintln!(
-        "aether serve: listening on http://{addr} · {model} · {} store{} · {} tenant(s)",
+        "aether serve: listening on http://{addr} · {model} · {} store{} · {} tenant(s){cluster_note}",
         store_info.kind,
         store_info
             .location

@@ -257,6 +257,39 @@ impl AgentManager {
             Stats::incr(&self.stats.agents_reused);
             return Ok((Arc::clone(agent), true));
         }
+        let agent = self.build(self.ids.next("agent"), config, key, now)?;
+        // In the id map before it can be found for reuse: a client handed this agent must be
+        // able to resolve its id at once.
+        self.agents.insert(Arc::clone(&agent.id), Arc::clone(&agent));
+        bucket.push(Arc::clone(&agent));
+        drop(bucket);
+        Stats::incr(&self.stats.agents_created);
+        Ok((agent, false))
+    }
+
+    /// Registers an agent created elsewhere (another instance on a shared store) under its own id;
+    /// returns the one already here when there is one.
+    pub(crate) fn adopt(&self, id: &str, config: AgentConfig) -> Result<Arc<Agent>, EngineError> {
+        if let Some(a) = self.get(id) {
+            return Ok(a);
+        }
+        let key = config_key(&config);
+        let now = self.clock.now_ms();
+        let mut bucket = self.by_config.entry(key).or_default();
+        let agent = match self.agents.entry(Arc::from(id)) {
+            dashmap::Entry::Occupied(e) => return Ok(Arc::clone(e.get())),
+            dashmap::Entry::Vacant(v) => {
+                let agent = self.build(Arc::from(id), config, key, now)?;
+                v.insert(Arc::clone(&agent));
+                agent
+            }
+        };
+        bucket.push(Arc::clone(&agent));
+        Stats::incr(&self.stats.agents_created);
+        Ok(agent)
+    }
+
+    fn build(&self, id: Arc<str>, config: AgentConfig, key: u64, now: u64) -> Result<Arc<Agent>, EngineError> {
         let tools = config
             .available_tools
             .iter()
@@ -270,8 +303,8 @@ impl AgentManager {
             .and_then(Value::as_f64)
             .filter(|s| s.is_finite() && *s > 0.0)
             .map(Duration::from_secs_f64);
-        let agent = Arc::new(Agent {
-            id: self.ids.next("agent"),
+        Ok(Arc::new(Agent {
+            id,
             system: SystemPrompt::new(config.system_prompt.as_str()),
             config,
             config_key: key,
@@ -285,14 +318,7 @@ impl AgentManager {
             runner: Mutex::new(None),
             chats: Mutex::new(HashSet::new()),
             retired: AtomicBool::new(false),
-        });
-        // In the id map before it can be found for reuse: a client handed this agent must be
-        // able to resolve its id at once.
-        self.agents.insert(Arc::clone(&agent.id), Arc::clone(&agent));
-        bucket.push(Arc::clone(&agent));
-        drop(bucket);
-        Stats::incr(&self.stats.agents_created);
-        Ok((agent, false))
+        }))
     }
 
     /// Takes a session slot on `agent` (atomically, under the cap) and makes sure it has a runner.

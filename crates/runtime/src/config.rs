@@ -35,6 +35,10 @@ pub struct RuntimeConfig {
     pub approvals: ApprovalConfig,
     /// Size and count limits of images in messages.
     pub media: MediaLimits,
+    /// Other processes write to the same store (several servers on one PostgreSQL): every turn
+    /// re-reads the session's record and reloads its window when another instance has appended
+    /// since. Costs one store read per turn; off for a store this runtime owns alone.
+    pub shared_store: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -50,6 +54,7 @@ impl Default for RuntimeConfig {
             archive_ttl: Duration::from_secs(24 * 3600),
             sweep_interval: Some(Duration::from_secs(30)),
             max_active_sessions: 100_000,
+            shared_store: false,
             default_framework: "native".to_owned(),
             approvals: ApprovalConfig::default(),
             media: MediaLimits::default(),

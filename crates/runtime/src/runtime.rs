@@ -215,6 +215,16 @@ impl Runtime {
         })
     }
 
+    /// Registers an agent that another instance created on a shared store, under its id (so that
+    /// turns naming it can run here). Returns the agent already here when there is one.
+    pub async fn adopt_agent(&self, agent_id: &str, config: AgentConfig) -> Result<AgentHandle, EngineError> {
+        let agent = self.core.agents.adopt(agent_id, config)?;
+        Ok(AgentHandle {
+            agent_id: agent.id.to_string(),
+            reused: true,
+        })
+    }
+
     /// Removes an agent and its runner now, and archives the chat sessions it served.
     /// Returns `None` for an unknown agent.
     pub async fn cleanup_agent(&self, agent_id: &str) -> Result<Option<AgentCleanup>, EngineError> {

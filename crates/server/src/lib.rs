@@ -5,6 +5,7 @@
 //! Tenancy and keys live in [`auth`], limits and admission in [`limits`], metrics in [`metrics`].
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod limits;
@@ -116,6 +117,9 @@ pub async fn serve(
             }
         })
     };
+    if let Some(c) = &state.cluster {
+        c.start(state.clone()).await.map_err(std::io::Error::other)?;
+    }
     let stop = Arc::new(Notify::new());
     let app = router(state.clone());
     let server = axum::serve(listener, app).with_graceful_shutdown({
@@ -145,6 +149,9 @@ pub async fn serve(
         }
     }
     upkeep.abort();
+    if let Some(c) = &state.cluster {
+        c.stop();
+    }
     if let Err(e) = state.rt.shutdown().await {
         tracing::error!(error = %e, "flushing the store failed");
     }

@@ -8,6 +8,7 @@ use aether_runtime::Runtime;
 use dashmap::DashMap;
 
 use crate::auth::Tenants;
+use crate::cluster::Cluster;
 use crate::config::{Limits, ServerConfig};
 use crate::limits::Admission;
 use crate::metrics::Metrics;
@@ -25,6 +26,8 @@ pub struct Inner {
     pub live: DashMap<String, LiveController>,
     pub metrics: Metrics,
     pub limits: Limits,
+    /// Membership of a cluster of instances on one PostgreSQL, when configured.
+    pub cluster: Option<Arc<Cluster>>,
 }
 
 impl Deref for AppState {
@@ -36,6 +39,12 @@ impl Deref for AppState {
 
 impl AppState {
     pub fn new(rt: Arc<Runtime>, cfg: &ServerConfig) -> Self {
+        Self::with_cluster(rt, cfg, None)
+    }
+
+    /// A state whose instance shares agents, sessions and live-turn control with others
+    /// (see [`crate::cluster`]); its runtime must have `shared_store` on.
+    pub fn with_cluster(rt: Arc<Runtime>, cfg: &ServerConfig, cluster: Option<Arc<Cluster>>) -> Self {
         Self(Arc::new(Inner {
             rt,
             tenants: Tenants::new(cfg),
@@ -43,6 +52,7 @@ impl AppState {
             live: DashMap::new(),
             metrics: Metrics::new(),
             limits: cfg.limits.clone(),
+            cluster,
         }))
     }
 }

@@ -125,6 +125,24 @@ async fn load(
     Ok(())
 }
 
+/// With a shared store: catches up with turns another instance appended since this one last
+/// wrote (the record's event count is ahead of ours), so the model sees the whole conversation and
+/// our next append lands after theirs.
+async fn refresh(core: &Core, id: &str, st: &mut ChatState) -> Result<(), EngineError> {
+    let store = &core.sessions.store;
+    let Some(record) = store.get_session(id).await? else {
+        return Ok(());
+    };
+    if record.event_count != st.next_seq {
+        let window = store.load_window(id, core.sessions.window).await?;
+        st.window = window.events.into();
+        st.events_before_window = window.events_before;
+        st.next_seq = record.event_count;
+        st.last_agent_id = Some(record.agent_id);
+    }
+    Ok(())
+}
+
 /// Takes a session slot on `agent`; when it is full, overflows to an agent with an equal config
 /// (one with room, or a new one). Reuse is decided when the agent is created and the slot is
 /// taken at the first turn, so under load several clients can be handed the same nearly-full
@@ -259,6 +277,8 @@ pub(crate) async fn converse_with(
     let mut flags = TurnFlags::default();
     if !st.loaded {
         load(core, &chat.id, &mut st, &mut flags, req.user_id()).await?;
+    } else if core.config.shared_store {
+        refresh(core, &chat.id, &mut st).await?;
     }
     if let Err(e) = bind(core, &chat.id, &mut st, agent_id.as_deref(), &mut flags).await {
         if st.binding.is_none() {

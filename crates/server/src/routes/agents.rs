@@ -23,10 +23,14 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let mut config: AgentConfig = parse_body(body)?;
     config.framework_config.insert(TENANT_KEY.into(), Value::from(&*t.name));
+    let recorded = s.cluster.as_ref().map(|_| config.clone());
     let handle =
         s.rt.create_agent(config)
             .await
             .map_err(|e| ApiError::bad_request(e.to_string(), None))?;
+    if let (Some(c), Some(config)) = (&s.cluster, recorded) {
+        c.put_agent(&handle.agent_id, &t.name, &config).await?;
+    }
     let status = if handle.reused {
         StatusCode::OK
     } else {
@@ -39,14 +43,19 @@ pub async fn create(
         .into_response())
 }
 
-pub async fn list(State(s): State<AppState>, Extension(t): Extension<Arc<Tenant>>) -> Json<Value> {
+pub async fn list(State(s): State<AppState>, Extension(t): Extension<Arc<Tenant>>) -> Result<Json<Value>, ApiError> {
+    if let Some(c) = &s.cluster {
+        for id in c.agent_ids(&t.name).await? {
+            owned(&s, &t, &id).await?;
+        }
+    }
     let mut agents: Vec<Value> =
         s.rt.agents_where(|a| t.owns(a))
             .iter()
             .map(|a| view(a, false))
             .collect();
     agents.sort_by(|a, b| a["agent_id"].as_str().cmp(&b["agent_id"].as_str()));
-    Json(json!({ "agents": agents }))
+    Ok(Json(json!({ "agents": agents })))
 }
 
 pub async fn show(
@@ -54,7 +63,7 @@ pub async fn show(
     Extension(t): Extension<Arc<Tenant>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let agent = owned(&s, &t, &id)?;
+    let agent = owned(&s, &t, &id).await?;
     Ok(Json(view(&agent, true)))
 }
 
@@ -63,7 +72,10 @@ pub async fn delete(
     Extension(t): Extension<Arc<Tenant>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    owned(&s, &t, &id)?;
+    owned(&s, &t, &id).await?;
+    if let Some(c) = &s.cluster {
+        c.delete_agent(&id, &t.name).await?;
+    }
     match s.rt.cleanup_agent(&id).await {
         Ok(Some(_)) => Ok(StatusCode::NO_CONTENT),
         Ok(None) => Err(ApiError::not_found("agent", &id)),
@@ -71,11 +83,21 @@ pub async fn delete(
     }
 }
 
-/// The agent, when it exists and belongs to the tenant; 404 otherwise (either way).
-pub fn owned(s: &AppState, t: &Tenant, id: &str) -> Result<Arc<Agent>, ApiError> {
-    s.rt.agent(id)
-        .filter(|a| t.owns(a) && !a.is_retired())
-        .ok_or_else(|| ApiError::not_found("agent", id))
+/// The agent, when it exists and belongs to the tenant; 404 otherwise (either way). In a cluster,
+/// an agent another instance created is adopted here under its id.
+pub async fn owned(s: &AppState, t: &Tenant, id: &str) -> Result<Arc<Agent>, ApiError> {
+    if let Some(a) = s.rt.agent(id).filter(|a| t.owns(a) && !a.is_retired()) {
+        return Ok(a);
+    }
+    let not_found = || ApiError::not_found("agent", id);
+    let Some(c) = &s.cluster else {
+        return Err(not_found());
+    };
+    let config = c.get_agent(id, &t.name).await?.ok_or_else(not_found)?;
+    s.rt.adopt_agent(id, config)
+        .await
+        .map_err(|e| ApiError::internal(format!("cannot adopt agent `{id}`: {e}")))?;
+    s.rt.agent(id).filter(|a| t.owns(a)).ok_or_else(not_found)
 }
 
 fn view(a: &Agent, with_config: bool) -> Value {

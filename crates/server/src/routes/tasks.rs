@@ -32,7 +32,7 @@ pub async fn run(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let mut req: TaskRequest = parse_body(body)?;
-    scope_request(&s, &t, &mut req)?;
+    scope_request(&s, &t, &mut req).await?;
     let _slot = s.admission.enter().await.ok_or_else(|| {
         s.metrics.rejected("queue_full");
         ApiError::unavailable("the server is at capacity: its admission queue is full", 1)
@@ -74,7 +74,7 @@ pub async fn stream(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let mut req: TaskRequest = parse_body(body)?;
-    scope_request(&s, &t, &mut req)?;
+    scope_request(&s, &t, &mut req).await?;
     if s.live.len() >= s.limits.max_live_sessions {
         s.metrics.rejected("live_full");
         return Err(ApiError::unavailable("too many live turns on this server", 1));
@@ -94,6 +94,13 @@ pub async fn stream(
         }
         dashmap::Entry::Vacant(v) => {
             v.insert(live.controller());
+        }
+    }
+    if let Some(c) = &s.cluster {
+        if let Err(e) = c.claim_live(&key).await {
+            s.live.remove(&key);
+            live.cancel();
+            return Err(e);
         }
     }
     let guard = LiveGuard {
@@ -153,6 +160,10 @@ impl LiveGuard {
 impl Drop for LiveGuard {
     fn drop(&mut self) {
         self.state.live.remove(&self.key);
+        if let Some(c) = self.state.cluster.clone() {
+            let key = std::mem::take(&mut self.key);
+            tokio::spawn(async move { c.release_live(&key).await });
+        }
         if !self.finished {
             self.controller.cancel();
         }
@@ -178,12 +189,12 @@ fn event(t: &Tenant, mut chunk: TaskStreamChunk) -> Event {
 
 /// Puts the request in the tenant's id space: its agent must be the tenant's, its session ids
 /// become `TENANT:ID`, a new agent is tagged with the tenant.
-pub fn scope_request(s: &AppState, t: &Tenant, req: &mut TaskRequest) -> Result<(), ApiError> {
+pub async fn scope_request(s: &AppState, t: &Tenant, req: &mut TaskRequest) -> Result<(), ApiError> {
     if let Some(config) = &mut req.agent_config {
         config.framework_config.insert(TENANT_KEY.into(), Value::from(&*t.name));
     }
     if let Some(id) = &req.agent_id {
-        owned(s, t, id)?;
+        owned(s, t, id).await?;
     }
     if let Some(id) = &mut req.session_id {
         *id = t.scoped(id);

@@ -1,0 +1,264 @@
+//! Two `aether serve` instances on the real PostgreSQL (`AETHER_TEST_PG_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`; skipped with a printed reason when there is none):
+//! alternating turns of one session, an agent created on one used on the other, and live-turn
+//! control (pending, approval, cancel) sent to the instance that does not run the turn.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aether_runtime::approvals::ApprovalConfig;
+use aether_runtime::model::SimConfig;
+use aether_runtime::tools::demo::DemoToolConfig;
+use aether_runtime::{Runtime, RuntimeConfig};
+use aether_server::cluster::Cluster;
+use aether_server::{AppState, ServerConfig};
+use aether_store::{Durability, StoreConfig};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+fn pg_url() -> String {
+    std::env::var("AETHER_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+struct Instance {
+    base: String,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<std::io::Result<usize>>,
+}
+
+async fn instance() -> Option<Instance> {
+    let cluster = match Cluster::connect(&pg_url()).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("SKIPPED: no PostgreSQL server at {}: {e}", pg_url());
+            return None;
+        }
+    };
+    let store = aether_store::open(&StoreConfig::Postgres {
+        url: pg_url(),
+        durability: Durability::Sync,
+        max_connections: 8,
+    })
+    .await
+    .unwrap();
+    let mut approvals = HashMap::new();
+    approvals.insert("aml_checker".to_owned(), true);
+    let rt = Runtime::builder()
+        .store(store)
+        .config(RuntimeConfig {
+            sweep_interval: None,
+            shared_store: true,
+            approvals: ApprovalConfig {
+                tools: approvals,
+                ..ApprovalConfig::default()
+            },
+            ..RuntimeConfig::default()
+        })
+        .simulated_model(SimConfig {
+            time_scale: 0.0,
+            ..SimConfig::default()
+        })
+        .demo_tools(DemoToolConfig {
+            time_scale: 0.0,
+            ..DemoToolConfig::default()
+        })
+        .build()
+        .unwrap();
+    let mut cfg = ServerConfig::default();
+    cfg.add_env_keys("key-acme=acme").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = AppState::with_cluster(Arc::new(rt), &cfg, Some(cluster));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(aether_server::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    Some(Instance { base, stop, done })
+}
+
+async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (StatusCode, Value) {
+    let mut r = reqwest::Client::new().request(method, url).bearer_auth("key-acme");
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{nanos:x}")
+}
+
+async fn read_sse(resp: &mut reqwest::Response, mut stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
+    let mut buf = String::new();
+    let mut chunks = Vec::new();
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
+                let chunk: Value = serde_json::from_str(data).unwrap();
+                let done = stop(&chunk);
+                chunks.push(chunk);
+                if done {
+                    return chunks;
+                }
+            }
+        }
+        match resp.chunk().await.unwrap() {
+            Some(bytes) => buf.push_str(std::str::from_utf8(&bytes).unwrap()),
+            None => return chunks,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_sessions_agents_and_live_control() {
+    let (Some(a), Some(b)) = (instance().await, instance().await) else {
+        return;
+    };
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+
+    // An agent created on A, used on B.
+    let (st, created) = call(
+        post.clone(),
+        format!("{}/v1/agents", a.base),
+        Some(json!({"agent_type": "support", "system_prompt": unique("Be brief"), "model_config": {"model": "gpt-4o-mini"}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{created}");
+    let agent = created["agent_id"].as_str().unwrap().to_owned();
+    let (st, shown) = call(get.clone(), format!("{}/v1/agents/{agent}", b.base), None).await;
+    assert_eq!(st, StatusCode::OK, "B adopts A's agent: {shown}");
+
+    // Alternating turns of one session: A, B, A, B, A, B.
+    let session = unique("alt");
+    for i in 0..6 {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let body = json!({"task_id": format!("t{i}"), "agent_id": agent, "session_id": session,
+                          "messages": [{"role": "user", "content": format!("turn {i}")}]});
+        let (st, r) = call(post.clone(), format!("{base}/v1/tasks"), Some(body)).await;
+        assert_eq!(
+            (st, r["status"].as_str()),
+            (StatusCode::OK, Some("success")),
+            "turn {i}: {r}"
+        );
+    }
+    let (_, page) = call(
+        get.clone(),
+        format!("{}/v1/sessions/{session}/events?limit=100", a.base),
+        None,
+    )
+    .await;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 12, "every turn's question and answer: {page}");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64, "contiguous order");
+        if i % 2 == 0 {
+            assert_eq!(
+                e["message"]["content"],
+                format!("turn {}", i / 2),
+                "questions in the order sent"
+            );
+        }
+    }
+
+    // A live turn on A, controlled through B.
+    let (_, risky) = call(
+        post.clone(),
+        format!("{}/v1/agents", a.base),
+        Some(
+            json!({"agent_type": "kyc", "system_prompt": unique("Check"), "model_config": {"model": "gpt-4o-mini"},
+                    "available_tools": ["aml_checker"]}),
+        ),
+    )
+    .await;
+    let risky = risky["agent_id"].as_str().unwrap().to_owned();
+    let task = unique("live");
+    let mut resp = reqwest::Client::new()
+        .post(format!("{}/v1/tasks/stream", a.base))
+        .bearer_auth("key-acme")
+        .json(
+            &json!({"task_id": task, "agent_id": risky, "session_id": unique("live-s"),
+                      "messages": [{"role": "user", "content": "check the customer"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let asked = read_sse(&mut resp, |c| c["chunk_type"] == "tool_approval_request").await;
+    let interaction = asked.last().unwrap()["interaction_id"].as_str().unwrap().to_owned();
+    let (st, pending) = call(get.clone(), format!("{}/v1/live/{task}/pending", b.base), None).await;
+    assert_eq!(st, StatusCode::OK, "{pending}");
+    assert_eq!(
+        pending["pending"][0]["interaction_id"],
+        interaction.as_str(),
+        "B asked A"
+    );
+    let (st, e) = call(
+        post.clone(),
+        format!("{}/v1/live/{task}/approvals/wrong", b.base),
+        Some(json!({"approved": true})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "A's answer comes back through B: {e}");
+    let (st, _) = call(
+        post.clone(),
+        format!("{}/v1/live/{task}/approvals/{interaction}", b.base),
+        Some(json!({"approved": true})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let rest = read_sse(&mut resp, |_| false).await;
+    let result = rest.iter().find(|c| c["chunk_type"] == "tool_result").unwrap();
+    assert_eq!(
+        result["content"]["status"], "success",
+        "the approval sent to B reached the turn on A"
+    );
+    assert_eq!(
+        call(get.clone(), format!("{}/v1/live/nope/pending", b.base), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+
+    // Cancel through B.
+    let task = unique("live-cancel");
+    let mut resp = reqwest::Client::new()
+        .post(format!("{}/v1/tasks/stream", a.base))
+        .bearer_auth("key-acme")
+        .json(
+            &json!({"task_id": task, "agent_id": risky, "session_id": unique("live-c"),
+                      "messages": [{"role": "user", "content": "check"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    read_sse(&mut resp, |c| c["chunk_type"] == "tool_approval_request").await;
+    let (st, _) = call(post.clone(), format!("{}/v1/live/{task}/cancel", b.base), None).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let rest = read_sse(&mut resp, |_| false).await;
+    assert!(rest.iter().any(|c| c["chunk_type"] == "cancelled"), "{rest:?}");
+
+    // Deleting on B removes the agent from A too.
+    assert_eq!(
+        call(reqwest::Method::DELETE, format!("{}/v1/agents/{agent}", b.base), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    while call(get.clone(), format!("{}/v1/agents/{agent}", a.base), None).await.0 != StatusCode::NOT_FOUND {
+        tokio::task::yield_now().await;
+    }
+
+    for i in [a, b] {
+        let _ = i.stop.send(());
+        assert_eq!(i.done.await.unwrap().unwrap(), 0);
+    }
+}
