@@ -66,6 +66,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "AETHER_SERVE_CONFIG")]
     config: Option<PathBuf>,
 
+    /// Redis for per-tenant rate limits shared by every instance (e.g. redis://127.0.0.1:6379);
+    /// without it each instance limits on its own.
+    #[arg(long, value_name = "URL", env = "AETHER_REDIS_URL")]
+    redis_url: Option<String>,
+
     /// Development only: accept requests without an API key (tenant `default`).
     #[arg(long)]
     allow_anonymous: bool,
@@ -125,6 +130,14 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
         ),
         _ => None,
     };
+    let redis = match &a.redis_url {
+        Some(url) => Some(
+            aether_server::limits::connect_redis(url)
+                .await
+                .map_err(CliError::usage)?,
+        ),
+        None => None,
+    };
     let store = store_args::open(&store_cfg).await?;
     let store_info = store.info();
     let mut builder = Runtime::builder().store(store);
@@ -141,7 +154,14 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
         .demo_tools(a.sim.demo_config())
         .build()
         .map_err(|e| CliError::failed(e.to_string()))?;
-    let state = AppState::with_cluster(Arc::new(rt), &cfg, cluster.clone());
+    let state = AppState::with(
+        Arc::new(rt),
+        &cfg,
+        aether_server::Shared {
+            cluster: cluster.clone(),
+            redis,
+        },
+    );
     let listener = tokio::net::TcpListener::bind(a.bind)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", a.bind)))?;

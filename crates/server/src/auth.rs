@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -65,18 +64,22 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    pub fn new(cfg: &ServerConfig) -> Self {
+    pub fn new(cfg: &ServerConfig, redis: Option<&redis::aio::ConnectionManager>) -> Self {
         let mut by_key_hash = HashMap::new();
         for t in &cfg.tenants {
             let limit = t.rate_limit.or(cfg.rate_limit);
-            let tenant = Arc::new(Tenant::new(&t.name, limit.map(RateLimiter::new)));
+            let limiter = limit.map(|l| RateLimiter::new(&t.name, l, redis));
+            let tenant = Arc::new(Tenant::new(&t.name, limiter));
             for h in &t.api_key_sha256 {
                 by_key_hash.insert(h.to_ascii_lowercase(), Arc::clone(&tenant));
             }
         }
-        let anonymous = cfg
-            .allow_anonymous
-            .then(|| Arc::new(Tenant::new("default", cfg.rate_limit.map(RateLimiter::new))));
+        let anonymous = cfg.allow_anonymous.then(|| {
+            Arc::new(Tenant::new(
+                "default",
+                cfg.rate_limit.map(|l| RateLimiter::new("default", l, redis)),
+            ))
+        });
         Self { by_key_hash, anonymous }
     }
 
@@ -119,7 +122,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     };
     let mut over_soft = false;
     if let Some(limiter) = &tenant.limiter {
-        match limiter.check(Instant::now()) {
+        match limiter.check().await {
             RateDecision::Allow => {}
             RateDecision::AllowOverSoft => {
                 over_soft = true;

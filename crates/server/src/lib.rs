@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub use config::{ConfigError, Limits, RateLimit, ServerConfig, TenantConfig};
-pub use state::AppState;
+pub use state::{AppState, Shared};
 
 use routes::{agents, live, ops, sessions, tasks};
 

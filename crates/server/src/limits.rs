@@ -1,4 +1,6 @@
-//! Per-tenant rate limits (token buckets, soft and hard) and the instance's admission queue.
+//! Per-tenant rate limits (token buckets, soft and hard) — in process, or shared by every instance
+//! through Redis (one Lua script per request: both buckets refilled by Redis's own clock and taken
+//! atomically) — and the instance's admission queue.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -46,23 +48,137 @@ impl Bucket {
     }
 }
 
-/// A tenant's two buckets. One small lock per tenant, never a global one.
-#[derive(Debug)]
-pub struct RateLimiter {
-    buckets: Mutex<(Bucket, Bucket)>,
+/// A tenant's limiter: its buckets here, or in Redis.
+pub enum RateLimiter {
+    Local(LocalLimiter),
+    Shared(SharedLimiter),
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Local(_) => "RateLimiter::Local",
+            Self::Shared(_) => "RateLimiter::Shared",
+        })
+    }
 }
 
 impl RateLimiter {
+    /// In Redis when a connection is given, else in process.
+    pub fn new(tenant: &str, limit: RateLimit, redis: Option<&redis::aio::ConnectionManager>) -> Self {
+        match redis {
+            Some(conn) => Self::Shared(SharedLimiter {
+                conn: conn.clone(),
+                soft_key: format!("aether:ratelimit:{tenant}:soft"),
+                hard_key: format!("aether:ratelimit:{tenant}:hard"),
+                limit,
+            }),
+            None => Self::Local(LocalLimiter::new(limit)),
+        }
+    }
+
+    pub async fn check(&self) -> RateDecision {
+        match self {
+            Self::Local(l) => l.check(Instant::now()),
+            Self::Shared(s) => s.check().await,
+        }
+    }
+}
+
+/// Connects to Redis for shared limits; the error names the URL.
+pub async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("--redis-url `{url}`: {e}"))?;
+    client
+        .get_connection_manager()
+        .await
+        .map_err(|e| format!("cannot connect to Redis at `{url}`: {e}"))
+}
+
+/// Both buckets in one atomic step, on Redis's clock. Returns {allowed, over_soft_or_retry_ms}.
+const SHARED_BUCKETS: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local function level(key, rate, cap)
+  local v = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(v[1]) or cap
+  local at = tonumber(v[2]) or now
+  return math.min(cap, tokens + math.max(0, now - at) * rate)
+end
+local soft_rate, hard_rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local soft_cap, hard_cap = tonumber(ARGV[3]), tonumber(ARGV[4])
+local soft = level(KEYS[1], soft_rate, soft_cap)
+local hard = level(KEYS[2], hard_rate, hard_cap)
+local allowed, extra = 1, 0
+if hard < 1 then
+  allowed = 0
+  extra = math.ceil((1 - hard) / hard_rate * 1000)
+else
+  hard = hard - 1
+  if soft < 1 then extra = 1 else soft = soft - 1 end
+end
+local ttl = math.ceil(math.max(hard_cap / hard_rate, soft_cap / soft_rate) * 1000) + 1000
+redis.call('HSET', KEYS[1], 'tokens', tostring(soft), 'at', tostring(now))
+redis.call('HSET', KEYS[2], 'tokens', tostring(hard), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {allowed, extra}
+"#;
+
+/// A tenant's buckets in Redis, shared by every instance. If Redis fails, requests pass (and the
+/// failure is logged): an outage of the limiter must not become an outage of the service.
+pub struct SharedLimiter {
+    conn: redis::aio::ConnectionManager,
+    soft_key: String,
+    hard_key: String,
+    limit: RateLimit,
+}
+
+impl SharedLimiter {
+    async fn check(&self) -> RateDecision {
+        static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+        let script = SCRIPT.get_or_init(|| redis::Script::new(SHARED_BUCKETS));
+        let l = self.limit;
+        let mut conn = self.conn.clone();
+        let reply: redis::RedisResult<(i64, i64)> = script
+            .key(&self.soft_key)
+            .key(&self.hard_key)
+            .arg(l.soft_rps)
+            .arg(l.hard_rps)
+            .arg(soft_capacity(&l))
+            .arg(l.burst)
+            .invoke_async(&mut conn)
+            .await;
+        match reply {
+            Ok((1, 0)) => RateDecision::Allow,
+            Ok((1, _)) => RateDecision::AllowOverSoft,
+            Ok((_, retry_ms)) => RateDecision::Deny {
+                retry_after_s: retry_ms as f64 / 1000.0,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "shared rate limit unavailable (Redis); letting the request through");
+                RateDecision::Allow
+            }
+        }
+    }
+}
+
+/// The soft bucket's burst is in proportion, so that bursts cross the soft limit first.
+fn soft_capacity(limit: &RateLimit) -> f64 {
+    (limit.burst * limit.soft_rps / limit.hard_rps).max(1.0)
+}
+
+/// A tenant's two buckets in this process. One small lock per tenant, never a global one.
+#[derive(Debug)]
+pub struct LocalLimiter {
+    buckets: Mutex<(Bucket, Bucket)>,
+}
+
+impl LocalLimiter {
     pub fn new(limit: RateLimit) -> Self {
         let now = Instant::now();
         Self {
-            // The soft bucket's burst is in proportion, so that bursts cross the soft limit first.
             buckets: Mutex::new((
-                Bucket::new(
-                    limit.soft_rps,
-                    (limit.burst * limit.soft_rps / limit.hard_rps).max(1.0),
-                    now,
-                ),
+                Bucket::new(limit.soft_rps, soft_capacity(&limit), now),
                 Bucket::new(limit.hard_rps, limit.burst, now),
             )),
         }

@@ -13,6 +13,16 @@ use crate::config::{Limits, ServerConfig};
 use crate::limits::Admission;
 use crate::metrics::Metrics;
 
+/// What an instance shares with other instances.
+#[derive(Default)]
+pub struct Shared {
+    /// Agents, sessions and live-turn control on one PostgreSQL (see [`crate::cluster`]); the
+    /// runtime must then have `shared_store` on.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Per-tenant rate limits in Redis (see [`crate::limits`]).
+    pub redis: Option<redis::aio::ConnectionManager>,
+}
+
 /// Shared state; cheap to clone.
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -39,15 +49,15 @@ impl Deref for AppState {
 
 impl AppState {
     pub fn new(rt: Arc<Runtime>, cfg: &ServerConfig) -> Self {
-        Self::with_cluster(rt, cfg, None)
+        Self::with(rt, cfg, Shared::default())
     }
 
-    /// A state whose instance shares agents, sessions and live-turn control with others
-    /// (see [`crate::cluster`]); its runtime must have `shared_store` on.
-    pub fn with_cluster(rt: Arc<Runtime>, cfg: &ServerConfig, cluster: Option<Arc<Cluster>>) -> Self {
+    /// A state that shares what `shared` holds with other instances.
+    pub fn with(rt: Arc<Runtime>, cfg: &ServerConfig, shared: Shared) -> Self {
+        let Shared { cluster, redis } = shared;
         Self(Arc::new(Inner {
             rt,
-            tenants: Tenants::new(cfg),
+            tenants: Tenants::new(cfg, redis.as_ref()),
             admission: Admission::new(cfg.limits.max_in_flight, cfg.limits.admission_queue),
             live: DashMap::new(),
             metrics: Metrics::new(),

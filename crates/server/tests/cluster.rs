@@ -11,7 +11,7 @@ use aether_runtime::model::SimConfig;
 use aether_runtime::tools::demo::DemoToolConfig;
 use aether_runtime::{Runtime, RuntimeConfig};
 use aether_server::cluster::Cluster;
-use aether_server::{AppState, ServerConfig};
+use aether_server::{AppState, ServerConfig, Shared};
 use aether_store::{Durability, StoreConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -69,7 +69,14 @@ async fn instance() -> Option<Instance> {
     cfg.add_env_keys("key-acme=acme").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState::with_cluster(Arc::new(rt), &cfg, Some(cluster));
+    let state = AppState::with(
+        Arc::new(rt),
+        &cfg,
+        Shared {
+            cluster: Some(cluster),
+            redis: None,
+        },
+    );
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(aether_server::serve(listener, state, async move {
         let _ = stopped.await;
@@ -260,5 +267,78 @@ async fn two_instances_share_sessions_agents_and_live_control() {
     for i in [a, b] {
         let _ = i.stop.send(());
         assert_eq!(i.done.await.unwrap().unwrap(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_shared_through_redis() {
+    let url = std::env::var("AETHER_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = match aether_server::limits::connect_redis(&url).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            return;
+        }
+    };
+    // A fresh tenant name, so that buckets left by an earlier run do not count.
+    let tenant = unique("t").replace('-', "_");
+    let mut cfg = ServerConfig::default();
+    cfg.add_env_keys(&format!("key-shared={tenant}")).unwrap();
+    cfg.rate_limit = Some(aether_server::RateLimit {
+        soft_rps: 0.001,
+        hard_rps: 0.002,
+        burst: 4.0,
+    });
+    let mut bases = Vec::new();
+    let mut stops = Vec::new();
+    for _ in 0..2 {
+        let rt = Runtime::builder().build().unwrap();
+        let state = AppState::with(
+            Arc::new(rt),
+            &cfg,
+            Shared {
+                cluster: None,
+                redis: Some(redis.clone()),
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        bases.push(format!("http://{}", listener.local_addr().unwrap()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push((
+            stop,
+            tokio::spawn(aether_server::serve(listener, state, async move {
+                let _ = stopped.await;
+            })),
+        ));
+    }
+    // Alternate between the instances: together they allow the one burst of 4, then 429.
+    let http = reqwest::Client::new();
+    let mut seen = Vec::new();
+    for i in 0..5 {
+        let r = http
+            .get(format!("{}/v1/agents", bases[i % 2]))
+            .bearer_auth("key-shared")
+            .send()
+            .await
+            .unwrap();
+        seen.push((
+            r.status().as_u16(),
+            r.headers().contains_key("x-ratelimit-soft"),
+            r.headers().contains_key("retry-after"),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            (200, false, false),
+            (200, false, false),
+            (200, true, false),
+            (200, true, false),
+            (429, false, true)
+        ]
+    );
+    for (stop, done) in stops {
+        let _ = stop.send(());
+        done.await.unwrap().unwrap();
     }
 }
