@@ -23,6 +23,7 @@ use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -122,6 +123,12 @@ pub async fn serve(
     }
     let stop = Arc::new(Notify::new());
     let app = router(state.clone());
+    // Small JSON answers: send them at once rather than wait for Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown({
         let stop = Arc::clone(&stop);
         async move { stop.notified().await }
