@@ -66,11 +66,7 @@ fn ms(r: &TaskResult, key: &str) -> f64 {
 pub async fn run(args: ChatArgs) -> Result<(), CliError> {
     let store = store_args::open(&args.store.config(StoreKind::Sqlite, StoreArgs::default_sqlite_path)?).await?;
     let store_info = store.info();
-    let mut builder = Runtime::builder().store(store);
-    let provider = args.provider.build()?;
-    if let Some((name, p)) = provider.clone() {
-        builder = builder.provider(name.clone(), p).default_provider(name);
-    }
+    let (builder, provider) = args.provider.apply(Runtime::builder().store(store))?;
     let rt = builder
         .config(RuntimeConfig {
             sweep_interval: None,

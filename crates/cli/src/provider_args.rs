@@ -148,3 +148,19 @@ impl ProviderArgs {
         ))
     }
 }
+
+impl ProviderArgs {
+    /// Registers the chosen real provider on `builder` as the default one; with the simulated
+    /// model the builder is returned as it is. Also returns the provider, for reporting.
+    pub fn apply(
+        &self,
+        builder: aether_runtime::RuntimeBuilder,
+    ) -> Result<(aether_runtime::RuntimeBuilder, Option<NamedProvider>), CliError> {
+        let provider = self.build()?;
+        let builder = match provider.clone() {
+            Some((name, p)) => builder.provider(name.clone(), p).default_provider(name),
+            None => builder,
+        };
+        Ok((builder, provider))
+    }
+}

@@ -140,11 +140,7 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
     };
     let store = store_args::open(&store_cfg).await?;
     let store_info = store.info();
-    let mut builder = Runtime::builder().store(store);
-    let provider = a.provider.build()?;
-    if let Some((name, p)) = provider.clone() {
-        builder = builder.provider(name.clone(), p).default_provider(name);
-    }
+    let (builder, provider) = a.provider.apply(Runtime::builder().store(store))?;
     let rt = builder
         .config(RuntimeConfig {
             shared_store: cluster.is_some(),

@@ -1,6 +1,8 @@
 //! The HTTP API over real HTTP on loopback: every route, tenancy, auth, limits, SSE, approvals,
 //! cancel on disconnect, timeouts and graceful shutdown.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use aether_runtime::model::SimConfig;
 use aether_runtime::tools::demo::DemoToolConfig;
 use aether_runtime::{Runtime, RuntimeConfig};
 use aether_server::{AppState, RateLimit, ServerConfig};
+use common::read_sse;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -396,29 +399,6 @@ async fn oversize_bodies_rate_limits_full_queues_and_timeouts() {
     assert_eq!(r["status"], "timeout");
     assert_eq!(r["error"]["code"], "framework.execution");
     s.shutdown().await;
-}
-
-/// Reads server-sent events until `stop` says so; returns the chunks.
-async fn read_sse(resp: &mut reqwest::Response, mut stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
-    let mut buf = String::new();
-    let mut chunks = Vec::new();
-    loop {
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
-                let chunk: Value = serde_json::from_str(data).unwrap();
-                let done = stop(&chunk);
-                chunks.push(chunk);
-                if done {
-                    return chunks;
-                }
-            }
-        }
-        match resp.chunk().await.unwrap() {
-            Some(bytes) => buf.push_str(std::str::from_utf8(&bytes).unwrap()),
-            None => return chunks,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

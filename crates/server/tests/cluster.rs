@@ -3,6 +3,8 @@
 //! alternating turns of one session, an agent created on one used on the other, and live-turn
 //! control (pending, approval, cancel) sent to the instance that does not run the turn.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,6 +15,7 @@ use aether_runtime::{Runtime, RuntimeConfig};
 use aether_server::cluster::Cluster;
 use aether_server::{AppState, ServerConfig, Shared};
 use aether_store::{Durability, StoreConfig};
+use common::read_sse;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -101,28 +104,6 @@ fn unique(prefix: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("{prefix}-{nanos:x}")
-}
-
-async fn read_sse(resp: &mut reqwest::Response, mut stop: impl FnMut(&Value) -> bool) -> Vec<Value> {
-    let mut buf = String::new();
-    let mut chunks = Vec::new();
-    loop {
-        while let Some(end) = buf.find("\n\n") {
-            let frame: String = buf.drain(..end + 2).collect();
-            if let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) {
-                let chunk: Value = serde_json::from_str(data).unwrap();
-                let done = stop(&chunk);
-                chunks.push(chunk);
-                if done {
-                    return chunks;
-                }
-            }
-        }
-        match resp.chunk().await.unwrap() {
-            Some(bytes) => buf.push_str(std::str::from_utf8(&bytes).unwrap()),
-            None => return chunks,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

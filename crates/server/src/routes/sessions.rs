@@ -31,13 +31,7 @@ pub async fn list(
     Extension(t): Extension<Arc<Tenant>>,
     Query(p): Query<ListParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            format!("limit must be 1 to {MAX_PAGE}, got {limit}"),
-            Some("limit".into()),
-        ));
-    }
+    let limit = page_limit(p.limit)?;
     let state = match p.state.as_deref() {
         None => None,
         Some("active") => Some(SessionState::Active),
@@ -131,13 +125,7 @@ pub async fn events(
     Path(id): Path<String>,
     Query(p): Query<EventParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            format!("limit must be 1 to {MAX_PAGE}, got {limit}"),
-            Some("limit".into()),
-        ));
-    }
+    let limit = page_limit(p.limit)?;
     let scoped = t.scoped(&id);
     ensure_exists(&s, &scoped, &id).await?;
     let page =
@@ -161,4 +149,16 @@ async fn ensure_exists(s: &AppState, scoped: &str, id: &str) -> Result<(), ApiEr
         Ok(None) => Err(ApiError::not_found("session", id)),
         Err(e) => Err(ApiError::internal(e.to_string())),
     }
+}
+
+/// `limit`: 100 when absent, else 1 to MAX_PAGE.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(
+            format!("limit must be 1 to {MAX_PAGE}, got {limit}"),
+            Some("limit".into()),
+        ));
+    }
+    Ok(limit)
 }
