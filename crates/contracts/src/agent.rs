@@ -7,6 +7,7 @@ use crate::Metadata;
 /// `AgentConfig {agent_type, system_prompt, model_config, available_tools[], name?, description?,
 /// framework_config{}}`. Two configs that compare equal may share one agent (controlled reuse).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     pub agent_type: String,
@@ -50,6 +51,7 @@ impl AgentConfig {
 
 /// `model_config {model, temperature, max_tokens, ...}`; unknown keys are kept in `extra`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ModelConfig {
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +75,7 @@ impl ModelConfig {
 
 /// Where a knowledge source lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum KnowledgeSourceType {
     File,
@@ -83,6 +86,7 @@ pub enum KnowledgeSourceType {
 
 /// `KnowledgeSource {name, source_type, location, description, access_config{}, metadata{}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct KnowledgeSource {
     pub name: String,

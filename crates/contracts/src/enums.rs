@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Outcome of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     Success,
@@ -15,6 +16,7 @@ pub enum TaskStatus {
 
 /// How a task is to be executed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionMode {
     #[default]
@@ -27,6 +29,7 @@ pub enum ExecutionMode {
 
 /// Broad class of a failure, for dashboards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCategory {
     Initialization,
@@ -40,6 +43,7 @@ pub enum ErrorCategory {
 /// Outcome of one tool call. `cancelled` extends the original's set: a denied or
 /// cancelled call reports it rather than pretending to be an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ToolStatus {
     Success,

@@ -6,6 +6,7 @@ use crate::enums::{impl_as_str, ErrorCategory};
 
 /// Stable, dotted error codes of the original.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ErrorCode {
     #[serde(rename = "internal.error")]
     InternalError,
@@ -61,6 +62,7 @@ impl ErrorCode {
 
 /// `ErrorPayload {code, message, source?, details?}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ErrorPayload {
     pub code: ErrorCode,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::Metadata;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum InteractionType {
     ToolApproval,
@@ -16,6 +17,7 @@ pub enum InteractionType {
 
 /// `InteractionRequest {interaction_id, interaction_type, task_id, content, metadata, timestamp}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InteractionRequest {
     pub interaction_id: String,
@@ -30,6 +32,7 @@ pub struct InteractionRequest {
 /// `InteractionResponse {interaction_id, interaction_type, approved, response_data?, user_message?,
 /// metadata, timestamp}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InteractionResponse {
     pub interaction_id: String,

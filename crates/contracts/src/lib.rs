@@ -14,6 +14,9 @@ pub mod stream;
 pub mod task;
 pub mod tool;
 
+#[cfg(feature = "schema")]
+pub use schemars;
+
 pub use agent::{AgentConfig, KnowledgeSource, KnowledgeSourceType, ModelConfig};
 pub use enums::{ErrorCategory, ExecutionMode, TaskStatus, ToolStatus};
 pub use error::{ErrorCode, ErrorPayload};

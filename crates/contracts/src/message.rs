@@ -10,6 +10,7 @@ use crate::Metadata;
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     User,
@@ -20,6 +21,7 @@ pub enum Role {
 
 /// `UniversalMessage {role, content: string | ContentPart[], author?, name?, tool_calls?, metadata{}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UniversalMessage {
     pub role: Role,
@@ -97,6 +99,21 @@ impl Default for MessageContent {
     }
 }
 
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for MessageContent {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MessageContent".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let part = generator.subschema_for::<ContentPart>();
+        schemars::json_schema!({
+            "description": "A string, or an array of content parts",
+            "anyOf": [{"type": "string"}, {"type": "array", "items": part}]
+        })
+    }
+}
+
 impl Serialize for MessageContent {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -135,6 +152,7 @@ impl<'de> Deserialize<'de> for MessageContent {
 /// One part of a message. On the wire an object with exactly one of the keys
 /// `text`, `function_call`, `file_reference`, `image_reference`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ContentPart {
     Text(String),
@@ -145,6 +163,7 @@ pub enum ContentPart {
 
 /// `file_reference {file_path, file_type, file_size?, encoding, metadata}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FileReference {
     pub file_path: String,
@@ -164,6 +183,7 @@ fn default_encoding() -> String {
 /// `image_reference {image_path, image_format, width?, height?, metadata}`. An inline image
 /// puts its bytes in `image_path` as base64, raw or as a `data:` URL.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImageReference {
     pub image_path: String,

@@ -10,6 +10,7 @@ pub const CHUNK_VERSION: &str = "2025-03-01";
 
 /// Coarse chunk type of the original.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskChunkType {
     Processing,
@@ -29,6 +30,7 @@ pub enum TaskChunkType {
 
 /// Fine-grained, dotted chunk kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum ChunkKind {
     #[serde(rename = "plan.delta")]
     PlanDelta,
@@ -57,6 +59,7 @@ pub enum ChunkKind {
 /// `TaskStreamChunk {task_id, chunk_type, sequence_id, content, timestamp, is_final, metadata,
 /// chunk_kind, chunk_version, interaction_id?}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskStreamChunk {
     pub task_id: String,

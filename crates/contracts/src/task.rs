@@ -14,6 +14,7 @@ use crate::Metadata;
 /// * create an agent: `agent_config` and no messages;
 /// * converse: `agent_id` (or an existing `session_id`), the business `session_id`, and messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskRequest {
     pub task_id: String,
@@ -103,6 +104,7 @@ impl TaskRequest {
 
 /// Who is asking. Unknown keys are kept in `extra`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct UserContext {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
@@ -116,6 +118,7 @@ pub struct UserContext {
 
 /// Session hints from the client. Unknown keys are kept in `extra`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SessionContext {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
@@ -125,6 +128,7 @@ pub struct SessionContext {
 
 /// Execution identity and tracing. Unknown keys are kept in `extra`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExecutionContext {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_id: Option<String>,
@@ -136,6 +140,7 @@ pub struct ExecutionContext {
 
 /// How to run the task. `timeout` is in seconds.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ExecutionConfig {
     #[serde(default)]
     pub execution_mode: ExecutionMode,
@@ -149,6 +154,7 @@ pub struct ExecutionConfig {
 
 /// `TaskResult`. `execution_time` is in seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskResult {
     pub task_id: String,

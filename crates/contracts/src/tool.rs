@@ -8,6 +8,7 @@ use crate::Metadata;
 
 /// `ToolCall {tool_name, parameters{}, tool_namespace?, call_id?}`: a model asking for a tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ToolCall {
     pub tool_name: String,
@@ -31,6 +32,7 @@ impl ToolCall {
 
 /// `UniversalTool`: a tool's declaration, with its JSON-Schema parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct UniversalTool {
     /// Full name, `namespace.tool`.
@@ -72,6 +74,7 @@ fn empty_object_schema() -> serde_json::Value {
 
 /// `ToolRequest {tool_name, tool_namespace?, parameters, timeout?, metadata, session_id?}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ToolRequest {
     pub tool_name: String,
@@ -91,6 +94,7 @@ pub struct ToolRequest {
 /// `ToolResult {tool_name, status, result_data, error_message?, error?, execution_time?}`.
 /// `call_id` extends the original so that results pair with calls unambiguously.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ToolResult {
     pub tool_name: String,

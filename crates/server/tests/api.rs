@@ -277,6 +277,19 @@ async fn every_route_within_a_tenant_and_none_across() {
     assert_eq!(s.get("/readyz", "").await.1["status"], "ready");
     let (_, doc) = s.get("/openapi.json", "").await;
     assert!(doc["paths"]["/v1/tasks/stream"]["post"].is_object());
+    let body = &doc["paths"]["/v1/tasks"]["post"]["requestBody"]["content"]["application/json"];
+    assert_eq!(body["schema"]["$ref"], "#/components/schemas/TaskRequest");
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    assert!(
+        schemas["TaskRequest"]["properties"]["task_id"].is_object(),
+        "schemas derived from the types"
+    );
+    assert!(schemas["UniversalMessage"]["properties"]["role"].is_object());
+    let text = doc.to_string();
+    for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = &r[..r.find('"').unwrap()];
+        assert!(schemas.contains_key(name), "dangling $ref to {name}");
+    }
     assert_eq!(
         doc["paths"]["/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]["example"]["task_id"],
         "task-1"

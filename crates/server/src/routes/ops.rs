@@ -49,7 +49,8 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
 }
 
-/// The API's routes with request and response examples serialised from the contract types themselves.
+/// The API's routes, with the JSON Schemas of the contract types (derived from the types
+/// themselves) and examples serialised from them.
 pub async fn openapi() -> Json<Value> {
     Json(document())
 }
@@ -59,6 +60,17 @@ fn example<T: serde::Serialize>(v: &T) -> Value {
 }
 
 pub fn document() -> Value {
+    use aether_contracts::schemars::generate::SchemaSettings;
+    use aether_contracts::{InteractionResponse, TaskStreamChunk};
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    let schema_of = |v: aether_contracts::schemars::Schema| serde_json::to_value(v).unwrap_or(Value::Null);
+    let agent_schema = schema_of(generator.subschema_for::<AgentConfig>());
+    let task_schema = schema_of(generator.subschema_for::<TaskRequest>());
+    let result_schema = schema_of(generator.subschema_for::<TaskResult>());
+    let message_schema = schema_of(generator.subschema_for::<UniversalMessage>());
+    let chunk_schema = schema_of(generator.subschema_for::<TaskStreamChunk>());
+    let _ = generator.subschema_for::<InteractionResponse>();
+    let schemas = Value::Object(generator.take_definitions(true));
     let agent = example(&AgentConfig::new("gpt-4o-mini", "You are a helpful assistant.").with_tools(["builtin.echo"]));
     let task = example(&TaskRequest::converse(
         "task-1",
@@ -71,8 +83,9 @@ pub fn document() -> Value {
     result.messages = vec![UniversalMessage::assistant("Hi!")];
     let result = example(&result);
     let secured = json!([{"bearer": []}]);
-    let json_body = |ex: &Value| json!({"required": true, "content": {"application/json": {"example": ex}}});
+    let json_body = |schema: &Value, ex: &Value| json!({"required": true, "content": {"application/json": {"schema": schema, "example": ex}}});
     let ok = |desc: &str, ex: Value| json!({"description": desc, "content": {"application/json": {"example": ex}}});
+    let typed = |desc: &str, schema: &Value, ex: Value| json!({"description": desc, "content": {"application/json": {"schema": schema, "example": ex}}});
     let err = json!({"description": "error: {\"error\": {\"code\", \"message\", \"field\"?}}"});
     let errors = json!({"400": err, "401": err, "404": err, "413": err, "429": err, "503": err});
     let op = |summary: &str, body: Option<Value>, response: Value| {
@@ -84,23 +97,23 @@ pub fn document() -> Value {
         o
     };
     json!({
-        "openapi": "3.1.0",
+        "openapi": "3.0.3",
         "info": {"title": "Aether Frame", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Agents, chat sessions and live turns. Bearer API keys map to tenants; ids are per tenant."},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": {
             "/v1/agents": {
-                "post": op("Create an agent from an AgentConfig (201; 200 when an equal agent is reused)", Some(json_body(&agent)), ok("created", json!({"agent_id": "agent-1", "reused": false}))),
+                "post": op("Create an agent from an AgentConfig (201; 200 when an equal agent is reused)", Some(json_body(&agent_schema, &agent)), ok("created", json!({"agent_id": "agent-1", "reused": false}))),
                 "get": op("List the tenant's agents", None, ok("agents", json!({"agents": []}))),
             },
             "/v1/agents/{id}": {
                 "get": op("Show an agent and its config", None, ok("agent", json!({"agent_id": "agent-1", "config": agent}))),
                 "delete": op("Remove an agent; its sessions are archived (204)", None, json!({"description": "deleted"})),
             },
-            "/v1/tasks": {"post": op("Run a turn (or create an agent by the two-step protocol); 504 with a TaskResult when the turn outlives the server's limit", Some(json_body(&task)), ok("TaskResult", result.clone()))},
-            "/v1/tasks/stream": {"post": op("Run a live turn: server-sent events, one TaskStreamChunk each (`?keep_open=true` keeps the session for follow-up messages); closing the connection cancels it", Some(json_body(&task)), json!({"description": "text/event-stream of TaskStreamChunk"}))},
-            "/v1/live/{task_id}/messages": {"post": op("Send a follow-up message (a UniversalMessage) to a live session (202)", Some(json_body(&example(&UniversalMessage::user("and then?")))), json!({"description": "accepted"}))},
-            "/v1/live/{task_id}/approvals/{interaction_id}": {"post": op("Answer a tool approval request (202)", Some(json_body(&json!({"approved": true, "user_message": "go ahead"}))), json!({"description": "accepted"}))},
+            "/v1/tasks": {"post": op("Run a turn (or create an agent by the two-step protocol); 504 with a TaskResult when the turn outlives the server's limit", Some(json_body(&task_schema, &task)), typed("TaskResult", &result_schema, result.clone()))},
+            "/v1/tasks/stream": {"post": op("Run a live turn: server-sent events, one TaskStreamChunk each (`?keep_open=true` keeps the session for follow-up messages); closing the connection cancels it", Some(json_body(&task_schema, &task)), json!({"description": "text/event-stream; each event's data is a TaskStreamChunk", "content": {"text/event-stream": {"schema": chunk_schema}}}))},
+            "/v1/live/{task_id}/messages": {"post": op("Send a follow-up message (a UniversalMessage) to a live session (202)", Some(json_body(&message_schema, &example(&UniversalMessage::user("and then?")))), json!({"description": "accepted"}))},
+            "/v1/live/{task_id}/approvals/{interaction_id}": {"post": op("Answer a tool approval request (202)", Some(json_body(&json!({"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}, "user_message": {"type": "string"}, "response_data": {}}}), &json!({"approved": true, "user_message": "go ahead"}))), json!({"description": "accepted"}))},
             "/v1/live/{task_id}/cancel": {"post": op("Cancel the live turn (202)", None, json!({"description": "accepted"}))},
             "/v1/live/{task_id}/pending": {"get": op("Approval requests waiting for an answer", None, ok("pending", json!({"pending": []})))},
             "/v1/sessions": {"get": op("List sessions (`after`, `limit` ≤ 1000, `agent_id`, `user_id`, `state`)", None, ok("page", json!({"sessions": [], "next_after": null})))},
