@@ -26,26 +26,26 @@ pub enum ProviderKind {
 #[derive(Args, Debug, Clone)]
 pub struct ProviderArgs {
     /// Which model provider answers.
-    #[arg(long, value_enum, default_value = "simulated")]
+    #[arg(long, value_enum, default_value = "simulated", env = "AETHER_PROVIDER")]
     pub provider: ProviderKind,
 
     /// Base URL up to the API version. Default: `https://api.openai.com/v1` for openai,
     /// `https://generativelanguage.googleapis.com/v1beta` for gemini.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", env = "AETHER_BASE_URL")]
     pub base_url: Option<String>,
 
     /// Environment variable holding the API key (never printed or logged); unset: no key sent.
     /// Default `OPENAI_API_KEY` for openai, `GEMINI_API_KEY` for gemini.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "AETHER_API_KEY_ENV")]
     pub api_key_env: Option<String>,
 
     /// Retries on 429 and 5xx (exponential backoff with jitter, honouring Retry-After).
     /// Default 3; 0 for endpoint_load, so that failures are not hidden.
-    #[arg(long)]
+    #[arg(long, env = "AETHER_MAX_RETRIES")]
     pub max_retries: Option<u32>,
 
     /// The GGUF model file of `--provider local`.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "AETHER_MODEL_PATH")]
     pub model_path: Option<std::path::PathBuf>,
 
     /// `--provider local`: CPU threads for llama.cpp (default: all cores).

@@ -101,6 +101,18 @@ fn serve_refuses_to_start_without_keys_or_with_a_bad_config() {
         text(&out.stderr)
     );
 
+    // The provider may come from the environment too.
+    let out = command(&["serve", "--bind", "127.0.0.1:0", "--allow-anonymous"])
+        .env("AETHER_PROVIDER", "local")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--provider local needs"),
+        "{}",
+        text(&out.stderr)
+    );
+
     std::fs::write(&cfg, "[limits]\nmax_in_flite = 3\n").unwrap();
     let out = aether(&[
         "serve",
