@@ -11,7 +11,8 @@
 //! * **Live turns** run on the instance that accepted the stream, which records itself as the
 //!   owner in `aether_live_turns`. A message, approval, cancel or pending request that lands on
 //!   another instance is forwarded to the owner over `NOTIFY` on the owner's channel, and the
-//!   answer comes back the same way (5 s deadline).
+//!   answer comes back the same way (5 s deadline). Instances beat every 2 s in `aether_instances`;
+//!   the live turns of one silent for 10 s (it crashed) are dropped, and requests for them get 404.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,6 +35,9 @@ const BROADCAST: &str = "aether_broadcast";
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const MAX_PAYLOAD: usize = 7900;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// An instance not heard from for this long is taken for dead.
+const OWNER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A control action on a live turn, as forwarded between instances.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,7 +80,7 @@ pub struct Cluster {
     instance: String,
     waiting: DashMap<u64, oneshot::Sender<(u16, Value)>>,
     next_id: AtomicU64,
-    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 fn db(e: sqlx::Error) -> ApiError {
@@ -100,6 +104,7 @@ impl Cluster {
              config JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
             "CREATE TABLE IF NOT EXISTS aether_live_turns (task_key TEXT PRIMARY KEY, instance TEXT NOT NULL, \
              started_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            "CREATE TABLE IF NOT EXISTS aether_instances (instance TEXT PRIMARY KEY, seen_at TIMESTAMPTZ NOT NULL)",
         ] {
             sqlx::query(sql)
                 .execute(&mut *tx)
@@ -113,7 +118,7 @@ impl Cluster {
             instance,
             waiting: DashMap::new(),
             next_id: AtomicU64::new(1),
-            listener: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
         }))
     }
 
@@ -147,12 +152,39 @@ impl Cluster {
                 }
             }
         });
-        *self.listener.lock() = Some(task);
+        self.beat()
+            .await
+            .map_err(|e| format!("cluster: cannot register this instance: {}", e.message))?;
+        let me = Arc::clone(self);
+        let heartbeat = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tick.tick().await;
+                if let Err(e) = me.beat().await {
+                    tracing::warn!(error = %e.message, "cluster: heartbeat failed");
+                }
+            }
+        });
+        self.tasks.lock().extend([task, heartbeat]);
+        Ok(())
+    }
+
+    /// Marks this instance alive; live turns of an instance silent for `OWNER_TIMEOUT` are
+    /// considered gone (it crashed), so control requests for them answer 404 at once.
+    async fn beat(&self) -> Result<(), ApiError> {
+        sqlx::query(
+            "INSERT INTO aether_instances (instance, seen_at) VALUES ($1, now()) \
+             ON CONFLICT (instance) DO UPDATE SET seen_at = now()",
+        )
+        .bind(&self.instance)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
     pub fn stop(&self) {
-        if let Some(t) = self.listener.lock().take() {
+        for t in self.tasks.lock().drain(..) {
             t.abort();
         }
     }
@@ -217,14 +249,27 @@ impl Cluster {
 
     /// Sends `action` to the instance that runs live turn `key`; `Ok(None)` when no instance does.
     pub async fn forward(&self, key: &str, action: LiveAction) -> Result<Option<(u16, Value)>, ApiError> {
-        let owner: Option<String> = sqlx::query_scalar("SELECT instance FROM aether_live_turns WHERE task_key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?;
-        let Some(owner) = owner.filter(|o| *o != self.instance) else {
+        let owner: Option<(String, bool)> = sqlx::query_as(
+            "SELECT t.instance, COALESCE(i.seen_at > now() - make_interval(secs => $2), false) \
+             FROM aether_live_turns t LEFT JOIN aether_instances i ON i.instance = t.instance WHERE t.task_key = $1",
+        )
+        .bind(key)
+        .bind(OWNER_TIMEOUT.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some((owner, alive)) = owner.filter(|(o, _)| *o != self.instance) else {
             return Ok(None);
         };
+        if !alive {
+            // Its instance stopped beating: the turn died with it.
+            let _ = sqlx::query("DELETE FROM aether_live_turns WHERE task_key = $1 AND instance = $2")
+                .bind(key)
+                .bind(&owner)
+                .execute(&self.pool)
+                .await;
+            return Ok(None);
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.waiting.insert(id, tx);

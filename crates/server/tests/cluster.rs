@@ -234,6 +234,24 @@ async fn two_instances_share_sessions_agents_and_live_control() {
     let rest = read_sse(&mut resp, |_| false).await;
     assert!(rest.iter().any(|c| c["chunk_type"] == "cancelled"), "{rest:?}");
 
+    // A live turn whose instance died (it stopped beating): control requests answer 404 at once
+    // instead of waiting for an owner that will never reply, and the stale row is dropped.
+    let ghost = unique("ghost");
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    sqlx::query("INSERT INTO aether_live_turns (task_key, instance) VALUES ($1, 'i-crashed')")
+        .bind(format!("acme:{ghost}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (st, e) = call(get.clone(), format!("{}/v1/live/{ghost}/pending", b.base), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{e}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM aether_live_turns WHERE task_key = $1")
+        .bind(format!("acme:{ghost}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the dead instance's row is gone");
+
     // Deleting on B removes the agent from A too.
     assert_eq!(
         call(reqwest::Method::DELETE, format!("{}/v1/agents/{agent}", b.base), None)
