@@ -30,9 +30,7 @@ struct Cli {
     #[arg(long, global = true, default_value = "warn", env = "AETHER_LOG")]
     log_level: String,
 
-    /// Async worker threads (default: one per core). On a machine shared with a load generator,
-    /// fewer threads than cores avoid cross-thread wake-ups: `aether serve --worker-threads 1` on
-    /// 2 cores serves about twice the turns per second of the default.
+    /// Async worker threads (default: one per core).
     #[arg(long, global = true, value_name = "N", env = "AETHER_WORKER_THREADS")]
     worker_threads: Option<usize>,
 

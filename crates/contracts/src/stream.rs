@@ -1,5 +1,6 @@
 //! Streaming chunks of a live turn: `TaskStreamChunk` and its two taxonomies.
 
+use crate::enums::impl_as_str;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +28,22 @@ pub enum TaskChunkType {
     Error,
     Cancelled,
 }
+
+impl_as_str!(TaskChunkType {
+    Processing => "processing",
+    PlanDelta => "plan_delta",
+    PlanSummary => "plan_summary",
+    ToolCallRequest => "tool_call_request",
+    ToolApprovalRequest => "tool_approval_request",
+    ToolProposal => "tool_proposal",
+    ToolResult => "tool_result",
+    UserInputRequest => "user_input_request",
+    Response => "response",
+    Progress => "progress",
+    Complete => "complete",
+    Error => "error",
+    Cancelled => "cancelled",
+});
 
 /// Fine-grained, dotted chunk kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

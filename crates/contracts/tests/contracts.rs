@@ -229,3 +229,25 @@ fn content_accepts_string_parts_and_null() {
         json!({"role":"user","content":"hi"})
     );
 }
+
+#[test]
+fn chunk_type_names_are_the_wire_values() {
+    use aether_contracts::TaskChunkType::*;
+    for t in [
+        Processing,
+        PlanDelta,
+        PlanSummary,
+        ToolCallRequest,
+        ToolApprovalRequest,
+        ToolProposal,
+        ToolResult,
+        UserInputRequest,
+        Response,
+        Progress,
+        Complete,
+        Error,
+        Cancelled,
+    ] {
+        assert_eq!(serde_json::to_value(t).unwrap(), t.as_str(), "{t:?}");
+    }
+}

@@ -10,7 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::config::{key_hash, ServerConfig};
+use crate::config::{digest_from_hex, key_digest, ServerConfig};
 use crate::error::ApiError;
 use crate::limits::{RateDecision, RateLimiter};
 use crate::state::AppState;
@@ -59,19 +59,20 @@ impl Tenant {
 /// Every tenant, by the hash of each of its keys.
 #[derive(Debug)]
 pub struct Tenants {
-    by_key_hash: HashMap<String, Arc<Tenant>>,
+    by_key_digest: HashMap<[u8; 32], Arc<Tenant>>,
     anonymous: Option<Arc<Tenant>>,
 }
 
 impl Tenants {
     pub fn new(cfg: &ServerConfig, redis: Option<&redis::aio::ConnectionManager>) -> Self {
-        let mut by_key_hash = HashMap::new();
+        let mut by_key_digest = HashMap::new();
         for t in &cfg.tenants {
             let limit = t.rate_limit.or(cfg.rate_limit);
             let limiter = limit.map(|l| RateLimiter::new(&t.name, l, redis));
             let tenant = Arc::new(Tenant::new(&t.name, limiter));
-            for h in &t.api_key_sha256 {
-                by_key_hash.insert(h.to_ascii_lowercase(), Arc::clone(&tenant));
+            // Validated config: every hash is 64 hex digits.
+            for digest in t.api_key_sha256.iter().filter_map(|h| digest_from_hex(h)) {
+                by_key_digest.insert(digest, Arc::clone(&tenant));
             }
         }
         let anonymous = cfg.allow_anonymous.then(|| {
@@ -80,7 +81,10 @@ impl Tenants {
                 cfg.rate_limit.map(|l| RateLimiter::new("default", l, redis)),
             ))
         });
-        Self { by_key_hash, anonymous }
+        Self {
+            by_key_digest,
+            anonymous,
+        }
     }
 
     fn find(&self, authorization: Option<&HeaderValue>) -> Result<Arc<Tenant>, ApiError> {
@@ -106,8 +110,8 @@ impl Tenants {
                     "the Authorization header must be `Bearer KEY`",
                 )
             })?;
-        self.by_key_hash
-            .get(&key_hash(key))
+        self.by_key_digest
+            .get(&key_digest(key))
             .cloned()
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "auth.invalid", "unknown API key"))
     }

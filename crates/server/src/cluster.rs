@@ -112,7 +112,7 @@ impl Cluster {
                 .map_err(|e| format!("cluster: cannot create its tables: {e}"))?;
         }
         tx.commit().await.map_err(|e| e.to_string())?;
-        let instance = format!("i{:016x}", rand_id());
+        let instance = format!("i{:016x}", rand::random::<u64>());
         Ok(Arc::new(Self {
             pool,
             instance,
@@ -372,16 +372,4 @@ impl Cluster {
         self.notify(BROADCAST, &wire).await?;
         Ok(gone)
     }
-}
-
-fn rand_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    h.finish()
 }

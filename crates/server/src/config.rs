@@ -128,7 +128,7 @@ impl ServerConfig {
                 )));
             }
             for (j, h) in t.api_key_sha256.iter().enumerate() {
-                if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                if digest_from_hex(h).is_none() {
                     return Err(ConfigError(format!(
                         "tenants[{i}].api_key_sha256[{j}]: expected 64 hex digits (sha256sum of the key)"
                     )));
@@ -188,6 +188,22 @@ pub fn valid_tenant_name(name: &str) -> bool {
 
 /// SHA-256 of an API key, lowercase hex: what the config file stores.
 pub fn key_hash(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    key_digest(key).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of an API key: what a request's key is looked up by (no text per request).
+pub fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The digest written as 64 hex digits (validated by [`ServerConfig::validate`]).
+pub fn digest_from_hex(hex: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if hex.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }

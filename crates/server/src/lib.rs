@@ -66,37 +66,32 @@ static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 /// by route template and status.
 async fn observe(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
+    // MatchedPath holds the template as an Arc: cloning it copies no text.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("req-{:x}", REQUEST_IDS.fetch_add(1, Ordering::Relaxed)));
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        req.headers_mut().insert("x-request-id", v);
-    }
+    let request_id = match req.headers().get("x-request-id") {
+        Some(v) if !v.is_empty() && v.len() <= 64 && v.as_bytes().iter().all(u8::is_ascii_graphic) => v.clone(),
+        _ => {
+            let id = format!("req-{:x}", REQUEST_IDS.fetch_add(1, Ordering::Relaxed));
+            let v = HeaderValue::from_str(&id).expect("ASCII request id");
+            req.headers_mut().insert("x-request-id", v.clone());
+            v
+        }
+    };
     let mut response = next.run(req).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    s.metrics.request(&route, method.as_str(), status, elapsed);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    s.metrics.request(route, method.as_str(), status, elapsed);
     tracing::info!(
-        request_id = %request_id,
+        request_id = request_id.to_str().unwrap_or(""),
         method = %method,
-        route = %route,
+        route,
         status,
         elapsed_us = elapsed.as_micros() as u64,
         "request"
     );
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", v);
-    }
+    response.headers_mut().insert("x-request-id", request_id);
     response
 }
 

@@ -72,6 +72,15 @@ impl Server {
         self.call(reqwest::Method::DELETE, path, key, None).await.0
     }
 
+    /// Opens a live turn as tenant acme; the response streams server-sent events.
+    async fn stream(&self, body: Value) -> reqwest::Response {
+        self.req(reqwest::Method::POST, "/v1/tasks/stream", Some("key-acme"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn shutdown(mut self) -> usize {
         let _ = self.stop.take().unwrap().send(());
         self.done.await.unwrap().unwrap()
@@ -421,12 +430,7 @@ async fn live_turns_stream_in_order_take_approvals_and_cancel_on_disconnect() {
     let agent = a["agent_id"].as_str().unwrap().to_owned();
 
     // A whole turn: ordered sequence ids, ends with the final chunk, then the stream closes.
-    let mut resp = s
-        .req(reqwest::Method::POST, "/v1/tasks/stream", Some("key-acme"))
-        .json(&turn(&agent, "live-1", "live-1"))
-        .send()
-        .await
-        .unwrap();
+    let mut resp = s.stream(turn(&agent, "live-1", "live-1")).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let chunks = read_sse(&mut resp, |_| false).await;
@@ -445,12 +449,7 @@ async fn live_turns_stream_in_order_take_approvals_and_cancel_on_disconnect() {
     // Approvals through the API: the turn waits until the answer arrives.
     let (_, risky) = s.post("/v1/agents", "key-acme", agent_body(&["aml_checker"])).await;
     let risky = risky["agent_id"].as_str().unwrap().to_owned();
-    let mut resp = s
-        .req(reqwest::Method::POST, "/v1/tasks/stream", Some("key-acme"))
-        .json(&turn(&risky, "live-2", "live-2"))
-        .send()
-        .await
-        .unwrap();
+    let mut resp = s.stream(turn(&risky, "live-2", "live-2")).await;
     let asked = read_sse(&mut resp, |c| c["chunk_type"] == "tool_approval_request").await;
     let interaction = asked.last().unwrap()["interaction_id"].as_str().unwrap().to_owned();
     let (_, pending) = s.get("/v1/live/live-2/pending", "key-acme").await;
@@ -492,12 +491,7 @@ async fn live_turns_stream_in_order_take_approvals_and_cancel_on_disconnect() {
     assert_eq!(result["content"]["status"], "success", "{result}");
 
     // Disconnect mid-turn: the turn is cancelled, leaves the registry, and writes nothing.
-    let mut resp = s
-        .req(reqwest::Method::POST, "/v1/tasks/stream", Some("key-acme"))
-        .json(&turn(&risky, "live-3", "live-3"))
-        .send()
-        .await
-        .unwrap();
+    let mut resp = s.stream(turn(&risky, "live-3", "live-3")).await;
     read_sse(&mut resp, |c| c["chunk_type"] == "tool_approval_request").await;
     assert_eq!(s.gauge("aether_live_turns").await, 1.0);
     drop(resp);
@@ -515,12 +509,7 @@ async fn live_turns_stream_in_order_take_approvals_and_cancel_on_disconnect() {
     );
 
     // Cancel through the API.
-    let mut resp = s
-        .req(reqwest::Method::POST, "/v1/tasks/stream", Some("key-acme"))
-        .json(&turn(&risky, "live-4", "live-4"))
-        .send()
-        .await
-        .unwrap();
+    let mut resp = s.stream(turn(&risky, "live-4", "live-4")).await;
     read_sse(&mut resp, |c| c["chunk_type"] == "tool_approval_request").await;
     let (st, _) = s
         .call(reqwest::Method::POST, "/v1/live/live-4/cancel", "key-acme", None)

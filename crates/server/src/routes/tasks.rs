@@ -176,12 +176,8 @@ fn event(t: &Tenant, mut chunk: TaskStreamChunk) -> Event {
             *id = own.to_owned();
         }
     }
-    let name = serde_json::to_value(chunk.chunk_type)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "chunk".into());
     Event::default()
-        .event(name)
+        .event(chunk.chunk_type.as_str())
         .id(chunk.sequence_id.to_string())
         .json_data(&chunk)
         .unwrap_or_else(|_| Event::default().event("error").data("unserialisable chunk"))
