@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::Value;
 
 use crate::exit::CliError;
+use crate::mcp_args::McpArgs;
 use crate::provider_args::ProviderArgs;
 use crate::sim_args::{comma_list, SimArgs};
 use crate::store_args::{self, StoreArgs, StoreKind};
@@ -52,6 +53,9 @@ pub struct ChatArgs {
 
     #[command(flatten)]
     sim: SimArgs,
+
+    #[command(flatten)]
+    mcp: McpArgs,
 }
 
 fn ms(r: &TaskResult, key: &str) -> f64 {
@@ -76,6 +80,7 @@ pub async fn run(args: ChatArgs) -> Result<(), CliError> {
         .demo_tools(args.sim.demo_config())
         .build()
         .map_err(|e| CliError::failed(e.to_string()))?;
+    let _mcp = args.mcp.attach(rt.tools()).await?;
 
     let config = AgentConfig::new(&args.model, &args.system_prompt).with_tools(comma_list(&args.tools));
     let created = rt.process(TaskRequest::create_agent("create-1", config)).await;

@@ -4,6 +4,7 @@ use aether_runtime::Runtime;
 use clap::Args;
 
 use crate::exit::CliError;
+use crate::mcp_args::McpArgs;
 use crate::sim_args::SimArgs;
 
 #[derive(Args)]
@@ -11,9 +12,12 @@ pub struct ToolsArgs {
     /// Print the full declarations (name, description, JSON Schema) as JSON.
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    mcp: McpArgs,
 }
 
-pub fn tools(args: ToolsArgs) -> Result<(), CliError> {
+pub async fn tools(args: ToolsArgs) -> Result<(), CliError> {
     let rt = Runtime::builder()
         .config(aether_runtime::RuntimeConfig {
             sweep_interval: None,
@@ -21,14 +25,18 @@ pub fn tools(args: ToolsArgs) -> Result<(), CliError> {
         })
         .build()
         .map_err(|e| CliError::failed(e.to_string()))?;
+    let mut hub = args.mcp.attach(rt.tools()).await?;
     let tools = rt.tools().list();
+    if let Some(h) = hub.as_mut() {
+        h.shutdown().await;
+    }
     if args.json {
         let specs: Vec<_> = tools.iter().map(|t| &t.spec).collect();
         println!("{}", serde_json::to_string_pretty(&specs).unwrap_or_default());
         return Ok(());
     }
     println!(
-        "{:<24} {:<10} {:<28} DESCRIPTION",
+        "{:<32} {:<10} {:<28} DESCRIPTION",
         "TOOL", "KIND", "REQUIRED PARAMETERS"
     );
     for t in tools {
@@ -41,8 +49,13 @@ pub fn tools(args: ToolsArgs) -> Result<(), CliError> {
                 r.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
             });
         let kind = if t.is_blocking() { "blocking" } else { "async" };
+        let kind = if t.spec.metadata.contains_key("mcp_server") {
+            "mcp"
+        } else {
+            kind
+        };
         println!(
-            "{:<24} {:<10} {:<28} {}",
+            "{:<32} {:<10} {:<28} {}",
             t.full_name, kind, required, t.spec.description
         );
     }

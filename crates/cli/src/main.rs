@@ -5,6 +5,8 @@
 mod chat;
 mod exit;
 mod info;
+mod mcp_args;
+mod mcp_serve;
 mod perf;
 mod provider_args;
 mod serve;
@@ -51,6 +53,8 @@ enum Command {
     Chat(Box<chat::ChatArgs>),
     /// Serve the runtime's HTTP API: agents, tasks, live turns, sessions, metrics (multi-tenant).
     Serve(Box<serve::ServeArgs>),
+    /// Serve the registry's tools (built-in and demo) as an MCP server over stdio or streamable HTTP.
+    McpServe(mcp_serve::McpServeArgs),
     /// Serve the simulated model over HTTP in the OpenAI-compatible format.
     SimLlm(simllm::SimLlmArgs),
     /// Inspect and manage stored chat sessions (list, show, delete, export).
@@ -116,7 +120,8 @@ fn main() {
                 Command::Sessions(c) => sessions::run(c).await,
                 Command::Serve(a) => serve::run(*a).await,
                 Command::SimLlm(a) => simllm::run(a).await,
-                Command::Tools(a) => info::tools(a),
+                Command::McpServe(a) => mcp_serve::run(a).await,
+                Command::Tools(a) => info::tools(a).await,
                 Command::Models(a) => info::models(a),
                 Command::Validate(a) => validate::run(a),
             }

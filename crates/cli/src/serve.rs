@@ -10,6 +10,7 @@ use aether_server::{AppState, ServerConfig};
 use clap::Args;
 
 use crate::exit::CliError;
+use crate::mcp_args::McpArgs;
 use crate::provider_args::ProviderArgs;
 use crate::sim_args::SimArgs;
 use crate::store_args::{self, StoreArgs, StoreKind};
@@ -99,6 +100,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     provider: ProviderArgs,
+
+    #[command(flatten)]
+    mcp: McpArgs,
 }
 
 pub async fn run(a: ServeArgs) -> Result<(), CliError> {
@@ -150,6 +154,7 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
         .demo_tools(a.sim.demo_config())
         .build()
         .map_err(|e| CliError::failed(e.to_string()))?;
+    let mut mcp = a.mcp.attach(rt.tools()).await?;
     let state = AppState::with(
         Arc::new(rt),
         &cfg,
@@ -189,6 +194,9 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
         return Err(CliError::failed(format!(
             "{left} request(s) were still running at the drain deadline"
         )));
+    }
+    if let Some(hub) = mcp.as_mut() {
+        hub.shutdown().await;
     }
     eprintln!("aether serve: stopped; every accepted request finished and the store is flushed");
     Ok(())

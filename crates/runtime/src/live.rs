@@ -2,7 +2,8 @@
 //! approval answers, cancel and close while it runs.
 //!
 //! Chunks of a tool-using turn come in the original's order: `plan.delta` → `plan.summary` →
-//! `tool.proposal` (with an `interaction_id` when a person must approve) → `tool.result` →
+//! `tool.proposal` (with an `interaction_id` when a person must approve) → `tool.delta`* (progress
+//! of running calls, chunk_type `progress`; an MCP server's progress notifications) → `tool.result` →
 //! `response.delta`* → `response.final` → `turn.complete`. Failures are `error` chunks whose
 //! content is always an `ErrorPayload` object; a cancelled turn ends with a `cancelled` chunk.
 //! `sequence_id`s count up from 0 across the whole live session without gaps.
@@ -29,7 +30,7 @@ use crate::engine::{converse_with, validate, RequestPlan};
 use crate::error::EngineError;
 use crate::model::{DeltaSink, ModelError};
 use crate::runtime::Core;
-use crate::tools::RegisteredTool;
+use crate::tools::{RegisteredTool, ToolProgress};
 
 /// Settings of one live session.
 #[derive(Debug, Clone)]
@@ -321,6 +322,30 @@ impl TurnObserver for LiveObserver<'_> {
             }
         });
         futures::future::join_all(decisions).await
+    }
+
+    fn wants_tool_progress(&self) -> bool {
+        true
+    }
+
+    async fn tool_progress(&mut self, update: ToolProgress) {
+        let content = json!({
+            "call_id": update.call_id,
+            "progress": update.progress,
+            "total": update.total,
+            "message": update.message,
+        });
+        let _ = self
+            .emitter
+            .emit(
+                TaskChunkType::Progress,
+                Some(ChunkKind::ToolDelta),
+                "tool",
+                content,
+                None,
+                false,
+            )
+            .await;
     }
 
     async fn tool_results(&mut self, results: &[ToolResult]) {

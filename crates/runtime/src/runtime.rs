@@ -106,6 +106,7 @@ impl RuntimeBuilder {
         let registry = Arc::new(ToolRegistry::new());
         registry.register(builtin::echo())?;
         registry.register(builtin::timestamp())?;
+        registry.register(builtin::wait())?;
         for t in demo_tools(&self.demo) {
             registry.register(t)?;
         }
@@ -356,7 +357,8 @@ impl Runtime {
         )
     }
 
-    pub fn tools(&self) -> &ToolRegistry {
+    /// The tool registry; clone the `Arc` to add or refresh tools later (MCP servers do).
+    pub fn tools(&self) -> &Arc<ToolRegistry> {
         &self.core.tools
     }
 

@@ -24,7 +24,11 @@ use crate::model::{HistoryView, ModelRequest, TokenUsage};
 use crate::runtime::Core;
 use crate::sessions::{Binding, ChatState};
 use crate::stats::Stats;
-use crate::tools::executor::execute_calls;
+use crate::tools::executor::{execute_calls, CallScope};
+use crate::tools::ProgressSink;
+
+/// Progress updates of one response's tool calls that may wait for a live observer.
+const TOOL_PROGRESS_BUFFER: usize = 64;
 
 pub(crate) struct NativeAdapter {
     core: Arc<Core>,
@@ -297,6 +301,7 @@ pub(crate) async fn converse_with(
     let _active = TaskGuard::new(&agent, core.clock);
 
     let base_seq = st.next_seq;
+    let user_id: Option<Arc<str>> = req.user_id().map(Arc::from);
     let mut pending: Vec<Arc<SessionEvent>> = Vec::with_capacity(req.messages.len() + 3);
     let new_event = |pending: &Vec<Arc<SessionEvent>>, message: UniversalMessage, results: Vec<ToolResult>| {
         Arc::new(SessionEvent::new(
@@ -370,7 +375,38 @@ pub(crate) async fn converse_with(
         let decisions = observer.decide(&agent.tools, calls, &core.config.approvals).await;
         approval_time += t.elapsed();
         let t = Instant::now();
-        let results = execute_calls(&agent.tools, calls, &decisions, &task_id, &chat.id, tool_timeout).await;
+        let (progress, mut updates) = match observer.wants_tool_progress() {
+            true => {
+                let (sink, rx) = ProgressSink::channel(TOOL_PROGRESS_BUFFER);
+                (Some(sink), Some(rx))
+            }
+            false => (None, None),
+        };
+        let scope = CallScope {
+            task_id: &task_id,
+            session_id: &chat.id,
+            user_id: user_id.clone(),
+            progress,
+            default_timeout: tool_timeout,
+        };
+        let running = execute_calls(&agent.tools, calls, &decisions, scope);
+        let results = match updates.as_mut() {
+            None => running.await,
+            Some(rx) => {
+                // Forward progress while the calls run; the calls never wait for the observer.
+                tokio::pin!(running);
+                let results = loop {
+                    tokio::select! {
+                        r = &mut running => break r,
+                        Some(update) = rx.recv() => observer.tool_progress(update).await,
+                    }
+                };
+                while let Ok(update) = rx.try_recv() {
+                    observer.tool_progress(update).await;
+                }
+                results
+            }
+        };
         tool_time += t.elapsed();
         tool_calls += results.len() as u64;
         observer.tool_results(&results).await;

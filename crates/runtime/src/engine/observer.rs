@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::approvals::{ApprovalConfig, Decision};
 use crate::model::DeltaSink;
-use crate::tools::{resolve_among, RegisteredTool};
+use crate::tools::{resolve_among, RegisteredTool, ToolProgress};
 
 #[async_trait]
 pub(crate) trait TurnObserver: Send {
@@ -28,6 +28,14 @@ pub(crate) trait TurnObserver: Send {
         calls: &[ToolCall],
         cfg: &ApprovalConfig,
     ) -> Vec<Decision>;
+
+    /// Whether this observer wants tools' progress updates ([`Self::tool_progress`]).
+    fn wants_tool_progress(&self) -> bool {
+        false
+    }
+
+    /// A running call reported progress.
+    async fn tool_progress(&mut self, _update: ToolProgress) {}
 
     /// The calls' results, in call order.
     async fn tool_results(&mut self, _results: &[ToolResult]) {}

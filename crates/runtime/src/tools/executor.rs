@@ -5,17 +5,16 @@
 //! calls run concurrently, each under its own timeout; a panic, an error or a timeout becomes a
 //! `ToolResult` too. Results come back in the order of the calls.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{ErrorCode, ErrorPayload, Metadata, ToolCall, ToolResult, ToolStatus};
-use futures::FutureExt;
+
 use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{resolve_among, RegisteredTool, ToolContext, ToolImpl};
+use super::{resolve_among, ProgressSink, RegisteredTool, ToolContext};
 use crate::approvals::Decision;
 
 fn failed(name: &str, call_id: &Option<String>, status: ToolStatus, code: ErrorCode, msg: String) -> ToolResult {
@@ -44,21 +43,10 @@ async fn run_one(p: Prepared) -> (usize, ToolResult) {
     let started = Instant::now();
     let name = p.tool.full_name.to_string();
     let call_id = Some(p.ctx.call_id.to_string());
-    let fut = async {
-        match &p.tool.imp {
-            ToolImpl::Async(t) => t.call(p.params, p.ctx).await,
-            ToolImpl::Blocking(t) => {
-                let t = Arc::clone(t);
-                tokio::task::spawn_blocking(move || t.call(p.params, p.ctx))
-                    .await
-                    .unwrap_or_else(|e| Err(super::ToolError(format!("blocking tool failed to complete: {e}"))))
-            }
-        }
-    };
-    let outcome = tokio::time::timeout(p.timeout, AssertUnwindSafe(fut).catch_unwind()).await;
+    let outcome = tokio::time::timeout(p.timeout, p.tool.invoke(p.params, p.ctx)).await;
     let secs = started.elapsed().as_secs_f64();
     let result = match outcome {
-        Ok(Ok(Ok(data))) => ToolResult {
+        Ok(Ok(data)) => ToolResult {
             tool_name: name,
             status: ToolStatus::Success,
             result_data: data,
@@ -67,19 +55,8 @@ async fn run_one(p: Prepared) -> (usize, ToolResult) {
             execution_time: Some(secs),
             call_id,
         },
-        Ok(Ok(Err(e))) => {
+        Ok(Err(e)) => {
             let mut r = failed(&name, &call_id, ToolStatus::Error, ErrorCode::ToolExecution, e.0);
-            r.execution_time = Some(secs);
-            r
-        }
-        Ok(Err(_panic)) => {
-            let mut r = failed(
-                &name,
-                &call_id,
-                ToolStatus::Error,
-                ErrorCode::ToolExecution,
-                "tool panicked".into(),
-            );
             r.execution_time = Some(secs);
             r
         }
@@ -117,15 +94,22 @@ fn refused(call: &ToolCall, decision: &Decision) -> ToolResult {
     }
 }
 
+/// Who the calls of one model response run for, and where their progress goes.
+pub(crate) struct CallScope<'a> {
+    pub task_id: &'a Arc<str>,
+    pub session_id: &'a Arc<str>,
+    pub user_id: Option<Arc<str>>,
+    pub progress: Option<ProgressSink>,
+    pub default_timeout: Duration,
+}
+
 /// Runs the approved `calls` against `tools` concurrently and returns one result per call, in
 /// call order; a call not approved gets a `cancelled` result and never runs.
 pub(crate) async fn execute_calls(
     tools: &[Arc<RegisteredTool>],
     calls: &[ToolCall],
     decisions: &[Decision],
-    task_id: &Arc<str>,
-    session_id: &Arc<str>,
-    default_timeout: Duration,
+    scope: CallScope<'_>,
 ) -> Vec<ToolResult> {
     let mut results: Vec<Option<ToolResult>> = vec![None; calls.len()];
     let mut runnable = Vec::with_capacity(calls.len());
@@ -166,12 +150,14 @@ pub(crate) async fn execute_calls(
         };
         runnable.push(Prepared {
             index,
-            timeout: tool.timeout.unwrap_or(default_timeout),
+            timeout: tool.timeout.unwrap_or(scope.default_timeout),
             params: call.parameters.clone(),
             ctx: ToolContext {
-                task_id: Arc::clone(task_id),
-                session_id: Arc::clone(session_id),
+                task_id: Arc::clone(scope.task_id),
+                session_id: Arc::clone(scope.session_id),
                 call_id,
+                user_id: scope.user_id.clone(),
+                progress: scope.progress.clone(),
             },
             tool,
         });

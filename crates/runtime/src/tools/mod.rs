@@ -29,6 +29,80 @@ pub struct ToolContext {
     pub task_id: Arc<str>,
     pub session_id: Arc<str>,
     pub call_id: Arc<str>,
+    /// The user of the turn (`user_context.user_id` or `metadata.user_id`), when known.
+    pub user_id: Option<Arc<str>>,
+    /// Where the tool reports progress; `Some` only when someone watches (a live turn).
+    pub progress: Option<ProgressSink>,
+}
+
+impl ToolContext {
+    /// A context for calling a tool outside a turn (tests, the MCP server, benchmarks).
+    pub fn detached(call_id: impl Into<Arc<str>>) -> Self {
+        Self {
+            task_id: Arc::from(""),
+            session_id: Arc::from(""),
+            call_id: call_id.into(),
+            user_id: None,
+            progress: None,
+        }
+    }
+
+    /// Reports progress of this call, if anyone listens. Never blocks: when the listener is
+    /// behind, the update is dropped (progress is advisory; the result is what counts).
+    pub fn report_progress(&self, progress: f64, total: Option<f64>, message: Option<String>) {
+        if let Some(sink) = &self.progress {
+            sink.report(ToolProgress {
+                call_id: Arc::clone(&self.call_id),
+                progress,
+                total,
+                message,
+            });
+        }
+    }
+}
+
+/// One progress update of a running tool call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolProgress {
+    pub call_id: Arc<str>,
+    /// Work done so far, in the tool's own unit; grows with each update.
+    pub progress: f64,
+    /// Work in all, when the tool knows it.
+    pub total: Option<f64>,
+    pub message: Option<String>,
+}
+
+/// The sending end of a turn's progress channel (bounded; a full channel drops updates and
+/// counts them).
+#[derive(Debug, Clone)]
+pub struct ProgressSink {
+    tx: tokio::sync::mpsc::Sender<ToolProgress>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ProgressSink {
+    /// A sink and its receiver, holding at most `capacity` updates.
+    pub fn channel(capacity: usize) -> (Self, tokio::sync::mpsc::Receiver<ToolProgress>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity.max(1));
+        (
+            Self {
+                tx,
+                dropped: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    pub fn report(&self, update: ToolProgress) {
+        if self.tx.try_send(update).is_err() {
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Updates dropped because the listener was behind or gone.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A tool's failure; it becomes a `ToolResult` with status `error`, never a failed turn.
@@ -164,6 +238,27 @@ impl RegisteredTool {
             .get("requires_approval")
             .and_then(|v| v.as_bool())
             .unwrap_or(false)
+    }
+
+    /// Runs the tool once, without validation or timeout (the executor adds both): async tools
+    /// on this task, blocking ones on the blocking pool. A panic becomes an error.
+    pub async fn invoke(&self, params: Metadata, ctx: ToolContext) -> Result<serde_json::Value, ToolError> {
+        use futures::FutureExt;
+        let fut = async {
+            match &self.imp {
+                ToolImpl::Async(t) => t.call(params, ctx).await,
+                ToolImpl::Blocking(t) => {
+                    let t = Arc::clone(t);
+                    tokio::task::spawn_blocking(move || t.call(params, ctx))
+                        .await
+                        .unwrap_or_else(|e| Err(ToolError(format!("blocking tool failed to complete: {e}"))))
+                }
+            }
+        };
+        std::panic::AssertUnwindSafe(fut)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(ToolError::new("tool panicked")))
     }
 
     pub fn is_blocking(&self) -> bool {

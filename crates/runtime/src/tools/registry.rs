@@ -106,6 +106,30 @@ impl ToolRegistry {
         Ok(tool)
     }
 
+    /// Replaces every tool of `namespace` with `tools` in one step (an MCP server's tool list
+    /// changed). Agents created before keep the tools they resolved; new agents see the new
+    /// list. Fails, changing nothing, when a new tool is outside `namespace` or named twice.
+    pub fn replace_namespace(&self, namespace: &str, tools: Vec<RegisteredTool>) -> Result<usize, RegistryError> {
+        let mut fresh: HashMap<Arc<str>, Arc<RegisteredTool>> = HashMap::with_capacity(tools.len());
+        for t in tools {
+            if t.spec.namespace.as_deref() != Some(namespace) {
+                return Err(RegistryError::InvalidName {
+                    name: t.full_name.to_string(),
+                    reason: format!("expected a tool of namespace `{namespace}`"),
+                });
+            }
+            if fresh.contains_key(&t.full_name) {
+                return Err(RegistryError::Duplicate(t.full_name.to_string()));
+            }
+            fresh.insert(Arc::clone(&t.full_name), Arc::new(t));
+        }
+        let n = fresh.len();
+        let mut all = self.tools.write();
+        all.retain(|_, t| t.spec.namespace.as_deref() != Some(namespace));
+        all.extend(fresh);
+        Ok(n)
+    }
+
     /// Resolves a name by the resolver rules.
     pub fn resolve(&self, name: &str) -> Result<Arc<RegisteredTool>, ResolveError> {
         let tools = self.tools.read();

@@ -1,0 +1,591 @@
+//! MCP tools against real servers: the third-party `@modelcontextprotocol/server-everything`
+//! over stdio (installed from npm by `scripts/install-mcp-servers.sh`), and `aether mcp-serve`
+//! over stdio and streamable HTTP: discovery with paging, calls, error results, progress into
+//! live turns, cancellation, a crashed server restarted, a slow server hitting the timeout.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aether_contracts::{
+    AgentConfig, ChunkKind, Metadata, TaskChunkType, TaskRequest, TaskStreamChunk, ToolStatus, UniversalMessage,
+    UniversalTool,
+};
+use aether_mcp::{McpClient, McpHub, McpServerConfig, SessionMode, ToolServer};
+use aether_runtime::live::{LiveOptions, LiveSession};
+use aether_runtime::tools::{FnTool, ProgressSink, RegisteredTool, ToolContext, ToolError, ToolProgress};
+use aether_runtime::Runtime;
+use common::*;
+use serde_json::{json, Value};
+
+/// How long any single wait in these tests may take before the test fails (not a sleep).
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// server-everything over stdio, or `None` (with the reason printed) when it is not installed
+/// outside CI. In CI (`CI` set) a missing server fails the test: `.ci/run` installs it.
+fn everything() -> Option<McpServerConfig> {
+    let entry = std::env::var("AETHER_MCP_EVERYTHING")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_default();
+            std::path::Path::new(&home)
+                .join(".cache/aether-mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+        });
+    if !entry.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "server-everything missing at {}: run scripts/install-mcp-servers.sh",
+            entry.display()
+        );
+        eprintln!("SKIPPED: server-everything is not installed (run scripts/install-mcp-servers.sh)");
+        return None;
+    }
+    Some(McpServerConfig::stdio(
+        "everything",
+        "node",
+        [entry.to_string_lossy().into_owned(), "stdio".into()],
+    ))
+}
+
+/// `aether mcp-serve` over stdio, demo tools without latency, two tools per page.
+fn aether_stdio(name: &str) -> McpServerConfig {
+    McpServerConfig::stdio(
+        name,
+        env!("CARGO_BIN_EXE_aether"),
+        ["mcp-serve", "--tool-latency-ms", "0", "--page-size", "2"],
+    )
+}
+
+/// `aether mcp-serve --http` as a child process; killed on drop.
+struct HttpServe {
+    child: Child,
+    url: String,
+}
+
+impl HttpServe {
+    fn start() -> Self {
+        let mut child = command(&[
+            "mcp-serve",
+            "--http",
+            "127.0.0.1:0",
+            "--tool-latency-ms",
+            "0",
+            "--page-size",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start aether mcp-serve --http");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line.rsplit(' ').next().unwrap().trim().to_owned();
+        assert!(url.starts_with("http://127.0.0.1:"), "printed the URL: {line}");
+        Self { child, url }
+    }
+}
+
+impl Drop for HttpServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ctx_with_progress() -> (ToolContext, tokio::sync::mpsc::Receiver<ToolProgress>) {
+    let (sink, rx) = ProgressSink::channel(64);
+    let mut ctx = ToolContext::detached("call-1");
+    ctx.progress = Some(sink);
+    (ctx, rx)
+}
+
+fn args(v: Value) -> Metadata {
+    match v {
+        Value::Object(m) => m,
+        _ => panic!("arguments are an object"),
+    }
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {PATIENCE:?}"))
+}
+
+fn runtime() -> Runtime {
+    Runtime::builder().time_scale(0.0).build().unwrap()
+}
+
+async fn create(rt: &Runtime, tools: &[&str]) -> String {
+    let config = AgentConfig::new("gpt-4o-mini", "You use tools.").with_tools(tools.iter().copied());
+    let r = rt.process(TaskRequest::create_agent("create", config)).await;
+    assert!(r.is_success(), "create failed: {:?}", r.error);
+    r.agent_id.unwrap()
+}
+
+fn live(rt: &Runtime, agent: &str, session: &str) -> LiveSession {
+    let req = TaskRequest::converse(
+        format!("t-{session}"),
+        agent,
+        session,
+        vec![UniversalMessage::user("go")],
+    );
+    rt.start_live(req, LiveOptions::default()).unwrap()
+}
+
+async fn read_turn(s: &mut LiveSession) -> Vec<TaskStreamChunk> {
+    let mut out = Vec::new();
+    while let Some(c) = within("live chunk", s.next_chunk()).await {
+        let last = c.is_final;
+        out.push(c);
+        if last {
+            break;
+        }
+    }
+    out
+}
+
+/// A live turn calling `tool` streams its progress as `tool.delta` chunks before `tool.result`.
+async fn assert_live_progress(rt: &Runtime, tool: &str, steps: usize) {
+    let agent = create(rt, &[tool]).await;
+    let mut s = live(rt, &agent, &format!("live-{}", tool.replace('.', "-")));
+    let chunks = read_turn(&mut s).await;
+    let deltas: Vec<&TaskStreamChunk> = chunks
+        .iter()
+        .filter(|c| c.chunk_kind == Some(ChunkKind::ToolDelta))
+        .collect();
+    assert_eq!(deltas.len(), steps, "one tool.delta per progress step: {chunks:#?}");
+    assert!(deltas.iter().all(|c| c.chunk_type == TaskChunkType::Progress));
+    assert_eq!(deltas.last().unwrap().content["progress"], json!(steps as f64));
+    assert_eq!(deltas.last().unwrap().content["total"], json!(steps as f64));
+    let first_delta = chunks
+        .iter()
+        .position(|c| c.chunk_kind == Some(ChunkKind::ToolDelta))
+        .unwrap();
+    let result = chunks
+        .iter()
+        .position(|c| c.chunk_kind == Some(ChunkKind::ToolResult))
+        .expect("a tool.result");
+    assert!(first_delta < result, "progress comes before the result");
+    assert_eq!(chunks.last().unwrap().chunk_type, TaskChunkType::Complete);
+    s.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_over_stdio_discovers_calls_fails_and_reports_progress() {
+    let Some(cfg) = everything() else { return };
+    let rt = runtime();
+    let hub = McpHub::attach(Arc::clone(rt.tools()), vec![cfg]).await.unwrap();
+    for t in [
+        "everything.echo",
+        "everything.get-sum",
+        "everything.trigger-long-running-operation",
+    ] {
+        let tool = rt.tools().resolve(t).unwrap_or_else(|e| panic!("{t} registered: {e}"));
+        assert_eq!(tool.spec.metadata["mcp_server"], json!("everything"));
+    }
+    let echo = rt.tools().resolve("everything.echo").unwrap();
+    assert!(
+        echo.validate(&Metadata::new()).unwrap_err().contains("message"),
+        "the server's schema is enforced"
+    );
+
+    // The server registers more tools once initialised and says so: the list is read again.
+    let client = hub.client("everything").unwrap();
+    let mut generation = client.tools_generation();
+    within("tool list refresh", generation.wait_for(|g| *g >= 2))
+        .await
+        .unwrap();
+
+    let ctx = ToolContext::detached("c");
+    let v = client.call("echo", args(json!({"message": "hi"})), &ctx).await.unwrap();
+    assert!(v["text"].as_str().unwrap().contains("hi"), "{v}");
+    let v = client
+        .call("get-sum", args(json!({"a": 2, "b": 3})), &ctx)
+        .await
+        .unwrap();
+    assert!(v.to_string().contains('5'), "{v}");
+    let e = client
+        .call("get-sum", args(json!({"a": "two", "b": 3})), &ctx)
+        .await
+        .unwrap_err();
+    assert!(
+        e.0.contains("MCP server `everything`") && e.0.contains("get-sum"),
+        "{e}"
+    );
+
+    let (ctx, mut rx) = ctx_with_progress();
+    let v = client
+        .call(
+            "trigger-long-running-operation",
+            args(json!({"duration": 0.2, "steps": 4})),
+            &ctx,
+        )
+        .await
+        .unwrap();
+    assert!(v["text"].as_str().unwrap().contains("completed"), "{v}");
+    drop(ctx);
+    let mut updates = Vec::new();
+    while let Some(u) = rx.recv().await {
+        updates.push(u);
+    }
+    assert_eq!(
+        updates.iter().map(|u| u.progress).collect::<Vec<_>>(),
+        vec![1.0, 2.0, 3.0, 4.0]
+    );
+    assert!(updates.iter().all(|u| u.total == Some(4.0) && &*u.call_id == "call-1"));
+    assert_eq!(
+        client.stats().sessions_opened,
+        1,
+        "one pooled session served every call"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_stdio_server_fails_its_calls_and_is_restarted_and_cancel_reaches_it() {
+    let Some(cfg) = everything() else { return };
+    let client = McpClient::new(cfg).unwrap();
+    client.connect().await.unwrap();
+    let ctx = ToolContext::detached("c");
+    client.call("echo", args(json!({"message": "a"})), &ctx).await.unwrap();
+    let before = client.pids();
+    assert_eq!(before.len(), 1);
+
+    // A call in flight when the server dies fails at once, clearly.
+    let (ctx_p, mut rx) = ctx_with_progress();
+    let long = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .call(
+                    "trigger-long-running-operation",
+                    args(json!({"duration": 30, "steps": 300})),
+                    &ctx_p,
+                )
+                .await
+        })
+    };
+    within("first progress", rx.recv())
+        .await
+        .expect("progress before the crash");
+    // SAFETY: kill(2) on the server's own pid.
+    assert_eq!(unsafe { libc::kill(before[0] as i32, libc::SIGKILL) }, 0);
+    let err = within("the in-flight call to fail", long).await.unwrap().unwrap_err();
+    assert!(err.0.contains("closed while") && err.0.contains("everything"), "{err}");
+
+    // The next call restarts the server.
+    let v = client.call("echo", args(json!({"message": "b"})), &ctx).await.unwrap();
+    assert!(v["text"].as_str().unwrap().contains('b'));
+    let after = client.pids();
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a new process");
+    assert_eq!(client.stats().restarts, 1);
+
+    // Dropping a running call tells the server to cancel; the session stays usable.
+    let (ctx_p, mut rx) = ctx_with_progress();
+    let cancelled = client.stats().cancelled;
+    {
+        let call = client.call(
+            "trigger-long-running-operation",
+            args(json!({"duration": 30, "steps": 300})),
+            &ctx_p,
+        );
+        tokio::pin!(call);
+        tokio::select! {
+            _ = &mut call => panic!("a 30 s operation finished"),
+            u = rx.recv() => assert!(u.is_some()),
+        }
+    }
+    assert_eq!(client.stats().cancelled, cancelled + 1);
+    let v = within(
+        "a call after a cancel",
+        client.call("echo", args(json!({"message": "c"})), &ctx),
+    )
+    .await;
+    assert!(v.unwrap()["text"].as_str().unwrap().contains('c'));
+    assert_eq!(client.stats().restarts, 1, "cancel does not cost the session");
+    client.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_hits_the_timeout_in_a_turn() {
+    let Some(cfg) = everything() else { return };
+    let rt = runtime();
+    let hub = McpHub::attach(
+        Arc::clone(rt.tools()),
+        vec![cfg.with_timeout(Duration::from_millis(300))],
+    )
+    .await
+    .unwrap();
+    // Without arguments the operation takes its default 10 s.
+    let agent = create(&rt, &["everything.trigger-long-running-operation"]).await;
+    let started = std::time::Instant::now();
+    let r = within(
+        "the turn",
+        rt.process(TaskRequest::converse(
+            "t",
+            &agent,
+            "slow",
+            vec![UniversalMessage::user("go")],
+        )),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the timeout cut the call short"
+    );
+    let tr = &r.tool_results[0];
+    assert_eq!(tr.status, ToolStatus::Timeout, "{tr:?}");
+    assert!(tr.error_message.as_deref().unwrap().contains("timed out"), "{tr:?}");
+    assert_eq!(
+        hub.client("everything").unwrap().stats().cancelled,
+        1,
+        "the server was told to cancel"
+    );
+}
+
+/// Everything `aether mcp-serve` must do on one transport.
+async fn exercise_aether_server(cfg: McpServerConfig) {
+    let rt = runtime();
+    let hub = McpHub::attach(Arc::clone(rt.tools()), vec![cfg]).await.unwrap();
+    let served: Vec<_> = rt
+        .tools()
+        .list()
+        .into_iter()
+        .filter(|t| t.spec.namespace.as_deref() == Some("aether"))
+        .map(|t| t.full_name.to_string())
+        .collect();
+    // 3 built-in + 6 demo tools, read over 5 pages of 2.
+    assert_eq!(served.len(), 9, "{served:?}");
+    assert!(
+        served.contains(&"aether.builtin_echo".to_owned()) && served.contains(&"aether.demo_crm_lookup".to_owned())
+    );
+    let client = hub.client("aether").unwrap();
+
+    let ctx = ToolContext::detached("c");
+    let v = client
+        .call("builtin.echo", args(json!({"message": "hi"})), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"message": "hi"}));
+    let outcome = client
+        .call_timed("demo.fx_quote", args(json!({"base": "USD", "quote": "EUR"})), &ctx)
+        .await;
+    assert_eq!(outcome.result.unwrap()["pair"], json!("USD/EUR"));
+    assert!(outcome.server_time.is_some(), "the server reports its own time");
+
+    let e = client
+        .call(
+            "builtin.wait",
+            args(json!({"duration_ms": 0, "steps": 1, "fail": true})),
+            &ctx,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.0.contains("failed as asked"),
+        "an isError result is a tool error: {e}"
+    );
+    let e = client.call("builtin.echo", args(json!({})), &ctx).await.unwrap_err();
+    assert!(e.0.contains("invalid parameters") && e.0.contains("message"), "{e}");
+    let e = client.call("no.such_tool", Metadata::new(), &ctx).await.unwrap_err();
+    assert!(e.0.contains("unknown tool"), "{e}");
+
+    let (ctx_p, mut rx) = ctx_with_progress();
+    client
+        .call("builtin.wait", args(json!({"duration_ms": 20, "steps": 4})), &ctx_p)
+        .await
+        .unwrap();
+    drop(ctx_p);
+    let mut n = 0;
+    while rx.recv().await.is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 4, "four progress notifications");
+
+    // A live turn streams the server's progress as tool.delta chunks (builtin.wait's
+    // example arguments: 100 ms in 4 steps).
+    assert_live_progress(&rt, "aether.builtin_wait", 4).await;
+    assert_eq!(client.stats().sessions_opened, 1, "every call on one pooled session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aether_mcp_serve_over_stdio() {
+    exercise_aether_server(aether_stdio("aether")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aether_mcp_serve_over_streamable_http() {
+    let server = HttpServe::start();
+    exercise_aether_server(McpServerConfig::http("aether", &server.url)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_aether_tool_times_out_and_pooled_versus_per_call_sessions() {
+    let client = McpClient::new(aether_stdio("aether").with_timeout(Duration::from_millis(200))).unwrap();
+    let ctx = ToolContext::detached("c");
+    let started = std::time::Instant::now();
+    let e = client
+        .call("builtin.wait", args(json!({"duration_ms": 60000, "steps": 1})), &ctx)
+        .await
+        .unwrap_err();
+    assert!(e.0.contains("timed out"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    for i in 0..10 {
+        client
+            .call("builtin.echo", args(json!({"message": i.to_string()})), &ctx)
+            .await
+            .unwrap();
+    }
+    assert_eq!(client.stats().sessions_opened, 1);
+    client.shutdown().await;
+
+    let per_call = McpClient::new(aether_stdio("aether").with_session(SessionMode::PerCall)).unwrap();
+    for i in 0..3 {
+        per_call
+            .call("builtin.echo", args(json!({"message": i.to_string()})), &ctx)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        per_call.stats().sessions_opened,
+        3,
+        "the original's design: a session per call"
+    );
+}
+
+/// A tool that waits an hour, reporting progress, and signals when it is dropped.
+fn slow_tool(dropped: Arc<tokio::sync::Notify>) -> Arc<RegisteredTool> {
+    struct OnDrop(Arc<tokio::sync::Notify>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.notify_one();
+        }
+    }
+    let schema =
+        json!({"type": "object", "properties": {"job": {"type": "string", "examples": ["j-1"]}}, "required": ["job"]});
+    let tool = RegisteredTool::new_async(
+        UniversalTool::new("slow.op", "Runs for an hour.", schema),
+        FnTool(move |_p: Metadata, ctx: ToolContext| {
+            let guard = OnDrop(Arc::clone(&dropped));
+            async move {
+                let _guard = guard;
+                ctx.report_progress(1.0, None, Some("started".into()));
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok::<_, ToolError>(json!({}))
+            }
+        }),
+    )
+    .unwrap();
+    Arc::new(tool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_reach_an_http_server_and_cancelling_a_live_turn_cancels_the_mcp_call() {
+    // An MCP server in this process, so the test can see what reaches it.
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    let echo = Runtime::builder()
+        .build()
+        .unwrap()
+        .tools()
+        .resolve("builtin.echo")
+        .unwrap();
+    let server = ToolServer::new(vec![slow_tool(Arc::clone(&dropped)), echo], 50);
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::<http::HeaderMap>::new()));
+    let app = axum::Router::new()
+        .nest_service("/mcp", aether_mcp::streamable_http_service(server.clone(), &[]))
+        .layer(axum::middleware::from_fn({
+            let seen = Arc::clone(&seen);
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                seen.lock().push(req.headers().clone());
+                next.run(req)
+            }
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let rt = runtime();
+    let hub = McpHub::attach(Arc::clone(rt.tools()), vec![McpServerConfig::http("inproc", &url)])
+        .await
+        .unwrap();
+    let client = hub.client("inproc").unwrap();
+    let ctx = ToolContext {
+        task_id: "task-7".into(),
+        session_id: "session-7".into(),
+        call_id: "call-7".into(),
+        user_id: Some("user-7".into()),
+        progress: None,
+    };
+    client
+        .call("builtin.echo", args(json!({"message": "x"})), &ctx)
+        .await
+        .unwrap();
+    let with_ids = seen
+        .lock()
+        .iter()
+        .find(|h| h.contains_key("x-aether-call-id"))
+        .cloned()
+        .expect("a request carried the call's ids");
+    for (h, v) in [
+        ("x-aether-task-id", "task-7"),
+        ("x-aether-session-id", "session-7"),
+        ("x-aether-call-id", "call-7"),
+        ("x-aether-user-id", "user-7"),
+    ] {
+        assert_eq!(with_ids[h], v);
+    }
+
+    // Cancel a live turn while the MCP call runs: the server's tool is stopped.
+    let agent = create(&rt, &["inproc.slow_op"]).await;
+    let mut s = live(&rt, &agent, "cancel-me");
+    loop {
+        let c = within("a tool.delta", s.next_chunk()).await.expect("stream open");
+        if c.chunk_kind == Some(ChunkKind::ToolDelta) {
+            assert_eq!(c.content["message"], json!("started"));
+            break;
+        }
+    }
+    s.cancel();
+    within("the server-side tool to stop", dropped.notified()).await;
+    let chunks = read_turn(&mut s).await;
+    assert_eq!(chunks.last().unwrap().chunk_type, TaskChunkType::Cancelled);
+    assert_eq!(client.stats().cancelled, 1);
+    assert_eq!(server.stats().cancelled.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[test]
+fn bad_mcp_flags_get_clear_errors() {
+    let out = aether(&["tools", "--mcp", "nothing"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("NAME=URL"), "{}", text(&out.stderr));
+    let out = aether(&["tools", "--mcp", "gone=/nonexistent/mcp-server"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot start"), "{}", text(&out.stderr));
+    let out = aether(&["mcp-serve", "--tools", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`nope` names no tool"),
+        "{}",
+        text(&out.stderr)
+    );
+    let cfg = tmp("mcp-bad").join("mcp.toml");
+    std::fs::write(&cfg, "[[server]]\nname = \"x\"\nurl = \"ftp://host\"\n").unwrap();
+    let out = aether(&["tools", "--mcp-config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("url"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn tools_lists_an_mcp_servers_tools() {
+    let spec = format!("aether={} mcp-serve --tool-latency-ms 0", env!("CARGO_BIN_EXE_aether"));
+    let out = aether(&["tools", "--mcp", &spec]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("aether.builtin_echo") && s.contains("mcp"), "{s}");
+}

@@ -1,0 +1,627 @@
+//! One MCP server's sessions.
+//!
+//! Pooled (the default): `pool_size` sessions are opened on first use and reused by every
+//! call; JSON-RPC multiplexes concurrent calls over each, so a call costs one request and its
+//! response, never a spawn or a handshake. A session whose server died is reopened by the next
+//! call, with the configured retries and doubling backoff; calls that were in flight fail at
+//! once with a clear error. `per_call` opens, handshakes and closes a session for every call:
+//! the original's design, kept to measure what pooling saves.
+//!
+//! A call carries the turn's ids in its request `_meta` (and, over HTTP, as headers), asks for
+//! progress when the turn watches, and tells the server to cancel when it is dropped (a
+//! cancelled turn, a timeout).
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aether_contracts::Metadata;
+use aether_runtime::tools::{ToolContext, ToolError};
+use futures::{FutureExt, StreamExt};
+use parking_lot::RwLock;
+use rmcp::handler::client::progress::ProgressDispatcher;
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResult, CancelledNotificationParam, ClientCapabilities,
+    ClientConfig, ClientRequest, Implementation, ProgressNotificationParam, RequestId, RequestMetaObject, ServerResult,
+    Tool,
+};
+use rmcp::service::{NotificationContext, Peer, PeerRequestOptions, RunningService, ServiceError};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::Notify;
+
+use crate::config::{McpServerConfig, McpTransport, SessionMode};
+use crate::http_client::{ensure_tls_provider, HeaderClient};
+use crate::{McpError, META_CALL_ID, META_EXECUTION_US, META_SESSION_ID, META_TASK_ID, META_USER_ID};
+
+/// Longest wait, after a call's answer, for its last progress notifications (only when the
+/// ones seen fell short of the announced total).
+const PROGRESS_STRAGGLER_WAIT: Duration = Duration::from_millis(25);
+
+/// Receives the server's notifications for one session.
+struct Handler {
+    info: ClientConfig,
+    progress: ProgressDispatcher,
+    tools_changed: Arc<Notify>,
+}
+
+impl ClientHandler for Handler {
+    fn get_info(&self) -> ClientConfig {
+        self.info.clone()
+    }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _ctx: NotificationContext<RoleClient>) {
+        self.progress.handle_notification(params).await;
+    }
+
+    async fn on_tool_list_changed(&self, _ctx: NotificationContext<RoleClient>) {
+        self.tools_changed.notify_one();
+    }
+}
+
+/// One open session.
+struct Session {
+    service: RunningService<RoleClient, Handler>,
+    progress: ProgressDispatcher,
+    /// The process of a stdio server.
+    pid: Option<u32>,
+}
+
+impl Session {
+    fn peer(&self) -> &Peer<RoleClient> {
+        self.service.peer()
+    }
+}
+
+/// A pool slot: the session (if open) and a lock that lets one call at a time reopen it.
+#[derive(Default)]
+struct Slot {
+    session: RwLock<Option<Arc<Session>>>,
+    opening: tokio::sync::Mutex<()>,
+    /// A session was open here before: opening another is a restart.
+    was_open: std::sync::atomic::AtomicBool,
+}
+
+/// Counters of one server.
+#[derive(Default)]
+struct Stats {
+    calls: AtomicU64,
+    failed: AtomicU64,
+    sessions_opened: AtomicU64,
+    restarts: AtomicU64,
+    cancelled: AtomicU64,
+}
+
+/// A snapshot of one server's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct McpStatsSnapshot {
+    pub calls: u64,
+    pub failed: u64,
+    /// Sessions opened (handshakes), first ones and reopenings.
+    pub sessions_opened: u64,
+    /// Sessions reopened after their server died.
+    pub restarts: u64,
+    /// Calls dropped before their answer (the server was told to cancel).
+    pub cancelled: u64,
+}
+
+/// What a call returned, with its timing (for the harness).
+#[derive(Debug, Clone)]
+pub struct CallOutcome {
+    pub result: Result<Value, ToolError>,
+    /// Time from sending the call to its answer, as the client saw it.
+    pub elapsed: Duration,
+    /// The tool's own run time, when the server reports it (`aether mcp-serve` does).
+    pub server_time: Option<Duration>,
+}
+
+/// A configured MCP server: its session pool and counters. Cheap to clone.
+#[derive(Clone)]
+pub struct McpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: McpServerConfig,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+    tools_changed: Arc<Notify>,
+    /// Counts the tool-list refreshes the hub completed (the first listing is 1).
+    tools_generation: tokio::sync::watch::Sender<u64>,
+    stats: Arc<Stats>,
+}
+
+/// Tells the server to cancel a request that was dropped before its answer.
+struct CancelOnDrop {
+    peer: Peer<RoleClient>,
+    id: Option<RequestId>,
+    stats: Arc<Stats>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        let peer = self.peer.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let reason = Some("cancelled by the caller (turn cancelled or timed out)".to_owned());
+                let _ = peer
+                    .notify_cancelled(CancelledNotificationParam::new(Some(id), reason))
+                    .await;
+            });
+        }
+    }
+}
+
+impl McpClient {
+    /// A client for `config`; nothing is opened until [`Self::connect`] or the first call.
+    pub fn new(config: McpServerConfig) -> Result<Self, McpError> {
+        config.validate()?;
+        let pool = match config.session {
+            SessionMode::Pooled => config.pool_size,
+            SessionMode::PerCall => 0,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                slots: (0..pool).map(|_| Slot::default()).collect(),
+                config,
+                next: AtomicUsize::new(0),
+                tools_changed: Arc::new(Notify::new()),
+                tools_generation: tokio::sync::watch::Sender::new(0),
+                stats: Arc::default(),
+            }),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    pub fn config(&self) -> &McpServerConfig {
+        &self.inner.config
+    }
+
+    /// Opens the pooled sessions now (so a bad command or URL fails at start-up, not on the
+    /// first call); per-call mode opens and closes one to check the server.
+    pub async fn connect(&self) -> Result<(), McpError> {
+        if self.inner.slots.is_empty() {
+            let mut s = self.inner.open().await?;
+            let _ = s.service.close().await;
+            return Ok(());
+        }
+        for slot in &self.inner.slots {
+            self.inner.session_in(slot).await.map_err(|e| McpError::Connect {
+                server: self.name().to_owned(),
+                reason: e.0,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Every tool of the server, all pages.
+    pub async fn list_tools(&self) -> Result<Vec<Tool>, McpError> {
+        let err = |reason: String| McpError::Tools {
+            server: self.name().to_owned(),
+            reason,
+        };
+        match self.inner.slots.first() {
+            Some(slot) => {
+                let s = self.inner.session_in(slot).await.map_err(|e| err(e.0))?;
+                s.service.list_all_tools().await.map_err(|e| err(e.to_string()))
+            }
+            None => {
+                let mut s = self.inner.open().await?;
+                let tools = s.service.list_all_tools().await.map_err(|e| err(e.to_string()));
+                let _ = s.service.close().await;
+                tools
+            }
+        }
+    }
+
+    /// Watches the number of completed tool-list refreshes (see [`crate::McpHub`]).
+    pub fn tools_generation(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.tools_generation.subscribe()
+    }
+
+    pub(crate) fn tools_refreshed(&self) {
+        self.inner.tools_generation.send_modify(|g| *g += 1);
+    }
+
+    /// Resolves when the server says its tool list changed (at most one wake-up is stored).
+    pub async fn tools_changed(&self) {
+        self.inner.tools_changed.notified().await;
+    }
+
+    /// Calls `tool` (the server's own name for it) with `arguments`.
+    pub async fn call(&self, tool: &str, arguments: Metadata, ctx: &ToolContext) -> Result<Value, ToolError> {
+        self.call_timed(tool, arguments, ctx).await.result
+    }
+
+    /// [`Self::call`], with the time the call took and the server's own time for it.
+    pub async fn call_timed(&self, tool: &str, arguments: Metadata, ctx: &ToolContext) -> CallOutcome {
+        self.call_within(tool, arguments, ctx, Some(self.inner.config.timeout))
+            .await
+    }
+
+    /// A call under `timeout` (`None`: the caller enforces one, as the tool executor does).
+    pub(crate) async fn call_within(
+        &self,
+        tool: &str,
+        arguments: Metadata,
+        ctx: &ToolContext,
+        timeout: Option<Duration>,
+    ) -> CallOutcome {
+        let inner = &self.inner;
+        inner.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let call = async {
+            match inner.config.session {
+                SessionMode::PerCall => match inner.open().await {
+                    Ok(mut session) => {
+                        let r = inner.call_on(&session, tool, &arguments, ctx).await;
+                        let _ = session.service.close().await;
+                        r.map_err(|e| match e {
+                            CallError::NotSent | CallError::Lost => {
+                                inner.server_error(format!("the connection closed while `{tool}` was running"))
+                            }
+                            CallError::Failed(e) => e,
+                        })
+                    }
+                    Err(e) => Err(ToolError::new(e.to_string())),
+                },
+                SessionMode::Pooled => inner.call_pooled(tool, arguments, ctx).await,
+            }
+        };
+        // Dropping the call on timeout tells the server to cancel it.
+        let outcome = match timeout {
+            None => call.await,
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(r) => r,
+                Err(_) => Err(inner.server_error(format!(
+                    "`{tool}` timed out after {limit:?} (the server was told to cancel it)"
+                ))),
+            },
+        };
+        let elapsed = started.elapsed();
+        let (result, server_time) = match outcome {
+            Ok((value, server_time)) => (Ok(value), server_time),
+            Err(e) => {
+                inner.stats.failed.fetch_add(1, Ordering::Relaxed);
+                (Err(e), None)
+            }
+        };
+        CallOutcome {
+            result,
+            elapsed,
+            server_time,
+        }
+    }
+
+    /// The process ids of the stdio server's live sessions (to watch or, in tests, to kill).
+    pub fn pids(&self) -> Vec<u32> {
+        self.inner
+            .slots
+            .iter()
+            .filter_map(|s| s.session.read().as_ref().and_then(|s| s.pid))
+            .collect()
+    }
+
+    pub fn stats(&self) -> McpStatsSnapshot {
+        let s = &self.inner.stats;
+        McpStatsSnapshot {
+            calls: s.calls.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            sessions_opened: s.sessions_opened.load(Ordering::Relaxed),
+            restarts: s.restarts.load(Ordering::Relaxed),
+            cancelled: s.cancelled.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes every pooled session (stdio servers exit).
+    pub async fn shutdown(&self) {
+        for slot in &self.inner.slots {
+            let taken = slot.session.write().take();
+            if let Some(s) = taken {
+                if let Ok(mut s) = Arc::try_unwrap(s) {
+                    let _ = s.service.close().await;
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn server_error(&self, reason: impl std::fmt::Display) -> ToolError {
+        ToolError::new(format!("MCP server `{}`: {reason}", self.config.name))
+    }
+
+    /// Opens one session: spawn or connect, then the MCP handshake.
+    async fn open(&self) -> Result<Session, McpError> {
+        let name = &self.config.name;
+        let fail = |reason: String| McpError::Connect {
+            server: name.clone(),
+            reason,
+        };
+        let progress = ProgressDispatcher::new();
+        let handler = Handler {
+            info: ClientConfig::new(
+                ClientCapabilities::default(),
+                Implementation::new("aether-frame", env!("CARGO_PKG_VERSION")),
+            ),
+            progress: progress.clone(),
+            tools_changed: Arc::clone(&self.tools_changed),
+        };
+        let (service, pid) = match &self.config.transport {
+            McpTransport::Stdio {
+                command,
+                args,
+                env,
+                cwd,
+            } => {
+                let mut cmd = tokio::process::Command::new(command);
+                cmd.args(args).envs(env).kill_on_drop(true);
+                if let Some(dir) = cwd {
+                    cmd.current_dir(dir);
+                }
+                let (proc, stderr) = TokioChildProcess::builder(cmd)
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| fail(format!("cannot start `{command}`: {e}")))?;
+                let pid = proc.id();
+                if let Some(stderr) = stderr {
+                    let server = name.clone();
+                    tokio::spawn(async move {
+                        let mut lines = tokio::io::BufReader::new(stderr).lines();
+                        while let Ok(Some(line)) = lines.next_line().await {
+                            tracing::debug!(target: "aether_mcp::server_stderr", server = %server, "{line}");
+                        }
+                    });
+                }
+                let service = handler
+                    .serve(proc)
+                    .await
+                    .map_err(|e| fail(format!("handshake with `{command}` failed: {e}")))?;
+                (service, pid)
+            }
+            McpTransport::Http { url } => {
+                ensure_tls_provider();
+                let inner = reqwest_mcp::Client::builder()
+                    .connect_timeout(self.config.timeout.min(Duration::from_secs(10)))
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .build()
+                    .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;
+                let mut cfg = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                for (k, v) in &self.config.headers {
+                    // Validated with the config.
+                    if let (Ok(k), Ok(v)) = (
+                        http::HeaderName::from_bytes(k.as_bytes()),
+                        http::HeaderValue::from_str(v),
+                    ) {
+                        cfg.custom_headers.insert(k, v);
+                    }
+                }
+                let transport = StreamableHttpClientTransport::with_client(HeaderClient { inner }, cfg);
+                let service = handler
+                    .serve(transport)
+                    .await
+                    .map_err(|e| fail(format!("handshake with {url} failed: {e}")))?;
+                (service, None)
+            }
+        };
+        self.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        Ok(Session { service, progress, pid })
+    }
+
+    /// The slot's session, opened (with retries and backoff) when it has none or it died.
+    async fn session_in(&self, slot: &Slot) -> Result<Arc<Session>, ToolError> {
+        if let Some(s) = slot.session.read().as_ref().filter(|s| !s.service.is_closed()) {
+            return Ok(Arc::clone(s));
+        }
+        let _opening = slot.opening.lock().await;
+        // Another call may have reopened it while this one waited.
+        let previous = slot.session.read().clone();
+        if let Some(s) = previous.as_ref().filter(|s| !s.service.is_closed()) {
+            return Ok(Arc::clone(s));
+        }
+        let mut last = String::new();
+        for attempt in 0..=self.config.retries {
+            if attempt > 0 {
+                tokio::time::sleep(self.config.backoff_for(attempt)).await;
+            }
+            match self.open().await {
+                Ok(s) => {
+                    let s = Arc::new(s);
+                    if slot.was_open.swap(true, Ordering::Relaxed) {
+                        self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(server = %self.config.name, attempt, "MCP session reopened");
+                    }
+                    *slot.session.write() = Some(Arc::clone(&s));
+                    return Ok(s);
+                }
+                Err(e) => {
+                    tracing::warn!(server = %self.config.name, attempt, error = %e, "MCP connect failed");
+                    last = e.to_string();
+                }
+            }
+        }
+        Err(ToolError::new(format!(
+            "{last} (gave up after {} attempts)",
+            self.config.retries + 1
+        )))
+    }
+
+    /// Forgets `dead` if the slot still holds it, so the next call reopens.
+    fn discard(&self, slot: &Slot, dead: &Arc<Session>) {
+        let mut held = slot.session.write();
+        if held.as_ref().is_some_and(|s| Arc::ptr_eq(s, dead)) {
+            *held = None;
+        }
+    }
+
+    async fn call_pooled(
+        &self,
+        tool: &str,
+        arguments: Metadata,
+        ctx: &ToolContext,
+    ) -> Result<(Value, Option<Duration>), ToolError> {
+        let n = self.slots.len();
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % n];
+        // One more try when the request could not even be sent (the session was already dead):
+        // nothing reached the server, so resending is safe.
+        for _ in 0..2 {
+            let session = self.session_in(slot).await?;
+            match self.call_on(&session, tool, &arguments, ctx).await {
+                Err(CallError::NotSent) => self.discard(slot, &session),
+                Err(CallError::Lost) => {
+                    self.discard(slot, &session);
+                    return Err(self.server_error(format!(
+                        "the connection closed while `{tool}` was running (did the server crash?); \
+                         the session is reopened on the next call"
+                    )));
+                }
+                Err(CallError::Failed(e)) => return Err(e),
+                Ok(v) => return Ok(v),
+            }
+        }
+        Err(self.server_error("the session closed before the call could be sent"))
+    }
+
+    /// Sends one `tools/call` on `session` and waits for its answer, forwarding progress.
+    async fn call_on(
+        &self,
+        session: &Session,
+        tool: &str,
+        arguments: &Metadata,
+        ctx: &ToolContext,
+    ) -> Result<(Value, Option<Duration>), CallError> {
+        let mut meta = RequestMetaObject::new();
+        let ids = [
+            (META_TASK_ID, Some(&ctx.task_id)),
+            (META_SESSION_ID, Some(&ctx.session_id)),
+            (META_CALL_ID, Some(&ctx.call_id)),
+            (META_USER_ID, ctx.user_id.as_ref()),
+        ];
+        for (key, value) in ids {
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                meta.0 .0.insert(key.to_owned(), Value::from(&**v));
+            }
+        }
+        let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments.clone());
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let mut options = PeerRequestOptions::no_options();
+        options.meta = Some(meta);
+        let peer = session.peer();
+        let handle = match peer.send_request_with_option(request, options).await {
+            Ok(h) => h,
+            Err(ServiceError::TransportClosed) => return Err(CallError::NotSent),
+            Err(e) => return Err(CallError::Failed(self.server_error(e))),
+        };
+        let mut guard = CancelOnDrop {
+            peer: peer.clone(),
+            id: Some(handle.id.clone()),
+            stats: Arc::clone(&self.stats),
+        };
+        let mut progress = match &ctx.progress {
+            Some(_) => Some(session.progress.subscribe(handle.progress_token.clone()).await),
+            None => None,
+        };
+        let answer = handle.await_response();
+        tokio::pin!(answer);
+        let mut last: Option<(f64, Option<f64>)> = None;
+        let forward = |p: ProgressNotificationParam, last: &mut Option<(f64, Option<f64>)>| {
+            *last = Some((p.progress, p.total));
+            ctx.report_progress(p.progress, p.total, p.message);
+        };
+        let answer = loop {
+            tokio::select! {
+                r = &mut answer => break r,
+                Some(p) = async { match progress.as_mut() { Some(s) => s.next().await, None => None } } => {
+                    forward(p, &mut last);
+                }
+            }
+        };
+        guard.id = None;
+
+        // rmcp hands notifications to spawned tasks, so the last updates can trail the answer
+        // (by about a millisecond). Take what has arrived; when the server said how much work
+        // there is and the last update fell short, wait a little for the rest.
+        if let Some(sub) = progress.as_mut() {
+            let deadline = tokio::time::Instant::now() + PROGRESS_STRAGGLER_WAIT;
+            loop {
+                let short = matches!(last, Some((done, Some(total))) if done < total);
+                let next = if short {
+                    tokio::time::timeout_at(deadline, sub.next()).await.ok().flatten()
+                } else {
+                    sub.next().now_or_never().flatten()
+                };
+                match next {
+                    Some(p) => forward(p, &mut last),
+                    None => break,
+                }
+            }
+        }
+        match answer {
+            Ok(ServerResult::CallToolResult(r)) => self.result_value(tool, r).map_err(CallError::Failed),
+            Ok(other) => Err(CallError::Failed(self.server_error(format!(
+                "`{tool}` answered with an unsupported result ({}); Aether supports complete results only",
+                result_kind(&other)
+            )))),
+            Err(ServiceError::TransportClosed) => Err(CallError::Lost),
+            Err(ServiceError::McpError(e)) => Err(CallError::Failed(
+                self.server_error(format!("`{tool}` was rejected: {} (code {})", e.message, e.code.0)),
+            )),
+            Err(e) => Err(CallError::Failed(self.server_error(format!("`{tool}` failed: {e}")))),
+        }
+    }
+
+    /// An MCP result as a tool's value: `isError` is a tool error; the structured content if
+    /// any, else `{content: [...], text}` with the text parts joined.
+    fn result_value(&self, tool: &str, r: CallToolResult) -> Result<(Value, Option<Duration>), ToolError> {
+        let server_time = r
+            .meta
+            .as_ref()
+            .and_then(|m| m.get(META_EXECUTION_US))
+            .and_then(Value::as_u64)
+            .map(Duration::from_micros);
+        let text: Vec<&str> = r
+            .content
+            .iter()
+            .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+            .collect();
+        let text = text.join("\n");
+        if r.is_error == Some(true) {
+            let detail = if text.is_empty() {
+                r.structured_content.as_ref().map(Value::to_string).unwrap_or_default()
+            } else {
+                text
+            };
+            return Err(self.server_error(format!("`{tool}` returned an error: {detail}")));
+        }
+        let value = match r.structured_content {
+            Some(v) => v,
+            None => json!({ "content": r.content, "text": text }),
+        };
+        Ok((value, server_time))
+    }
+}
+
+fn result_kind(r: &ServerResult) -> &'static str {
+    match r {
+        ServerResult::InputRequiredResult(_) => "input required",
+        ServerResult::CreateTaskResult(_) => "a task",
+        _ => "another result type",
+    }
+}
+
+enum CallError {
+    /// The session was closed before the request went out.
+    NotSent,
+    /// The session closed while the request was out.
+    Lost,
+    Failed(ToolError),
+}

@@ -1,0 +1,229 @@
+//! The registry's tools as an MCP server (`aether mcp-serve`), over stdio or streamable HTTP.
+//!
+//! Tools keep their full names (`builtin.echo`, `demo.crm_lookup`). Arguments are checked
+//! against the tool's schema; a failed check or a failed tool is an `isError` result (the model
+//! can read it and retry), an unknown tool a JSON-RPC error. A request with a progress token
+//! gets the tool's progress as `notifications/progress`; `notifications/cancelled` stops the
+//! tool. Each result's `_meta` carries the tool's own run time (`aether/execution_us`), so a
+//! client can tell protocol overhead from tool time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use aether_runtime::tools::{ProgressSink, RegisteredTool, ToolContext};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData, Implementation,
+    InitializeResult, ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{RoleServer, ServerHandler, ServiceExt};
+use serde_json::{json, Value};
+
+use crate::{McpError, META_CALL_ID, META_EXECUTION_US, META_SESSION_ID, META_TASK_ID, META_USER_ID};
+
+/// Progress updates of one call that may wait to be sent.
+const PROGRESS_BUFFER: usize = 64;
+
+/// Serves a fixed set of tools. Cheap to clone (one per HTTP session).
+#[derive(Clone)]
+pub struct ToolServer {
+    tools: Arc<Vec<Arc<RegisteredTool>>>,
+    by_name: Arc<HashMap<Arc<str>, Arc<RegisteredTool>>>,
+    page_size: usize,
+    stats: Arc<ServerStats>,
+}
+
+/// Counters of a [`ToolServer`] (shared by its clones).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub calls: AtomicU64,
+    /// Calls stopped by the client's `notifications/cancelled`.
+    pub cancelled: AtomicU64,
+    pub progress_sent: AtomicU64,
+}
+
+impl ToolServer {
+    /// Serves `tools`, listing them `page_size` per page.
+    pub fn new(mut tools: Vec<Arc<RegisteredTool>>, page_size: usize) -> Self {
+        tools.sort_by(|a, b| a.full_name.cmp(&b.full_name));
+        let by_name = tools
+            .iter()
+            .map(|t| (Arc::clone(&t.full_name), Arc::clone(t)))
+            .collect();
+        Self {
+            tools: Arc::new(tools),
+            by_name: Arc::new(by_name),
+            page_size: page_size.max(1),
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    fn mcp_tool(t: &RegisteredTool) -> Tool {
+        let schema = match &t.spec.parameters_schema {
+            Value::Object(o) => o.clone(),
+            _ => serde_json::Map::from_iter([("type".to_owned(), Value::from("object"))]),
+        };
+        Tool::new(t.full_name.to_string(), t.spec.description.clone(), Arc::new(schema))
+    }
+
+    fn result(value: Result<Value, String>, micros: u64) -> CallToolResult {
+        let mut r = match value {
+            Ok(v @ Value::Object(_)) => CallToolResult::structured(v),
+            Ok(v) => CallToolResult::structured(json!({ "result": v })),
+            Err(message) => CallToolResult::error(vec![ContentBlock::text(message)]),
+        };
+        let mut meta = MetaObject::default();
+        meta.0.insert(META_EXECUTION_US.to_owned(), Value::from(micros));
+        r.meta = Some(meta);
+        r
+    }
+}
+
+impl ServerHandler for ToolServer {
+    fn get_info(&self) -> ServerConfig {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("aether-frame", env!("CARGO_PKG_VERSION")))
+            .with_instructions("Aether Frame's tools: built-in and demo tools, named namespace.name.")
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let start = match request.and_then(|r| r.cursor) {
+            None => 0,
+            Some(c) => c
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n <= self.tools.len())
+                .ok_or_else(|| ErrorData::invalid_params(format!("invalid cursor `{c}`"), None))?,
+        };
+        let end = (start + self.page_size).min(self.tools.len());
+        let mut page =
+            ListToolsResult::with_all_items(self.tools[start..end].iter().map(|t| Self::mcp_tool(t)).collect());
+        if end < self.tools.len() {
+            page.next_cursor = Some(end.to_string());
+        }
+        Ok(page)
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.by_name.get(name).map(|t| Self::mcp_tool(t))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let Some(tool) = self.by_name.get(request.name.as_ref()).cloned() else {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool `{}`", request.name),
+                None,
+            ));
+        };
+        let params = request.arguments.unwrap_or_default();
+        if let Err(msg) = tool.validate(&params) {
+            let msg = format!("invalid parameters for `{}`: {msg}", tool.full_name);
+            return Ok(Self::result(Err(msg), 0).into());
+        }
+        let meta = &context.meta;
+        let id = |key: &str| meta.get(key).and_then(Value::as_str).map(Arc::<str>::from);
+        let (progress, forwarder) = match meta.get_progress_token() {
+            Some(token) => {
+                let (sink, mut updates) = ProgressSink::channel(PROGRESS_BUFFER);
+                let peer = context.peer.clone();
+                let stats = Arc::clone(&self.stats);
+                let forwarder = tokio::spawn(async move {
+                    while let Some(u) = updates.recv().await {
+                        let mut p = ProgressNotificationParam::new(token.clone(), u.progress);
+                        p.total = u.total;
+                        p.message = u.message;
+                        if peer.notify_progress(p).await.is_ok() {
+                            stats.progress_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+                (Some(sink), Some(forwarder))
+            }
+            None => (None, None),
+        };
+        let ctx = ToolContext {
+            task_id: id(META_TASK_ID).unwrap_or_else(|| Arc::from("")),
+            session_id: id(META_SESSION_ID).unwrap_or_else(|| Arc::from("")),
+            call_id: id(META_CALL_ID).unwrap_or_else(|| Arc::from(context.id.to_string())),
+            user_id: id(META_USER_ID),
+            progress,
+        };
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let outcome = {
+            let invoke = tool.invoke(params, ctx);
+            tokio::pin!(invoke);
+            let r = tokio::select! {
+                r = &mut invoke => Some(r),
+                _ = context.ct.cancelled() => None,
+            };
+            if r.is_none() {
+                // Counted before the tool is dropped, so whoever sees it stop sees the count.
+                self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+            }
+            r
+        };
+        let micros = started.elapsed().as_micros() as u64;
+        // The tool (and its progress sink) is gone: send its last updates before the result.
+        if let Some(f) = forwarder {
+            let _ = f.await;
+        }
+        match outcome {
+            Some(r) => Ok(Self::result(r.map_err(|e| e.0), micros).into()),
+            None => {
+                tracing::info!(tool = %tool.full_name, "MCP tool call cancelled by the client");
+                Err(ErrorData::new(
+                    ErrorCode::INTERNAL_ERROR,
+                    format!("`{}` was cancelled by the client", tool.full_name),
+                    None,
+                ))
+            }
+        }
+    }
+}
+
+/// Serves `server` on this process's stdin and stdout until the client closes them.
+pub async fn serve_stdio(server: ToolServer) -> Result<(), McpError> {
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| McpError::Serve(format!("stdio handshake failed: {e}")))?;
+    running.waiting().await.map_err(|e| McpError::Serve(e.to_string()))?;
+    Ok(())
+}
+
+/// A tower service answering streamable-HTTP MCP requests; mount it (e.g. at `/mcp`) in an
+/// axum router. `allowed_hosts` guards against DNS rebinding: the `Host` headers accepted
+/// (loopback names by default; add the names clients use when binding elsewhere).
+pub fn streamable_http_service(
+    server: ToolServer,
+    allowed_hosts: &[String],
+) -> StreamableHttpService<ToolServer, LocalSessionManager> {
+    let mut config = StreamableHttpServerConfig::default();
+    if !allowed_hosts.is_empty() {
+        let hosts: Vec<String> = config.allowed_hosts.iter().chain(allowed_hosts).cloned().collect();
+        config = config.with_allowed_hosts(hosts);
+    }
+    StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    )
+}
