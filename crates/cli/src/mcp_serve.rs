@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use aether_mcp::{serve_stdio, streamable_http_service, ToolServer};
+use aether_mcp::{serve_http, serve_stdio, ToolServer};
 use aether_runtime::{Runtime, RuntimeConfig};
 use clap::Args;
 
@@ -71,13 +71,12 @@ pub async fn run(a: McpServeArgs) -> Result<(), CliError> {
                 .await
                 .map_err(|e| CliError::failed(format!("cannot listen on {addr}: {e}")))?;
             let local = listener.local_addr().map_err(|e| CliError::failed(e.to_string()))?;
-            let app = axum::Router::new().nest_service("/mcp", streamable_http_service(server, &a.allow_hosts));
             println!("aether mcp-serve: MCP over streamable HTTP at http://{local}/mcp");
             tracing::info!(%local, "MCP server listening");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
+            let stop = async {
+                let _ = tokio::signal::ctrl_c().await;
+            };
+            serve_http(listener, server, &a.allow_hosts, stop)
                 .await
                 .map_err(|e| CliError::failed(e.to_string()))
         }

@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::exit::CliError;
+use crate::mcp_args::McpArgs;
 use crate::provider_args::{ProviderArgs, ProviderKind};
 use crate::sim_args::{comma_list, SimArgs};
 use crate::store_args::{StoreArgs, StoreKind};
@@ -163,6 +164,19 @@ pub struct RunArgs {
 
     #[command(flatten)]
     endpoint: EndpointArgs,
+
+    #[command(flatten)]
+    mcp: McpArgs,
+
+    /// tool_regression: calls per series of the one-call-at-a-time cost table (in process and
+    /// each MCP tool over its pooled session).
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    tool_call_samples: u32,
+
+    /// tool_regression: calls of each MCP tool over a new session per call (the original's
+    /// design; each call spawns or connects and handshakes).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    per_call_session_samples: u32,
 }
 
 /// Flags of `--scenario endpoint_load`.
@@ -455,6 +469,12 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
         return Ok(());
     }
 
+    let mcp = a.mcp.configs()?;
+    if a.target.is_some() && !mcp.is_empty() {
+        return Err(CliError::usage(
+            "--mcp: MCP servers of a remote target are configured on its server (aether serve --mcp)",
+        ));
+    }
     let target: Option<Arc<dyn aether_harness::target::Target>> = match &a.target {
         Some(url) => {
             let t = HttpTarget::new(url, a.api_key.clone()).map_err(CliError::usage)?;
@@ -474,6 +494,9 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
             store: store.clone(),
             provider: provider.clone(),
             target: target.clone(),
+            mcp: mcp.clone(),
+            tool_call_samples: a.tool_call_samples,
+            per_call_session_samples: a.per_call_session_samples,
             ..RunOptions::new(cfg)
         };
         let summary = run_scenario(opts, Arc::clone(&progress)).await.map_err(|e| match e {

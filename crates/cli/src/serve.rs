@@ -161,6 +161,7 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
         aether_server::Shared {
             cluster: cluster.clone(),
             redis,
+            mcp: mcp.as_ref().map(|h| h.clients().to_vec()).unwrap_or_default(),
         },
     );
     let listener = tokio::net::TcpListener::bind(a.bind)

@@ -589,3 +589,161 @@ fn tools_lists_an_mcp_servers_tools() {
     let s = text(&out.stdout);
     assert!(s.contains("aether.builtin_echo") && s.contains("mcp"), "{s}");
 }
+
+/// GET over plain HTTP/1.1 (no client library needed for one request).
+fn http_get(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn serve_runs_turns_with_mcp_tools_and_counts_them_in_metrics() {
+    let spec = format!("aether={} mcp-serve --tool-latency-ms 0", env!("CARGO_BIN_EXE_aether"));
+    let mut server = command(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--time-scale",
+        "0",
+        "--store",
+        "memory",
+        "--allow-anonymous",
+        "--mcp",
+        &spec,
+    ])
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "serve exited before listening"
+        );
+    }
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_owned();
+    let summary = tmp("serve-mcp").join("tr.json");
+    let out = aether(&[
+        "perf",
+        "run",
+        "--scenario",
+        "tool_regression",
+        "--iterations",
+        "4",
+        "--concurrency",
+        "1",
+        "--tools",
+        "aether.builtin_echo,aether.demo_fx_quote",
+        "--target",
+        &url,
+        "--output",
+        summary.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(v["requests"]["succeeded"], 8, "{}", v["errors"]);
+    // 4 baseline turns call one tool, 4 fan-out turns call both.
+    let metrics = http_get(&url, "/metrics");
+    assert!(
+        metrics.contains("aether_mcp_calls_total{server=\"aether\"} 12"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("aether_mcp_sessions_opened_total{server=\"aether\"} 1"),
+        "{metrics}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn tool_regression_reports_the_cost_of_mcp_calls_beside_in_process_ones() {
+    let spec = format!("aether={} mcp-serve --tool-latency-ms 0", env!("CARGO_BIN_EXE_aether"));
+    let summary = tmp("perf-mcp").join("tr.json");
+    let out = aether(&[
+        "perf",
+        "run",
+        "--scenario",
+        "tool_regression",
+        "--iterations",
+        "4",
+        "--time-scale",
+        "0",
+        "--tools",
+        "crm_lookup,aether.builtin_echo",
+        "--mcp",
+        &spec,
+        "--tool-call-samples",
+        "20",
+        "--per-call-session-samples",
+        "3",
+        "--output",
+        summary.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("aether.builtin_echo (stdio per_call)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let v: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(v["requests"]["failed"], 0, "{}", v["errors"]);
+    let rows = v["tools"]["call_costs"].as_array().expect("call_costs");
+    let paths: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+            (s("tool"), s("transport"), s("session"))
+        })
+        .collect();
+    let want = |t: &str, tr: &str, se: &str| (t.to_owned(), tr.to_owned(), se.to_owned());
+    assert_eq!(
+        paths,
+        vec![
+            want("builtin.echo", "in_process", "-"),
+            want("aether.builtin_echo", "stdio", "pooled"),
+            want("aether.builtin_echo", "stdio", "per_call"),
+        ]
+    );
+    assert_eq!(rows[1]["calls"], 20);
+    assert_eq!(rows[2]["calls"], 3);
+    assert!(rows.iter().all(|r| r["errors"] == 0));
+    assert!(
+        rows[1]["own_us"]["count"] == 20,
+        "the server reports its own time: {}",
+        rows[1]
+    );
+    assert!(
+        rows[2]["vs_pooled"]["p50"].as_f64().unwrap() > 1.0,
+        "a new session per call costs more"
+    );
+
+    // A remote target's MCP servers are its own business.
+    let out = aether(&[
+        "perf",
+        "run",
+        "--scenario",
+        "tool_regression",
+        "--target",
+        "http://127.0.0.1:9",
+        "--mcp",
+        &spec,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("aether serve --mcp"),
+        "{}",
+        text(&out.stderr)
+    );
+}

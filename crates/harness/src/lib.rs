@@ -8,7 +8,8 @@
 //! * [`resources`]: the RSS and CPU sampler;
 //! * [`kpi`]: the plan's targets and their verdicts;
 //! * [`summary`]: the summary JSON (schema version 1) and the readable table;
-//! * [`compare`]: deltas between two summaries as Markdown.
+//! * [`compare`]: deltas between two summaries as Markdown;
+//! * [`tool_calls`]: what one tool call costs in process and over MCP (tool_regression).
 
 pub mod compare;
 pub mod endpoint;
@@ -22,6 +23,7 @@ pub mod scenario;
 pub mod stats;
 pub mod summary;
 pub mod target;
+pub mod tool_calls;
 
 pub use run::{run_scenario, HarnessError, Progress, RunOptions};
 pub use scenario::{ScenarioConfig, SessionMode, CATALOG};

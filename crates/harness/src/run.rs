@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{AgentConfig, ModelConfig, TaskRequest, UniversalMessage};
+use aether_mcp::{McpHub, McpServerConfig};
 use aether_runtime::model::{NamedProvider, ProfileSet, ProviderInfo, SimConfig};
 use aether_runtime::tools::demo::DemoToolConfig;
 use aether_runtime::{Runtime, RuntimeConfig, StatsSnapshot};
@@ -21,6 +22,7 @@ use crate::scenario::{ScenarioConfig, ScenarioKind, Stop};
 use crate::stats::{DurationHist, Unit};
 use crate::summary::*;
 use crate::target::{InProcess, Target};
+use crate::tool_calls;
 
 /// Where progress goes (a progress bar in the CLI; nothing in tests).
 pub trait Progress: Send + Sync {
@@ -55,8 +57,14 @@ pub struct RunOptions {
     /// A real model provider to use instead of the simulated one: (name, provider).
     pub provider: Option<NamedProvider>,
     /// Drive this target (e.g. [`HttpTarget`](crate::http_target::HttpTarget)) instead of a
-    /// runtime built in this process; `store` and `provider` are then the server's business.
+    /// runtime built in this process; `store`, `provider` and `mcp` are then the server's business.
     pub target: Option<Arc<dyn Target>>,
+    /// MCP servers whose tools join the in-process runtime's registry (`server.tool`).
+    pub mcp: Vec<McpServerConfig>,
+    /// tool_regression: calls per measured series of the per-call cost table.
+    pub tool_call_samples: u32,
+    /// tool_regression: calls of each new-session-per-call MCP series (each opens a session).
+    pub per_call_session_samples: u32,
 }
 
 impl RunOptions {
@@ -69,6 +77,9 @@ impl RunOptions {
             store: StoreConfig::Memory,
             provider: None,
             target: None,
+            mcp: Vec::new(),
+            tool_call_samples: 200,
+            per_call_session_samples: 20,
         }
     }
 }
@@ -164,7 +175,14 @@ fn ratio(a: u64, b: u64) -> f64 {
 /// Runs the scenario and returns its summary (it does not write it).
 pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Result<Summary, HarnessError> {
     let cfg = Arc::new(opts.config);
+    let mut hub: Option<McpHub> = None;
+    let mut call_costs = None;
     let target: Arc<dyn Target> = match opts.target {
+        Some(_) if !opts.mcp.is_empty() => {
+            return Err(HarnessError::InvalidInput(
+                "--mcp: MCP servers of a remote target are configured on its server (aether serve --mcp)".into(),
+            ))
+        }
         Some(t) => t,
         None => {
             let store = aether_store::open(&opts.store)
@@ -178,6 +196,27 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
                 |(_, p)| p.info().clone(),
             );
             let runtime = build_runtime(&cfg, opts.profiles, store, opts.provider)?;
+            if !opts.mcp.is_empty() {
+                hub = Some(
+                    McpHub::attach(Arc::clone(runtime.tools()), opts.mcp)
+                        .await
+                        .map_err(|e| HarnessError::InvalidInput(e.to_string()))?,
+                );
+            }
+            if cfg.kind == ScenarioKind::ToolRegression {
+                progress.begin("tool call cost (one call at a time)", None);
+                call_costs = Some(
+                    tool_calls::measure(
+                        &runtime,
+                        hub.as_ref(),
+                        &cfg.tools,
+                        opts.tool_call_samples.max(1),
+                        opts.per_call_session_samples.max(1),
+                    )
+                    .await?,
+                );
+                progress.finish();
+            }
             Arc::new(InProcess {
                 runtime,
                 provider: provider_info,
@@ -248,6 +287,9 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
 
     if let Err(e) = target.shutdown().await {
         return Err(HarnessError::Runtime(format!("flushing the session store: {e}")));
+    }
+    if let Some(h) = hub.as_mut() {
+        h.shutdown().await;
     }
     let duration_s = run_start.elapsed().as_secs_f64();
     let mut samples = sampler.stop();
@@ -431,6 +473,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
             baseline_p50_ms: baseline_p50,
             fanout_p50_ms: fanout_p50,
             resolution_us: resolution.map(|h| h.stats(Unit::Us)),
+            call_costs,
         },
         resources: Resources {
             rss_start_bytes: rss_start,

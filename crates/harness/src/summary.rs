@@ -106,6 +106,9 @@ pub struct ToolsSummary {
     pub fanout_p50_ms: Option<f64>,
     /// Time to resolve a tool name through the registry.
     pub resolution_us: Option<Stats>,
+    /// tool_regression: per-call cost in process and over MCP (pooled and per-call sessions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_costs: Option<Vec<crate::tool_calls::ToolCallCost>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -333,6 +336,41 @@ impl Summary {
         }
         if let Some(r) = &self.tools.resolution_us {
             let _ = writeln!(s, "   tool resolution: p50 {:.3} µs, p99 {:.3} µs", r.p50, r.p99);
+        }
+        if let Some(rows) = &self.tools.call_costs {
+            let _ = writeln!(
+                s,
+                "\n   one tool call, one at a time (µs)  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "call p50", "call p99", "own p50", "ovh p50", "ovh p99", "errors"
+            );
+            for r in rows {
+                let path = match r.session {
+                    Some(session) => format!("{} {session}", r.transport),
+                    None => r.transport.to_owned(),
+                };
+                let own = r.own_us.as_ref().map_or("n/a".to_owned(), |o| format!("{:.1}", o.p50));
+                let vs = r
+                    .vs_pooled
+                    .map(|v| format!("  ×{:.0} p50, ×{:.0} p99 vs pooled", v.p50, v.p99))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "   {:<34} {:>9.1} {:>9.1} {:>9} {:>9.1} {:>9.1} {:>9}{vs}",
+                    format!("{} ({path})", r.tool),
+                    r.call_us.p50,
+                    r.call_us.p99,
+                    own,
+                    r.overhead_us.p50,
+                    r.overhead_us.p99,
+                    r.errors
+                );
+            }
+            if rows.iter().any(|r| r.session.is_some() && r.own_us.is_none()) {
+                let _ = writeln!(
+                    s,
+                    "   (own n/a: the server does not report its tool time, so the overhead includes it)"
+                );
+            }
         }
         let mb = |b: Option<u64>| b.map_or("n/a".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6));
         let _ = writeln!(

@@ -392,6 +392,7 @@ impl Inner {
                 ensure_tls_provider();
                 let inner = reqwest_mcp::Client::builder()
                     .connect_timeout(self.config.timeout.min(Duration::from_secs(10)))
+                    .tcp_nodelay(true)
                     .pool_idle_timeout(Duration::from_secs(90))
                     .build()
                     .map_err(|e| fail(format!("cannot build the HTTP client: {e}")))?;

@@ -29,11 +29,15 @@ use crate::{McpError, META_CALL_ID, META_EXECUTION_US, META_SESSION_ID, META_TAS
 /// Progress updates of one call that may wait to be sent.
 const PROGRESS_BUFFER: usize = 64;
 
+/// A served tool and its MCP declaration.
+type Served = (Arc<RegisteredTool>, Tool);
+
 /// Serves a fixed set of tools. Cheap to clone (one per HTTP session).
 #[derive(Clone)]
 pub struct ToolServer {
-    tools: Arc<Vec<Arc<RegisteredTool>>>,
-    by_name: Arc<HashMap<Arc<str>, Arc<RegisteredTool>>>,
+    /// The MCP declarations, sorted by name, built once.
+    tools: Arc<Vec<Tool>>,
+    by_name: Arc<HashMap<Arc<str>, Served>>,
     page_size: usize,
     stats: Arc<ServerStats>,
 }
@@ -51,12 +55,14 @@ impl ToolServer {
     /// Serves `tools`, listing them `page_size` per page.
     pub fn new(mut tools: Vec<Arc<RegisteredTool>>, page_size: usize) -> Self {
         tools.sort_by(|a, b| a.full_name.cmp(&b.full_name));
+        let declared: Vec<Tool> = tools.iter().map(|t| Self::mcp_tool(t)).collect();
         let by_name = tools
             .iter()
-            .map(|t| (Arc::clone(&t.full_name), Arc::clone(t)))
+            .zip(&declared)
+            .map(|(t, d)| (Arc::clone(&t.full_name), (Arc::clone(t), d.clone())))
             .collect();
         Self {
-            tools: Arc::new(tools),
+            tools: Arc::new(declared),
             by_name: Arc::new(by_name),
             page_size: page_size.max(1),
             stats: Arc::default(),
@@ -109,8 +115,7 @@ impl ServerHandler for ToolServer {
                 .ok_or_else(|| ErrorData::invalid_params(format!("invalid cursor `{c}`"), None))?,
         };
         let end = (start + self.page_size).min(self.tools.len());
-        let mut page =
-            ListToolsResult::with_all_items(self.tools[start..end].iter().map(|t| Self::mcp_tool(t)).collect());
+        let mut page = ListToolsResult::with_all_items(self.tools[start..end].to_vec());
         if end < self.tools.len() {
             page.next_cursor = Some(end.to_string());
         }
@@ -118,7 +123,8 @@ impl ServerHandler for ToolServer {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.by_name.get(name).map(|t| Self::mcp_tool(t))
+        // rmcp asks for every HTTP request, to check headers against the schema.
+        self.by_name.get(name).map(|(_, declared)| declared.clone())
     }
 
     async fn call_tool(
@@ -126,7 +132,7 @@ impl ServerHandler for ToolServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let Some(tool) = self.by_name.get(request.name.as_ref()).cloned() else {
+        let Some(tool) = self.by_name.get(request.name.as_ref()).map(|(t, _)| Arc::clone(t)) else {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool `{}`", request.name),
                 None,
@@ -216,7 +222,9 @@ pub fn streamable_http_service(
     server: ToolServer,
     allowed_hosts: &[String],
 ) -> StreamableHttpService<ToolServer, LocalSessionManager> {
-    let mut config = StreamableHttpServerConfig::default();
+    // A plain JSON answer when the tool sends nothing before its result (rmcp falls back to
+    // SSE as soon as a progress notification comes first): less framing per call.
+    let mut config = StreamableHttpServerConfig::default().with_json_response(true);
     if !allowed_hosts.is_empty() {
         let hosts: Vec<String> = config.allowed_hosts.iter().chain(allowed_hosts).cloned().collect();
         config = config.with_allowed_hosts(hosts);
@@ -226,4 +234,23 @@ pub fn streamable_http_service(
         Arc::new(LocalSessionManager::default()),
         config,
     )
+}
+
+/// Serves `server` over streamable HTTP at `/mcp` on `listener` until `shutdown` resolves.
+/// Responses go out at once (`TCP_NODELAY`): an MCP answer is a few small writes, which Nagle's
+/// algorithm and delayed ACKs would otherwise hold back by up to 40 ms each.
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    server: ToolServer,
+    allowed_hosts: &[String],
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let app = axum::Router::new().nest_service("/mcp", streamable_http_service(server, allowed_hosts));
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

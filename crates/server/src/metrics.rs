@@ -75,6 +75,16 @@ impl Metrics {
         self.recorder.register_gauge(&Key::from_name(name), &META).set(value);
     }
 
+    /// A counter kept elsewhere, set to its current `value`, with one label.
+    pub fn labeled_total(&self, name: &'static str, label: (&'static str, &str), value: u64) {
+        self.recorder
+            .register_counter(
+                &Key::from_parts(name, vec![Label::new(label.0, label.1.to_owned())]),
+                &META,
+            )
+            .absolute(value);
+    }
+
     pub fn counter_total(&self, name: String, value: u64) {
         self.recorder
             .register_counter(&Key::from_name(name), &META)

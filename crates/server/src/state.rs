@@ -13,7 +13,8 @@ use crate::config::{Limits, ServerConfig};
 use crate::limits::Admission;
 use crate::metrics::Metrics;
 
-/// What an instance shares with other instances.
+/// The services outside the process an instance uses: what it shares with other instances, and
+/// the MCP servers behind its tools.
 #[derive(Default)]
 pub struct Shared {
     /// Agents, sessions and live-turn control on one PostgreSQL (see [`crate::cluster`]); the
@@ -21,6 +22,8 @@ pub struct Shared {
     pub cluster: Option<Arc<Cluster>>,
     /// Per-tenant rate limits in Redis (see [`crate::limits`]).
     pub redis: Option<redis::aio::ConnectionManager>,
+    /// MCP servers whose tools are in the runtime's registry; their counters go to `/metrics`.
+    pub mcp: Vec<aether_mcp::McpClient>,
 }
 
 /// Shared state; cheap to clone.
@@ -38,6 +41,7 @@ pub struct Inner {
     pub limits: Limits,
     /// Membership of a cluster of instances on one PostgreSQL, when configured.
     pub cluster: Option<Arc<Cluster>>,
+    pub mcp: Vec<aether_mcp::McpClient>,
 }
 
 impl Deref for AppState {
@@ -54,7 +58,7 @@ impl AppState {
 
     /// A state that shares what `shared` holds with other instances.
     pub fn with(rt: Arc<Runtime>, cfg: &ServerConfig, shared: Shared) -> Self {
-        let Shared { cluster, redis } = shared;
+        let Shared { cluster, redis, mcp } = shared;
         Self(Arc::new(Inner {
             rt,
             tenants: Tenants::new(cfg, redis.as_ref()),
@@ -63,6 +67,7 @@ impl AppState {
             metrics: Metrics::new(),
             limits: cfg.limits.clone(),
             cluster,
+            mcp,
         }))
     }
 }

@@ -77,7 +77,7 @@ async fn instance() -> Option<Instance> {
         &cfg,
         Shared {
             cluster: Some(cluster),
-            redis: None,
+            ..Shared::default()
         },
     );
     let (stop, stopped) = oneshot::channel::<()>();
@@ -296,8 +296,8 @@ async fn rate_limits_are_shared_through_redis() {
             Arc::new(rt),
             &cfg,
             Shared {
-                cluster: None,
                 redis: Some(redis.clone()),
+                ..Shared::default()
             },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

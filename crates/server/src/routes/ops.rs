@@ -46,6 +46,15 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
             }
         }
     }
+    for c in &s.mcp {
+        let st = c.stats();
+        let server = ("server", c.name());
+        m.labeled_total("aether_mcp_calls_total", server, st.calls);
+        m.labeled_total("aether_mcp_calls_failed_total", server, st.failed);
+        m.labeled_total("aether_mcp_calls_cancelled_total", server, st.cancelled);
+        m.labeled_total("aether_mcp_sessions_opened_total", server, st.sessions_opened);
+        m.labeled_total("aether_mcp_restarts_total", server, st.restarts);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
 }
 
