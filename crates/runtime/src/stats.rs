@@ -51,8 +51,10 @@ counters! {
     turns_failed,
     /// Model calls made.
     model_calls,
-    /// Tool calls executed.
+        /// Tool calls executed.
     tool_calls,
+    /// Tool progress updates dropped because the live consumer was behind (progress is advisory).
+    tool_progress_dropped,
     /// Sessions archived by the sweeper or by cleanup.
     reclaimed_sessions,
     /// Runners reclaimed.

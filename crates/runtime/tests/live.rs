@@ -64,6 +64,7 @@ fn kinds(chunks: &[TaskStreamChunk]) -> Vec<&'static str> {
             Some(ChunkKind::ToolProposal) => "tool.proposal",
             Some(ChunkKind::ToolResult) => "tool.result",
             Some(ChunkKind::ToolError) => "tool.error",
+            Some(ChunkKind::ToolDelta) => "tool.delta",
             Some(ChunkKind::ResponseDelta) => "response.delta",
             Some(ChunkKind::ResponseFinal) => "response.final",
             Some(ChunkKind::TurnComplete) => "turn.complete",
@@ -351,4 +352,31 @@ async fn a_sync_turn_never_runs_a_tool_that_needs_approval() {
         .find(|t| t.tool_name == "demo.crm_lookup")
         .unwrap();
     assert_eq!(crm.status, ToolStatus::Success);
+}
+
+#[tokio::test]
+async fn a_tools_progress_streams_as_tool_delta_chunks_before_its_result() {
+    let rt = instant();
+    // builtin.wait's example arguments: 100 ms in 4 steps, a progress update after each.
+    let agent = create(&rt, config(&["builtin.wait"])).await;
+    let mut s = live(&rt, &agent, "progress", "go", LiveOptions::default());
+    let chunks = read_turn(&mut s).await;
+    let k = kinds(&chunks);
+    let first_result = k.iter().position(|k| *k == "tool.result").expect("a tool.result");
+    let deltas: Vec<_> = chunks
+        .iter()
+        .filter(|c| c.chunk_kind == Some(ChunkKind::ToolDelta))
+        .collect();
+    assert_eq!(deltas.len(), 4, "{k:?}");
+    assert!(
+        k[..first_result].iter().filter(|k| **k == "tool.delta").count() == 4,
+        "before the result: {k:?}"
+    );
+    assert!(deltas
+        .iter()
+        .all(|c| c.chunk_type == TaskChunkType::Progress && c.content["total"] == json!(4.0)));
+    assert_eq!(deltas[3].content["message"], json!("step 4 of 4"));
+    assert!(deltas[0].content["call_id"].is_string());
+    assert_eq!(rt.stats().tool_progress_dropped, 0);
+    s.close().await;
 }

@@ -256,3 +256,35 @@ async fn tool_calls_can_be_steered_per_request() {
         turn(&rt, &agent, "s5", "go").await.tool_results[0].result_data
     );
 }
+
+#[test]
+fn a_namespace_is_replaced_in_one_step_or_not_at_all() {
+    let rt = builder(0, 0).build().unwrap();
+    let tools = rt.tools();
+    let noop = |name: &str| {
+        RegisteredTool::new_async(
+            tool_spec(name, json!({"type": "object"})),
+            FnTool(|_: Metadata, _: ToolContext| async { Ok::<_, ToolError>(Value::Null) }),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        tools
+            .replace_namespace("srv", vec![noop("srv.a"), noop("srv.b")])
+            .unwrap(),
+        2
+    );
+    assert!(tools.resolve("srv.a").is_ok() && tools.resolve("srv.b").is_ok());
+    assert_eq!(tools.replace_namespace("srv", vec![noop("srv.c")]).unwrap(), 1);
+    assert!(tools.resolve("srv.a").is_err(), "the old list is gone");
+    assert!(tools.resolve("srv.c").is_ok());
+    // A foreign or repeated name changes nothing.
+    assert!(tools
+        .replace_namespace("srv", vec![noop("srv.d"), noop("demo.x")])
+        .is_err());
+    assert!(tools
+        .replace_namespace("srv", vec![noop("srv.d"), noop("srv.d")])
+        .is_err());
+    assert!(tools.resolve("srv.c").is_ok() && tools.resolve("srv.d").is_err());
+    assert!(tools.resolve("demo.crm_lookup").is_ok(), "other namespaces untouched");
+}

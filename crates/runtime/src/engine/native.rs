@@ -382,6 +382,7 @@ pub(crate) async fn converse_with(
             }
             false => (None, None),
         };
+        let progress_seen = progress.clone();
         let scope = CallScope {
             task_id: &task_id,
             session_id: &chat.id,
@@ -403,6 +404,9 @@ pub(crate) async fn converse_with(
                 };
                 while let Ok(update) = rx.try_recv() {
                     observer.tool_progress(update).await;
+                }
+                if let Some(sink) = progress_seen {
+                    Stats::add(&core.stats.tool_progress_dropped, sink.dropped());
                 }
                 results
             }
