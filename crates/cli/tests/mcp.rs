@@ -604,35 +604,20 @@ fn http_get(base: &str, path: &str) -> String {
 #[test]
 fn serve_runs_turns_with_mcp_tools_and_counts_them_in_metrics() {
     let spec = format!("aether={} mcp-serve --tool-latency-ms 0", env!("CARGO_BIN_EXE_aether"));
-    let mut server = command(&[
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--time-scale",
-        "0",
-        "--store",
-        "memory",
-        "--allow-anonymous",
-        "--mcp",
-        &spec,
-    ])
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stderr = BufReader::new(server.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "serve exited before listening"
-        );
-    }
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap()
-        .to_owned();
+    let Served { mut child, url, .. } = start_serve(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--time-scale",
+            "0",
+            "--store",
+            "memory",
+            "--allow-anonymous",
+            "--mcp",
+            &spec,
+        ],
+        &[],
+    );
     let summary = tmp("serve-mcp").join("tr.json");
     let out = aether(&[
         "perf",
@@ -663,8 +648,8 @@ fn serve_runs_turns_with_mcp_tools_and_counts_them_in_metrics() {
         metrics.contains("aether_mcp_sessions_opened_total{server=\"aether\"} 1"),
         "{metrics}"
     );
-    let _ = server.kill();
-    let _ = server.wait();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]

@@ -3,34 +3,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
-use common::{aether, command, text, tmp};
+use common::{aether, command, start_serve, text, tmp, Served};
 
 #[test]
 fn serve_runs_scenarios_over_http_and_stops_on_sigterm() {
-    let mut server = command(&[
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--time-scale",
-        "0",
-        "--store",
-        "memory",
-    ])
-    .env("AETHER_API_KEYS", "test-key=team")
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stderr = BufReader::new(server.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let Served {
+        child: mut server,
+        url,
+        announced: line,
+        mut stderr,
+    } = start_serve(
+        &["--bind", "127.0.0.1:0", "--time-scale", "0", "--store", "memory"],
+        &[("AETHER_API_KEYS", "test-key=team")],
+    );
     assert!(line.contains("SIMULATED"), "{line}");
 
     let dir = tmp("serve");

@@ -35,3 +35,41 @@ pub fn tmp(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A running `aether serve`, its URL, the line that announced it, and the rest of its stderr.
+pub struct Served {
+    pub child: std::process::Child,
+    pub url: String,
+    pub announced: String,
+    pub stderr: std::io::BufReader<std::process::ChildStderr>,
+}
+
+/// Starts `aether serve ARGS` (with `env` set) and waits for its "listening on" line.
+pub fn start_serve(args: &[&str], env: &[(&str, &str)]) -> Served {
+    use std::io::BufRead;
+    let mut full = vec!["serve"];
+    full.extend_from_slice(args);
+    let mut c = command(&full);
+    c.envs(env.iter().copied()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("start aether serve");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "aether serve exited before listening"
+        );
+    }
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    Served {
+        child,
+        url,
+        announced: line,
+        stderr,
+    }
+}
