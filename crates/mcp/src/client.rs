@@ -132,17 +132,18 @@ struct Inner {
     tools_changed: Arc<Notify>,
     /// Counts the tool-list refreshes the hub completed (the first listing is 1).
     tools_generation: tokio::sync::watch::Sender<u64>,
-    stats: Arc<Stats>,
+    stats: Stats,
 }
 
-/// Tells the server to cancel a request that was dropped before its answer.
-struct CancelOnDrop {
-    peer: Peer<RoleClient>,
+/// Tells the server to cancel a request that was dropped before its answer. Borrows, so a call
+/// that gets its answer copies nothing.
+struct CancelOnDrop<'a> {
+    peer: &'a Peer<RoleClient>,
     id: Option<RequestId>,
-    stats: Arc<Stats>,
+    stats: &'a Stats,
 }
 
-impl Drop for CancelOnDrop {
+impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         let Some(id) = self.id.take() else { return };
         self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -173,7 +174,7 @@ impl McpClient {
                 next: AtomicUsize::new(0),
                 tools_changed: Arc::new(Notify::new()),
                 tools_generation: tokio::sync::watch::Sender::new(0),
-                stats: Arc::default(),
+                stats: Stats::default(),
             }),
         })
     }
@@ -523,9 +524,9 @@ impl Inner {
             Err(e) => return Err(CallError::Failed(self.server_error(e))),
         };
         let mut guard = CancelOnDrop {
-            peer: peer.clone(),
+            peer,
             id: Some(handle.id.clone()),
-            stats: Arc::clone(&self.stats),
+            stats: &self.stats,
         };
         let mut progress = match &ctx.progress {
             Some(_) => Some(session.progress.subscribe(handle.progress_token.clone()).await),
@@ -589,23 +590,27 @@ impl Inner {
             .and_then(|m| m.get(META_EXECUTION_US))
             .and_then(Value::as_u64)
             .map(Duration::from_micros);
-        let text: Vec<&str> = r
-            .content
-            .iter()
-            .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
-            .collect();
-        let text = text.join("\n");
+        // The text parts joined; built only where it is used (an error, or no structured content).
+        let text = |r: &CallToolResult| {
+            r.content
+                .iter()
+                .filter_map(|c| c.as_text().map(|t| t.text.as_str()))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         if r.is_error == Some(true) {
-            let detail = if text.is_empty() {
-                r.structured_content.as_ref().map(Value::to_string).unwrap_or_default()
-            } else {
-                text
-            };
+            let mut detail = text(&r);
+            if detail.is_empty() {
+                detail = r.structured_content.as_ref().map(Value::to_string).unwrap_or_default();
+            }
             return Err(self.server_error(format!("`{tool}` returned an error: {detail}")));
         }
         let value = match r.structured_content {
             Some(v) => v,
-            None => json!({ "content": r.content, "text": text }),
+            None => {
+                let text = text(&r);
+                json!({ "content": r.content, "text": text })
+            }
         };
         Ok((value, server_time))
     }

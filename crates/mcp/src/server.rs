@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use aether_runtime::tools::{ProgressSink, RegisteredTool, ToolContext};
+use aether_runtime::tools::{no_id, ProgressSink, RegisteredTool, ToolContext};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData, Implementation,
     InitializeResult, ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
@@ -165,8 +165,8 @@ impl ServerHandler for ToolServer {
             None => (None, None),
         };
         let ctx = ToolContext {
-            task_id: id(META_TASK_ID).unwrap_or_else(|| Arc::from("")),
-            session_id: id(META_SESSION_ID).unwrap_or_else(|| Arc::from("")),
+            task_id: id(META_TASK_ID).unwrap_or_else(no_id),
+            session_id: id(META_SESSION_ID).unwrap_or_else(no_id),
             call_id: id(META_CALL_ID).unwrap_or_else(|| Arc::from(context.id.to_string())),
             user_id: id(META_USER_ID),
             progress,

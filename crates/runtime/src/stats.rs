@@ -51,7 +51,7 @@ counters! {
     turns_failed,
     /// Model calls made.
     model_calls,
-        /// Tool calls executed.
+    /// Tool calls executed.
     tool_calls,
     /// Tool progress updates dropped because the live consumer was behind (progress is advisory).
     tool_progress_dropped,

@@ -50,7 +50,7 @@ pub fn wait() -> RegisteredTool {
             "steps": {"type": "integer", "minimum": 1, "maximum": 1000, "examples": [4]},
             "fail": {"type": "boolean", "description": "fail at the end instead of succeeding"}
         },
-                "required": ["duration_ms", "steps"],
+        "required": ["duration_ms", "steps"],
         "additionalProperties": false
     });
     RegisteredTool::new_async(

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{ErrorCode, ErrorPayload, Metadata, ToolCall, ToolResult, ToolStatus};
-
 use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;

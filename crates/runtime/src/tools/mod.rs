@@ -35,12 +35,18 @@ pub struct ToolContext {
     pub progress: Option<ProgressSink>,
 }
 
+/// The id of nothing (a call outside a turn has no task or session), shared, not allocated per call.
+pub fn no_id() -> Arc<str> {
+    static EMPTY: OnceLock<Arc<str>> = OnceLock::new();
+    Arc::clone(EMPTY.get_or_init(|| Arc::from("")))
+}
+
 impl ToolContext {
     /// A context for calling a tool outside a turn (tests, the MCP server, benchmarks).
     pub fn detached(call_id: impl Into<Arc<str>>) -> Self {
         Self {
-            task_id: Arc::from(""),
-            session_id: Arc::from(""),
+            task_id: no_id(),
+            session_id: no_id(),
             call_id: call_id.into(),
             user_id: None,
             progress: None,
