@@ -365,6 +365,16 @@ impl Summary {
                     r.errors
                 );
             }
+            for r in rows {
+                if let Some(e) = &r.first_error {
+                    let _ = writeln!(
+                        s,
+                        "   first error of {} ({}): {e}",
+                        r.tool,
+                        r.session.unwrap_or(r.transport)
+                    );
+                }
+            }
             if rows.iter().any(|r| r.session.is_some() && r.own_us.is_none()) {
                 let _ = writeln!(
                     s,

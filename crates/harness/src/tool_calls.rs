@@ -29,6 +29,9 @@ pub struct ToolCallCost {
     pub session: Option<&'static str>,
     pub calls: u64,
     pub errors: u64,
+    /// The first failed call's error, when any failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
     pub call_us: Stats,
     /// The tool's own time as the server reported it; `None` when it does not report it (the
     /// overhead then includes the tool's own work).
@@ -50,16 +53,18 @@ pub struct Ratio {
 struct Series {
     calls: u64,
     errors: u64,
+    first_error: Option<String>,
     call: DurationHist,
     own: DurationHist,
     overhead: DurationHist,
 }
 
 impl Series {
-    fn record(&mut self, call: Duration, own: Option<Duration>, ok: bool) {
+    fn record(&mut self, call: Duration, own: Option<Duration>, outcome: Result<(), String>) {
         self.calls += 1;
-        if !ok {
+        if let Err(e) = outcome {
             self.errors += 1;
+            self.first_error.get_or_insert(e);
         }
         self.call.record(call);
         if let Some(own) = own {
@@ -75,6 +80,7 @@ impl Series {
             session,
             calls: self.calls,
             errors: self.errors,
+            first_error: self.first_error,
             call_us: self.call.stats(Unit::Us),
             own_us: (!self.own.is_empty()).then(|| self.own.stats(Unit::Us)),
             overhead_us: self.overhead.stats(Unit::Us),
@@ -89,9 +95,12 @@ async fn in_process(tool: &RegisteredTool, calls: u32) -> Series {
     for i in 0..WARMUP_CALLS + calls {
         let ctx = ToolContext::detached("bench");
         let started = Instant::now();
-        let ok = tool.validate(&args).is_ok() && tool.invoke(args.clone(), ctx).await.is_ok();
+        let outcome = match tool.validate(&args) {
+            Ok(()) => tool.invoke(args.clone(), ctx).await.map(drop).map_err(|e| e.0),
+            Err(e) => Err(e),
+        };
         if i >= WARMUP_CALLS {
-            s.record(started.elapsed(), None, ok);
+            s.record(started.elapsed(), None, outcome);
         }
     }
     s
@@ -104,7 +113,7 @@ async fn over_mcp(client: &McpClient, remote: &str, tool: &RegisteredTool, calls
     for i in 0..warmup + calls {
         let out = client.call_timed(remote, args.clone(), &ctx).await;
         if i >= warmup {
-            s.record(out.elapsed, out.server_time, out.result.is_ok());
+            s.record(out.elapsed, out.server_time, out.result.map(drop).map_err(|e| e.0));
         }
     }
     s
