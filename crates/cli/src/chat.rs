@@ -1,10 +1,9 @@
 //! `aether chat`: create an agent from flags, then run one turn per `--prompt` in one chat
 //! session, printing each reply with its timing breakdown.
 
-use aether_contracts::{AgentConfig, TaskRequest, TaskResult, UniversalMessage, UserContext};
+use aether_contracts::{AgentConfig, TaskRequest, TurnReport, UniversalMessage, UserContext};
 use aether_runtime::{Runtime, RuntimeConfig};
 use clap::Args;
-use serde_json::Value;
 
 use crate::exit::CliError;
 use crate::mcp_args::McpArgs;
@@ -56,15 +55,6 @@ pub struct ChatArgs {
 
     #[command(flatten)]
     mcp: McpArgs,
-}
-
-fn ms(r: &TaskResult, key: &str) -> f64 {
-    r.metadata
-        .get("timing")
-        .and_then(|t| t.get(key))
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0)
-        / 1000.0
 }
 
 pub async fn run(args: ChatArgs) -> Result<(), CliError> {
@@ -133,19 +123,23 @@ pub async fn run(args: ChatArgs) -> Result<(), CliError> {
             println!("{}", serde_json::to_string(&r).unwrap_or_default());
             continue;
         }
-        match &r.error {
-            Some(e) => println!("turn {} · {} · {e}", i + 1, r.status),
-            None => {
-                let usage = r.metadata.get("token_usage").cloned().unwrap_or_default();
-                let cost = r.metadata.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0);
+        match (&r.error, TurnReport::read(&r.metadata)) {
+            (Some(e), _) => println!("turn {} · {} · {e}", i + 1, r.status),
+            (None, Err(e)) => {
+                failed += 1;
+                println!("turn {} · {} · {e}", i + 1, r.status);
+            }
+            (None, Ok(report)) => {
+                let t = &report.timing;
                 println!(
-                    "turn {} · {:.1} ms (model {:.1} ms, tools {:.1} ms, framework {:.3} ms) · {} tokens · ${cost:.6}",
+                    "turn {} · {:.1} ms (model {:.1} ms, tools {:.1} ms, framework {:.3} ms) · {} tokens · ${:.6}",
                     i + 1,
-                    ms(&r, "total_us"),
-                    ms(&r, "model_us"),
-                    ms(&r, "tool_us"),
-                    ms(&r, "overhead_us"),
-                    usage.get("total_tokens").and_then(Value::as_u64).unwrap_or(0),
+                    t.total_us / 1000.0,
+                    t.model_us / 1000.0,
+                    t.tool_us / 1000.0,
+                    t.overhead_us / 1000.0,
+                    report.token_usage.total_tokens,
+                    report.cost_usd,
                 );
                 for t in &r.tool_results {
                     println!("  tool {} → {} {}", t.tool_name, t.status, t.result_data);

@@ -10,6 +10,7 @@ pub mod error;
 pub mod interaction;
 pub mod message;
 pub mod parse;
+pub mod report;
 pub mod stream;
 pub mod task;
 pub mod tool;
@@ -23,6 +24,10 @@ pub use error::{ErrorCode, ErrorPayload};
 pub use interaction::{InteractionRequest, InteractionResponse, InteractionType};
 pub use message::{ContentPart, FileReference, ImageReference, MessageContent, Role, UniversalMessage};
 pub use parse::{from_json_str, from_json_value, ContractError};
+pub use report::{
+    AgentContext, AgentReport, ExecutionStats, ProviderName, ProviderReport, ReportError, SessionReport, TokenUsage,
+    TurnReport, TurnTiming,
+};
 pub use stream::{ChunkKind, TaskChunkType, TaskStreamChunk, CHUNK_VERSION};
 pub use task::{ExecutionConfig, ExecutionContext, SessionContext, TaskRequest, TaskResult, UserContext};
 pub use tool::{ToolCall, ToolRequest, ToolResult, UniversalTool};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aether_contracts::{
-    ErrorCode, ErrorPayload, InteractionResponse, TaskRequest, TaskResult, TaskStatus, TaskStreamChunk,
+    ErrorCode, ErrorPayload, InteractionResponse, TaskRequest, TaskResult, TaskStatus, TaskStreamChunk, TurnReport,
 };
 use aether_runtime::model::ProviderInfo;
 use aether_runtime::StatsSnapshot;
@@ -69,13 +69,11 @@ impl HttpTarget {
         if self.provider.lock().is_some() {
             return;
         }
-        let Some(p) = r.metadata.get("provider") else {
-            return;
-        };
-        if let Some(name) = p.get("name").and_then(|n| n.as_str()) {
+        // Agent-creation answers carry no provider report; the first turn's does.
+        if let Ok(p) = TurnReport::provider(&r.metadata) {
             *self.provider.lock() = Some(ProviderInfo {
-                name: name.to_owned(),
-                simulated: p.get("simulated").and_then(|s| s.as_bool()).unwrap_or(false),
+                name: p.name,
+                simulated: p.simulated,
             });
         }
     }

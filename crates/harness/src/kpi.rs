@@ -191,3 +191,127 @@ pub fn evaluate(t: &KpiTargets, i: &KpiInputs) -> Vec<Kpi> {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> KpiInputs {
+        KpiInputs {
+            scenario: "latency_smoke".into(),
+            kind: ScenarioKind::Standard,
+            succeeded: 10,
+            latency_p50_s: 1.0,
+            latency_p95_s: 3.0,
+            error_rate: 0.0,
+            fanout_ratio: None,
+            throughput_rps: 100.0,
+            drift_bytes_per_hour: None,
+            drift_window_s: 0.0,
+            agents_reuse_ratio: 0.0,
+            fidelity: None,
+        }
+    }
+
+    fn verdict<'k>(v: &'k [Kpi], name: &str) -> &'k Kpi {
+        v.iter()
+            .find(|k| k.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {v:?}"))
+    }
+
+    #[test]
+    fn targets_are_inclusive_bounds() {
+        let t = KpiTargets::default();
+        let mut i = inputs();
+        i.latency_p50_s = t.latency_p50_s;
+        i.latency_p95_s = t.latency_p95_s + 0.001;
+        i.error_rate = t.error_rate_max;
+        let v = evaluate(&t, &i);
+        assert_eq!(
+            verdict(&v, "latency_p50").pass,
+            Some(true),
+            "equal to the target passes"
+        );
+        assert_eq!(verdict(&v, "latency_p95").pass, Some(false));
+        assert_eq!(verdict(&v, "error_rate").pass, Some(true));
+        assert_eq!(verdict(&v, "latency_p95").target, "<= 4");
+    }
+
+    #[test]
+    fn no_success_means_latency_is_not_judged() {
+        let mut i = inputs();
+        i.succeeded = 0;
+        i.error_rate = 1.0;
+        let v = evaluate(&KpiTargets::default(), &i);
+        let p50 = verdict(&v, "latency_p50");
+        assert_eq!((p50.pass, p50.value), (None, None));
+        assert_eq!(p50.note.as_deref(), Some("no request succeeded"));
+        assert_eq!(verdict(&v, "error_rate").pass, Some(false));
+    }
+
+    #[test]
+    fn drift_is_judged_only_over_a_long_enough_window() {
+        let t = KpiTargets::default();
+        let mut i = inputs();
+        i.drift_bytes_per_hour = Some(80e6);
+        i.drift_window_s = t.min_drift_window_s - 1.0;
+        let short = evaluate(&t, &i);
+        assert_eq!(verdict(&short, "rss_drift").pass, None);
+        assert!(verdict(&short, "rss_drift")
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("not judged"));
+        i.drift_window_s = t.min_drift_window_s;
+        let long = evaluate(&t, &i);
+        let d = verdict(&long, "rss_drift");
+        assert_eq!((d.pass, d.value), (Some(false), Some(80.0)), "80 MB/h against 50");
+    }
+
+    #[test]
+    fn scenario_specific_kpis_appear_only_where_they_apply() {
+        let t = KpiTargets::default();
+        let names = |i: &KpiInputs| evaluate(&t, i).into_iter().map(|k| k.name).collect::<Vec<_>>();
+        assert!(!names(&inputs()).contains(&"throughput".to_owned()));
+
+        let mut burst = inputs();
+        burst.scenario = "burst_load".into();
+        burst.throughput_rps = t.throughput_rps_min - 1.0;
+        assert_eq!(verdict(&evaluate(&t, &burst), "throughput").pass, Some(false));
+
+        let mut tools = inputs();
+        tools.kind = ScenarioKind::ToolRegression;
+        assert_eq!(
+            verdict(&evaluate(&t, &tools), "tool_fanout_ratio").pass,
+            None,
+            "no ratio measured"
+        );
+        tools.fanout_ratio = Some(1.2);
+        assert_eq!(verdict(&evaluate(&t, &tools), "tool_fanout_ratio").pass, Some(true));
+
+        let mut media = inputs();
+        media.fidelity = Some(0.99);
+        assert_eq!(verdict(&evaluate(&t, &media), "multimodal_fidelity").pass, Some(false));
+
+        let mut handoff = inputs();
+        handoff.kind = ScenarioKind::MultiUserHandoff;
+        handoff.agents_reuse_ratio = 0.8;
+        assert_eq!(verdict(&evaluate(&t, &handoff), "session_reuse").pass, Some(true));
+    }
+
+    #[test]
+    fn a_kpi_file_overrides_only_the_keys_it_names_and_rejects_unknown_ones() {
+        let dir = std::env::temp_dir().join(format!("aether-kpi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "[kpis]\nlatency_p50_s = 1.5\n").unwrap();
+        let t = KpiTargets::from_file(&good).unwrap();
+        assert_eq!(t.latency_p50_s, 1.5);
+        assert_eq!(t.latency_p95_s, KpiTargets::default().latency_p95_s);
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "[kpis]\nlatency_p50 = 1.5\n").unwrap();
+        let e = KpiTargets::from_file(&bad).unwrap_err();
+        assert!(e.contains("latency_p50"), "{e}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{
-    AgentConfig, InteractionResponse, InteractionType, TaskChunkType, TaskRequest, TaskResult, UniversalMessage,
-    UserContext,
+    AgentConfig, AgentReport, InteractionResponse, InteractionType, TaskChunkType, TaskRequest, TaskResult, TurnReport,
+    UniversalMessage, UserContext,
 };
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -155,19 +155,14 @@ pub struct PhaseOutcome {
     pub issued: u64,
 }
 
-fn timing_ns(metadata: &Map<String, Value>, key: &str) -> u64 {
-    let us = metadata
-        .get("timing")
-        .and_then(|t| t.get(key))
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
+fn ns(us: f64) -> u64 {
     (us * 1000.0) as u64
 }
 
 /// How a turn ended, whether it ran synchronously or streamed.
 enum TurnOutcome {
     Done {
-        metadata: Map<String, Value>,
+        report: Box<TurnReport>,
         tool_calls: u64,
         text: String,
     },
@@ -176,15 +171,16 @@ enum TurnOutcome {
 
 impl TurnOutcome {
     fn from_result(r: TaskResult) -> Self {
-        if r.is_success() {
-            let text = r.response_text().unwrap_or_default().into_owned();
-            TurnOutcome::Done {
+        if !r.is_success() {
+            return TurnOutcome::Failed(error_text(&r));
+        }
+        match TurnReport::read(&r.metadata) {
+            Ok(report) => TurnOutcome::Done {
                 tool_calls: r.tool_results.len() as u64,
-                text,
-                metadata: r.metadata,
-            }
-        } else {
-            TurnOutcome::Failed(error_text(&r))
+                text: r.response_text().unwrap_or_default().into_owned(),
+                report: Box::new(report),
+            },
+            Err(e) => TurnOutcome::Failed(e.to_string()),
         }
     }
 }
@@ -256,16 +252,17 @@ async fn live_turn(target: &dyn Target, req: TaskRequest, think: Duration) -> (T
                 text = c.content.as_str().unwrap_or_default().to_owned();
             }
             TaskChunkType::Complete => {
-                let metadata = c
-                    .content
-                    .get("metadata")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
-                outcome = TurnOutcome::Done {
-                    metadata,
-                    tool_calls,
-                    text: std::mem::take(&mut text),
+                let report = match c.content.get("metadata").and_then(Value::as_object) {
+                    Some(metadata) => TurnReport::read(metadata).map_err(|e| e.to_string()),
+                    None => Err("turn.complete chunk without metadata".to_owned()),
+                };
+                outcome = match report {
+                    Ok(report) => TurnOutcome::Done {
+                        report: Box::new(report),
+                        tool_calls,
+                        text: std::mem::take(&mut text),
+                    },
+                    Err(e) => TurnOutcome::Failed(e),
                 };
                 break;
             }
@@ -414,14 +411,13 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
         sample.create_error = Some(error_text(&created));
         return sample;
     };
-    sample.agent_reused = Some(
-        created
-            .metadata
-            .get("agent")
-            .and_then(|a| a.get("reused"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-    );
+    sample.agent_reused = match AgentReport::read(&created.metadata) {
+        Ok(report) => Some(report.reused),
+        Err(e) => {
+            sample.create_error = Some(e.to_string());
+            return sample;
+        }
+    };
 
     let session_id = cfg.session_mode.session_id(&phase.tag, i);
     let message = match &phase.payload {
@@ -455,37 +451,30 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
 
     sample.turn = Some(match outcome {
         TurnOutcome::Done {
-            metadata,
+            report,
             tool_calls,
             text,
         } => {
-            let usage = metadata.get("token_usage");
-            let tokens = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+            let timing = &report.timing;
             let media = phase.payload.as_ref().map(|p| MediaSample {
                 attachments: p.expected.len() as u64,
                 intact: p.expected.iter().filter(|sig| text.contains(sig.as_str())).count() as u64,
-                conversion_ns: timing_ns(&metadata, "media_us"),
+                conversion_ns: ns(timing.media_us),
             });
+            let provider = &report.provider;
             Ok(TurnSample {
                 latency,
-                model_ns: timing_ns(&metadata, "model_us"),
-                tool_ns: timing_ns(&metadata, "tool_us"),
-                overhead_ns: timing_ns(&metadata, "overhead_us"),
-                prompt_tokens: tokens("prompt_tokens"),
-                completion_tokens: tokens("completion_tokens"),
-                cost_usd: metadata.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0),
+                model_ns: ns(timing.model_us),
+                tool_ns: ns(timing.tool_us),
+                overhead_ns: ns(timing.overhead_us),
+                prompt_tokens: report.token_usage.prompt_tokens,
+                completion_tokens: report.token_usage.completion_tokens,
+                cost_usd: report.cost_usd,
                 tool_calls,
-                session_created: metadata
-                    .get("session")
-                    .and_then(|s| s.get("created"))
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
+                session_created: report.session.created,
                 stream,
                 media,
-                simulated: metadata.get("provider").is_some_and(|p| {
-                    p["simulated"] == Value::Bool(true)
-                        || p["profile"].as_str().is_some_and(|s| s.contains("(simulated"))
-                }),
+                simulated: provider.simulated || provider.profile.as_deref().is_some_and(|s| s.contains("(simulated")),
             })
         }
         TurnOutcome::Failed(e) => Err(e),

@@ -128,3 +128,68 @@ pub struct SerialisedHist {
     pub significant_figures: u8,
     pub counts: Vec<[u64; 2]>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 1..=1000 µs, one of each.
+    fn uniform() -> DurationHist {
+        let mut h = DurationHist::default();
+        (1..=1000u64).for_each(|us| h.record(Duration::from_micros(us)));
+        h
+    }
+
+    /// Within HDR's 3 significant figures.
+    fn close(got: f64, want: f64) -> bool {
+        (got - want).abs() <= want * 1e-3 + 1e-9
+    }
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let s = uniform().stats(Unit::Us);
+        assert_eq!(s.count, 1000);
+        for (got, want) in [
+            (s.p50, 500.0),
+            (s.p90, 900.0),
+            (s.p95, 950.0),
+            (s.p99, 990.0),
+            (s.min, 1.0),
+        ] {
+            assert!(close(got, want), "{got} vs {want}");
+        }
+        assert!(close(s.max, 1000.0), "{}", s.max);
+        assert!(close(s.mean, 500.5), "{}", s.mean);
+        // Standard deviation of 1..=1000: sqrt((n²−1)/12).
+        assert!(close(s.std, ((1000.0f64 * 1000.0 - 1.0) / 12.0).sqrt()), "{}", s.std);
+        let ms = uniform().stats(Unit::Ms);
+        assert!(close(ms.p50, 0.5), "the unit divides: {}", ms.p50);
+    }
+
+    #[test]
+    fn empty_is_all_zero_and_extremes_are_clamped() {
+        assert_eq!(DurationHist::default().stats(Unit::Ms), Stats::default());
+        let mut h = DurationHist::default();
+        h.record(Duration::ZERO);
+        h.record(Duration::from_secs(7200));
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.quantile_ns(0.0), 1, "zero is recorded as the lowest value");
+        assert!(
+            close(h.quantile_ns(1.0) as f64, MAX_NS as f64),
+            "beyond an hour is clamped"
+        );
+    }
+
+    #[test]
+    fn merging_and_a_serialised_round_trip_keep_every_count() {
+        let mut a = DurationHist::default();
+        let mut b = DurationHist::default();
+        (1..=500u64).for_each(|us| a.record(Duration::from_micros(us)));
+        (501..=1000u64).for_each(|us| b.record(Duration::from_micros(us)));
+        a.merge(&b);
+        assert_eq!(a.stats(Unit::Us), uniform().stats(Unit::Us));
+        let back = DurationHist::deserialise(&a.serialise());
+        assert_eq!(back.stats(Unit::Us), a.stats(Unit::Us));
+        assert_eq!(a.serialise().unit, "ns");
+    }
+}

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use aether_contracts::{AgentConfig, TaskRequest, TaskResult, UniversalMessage};
+use aether_contracts::{AgentConfig, TaskRequest, TurnReport, UniversalMessage};
 use aether_runtime::model::SimConfig;
 use aether_runtime::{Runtime, RuntimeConfig};
 use aether_store::{BackgroundWrites, MemoryStore, PostgresStore, SessionStore, SqliteStore};
@@ -47,8 +47,8 @@ fn runtime(store: Arc<dyn SessionStore>) -> Runtime {
         .expect("runtime")
 }
 
-fn nanos(r: &TaskResult, key: &str) -> u64 {
-    (r.metadata["timing"][key].as_f64().unwrap_or(0.0) * 1000.0) as u64
+fn nanos(us: f64) -> u64 {
+    (us * 1000.0) as u64
 }
 
 struct Sample {
@@ -69,7 +69,8 @@ impl Sample {
         let r = rt.process(req).await;
         let wall = t.elapsed().as_nanos() as u64;
         assert!(r.is_success(), "turn failed: {:?}", r.error);
-        let overhead = wall.saturating_sub(nanos(&r, "model_us") + nanos(&r, "tool_us"));
+        let timing = TurnReport::timing(&r.metadata).expect("turn timing");
+        let overhead = wall.saturating_sub(nanos(timing.model_us) + nanos(timing.tool_us));
         self.wall.record(wall.max(1)).ok();
         self.overhead.record(overhead.max(1)).ok();
     }

@@ -8,6 +8,12 @@
 //! content is always an `ErrorPayload` object; a cancelled turn ends with a `cancelled` chunk.
 //! `sequence_id`s count up from 0 across the whole live session without gaps.
 //!
+//! Every turn runs through the engine like a sync turn: `execution_config.timeout` (the first
+//! request's, for every turn of the session) bounds the whole turn, approval waits included; a
+//! turn that times out or panics ends with an `error` chunk carrying the payload a sync answer
+//! would carry (a timeout: `framework.execution` with `details.timeout_s`), writes nothing, and
+//! the session takes the next message.
+//!
 //! Chunks go through a bounded channel: a slow consumer slows the turn down, nothing buffers
 //! without bound. Cancel drops the running turn: the model call and the tools in flight stop, the
 //! turn writes nothing, and the session stays usable. Each live session has its own approval
@@ -16,8 +22,8 @@
 use std::sync::Arc;
 
 use aether_contracts::{
-    ChunkKind, ErrorPayload, InteractionResponse, TaskChunkType, TaskRequest, TaskResult, TaskStreamChunk, ToolCall,
-    ToolResult, UniversalMessage, CHUNK_VERSION,
+    ChunkKind, ErrorPayload, ExecutionConfig, InteractionResponse, TaskChunkType, TaskRequest, TaskResult,
+    TaskStreamChunk, ToolCall, ToolResult, UniversalMessage, CHUNK_VERSION,
 };
 use async_trait::async_trait;
 use chrono::Utc;
@@ -25,11 +31,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 
 use crate::approvals::{ApprovalBroker, ApprovalConfig, ApprovalError, Decision, PendingApproval, TimeoutPolicy};
-use crate::engine::observer::{tool_of, TurnObserver};
-use crate::engine::{converse_with, validate, RequestPlan};
+use crate::engine::{tool_of, Assistant, RequestPlan, TurnObserver, ValidRequest};
 use crate::error::EngineError;
 use crate::model::{DeltaSink, ModelError};
-use crate::runtime::Core;
 use crate::tools::{RegisteredTool, ToolProgress};
 
 /// Settings of one live session.
@@ -364,40 +368,43 @@ impl TurnObserver for LiveObserver<'_> {
     }
 }
 
-/// Validates `request` as a turn and starts the live session.
+/// Validates `request` as a turn and starts the live session. Its turns run through the same
+/// engine as sync turns (`Assistant::process_stream`): the agent's framework, the timeout of
+/// `execution_config.timeout` (approval waits included), a panic turned into an `error` chunk.
 pub(crate) fn start(
-    core: Arc<Core>,
-    mut request: TaskRequest,
+    assistant: Assistant,
+    request: TaskRequest,
     options: LiveOptions,
+    approvals: ApprovalConfig,
 ) -> Result<LiveSession, EngineError> {
-    let RequestPlan::Converse { agent_id, session_id } = validate::plan(&mut request)? else {
+    let first = assistant.engine().validate(request)?;
+    let RequestPlan::Converse { agent_id, session_id } = first.plan() else {
         return Err(EngineError::validation(
             "agent_config",
             "a live session converses with an existing agent: send agent_id + session_id + messages",
         ));
     };
+    let (agent_id, session_id) = (agent_id.clone(), session_id.clone());
     let (tx, chunks) = mpsc::channel(options.buffer.max(1));
     let (control, control_rx) = mpsc::channel(16);
     let (cancel, cancel_rx) = watch::channel(0u64);
-    let broker = Arc::new(ApprovalBroker::new(&request.task_id));
-    let task_id = request.task_id.clone();
-    let approvals = options.approvals.unwrap_or_else(|| core.config.approvals.clone());
+    let task_id = first.request().task_id.clone();
+    let broker = Arc::new(ApprovalBroker::new(&task_id));
     let emitter = Emitter {
         task_id: task_id.clone(),
         next_seq: 0,
         tx,
     };
-    tokio::spawn(run(
-        core,
-        request,
+    let session = Session {
+        execution_config: first.request().execution_config.clone(),
+        assistant,
+        base_task: task_id.clone(),
         agent_id,
         session_id,
-        emitter,
-        control_rx,
-        cancel_rx,
-        Arc::clone(&broker),
+        broker: Arc::clone(&broker),
         approvals,
-    ));
+    };
+    tokio::spawn(session.run(first, emitter, control_rx, cancel_rx));
     Ok(LiveSession {
         task_id,
         chunks,
@@ -409,57 +416,71 @@ pub(crate) fn start(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    core: Arc<Core>,
-    first: TaskRequest,
+/// What every turn of one live session shares.
+struct Session {
+    assistant: Assistant,
+    base_task: String,
     agent_id: Option<String>,
     session_id: String,
-    mut emitter: Emitter,
-    mut control: mpsc::Receiver<Control>,
-    mut cancel: watch::Receiver<u64>,
     broker: Arc<ApprovalBroker>,
     approvals: ApprovalConfig,
-) {
-    let base_task = first.task_id.clone();
-    let mut request = first;
-    for turn in 1u64.. {
-        cancel.borrow_and_update();
-        let outcome = {
-            let mut observer = LiveObserver {
-                emitter: &mut emitter,
-                broker: &broker,
-                approvals: &approvals,
+    /// The first request's; every turn of the session runs under it (its timeout too).
+    execution_config: Option<ExecutionConfig>,
+}
+
+impl Session {
+    /// Turn `turn`'s request for a follow-up message, validated like any request.
+    fn follow_up(&self, turn: u64, message: UniversalMessage) -> Result<ValidRequest, EngineError> {
+        let mut next = TaskRequest::empty(format!("{}-{turn}", self.base_task));
+        next.agent_id = self.agent_id.clone();
+        next.session_id = Some(self.session_id.clone());
+        next.messages = vec![message];
+        next.execution_config = self.execution_config.clone();
+        self.assistant.engine().validate(next)
+    }
+
+    async fn run(
+        self,
+        first: ValidRequest,
+        mut emitter: Emitter,
+        mut control: mpsc::Receiver<Control>,
+        mut cancel: watch::Receiver<u64>,
+    ) {
+        let mut next: Result<ValidRequest, EngineError> = Ok(first);
+        for turn in 1u64.. {
+            cancel.borrow_and_update();
+            let outcome = match next {
+                Ok(request) => {
+                    let mut observer = LiveObserver {
+                        emitter: &mut emitter,
+                        broker: &self.broker,
+                        approvals: &self.approvals,
+                    };
+                    let fut = self.assistant.process_stream(request, &mut observer);
+                    tokio::select! {
+                        r = fut => Some(r),
+                        _ = cancel.changed() => None,
+                    }
+                }
+                Err(e) => Some(TaskResult::failure(String::new(), e.status(), e.payload())),
             };
-            let fut = converse_with(&core, request, agent_id.clone(), session_id.clone(), &mut observer);
-            tokio::select! {
-                r = fut => Some(r),
-                _ = cancel.changed() => None,
+            self.broker.clear();
+            match outcome {
+                Some(result) => finish(&mut emitter, &result).await,
+                None => {
+                    let content = json!({ "reason": "cancelled by the client", "turn": turn });
+                    let _ = emitter
+                        .emit(TaskChunkType::Cancelled, None, "cancelled", content, None, true)
+                        .await;
+                }
             }
-        };
-        broker.clear();
-        match outcome {
-            Some(Ok(result)) => finish(&mut emitter, &result).await,
-            Some(Err(e)) => emitter.error(&e.payload()).await,
-            None => {
-                let content = json!({ "reason": "cancelled by the client", "turn": turn });
-                let _ = emitter
-                    .emit(TaskChunkType::Cancelled, None, "cancelled", content, None, true)
-                    .await;
+            if emitter.tx.is_closed() {
+                return;
             }
-        }
-        if emitter.tx.is_closed() {
-            return;
-        }
-        match control.recv().await {
-            Some(Control::Message(m)) => {
-                let mut next = TaskRequest::empty(format!("{base_task}-{}", turn + 1));
-                next.agent_id = agent_id.clone();
-                next.session_id = Some(session_id.clone());
-                next.messages = vec![m];
-                request = next;
-            }
-            Some(Control::Close) | None => return,
+            next = match control.recv().await {
+                Some(Control::Message(m)) => self.follow_up(turn + 1, m),
+                Some(Control::Close) | None => return,
+            };
         }
     }
 }

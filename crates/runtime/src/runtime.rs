@@ -3,33 +3,22 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aether_contracts::{AgentConfig, TaskRequest, TaskResult};
+use aether_contracts::{AgentConfig, AgentReport, TaskRequest, TaskResult};
 use aether_store::{EventPage, MemoryStore, Page, PageRequest, SessionFilter, SessionRecord, SessionStore};
 use tokio::time::Instant;
 
 use crate::agents::{AgentCleanup, AgentManager, ProviderSet};
 use crate::clock::Clock;
 use crate::config::RuntimeConfig;
-use crate::engine::{AdapterRegistry, Assistant, ExecutionEngine, FrameworkAdapter, NativeAdapter};
+use crate::engine::{AdapterRegistry, Assistant, ExecutionEngine, FrameworkAdapter, NativeAdapter, TurnLimits};
 use crate::error::EngineError;
 use crate::ids::IdGen;
 use crate::model::{ModelProvider, SimConfig, SimulatedModel};
-use crate::sessions::ChatSessions;
+use crate::sessions::{ChatSessions, SessionSettings};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::sweeper::{self, SweepReport};
+use crate::sweeper::{SweepReport, Sweeper, Ttls};
 use crate::tools::demo::{demo_tools, DemoToolConfig};
 use crate::tools::{builtin, RegisteredTool, RegistryError, ToolRegistry};
-
-/// Shared state of one runtime.
-pub(crate) struct Core {
-    pub(crate) config: RuntimeConfig,
-    pub(crate) agents: AgentManager,
-    pub(crate) sessions: ChatSessions,
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) ids: Arc<IdGen>,
-    pub(crate) clock: Clock,
-    pub(crate) tools: Arc<ToolRegistry>,
-}
 
 /// Why a runtime could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +42,12 @@ pub struct RuntimeBuilder {
     tools: Vec<RegisteredTool>,
     providers: Vec<(String, Arc<dyn ModelProvider>)>,
     default_provider: Option<String>,
+    frameworks: Vec<(String, FrameworkFactory)>,
 }
+
+/// Builds a framework adapter from the runtime's native one (which it may delegate to).
+type FrameworkFactory =
+    Box<dyn Fn(Arc<dyn FrameworkAdapter>) -> Result<Arc<dyn FrameworkAdapter>, String> + Send + Sync>;
 
 impl RuntimeBuilder {
     pub fn config(mut self, config: RuntimeConfig) -> Self {
@@ -102,6 +96,18 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Registers another agent framework under `name` (agents choose it with
+    /// `framework_config.framework`, or `metadata.framework` when they are created). It is built
+    /// on first use from the runtime's native adapter, which it may delegate to.
+    pub fn framework(
+        mut self,
+        name: impl Into<String>,
+        build: impl Fn(Arc<dyn FrameworkAdapter>) -> Result<Arc<dyn FrameworkAdapter>, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.frameworks.push((name.into(), Box::new(build)));
+        self
+    }
+
     pub fn build(self) -> Result<Runtime, BuildError> {
         let registry = Arc::new(ToolRegistry::new());
         registry.register(builtin::echo())?;
@@ -128,43 +134,83 @@ impl RuntimeBuilder {
         let stats = Arc::new(Stats::default());
         let ids = Arc::new(IdGen::new());
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
-        let core = Arc::new(Core {
-            agents: AgentManager::new(
-                config.max_sessions_per_agent,
-                Arc::clone(&registry),
-                ProviderSet { default, providers },
-                Arc::clone(&ids),
-                Arc::clone(&stats),
-                clock,
-            ),
-            sessions: ChatSessions::new(store, config.history_window, config.max_active_sessions, clock),
-            stats,
-            ids,
+        let agents = Arc::new(AgentManager::new(
+            config.max_sessions_per_agent,
+            Arc::clone(&registry),
+            ProviderSet { default, providers },
+            Arc::clone(&ids),
+            Arc::clone(&stats),
             clock,
-            tools: registry,
-            config,
-        });
+        ));
+        let sessions = Arc::new(ChatSessions::new(
+            store,
+            SessionSettings {
+                window: config.history_window,
+                max_active: config.max_active_sessions,
+                shared_store: config.shared_store,
+            },
+            clock,
+            ids,
+            Arc::clone(&stats),
+        ));
 
         let mut adapters = AdapterRegistry::default();
-        let native_core = Arc::clone(&core);
-        adapters.register("native", move || {
-            Ok(Arc::new(NativeAdapter::new(Arc::clone(&native_core))) as Arc<dyn FrameworkAdapter>)
-        });
-        let engine = Arc::new(ExecutionEngine::new(adapters, core.config.default_framework.clone()));
+        let native = NativeAdapter {
+            agents: Arc::clone(&agents),
+            sessions: Arc::clone(&sessions),
+            stats: Arc::clone(&stats),
+            clock,
+            limits: TurnLimits {
+                max_model_calls: config.max_model_calls_per_turn,
+                tool_timeout: config.tool_timeout,
+                approvals: config.approvals.clone(),
+            },
+        };
+        let native: Arc<dyn FrameworkAdapter> = Arc::new(native);
+        for (name, build) in self.frameworks {
+            let native = Arc::clone(&native);
+            adapters.register(name, move || build(Arc::clone(&native)));
+        }
+        adapters.register("native", move || Ok(Arc::clone(&native)));
+        let engine = Arc::new(ExecutionEngine::new(
+            adapters,
+            config.default_framework.clone(),
+            Arc::clone(&agents),
+            Arc::clone(&sessions),
+            config.media,
+        ));
 
-        let sweeper = match core.config.sweep_interval {
+        let sweeper = Arc::new(Sweeper {
+            sessions: Arc::clone(&sessions),
+            agents: Arc::clone(&agents),
+            stats: Arc::clone(&stats),
+            clock,
+            ttls: Ttls {
+                session_idle: config.session_idle_ttl,
+                runner_idle: config.runner_idle_ttl,
+                agent_idle: config.agent_idle_ttl,
+                archive: config.archive_ttl,
+            },
+        });
+        let sweeping = match config.sweep_interval {
             Some(every) => {
                 if tokio::runtime::Handle::try_current().is_err() {
                     return Err(BuildError::NoTokioRuntime);
                 }
-                Some(sweeper::spawn(&core, every))
+                Some(sweeper.spawn(every))
             }
             None => None,
         };
         Ok(Runtime {
             assistant: Assistant::new(engine),
-            core,
-            sweeper: parking_lot::Mutex::new(sweeper),
+            agents,
+            sessions,
+            stats,
+            clock,
+            tools: registry,
+            config,
+            sweeper,
+            sweeping: parking_lot::Mutex::new(sweeping),
         })
     }
 }
@@ -179,14 +225,20 @@ pub struct AgentHandle {
 
 /// A running Aether Frame runtime.
 pub struct Runtime {
-    core: Arc<Core>,
+    config: RuntimeConfig,
     assistant: Assistant,
-    sweeper: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    agents: Arc<AgentManager>,
+    sessions: Arc<ChatSessions>,
+    stats: Arc<Stats>,
+    clock: Clock,
+    tools: Arc<ToolRegistry>,
+    sweeper: Arc<Sweeper>,
+    sweeping: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if let Some(s) = self.sweeper.get_mut().take() {
+        if let Some(s) = self.sweeping.get_mut().take() {
             s.abort();
         }
     }
@@ -208,18 +260,22 @@ impl Runtime {
     }
 
     /// Step one of the protocol, as a library call.
+    /// It takes the same path as a `TaskRequest` with `agent_config`: validated, then created by
+    /// the adapter of the agent's framework.
     pub async fn create_agent(&self, config: AgentConfig) -> Result<AgentHandle, EngineError> {
-        let (agent, reused) = self.core.agents.create_or_reuse(config)?;
+        let request = TaskRequest::create_agent("create_agent", config);
+        let result = self.assistant.engine().execute(request).await?;
+        let report = AgentReport::read(&result.metadata).map_err(|e| EngineError::Internal(e.to_string()))?;
         Ok(AgentHandle {
-            agent_id: agent.id.to_string(),
-            reused,
+            agent_id: report.agent_id,
+            reused: report.reused,
         })
     }
 
     /// Registers an agent that another instance created on a shared store, under its id (so that
     /// turns naming it can run here). Returns the agent already here when there is one.
     pub async fn adopt_agent(&self, agent_id: &str, config: AgentConfig) -> Result<AgentHandle, EngineError> {
-        let agent = self.core.agents.adopt(agent_id, config)?;
+        let agent = self.agents.adopt(agent_id, config)?;
         Ok(AgentHandle {
             agent_id: agent.id.to_string(),
             reused: true,
@@ -229,7 +285,7 @@ impl Runtime {
     /// Removes an agent and its runner now, and archives the chat sessions it served.
     /// Returns `None` for an unknown agent.
     pub async fn cleanup_agent(&self, agent_id: &str) -> Result<Option<AgentCleanup>, EngineError> {
-        let Some(cleanup) = self.core.agents.cleanup(agent_id) else {
+        let Some(cleanup) = self.agents.cleanup(agent_id) else {
             return Ok(None);
         };
         for chat_id in &cleanup.chat_ids {
@@ -241,26 +297,26 @@ impl Runtime {
     /// Archives a chat session after its in-flight turns finish; the next request on the same
     /// id recovers its history. Returns whether a live session was archived.
     pub async fn cleanup_session(&self, session_id: &str) -> Result<bool, EngineError> {
-        let Some(chat) = self.core.sessions.get(session_id) else {
+        let Some(chat) = self.sessions.get(session_id) else {
             return Ok(false);
         };
         let (chat, mut st) = {
-            let guard = self.core.sessions.lock(&chat.id).await;
+            let guard = self.sessions.lock(&chat.id).await;
             (guard.0, guard.1)
         };
-        let archived = self.core.sessions.close(&chat, &mut st).await?;
+        let archived = self.sessions.close(&chat, &mut st).await?;
         if archived {
-            Stats::incr(&self.core.stats.reclaimed_sessions);
+            Stats::incr(&self.stats.reclaimed_sessions);
         }
         Ok(archived)
     }
 
     /// Deletes a chat session for good: the live session, its history and its archive.
     pub async fn delete_session(&self, session_id: &str) -> Result<bool, EngineError> {
-        let (chat, mut st) = self.core.sessions.lock(session_id).await;
-        let was_live = st.loaded;
-        self.core.sessions.close(&chat, &mut st).await?;
-        let deleted = self.core.sessions.store.delete_session(session_id).await?;
+        let (chat, mut st) = self.sessions.lock(session_id).await;
+        let was_live = st.is_loaded();
+        self.sessions.close(&chat, &mut st).await?;
+        let deleted = self.sessions.store.delete_session(session_id).await?;
         Ok(deleted || was_live)
     }
 
@@ -272,9 +328,12 @@ impl Runtime {
         agent_id: &str,
         user_id: Option<&str>,
     ) -> Result<SessionRecord, EngineError> {
-        crate::engine::open_session(&self.core, session_id, agent_id, user_id).await?;
-        self.core
-            .sessions
+        {
+            let mut chat = self.sessions.open(session_id, user_id).await?;
+            chat.bind(&self.agents, Some(agent_id)).await?;
+            chat.touch();
+        }
+        self.sessions
             .store
             .get_session(session_id)
             .await?
@@ -283,7 +342,7 @@ impl Runtime {
 
     /// The stored record of a chat session.
     pub async fn session(&self, session_id: &str) -> Result<Option<SessionRecord>, EngineError> {
-        Ok(self.core.sessions.store.get_session(session_id).await?)
+        Ok(self.sessions.store.get_session(session_id).await?)
     }
 
     /// A page of a session's events: those after `after_seq`, at most `limit`.
@@ -293,25 +352,20 @@ impl Runtime {
         after_seq: Option<u64>,
         limit: usize,
     ) -> Result<EventPage, EngineError> {
-        Ok(self
-            .core
-            .sessions
-            .store
-            .events_page(session_id, after_seq, limit)
-            .await?)
+        Ok(self.sessions.store.events_page(session_id, after_seq, limit).await?)
     }
 
     /// Sessions by user, agent or state, paged by id.
     pub async fn list_sessions(&self, filter: &SessionFilter, page: &PageRequest) -> Result<Page, EngineError> {
-        Ok(self.core.sessions.store.list_sessions(filter, page).await?)
+        Ok(self.sessions.store.list_sessions(filter, page).await?)
     }
 
     /// Marks a live session as used now, so the idle timeout starts again. `false` when the
     /// session is not live in this runtime.
     pub fn keep_alive(&self, session_id: &str) -> bool {
-        match self.core.sessions.get(session_id) {
+        match self.sessions.get(session_id) {
             Some(chat) => {
-                chat.touch(self.core.clock.now_ms());
+                chat.touch(self.clock.now_ms());
                 true
             }
             None => false,
@@ -326,10 +380,10 @@ impl Runtime {
     /// Stops the background sweeper and waits until the store has made every accepted write
     /// durable (a no-op for synchronous stores). Call before exiting.
     pub async fn shutdown(&self) -> Result<(), EngineError> {
-        if let Some(s) = self.sweeper.lock().take() {
+        if let Some(s) = self.sweeping.lock().take() {
             s.abort();
         }
-        Ok(self.core.sessions.store.flush().await?)
+        Ok(self.sessions.store.flush().await?)
     }
 
     /// Starts a live session with the turn in `request` (agent_id and/or session_id, and
@@ -340,43 +394,47 @@ impl Runtime {
         request: TaskRequest,
         options: crate::live::LiveOptions,
     ) -> Result<crate::live::LiveSession, EngineError> {
-        crate::live::start(Arc::clone(&self.core), request, options)
+        let approvals = options
+            .approvals
+            .clone()
+            .unwrap_or_else(|| self.config.approvals.clone());
+        crate::live::start(self.assistant.clone(), request, options, approvals)
     }
 
     /// Runs the idle sweeper once as if the time were `now`.
     pub async fn sweep_at(&self, now: Instant) -> SweepReport {
-        sweeper::sweep(&self.core, now).await
+        self.sweeper.sweep(now).await
     }
 
     /// Counters and gauges.
     pub fn stats(&self) -> StatsSnapshot {
-        self.core.stats.snapshot(
-            self.core.agents.len() as u64,
-            self.core.agents.live_runners(),
-            self.core.sessions.len() as u64,
+        self.stats.snapshot(
+            self.agents.len() as u64,
+            self.agents.live_runners(),
+            self.sessions.len() as u64,
         )
     }
 
     /// The tool registry; clone the `Arc` to add or refresh tools later (MCP servers do).
     pub fn tools(&self) -> &Arc<ToolRegistry> {
-        &self.core.tools
+        &self.tools
     }
 
     pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.core.sessions.store
+        &self.sessions.store
     }
 
     pub fn config(&self) -> &RuntimeConfig {
-        &self.core.config
+        &self.config
     }
 
     /// Looks up a live agent.
     pub fn agent(&self, agent_id: &str) -> Option<Arc<crate::agents::Agent>> {
-        self.core.agents.get(agent_id)
+        self.agents.get(agent_id)
     }
 
     /// The live agents that `keep` selects (a snapshot; agents come and go meanwhile).
     pub fn agents_where(&self, keep: impl Fn(&crate::agents::Agent) -> bool) -> Vec<Arc<crate::agents::Agent>> {
-        self.core.agents.filter(keep)
+        self.agents.filter(keep)
     }
 }

@@ -1,22 +1,39 @@
-//! Chat sessions: one live internal session per business `session_id`.
+//! Chat sessions: one live internal session per business `session_id`, and the invariants of
+//! its state.
 //!
 //! Each [`ChatSession`] has its own FIFO async mutex: concurrent turns on one chat run one after
 //! another in arrival order, and turns on different chats never wait on each other (the map is
 //! sharded; no lock is held across chats). The history a turn sees is a bounded window of the
 //! latest events kept in memory as shared `Arc`s; older events live only in the store, so a
 //! turn's cost does not grow with the conversation.
+//!
+//! A turn works through an [`OpenChat`], which this module alone can change:
+//! * [`ChatSessions::open`] takes the chat's turn lock and makes its state current: the first use
+//!   reads the record and the window from the store (recovery after an archive or a restart);
+//!   with a shared store, a later use catches up with turns other instances appended.
+//! * [`OpenChat::bind`] picks the turn's agent and takes a session slot on it (a new session,
+//!   a recovery or an agent switch writes the record). A chat that never bound is dropped again,
+//!   so a failed first turn leaves no empty shell behind.
+//! * [`OpenChat::history`] lends the committed window to the model; nothing is copied.
+//! * [`OpenChat::commit`] appends a turn's events to the store first and to the window second,
+//!   so a failed write changes nothing; the next sequence number and the window's bound move
+//!   together.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use aether_store::{SessionEvent, SessionState, SessionStore, StoreError};
+use aether_contracts::SessionReport;
+use aether_store::{SessionEvent, SessionRecord, SessionState, SessionStore, StoreError};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 
-use crate::agents::SessionSlot;
+use crate::agents::{Agent, AgentManager, SessionSlot};
 use crate::clock::Clock;
+use crate::error::EngineError;
+use crate::ids::IdGen;
+use crate::stats::Stats;
 
 /// A chat session's binding to an agent: the internal session id and the agent's slot.
 pub(crate) struct Binding {
@@ -24,22 +41,29 @@ pub(crate) struct Binding {
     pub slot: SessionSlot,
 }
 
-/// State of a chat session, guarded by its turn lock.
+/// State of a chat session, guarded by its turn lock; changed only through this module.
 pub(crate) struct ChatState {
     /// Archived and removed from the map; a turn that finds this retries on a fresh session.
-    pub closed: bool,
+    closed: bool,
     /// History and record have been read from the store.
-    pub loaded: bool,
-    pub binding: Option<Binding>,
+    loaded: bool,
+    binding: Option<Binding>,
     /// Agent the stored record names (after recovery), for turns that send no `agent_id`.
-    pub last_agent_id: Option<String>,
-    pub window: VecDeque<Arc<SessionEvent>>,
+    last_agent_id: Option<String>,
+    window: VecDeque<Arc<SessionEvent>>,
     /// Events older than the window (in the store only).
-    pub events_before_window: u64,
-    pub next_seq: u64,
-    pub user_id: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub turns: u64,
+    events_before_window: u64,
+    next_seq: u64,
+    user_id: Option<String>,
+    created_at: DateTime<Utc>,
+    turns: u64,
+}
+
+impl ChatState {
+    /// Whether this process has read (or created) the session's state.
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded
+    }
 }
 
 /// One chat session held in memory.
@@ -47,6 +71,9 @@ pub struct ChatSession {
     pub id: Arc<str>,
     state: Arc<Mutex<ChatState>>,
     last_used_ms: AtomicU64,
+    /// The agent the session is bound to, readable without the turn lock (the engine routes a
+    /// turn that names no agent by it).
+    bound_agent: parking_lot::Mutex<Option<Arc<Agent>>>,
 }
 
 impl ChatSession {
@@ -66,7 +93,13 @@ impl ChatSession {
                 turns: 0,
             })),
             last_used_ms: AtomicU64::new(now_ms),
+            bound_agent: parking_lot::Mutex::new(None),
         }
+    }
+
+    /// The agent this session was last bound to in this process.
+    pub(crate) fn bound_agent(&self) -> Option<Arc<Agent>> {
+        self.bound_agent.lock().clone()
     }
 
     pub(crate) fn touch(&self, now_ms: u64) {
@@ -86,21 +119,41 @@ impl ChatSession {
 pub struct ChatSessions {
     map: DashMap<Arc<str>, Arc<ChatSession>>,
     pub(crate) store: Arc<dyn SessionStore>,
-    pub(crate) window: usize,
+    window: usize,
     max_active: usize,
+    /// Other instances append to the same store: every turn catches up first.
+    shared_store: bool,
     pub(crate) pressure: Notify,
     clock: Clock,
+    ids: Arc<IdGen>,
+    stats: Arc<Stats>,
+}
+
+/// How the chat sessions are kept.
+pub(crate) struct SessionSettings {
+    pub window: usize,
+    pub max_active: usize,
+    pub shared_store: bool,
 }
 
 impl ChatSessions {
-    pub(crate) fn new(store: Arc<dyn SessionStore>, window: usize, max_active: usize, clock: Clock) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn SessionStore>,
+        settings: SessionSettings,
+        clock: Clock,
+        ids: Arc<IdGen>,
+        stats: Arc<Stats>,
+    ) -> Self {
         Self {
             map: DashMap::new(),
             store,
-            window: window.max(1),
-            max_active: max_active.max(1),
+            window: settings.window.max(1),
+            max_active: settings.max_active.max(1),
+            shared_store: settings.shared_store,
             pressure: Notify::new(),
             clock,
+            ids,
+            stats,
         }
     }
 
@@ -111,6 +164,23 @@ impl ChatSessions {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// Locks chat `id` for a turn and makes its state current (see the module header).
+    pub(crate) async fn open(&self, id: &str, user_id: Option<&str>) -> Result<OpenChat<'_>, StoreError> {
+        let (chat, st) = self.lock(id).await;
+        let mut open = OpenChat {
+            sessions: self,
+            chat,
+            st,
+            flags: TurnFlags::default(),
+        };
+        if !open.st.loaded {
+            open.load(user_id).await?;
+        } else if self.shared_store {
+            open.refresh().await?;
+        }
+        Ok(open)
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<ChatSession>> {
@@ -152,6 +222,7 @@ impl ChatSessions {
         }
         st.closed = true;
         st.binding = None;
+        *chat.bound_agent.lock() = None;
         // Archive before leaving the map: a newer session for this id must never be overwritten.
         let archived = if st.loaded {
             self.store.set_state(&chat.id, SessionState::Archived).await
@@ -163,7 +234,7 @@ impl ChatSessions {
     }
 
     /// Drops a session that never bound to an agent, without touching the store.
-    pub(crate) fn discard(&self, chat: &Arc<ChatSession>, st: &mut ChatState) {
+    fn discard(&self, chat: &Arc<ChatSession>, st: &mut ChatState) {
         st.closed = true;
         self.map.remove_if(&chat.id, |_, v| Arc::ptr_eq(v, chat));
     }
@@ -192,4 +263,220 @@ impl ChatSessions {
         }
         idle
     }
+}
+
+/// What happened to the chat session during one turn.
+#[derive(Default)]
+struct TurnFlags {
+    created: bool,
+    recovered: bool,
+    agent_switched: bool,
+    /// The requested agent was full; the session went to an agent with an equal config.
+    overflow_from: Option<String>,
+}
+
+/// A chat session locked for one turn. Dropping it releases the turn lock.
+pub(crate) struct OpenChat<'s> {
+    sessions: &'s ChatSessions,
+    chat: Arc<ChatSession>,
+    st: OwnedMutexGuard<ChatState>,
+    flags: TurnFlags,
+}
+
+impl OpenChat<'_> {
+    pub(crate) fn id(&self) -> &Arc<str> {
+        &self.chat.id
+    }
+
+    pub(crate) fn user_id(&self) -> Option<&str> {
+        self.st.user_id.as_deref()
+    }
+
+    /// Sequence number the turn's first new event gets.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.st.next_seq
+    }
+
+    /// The committed window, oldest first, borrowed.
+    pub(crate) fn history(&mut self) -> &[Arc<SessionEvent>] {
+        self.st.window.make_contiguous()
+    }
+
+    /// Reads the session's record and history window from the store, once per live session.
+    async fn load(&mut self, user_id: Option<&str>) -> Result<(), StoreError> {
+        let store = &self.sessions.store;
+        let st = &mut *self.st;
+        match store.get_session(&self.chat.id).await? {
+            Some(record) => {
+                let window = store.load_window(&self.chat.id, self.sessions.window).await?;
+                st.window = window.events.into();
+                st.events_before_window = window.events_before;
+                st.next_seq = record.event_count;
+                st.last_agent_id = Some(record.agent_id);
+                st.user_id = record.user_id.or_else(|| user_id.map(str::to_owned));
+                st.created_at = record.created_at;
+                self.flags.recovered = true;
+            }
+            None => {
+                st.user_id = user_id.map(str::to_owned);
+                self.flags.created = true;
+            }
+        }
+        st.loaded = true;
+        Ok(())
+    }
+
+    /// With a shared store: catches up with turns another instance appended since this one last
+    /// wrote (the record's event count is ahead of ours), so the model sees the whole
+    /// conversation and our next append lands after theirs.
+    async fn refresh(&mut self) -> Result<(), StoreError> {
+        let store = &self.sessions.store;
+        let Some(record) = store.get_session(&self.chat.id).await? else {
+            return Ok(());
+        };
+        let st = &mut *self.st;
+        if record.event_count != st.next_seq {
+            let window = store.load_window(&self.chat.id, self.sessions.window).await?;
+            st.window = window.events.into();
+            st.events_before_window = window.events_before;
+            st.next_seq = record.event_count;
+            st.last_agent_id = Some(record.agent_id);
+        }
+        Ok(())
+    }
+
+    /// Chooses the agent for this turn (`agent_id`, else the session's) and binds the session to
+    /// it: a new session, a recovery or a switch takes a slot and writes the record. When this
+    /// fails and the session never bound, it is dropped from memory (the store was not touched).
+    pub(crate) async fn bind(
+        &mut self,
+        agents: &AgentManager,
+        agent_id: Option<&str>,
+    ) -> Result<&Binding, EngineError> {
+        if let Err(e) = self.try_bind(agents, agent_id).await {
+            if self.st.binding.is_none() {
+                self.sessions.discard(&self.chat, &mut self.st);
+            }
+            return Err(e);
+        }
+        self.st
+            .binding
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal("session bound to no agent after binding".into()))
+    }
+
+    async fn try_bind(&mut self, agents: &AgentManager, agent_id: Option<&str>) -> Result<(), EngineError> {
+        let st = &mut *self.st;
+        let target: Arc<Agent> = match agent_id {
+            Some(id) => agents.get(id).ok_or_else(|| EngineError::UnknownAgent(id.to_owned()))?,
+            None => match st.binding.as_ref().filter(|b| !b.slot.agent.is_retired()) {
+                Some(b) => Arc::clone(&b.slot.agent),
+                None => st
+                    .last_agent_id
+                    .as_deref()
+                    .and_then(|id| agents.get(id))
+                    .ok_or_else(|| EngineError::SessionWithoutAgent(self.chat.id.to_string()))?,
+            },
+        };
+        if st.binding.as_ref().is_some_and(|b| Arc::ptr_eq(&b.slot.agent, &target)) {
+            return Ok(());
+        }
+        let previous_agent = st
+            .binding
+            .as_ref()
+            .map(|b| b.slot.agent.id.to_string())
+            .or_else(|| st.last_agent_id.clone());
+        let (target, slot) = acquire_or_overflow(agents, target, &self.chat.id, &mut self.flags)?;
+        let stats = &self.sessions.stats;
+        if previous_agent.is_some_and(|p| *p != *target.id) {
+            self.flags.agent_switched = true;
+            Stats::incr(&stats.agent_switches);
+        }
+        let internal_id = self.sessions.ids.next("ses");
+        self.sessions
+            .store
+            .put_session(SessionRecord {
+                session_id: self.chat.id.to_string(),
+                user_id: st.user_id.clone(),
+                agent_id: target.id.to_string(),
+                internal_session_id: internal_id.to_string(),
+                state: SessionState::Active,
+                created_at: st.created_at,
+                updated_at: Utc::now(),
+                event_count: st.next_seq,
+            })
+            .await?;
+        st.last_agent_id = Some(target.id.to_string());
+        *self.chat.bound_agent.lock() = Some(Arc::clone(&target));
+        st.binding = Some(Binding { internal_id, slot });
+        if self.flags.created {
+            Stats::incr(&stats.sessions_created);
+        } else if self.flags.recovered {
+            Stats::incr(&stats.sessions_recovered);
+        }
+        Ok(())
+    }
+
+    /// Marks the session as used now (its idle timeout starts again).
+    pub(crate) fn touch(&self) {
+        self.chat.touch(self.sessions.clock.now_ms());
+    }
+
+    /// Makes a turn's events part of the session: the store first, then the window (evicting
+    /// the oldest beyond its bound), so a failed write changes nothing.
+    pub(crate) async fn commit(&mut self, events: &[Arc<SessionEvent>]) -> Result<(), StoreError> {
+        self.sessions.store.append_events(&self.chat.id, events).await?;
+        let cap = self.sessions.window;
+        let st = &mut *self.st;
+        for e in events {
+            st.window.push_back(Arc::clone(e));
+            if st.window.len() > cap {
+                st.window.pop_front();
+                st.events_before_window += 1;
+            }
+        }
+        st.next_seq += events.len() as u64;
+        st.turns += 1;
+        self.touch();
+        Ok(())
+    }
+
+    /// What this turn did to the session, for the turn report.
+    pub(crate) fn report(&self) -> SessionReport {
+        SessionReport {
+            created: self.flags.created,
+            recovered: self.flags.recovered,
+            agent_switched: self.flags.agent_switched,
+            overflow_from: self.flags.overflow_from.clone(),
+            turn: self.st.turns,
+            events: self.st.next_seq,
+            window_events: self.st.window.len() as u64,
+        }
+    }
+}
+
+/// Takes a session slot on `agent`; when it is full, overflows to an agent with an equal config
+/// (one with room, or a new one). Reuse is decided when the agent is created and the slot is
+/// taken at the first turn, so under load several clients can be handed the same nearly-full
+/// agent: they are served by a sibling instead of failing. The cap itself is never exceeded.
+fn acquire_or_overflow(
+    agents: &AgentManager,
+    agent: Arc<Agent>,
+    chat_id: &Arc<str>,
+    flags: &mut TurnFlags,
+) -> Result<(Arc<Agent>, SessionSlot), EngineError> {
+    let mut candidate = agent;
+    for _ in 0..16 {
+        match agents.acquire_slot(&candidate, chat_id) {
+            Ok(slot) => return Ok((candidate, slot)),
+            Err(EngineError::AgentAtCapacity { agent_id, .. }) => {
+                flags.overflow_from.get_or_insert(agent_id);
+                candidate = agents.create_or_reuse(candidate.config.clone())?.0;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(EngineError::Internal(
+        "could not find an agent with a free session slot after 16 tries".into(),
+    ))
 }

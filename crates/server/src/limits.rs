@@ -256,3 +256,89 @@ impl Admission {
         self.max_in_flight - self.slots.available_permits()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limiter(soft_rps: f64, hard_rps: f64, burst: f64) -> LocalLimiter {
+        LocalLimiter::new(RateLimit {
+            soft_rps,
+            hard_rps,
+            burst,
+        })
+    }
+
+    #[test]
+    fn a_burst_crosses_the_soft_limit_first_then_the_hard_one() {
+        let l = limiter(5.0, 10.0, 4.0);
+        let now = Instant::now();
+        // Soft burst = 4 × 5/10 = 2 tokens; hard burst = 4.
+        let got: Vec<RateDecision> = (0..5).map(|_| l.check(now)).collect();
+        assert_eq!(
+            &got[..4],
+            &[
+                RateDecision::Allow,
+                RateDecision::Allow,
+                RateDecision::AllowOverSoft,
+                RateDecision::AllowOverSoft
+            ]
+        );
+        match got[4] {
+            // The hard bucket is empty: one token comes after 1/10 s.
+            RateDecision::Deny { retry_after_s } => assert!((retry_after_s - 0.1).abs() < 1e-9, "{retry_after_s}"),
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tokens_come_back_at_the_rate_and_never_beyond_the_burst() {
+        let l = limiter(10.0, 10.0, 2.0);
+        let t0 = Instant::now();
+        assert_eq!(l.check(t0), RateDecision::Allow);
+        assert_eq!(l.check(t0), RateDecision::Allow);
+        assert!(matches!(l.check(t0), RateDecision::Deny { .. }));
+        // Half a token after 50 ms: still refused, and the wait left is 50 ms.
+        match l.check(t0 + Duration::from_millis(50)) {
+            RateDecision::Deny { retry_after_s } => assert!((retry_after_s - 0.05).abs() < 1e-6, "{retry_after_s}"),
+            other => panic!("expected a denial, got {other:?}"),
+        }
+        assert_eq!(l.check(t0 + Duration::from_millis(100)), RateDecision::Allow);
+        // An hour idle refills to the burst (2), not to 36,000.
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(l.check(later), RateDecision::Allow);
+        assert_eq!(l.check(later), RateDecision::Allow);
+        assert!(matches!(l.check(later), RateDecision::Deny { .. }));
+    }
+
+    #[test]
+    fn a_clock_that_goes_backwards_adds_nothing() {
+        let l = limiter(1.0, 1.0, 1.0);
+        let t0 = Instant::now() + Duration::from_secs(10);
+        assert_eq!(l.check(t0), RateDecision::Allow);
+        assert!(matches!(
+            l.check(t0 - Duration::from_secs(5)),
+            RateDecision::Deny { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn admission_runs_the_slots_queues_the_waiters_and_refuses_the_rest() {
+        let a = Arc::new(Admission::new(1, 1));
+        let first = a.enter().await.expect("a free slot");
+        assert_eq!(a.in_flight(), 1);
+        let waiter = {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move { a.enter().await.is_some() })
+        };
+        while a.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(a.enter().await.is_none(), "the queue (1) is full: refused at once");
+        drop(first);
+        assert!(waiter.await.unwrap(), "the waiter got the freed slot");
+        assert_eq!(a.queued(), 0);
+    }
+}

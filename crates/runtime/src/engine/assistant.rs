@@ -1,5 +1,7 @@
-//! The entry point: takes any request and always answers with a `TaskResult`, never a panic.
+//! The entry point: takes any request, sync or live, and always answers with a `TaskResult`,
+//! never a panic.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -7,7 +9,8 @@ use aether_contracts::{ErrorCode, ErrorPayload, TaskRequest, TaskResult, TaskSta
 use futures::FutureExt;
 use serde_json::json;
 
-use super::ExecutionEngine;
+use super::{ExecutionEngine, TurnObserver, Unattended, ValidRequest};
+use crate::error::EngineError;
 
 /// Wraps the execution engine: every failure, including a panic, becomes a `TaskResult` with
 /// status `error` (or `timeout`) and an `ErrorPayload`.
@@ -23,32 +26,70 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
+/// The ids a failed result still carries.
+struct Ids {
+    task_id: String,
+    session_id: Option<String>,
+    agent_id: Option<String>,
+}
+
+impl Ids {
+    fn of(request: &TaskRequest) -> Self {
+        Self {
+            task_id: request.task_id.clone(),
+            session_id: request.session_id.clone(),
+            agent_id: request.agent_id.clone(),
+        }
+    }
+}
+
+/// Every failure of `run`, a timeout and a panic included, becomes a result with status `error`
+/// (or `timeout`) and an `ErrorPayload`.
+async fn guarded(ids: Ids, run: impl Future<Output = Result<TaskResult, EngineError>>) -> TaskResult {
+    let mut result = match AssertUnwindSafe(run).catch_unwind().await {
+        Ok(Ok(r)) => return r,
+        Ok(Err(e)) => TaskResult::failure(ids.task_id, e.status(), e.payload()),
+        Err(panic) => {
+            let msg = panic_message(panic.as_ref());
+            tracing::error!(task_id = %ids.task_id, panic = %msg, "request panicked; answered with internal.error");
+            TaskResult::failure(
+                ids.task_id,
+                TaskStatus::Error,
+                ErrorPayload::new(ErrorCode::InternalError, format!("internal error: {msg}")).with_source("engine"),
+            )
+        }
+    };
+    result.session_id = ids.session_id;
+    result.agent_id = ids.agent_id;
+    result
+}
+
 impl Assistant {
     pub fn new(engine: Arc<ExecutionEngine>) -> Self {
         Self { engine }
     }
 
+    /// The engine, for validating a request before it runs (a live session does, so that a bad
+    /// first request is refused before any stream opens).
+    pub fn engine(&self) -> &ExecutionEngine {
+        &self.engine
+    }
+
+    /// Validates and runs a request with nobody watching.
     pub async fn process_request(&self, request: TaskRequest) -> TaskResult {
-        let task_id = request.task_id.clone();
-        let session_id = request.session_id.clone();
-        let agent_id = request.agent_id.clone();
-        let outcome = AssertUnwindSafe(self.engine.execute(request)).catch_unwind().await;
-        let mut result = match outcome {
-            Ok(Ok(r)) => return r,
-            Ok(Err(e)) => TaskResult::failure(task_id, e.status(), e.payload()),
-            Err(panic) => {
-                let msg = panic_message(panic.as_ref());
-                tracing::error!(task_id = %task_id, panic = %msg, "request panicked; answered with internal.error");
-                TaskResult::failure(
-                    task_id,
-                    TaskStatus::Error,
-                    ErrorPayload::new(ErrorCode::InternalError, format!("internal error: {msg}")).with_source("engine"),
-                )
-            }
-        };
-        result.session_id = session_id;
-        result.agent_id = agent_id;
-        result
+        let ids = Ids::of(&request);
+        let engine = &self.engine;
+        guarded(ids, async move {
+            let request = engine.validate(request)?;
+            engine.run(request, &mut Unattended).await
+        })
+        .await
+    }
+
+    /// Runs a validated request, reporting to `observer` (a live turn streams through it).
+    pub async fn process_stream(&self, request: ValidRequest, observer: &mut dyn TurnObserver) -> TaskResult {
+        let ids = Ids::of(request.request());
+        guarded(ids, self.engine.run(request, observer)).await
     }
 
     /// Parses a JSON `TaskRequest` and processes it. A body that is not a valid request gets

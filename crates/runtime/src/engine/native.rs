@@ -1,28 +1,34 @@
 //! The native adapter: runs agent creation and conversation turns on this runtime's own agents,
 //! sessions, tools and model providers.
 //!
-//! A turn holds its chat session's lock from start to commit. Its new events are built in a
-//! pending list that the model sees after the committed window; they reach the window and the
-//! store only when the turn succeeds, so a failed, timed-out or cancelled turn leaves nothing
-//! half-written.
+//! A turn holds its chat session open (its turn lock) from start to commit. Its new events are
+//! built in a pending list that the model sees after the committed window; they reach the window
+//! and the store only when the turn succeeds ([`OpenChat::commit`]), so a failed, timed-out or
+//! cancelled turn leaves nothing half-written. [`model_tool_loop`] is the loop itself: the model
+//! is called, the tools it asks for run (after the observer's decisions), and their results go
+//! back to it, until it answers or `max_model_calls_per_turn` is reached.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_contracts::{Role, TaskRequest, TaskResult, TaskStatus, ToolResult, UniversalMessage};
-use aether_store::{SessionEvent, SessionRecord, SessionState};
+use aether_contracts::{
+    AgentContext, AgentReport, ExecutionStats, Metadata, ProviderName, ProviderReport, Role, TaskRequest, TaskResult,
+    TaskStatus, TokenUsage, ToolResult, TurnReport, TurnTiming, UniversalMessage,
+};
+use aether_store::SessionEvent;
 use async_trait::async_trait;
 use chrono::Utc;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use tokio::time::Instant;
 
-use super::observer::{TurnObserver, Unattended};
-use super::{FrameworkAdapter, RequestPlan};
-use crate::agents::{Agent, SessionSlot, TaskGuard};
+use super::observer::TurnObserver;
+use super::{FrameworkAdapter, RequestPlan, ValidRequest};
+use crate::agents::{Agent, AgentManager, TaskGuard};
+use crate::approvals::ApprovalConfig;
+use crate::clock::Clock;
 use crate::error::EngineError;
-use crate::model::{HistoryView, ModelRequest, TokenUsage};
-use crate::runtime::Core;
-use crate::sessions::{Binding, ChatState};
+use crate::model::{HistoryView, ModelRequest};
+use crate::sessions::{ChatSessions, OpenChat};
 use crate::stats::Stats;
 use crate::tools::executor::{execute_calls, CallScope};
 use crate::tools::ProgressSink;
@@ -30,14 +36,22 @@ use crate::tools::ProgressSink;
 /// Progress updates of one response's tool calls that may wait for a live observer.
 const TOOL_PROGRESS_BUFFER: usize = 64;
 
-pub(crate) struct NativeAdapter {
-    core: Arc<Core>,
+/// The bounds of one turn.
+#[derive(Clone)]
+pub(crate) struct TurnLimits {
+    pub max_model_calls: usize,
+    /// For tools that set no timeout of their own, unless the agent sets one.
+    pub tool_timeout: Duration,
+    pub approvals: ApprovalConfig,
 }
 
-impl NativeAdapter {
-    pub(crate) fn new(core: Arc<Core>) -> Self {
-        Self { core }
-    }
+/// The runtime's own framework: agents, chat sessions and their counters.
+pub(crate) struct NativeAdapter {
+    pub agents: Arc<AgentManager>,
+    pub sessions: Arc<ChatSessions>,
+    pub stats: Arc<Stats>,
+    pub clock: Clock,
+    pub limits: TurnLimits,
 }
 
 #[async_trait]
@@ -46,14 +60,32 @@ impl FrameworkAdapter for NativeAdapter {
         "native"
     }
 
-    async fn execute(&self, req: TaskRequest, plan: RequestPlan) -> Result<TaskResult, EngineError> {
+    async fn execute_stream(
+        &self,
+        request: ValidRequest,
+        observer: &mut dyn TurnObserver,
+    ) -> Result<TaskResult, EngineError> {
+        let ValidRequest {
+            request,
+            plan,
+            received,
+            media_time,
+            ..
+        } = request;
         match plan {
-            RequestPlan::CreateAgent(config) => create_agent(&self.core, &req.task_id, config),
+            RequestPlan::CreateAgent(config) => create_agent(&self.agents, &request.task_id, config),
             RequestPlan::Converse { agent_id, session_id } => {
-                let result = converse(&self.core, req, agent_id, session_id).await;
-                Stats::incr(&self.core.stats.turns);
+                let turn = Turn {
+                    request,
+                    agent_id,
+                    session_id,
+                    received,
+                    media_time,
+                };
+                let result = self.converse(turn, observer).await;
+                Stats::incr(&self.stats.turns);
                 if result.as_ref().map_or(true, |r| !r.is_success()) {
-                    Stats::incr(&self.core.stats.turns_failed);
+                    Stats::incr(&self.stats.turns_failed);
                 }
                 result
             }
@@ -66,452 +98,306 @@ fn us(d: Duration) -> f64 {
     d.as_nanos() as f64 / 1000.0
 }
 
-fn create_agent(core: &Core, task_id: &str, config: aether_contracts::AgentConfig) -> Result<TaskResult, EngineError> {
+fn create_agent(
+    agents: &AgentManager,
+    task_id: &str,
+    config: aether_contracts::AgentConfig,
+) -> Result<TaskResult, EngineError> {
     let started = Instant::now();
-    let (agent, reused) = core.agents.create_or_reuse(config)?;
+    let (agent, reused) = agents.create_or_reuse(config)?;
     let elapsed = started.elapsed();
     let mut r = TaskResult::success(task_id);
     r.agent_id = Some(agent.id.to_string());
     r.execution_time = Some(elapsed.as_secs_f64());
-    let tools: Vec<&str> = agent.tools.iter().map(|t| &*t.full_name).collect();
-    r.metadata.insert(
-        "agent".into(),
-        json!({
-            "agent_id": &*agent.id,
-            "reused": reused,
-            "created_at": agent.created_at,
-            "model": agent.config.model_config.model,
-            "provider": agent.provider.info(),
-            "tools": tools,
-            "sessions": agent.session_count(),
-        }),
-    );
+    let info = agent.provider.info();
+    AgentReport {
+        agent_id: agent.id.to_string(),
+        reused,
+        created_at: agent.created_at,
+        model: agent.config.model_config.model.clone(),
+        provider: ProviderName {
+            name: info.name.clone(),
+            simulated: info.simulated,
+        },
+        tools: agent.tools.iter().map(|t| t.full_name.to_string()).collect(),
+        sessions: agent.session_count() as u64,
+    }
+    .write_into(&mut r.metadata);
     r.metadata.insert("timing".into(), json!({ "total_us": us(elapsed) }));
     Ok(r)
 }
 
-/// What happened to the chat session during this turn.
-#[derive(Default)]
-struct TurnFlags {
-    created: bool,
-    recovered: bool,
-    agent_switched: bool,
-    /// The requested agent was full; the session went to an agent with an equal config.
-    overflow_from: Option<String>,
-}
-
-/// Reads the session's record and history window from the store, once per live session.
-async fn load(
-    core: &Core,
-    id: &str,
-    st: &mut ChatState,
-    flags: &mut TurnFlags,
-    user_id: Option<&str>,
-) -> Result<(), EngineError> {
-    let store = &core.sessions.store;
-    match store.get_session(id).await? {
-        Some(record) => {
-            let window = store.load_window(id, core.sessions.window).await?;
-            st.window = window.events.into();
-            st.events_before_window = window.events_before;
-            st.next_seq = record.event_count;
-            st.last_agent_id = Some(record.agent_id);
-            st.user_id = record.user_id.or_else(|| user_id.map(str::to_owned));
-            st.created_at = record.created_at;
-            flags.recovered = true;
-        }
-        None => {
-            st.user_id = user_id.map(str::to_owned);
-            flags.created = true;
-        }
-    }
-    st.loaded = true;
-    Ok(())
-}
-
-/// With a shared store: catches up with turns another instance appended since this one last
-/// wrote (the record's event count is ahead of ours), so the model sees the whole conversation and
-/// our next append lands after theirs.
-async fn refresh(core: &Core, id: &str, st: &mut ChatState) -> Result<(), EngineError> {
-    let store = &core.sessions.store;
-    let Some(record) = store.get_session(id).await? else {
-        return Ok(());
-    };
-    if record.event_count != st.next_seq {
-        let window = store.load_window(id, core.sessions.window).await?;
-        st.window = window.events.into();
-        st.events_before_window = window.events_before;
-        st.next_seq = record.event_count;
-        st.last_agent_id = Some(record.agent_id);
-    }
-    Ok(())
-}
-
-/// Takes a session slot on `agent`; when it is full, overflows to an agent with an equal config
-/// (one with room, or a new one). Reuse is decided when the agent is created and the slot is
-/// taken at the first turn, so under load several clients can be handed the same nearly-full
-/// agent: they are served by a sibling instead of failing. The cap itself is never exceeded.
-fn acquire_or_overflow(
-    core: &Core,
-    agent: Arc<Agent>,
-    chat_id: &Arc<str>,
-    flags: &mut TurnFlags,
-) -> Result<(Arc<Agent>, SessionSlot), EngineError> {
-    let mut candidate = agent;
-    for _ in 0..16 {
-        match core.agents.acquire_slot(&candidate, chat_id) {
-            Ok(slot) => return Ok((candidate, slot)),
-            Err(EngineError::AgentAtCapacity { agent_id, .. }) => {
-                flags.overflow_from.get_or_insert(agent_id);
-                candidate = core.agents.create_or_reuse(candidate.config.clone())?.0;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Err(EngineError::Internal(
-        "could not find an agent with a free session slot after 16 tries".into(),
-    ))
-}
-
-/// Chooses the agent for this turn and binds the session to it (new session, recovery or switch).
-async fn bind(
-    core: &Core,
-    chat_id: &Arc<str>,
-    st: &mut ChatState,
-    agent_id: Option<&str>,
-    flags: &mut TurnFlags,
-) -> Result<(), EngineError> {
-    let target: Arc<Agent> = match agent_id {
-        Some(id) => core
-            .agents
-            .get(id)
-            .ok_or_else(|| EngineError::UnknownAgent(id.to_owned()))?,
-        None => match st.binding.as_ref().filter(|b| !b.slot.agent.is_retired()) {
-            Some(b) => Arc::clone(&b.slot.agent),
-            None => st
-                .last_agent_id
-                .as_deref()
-                .and_then(|id| core.agents.get(id))
-                .ok_or_else(|| EngineError::SessionWithoutAgent(chat_id.to_string()))?,
-        },
-    };
-    if st.binding.as_ref().is_some_and(|b| Arc::ptr_eq(&b.slot.agent, &target)) {
-        return Ok(());
-    }
-    let previous_agent = st
-        .binding
-        .as_ref()
-        .map(|b| b.slot.agent.id.to_string())
-        .or_else(|| st.last_agent_id.clone());
-    let (target, slot) = acquire_or_overflow(core, target, chat_id, flags)?;
-    if previous_agent.is_some_and(|p| *p != *target.id) {
-        flags.agent_switched = true;
-        Stats::incr(&core.stats.agent_switches);
-    }
-    let internal_id = core.ids.next("ses");
-    let now = Utc::now();
-    core.sessions
-        .store
-        .put_session(SessionRecord {
-            session_id: chat_id.to_string(),
-            user_id: st.user_id.clone(),
-            agent_id: target.id.to_string(),
-            internal_session_id: internal_id.to_string(),
-            state: SessionState::Active,
-            created_at: st.created_at,
-            updated_at: now,
-            event_count: st.next_seq,
-        })
-        .await?;
-    st.last_agent_id = Some(target.id.to_string());
-    st.binding = Some(Binding { internal_id, slot });
-    if flags.created {
-        Stats::incr(&core.stats.sessions_created);
-    } else if flags.recovered {
-        Stats::incr(&core.stats.sessions_recovered);
-    }
-    Ok(())
-}
-
-/// Opens (or recovers) a chat session bound to `agent_id` without a turn.
-pub(crate) async fn open_session(
-    core: &Core,
-    session_id: &str,
-    agent_id: &str,
-    user_id: Option<&str>,
-) -> Result<(), EngineError> {
-    let (chat, mut st) = core.sessions.lock(session_id).await;
-    let mut flags = TurnFlags::default();
-    if !st.loaded {
-        load(core, &chat.id, &mut st, &mut flags, user_id).await?;
-    }
-    if let Err(e) = bind(core, &chat.id, &mut st, Some(agent_id), &mut flags).await {
-        if st.binding.is_none() {
-            core.sessions.discard(&chat, &mut st);
-        }
-        return Err(e);
-    }
-    chat.touch(core.clock.now_ms());
-    Ok(())
-}
-
-async fn converse(
-    core: &Core,
-    req: TaskRequest,
+/// One validated conversation turn.
+struct Turn {
+    request: TaskRequest,
     agent_id: Option<String>,
     session_id: String,
-) -> Result<TaskResult, EngineError> {
-    converse_with(core, req, agent_id, session_id, &mut Unattended).await
+    received: Instant,
+    media_time: Duration,
 }
 
-/// One turn, reporting to `observer` as it goes (a live turn streams; a sync turn does not).
-pub(crate) async fn converse_with(
-    core: &Core,
-    req: TaskRequest,
-    agent_id: Option<String>,
-    session_id: String,
-    observer: &mut dyn TurnObserver,
-) -> Result<TaskResult, EngineError> {
-    let started = Instant::now();
-    let started_at = Utc::now();
-    let mut req = req;
-    super::validate::inspect_media(&mut req, &core.config.media)?;
-    let media_time = started.elapsed();
-    let (chat, mut st) = core.sessions.lock(&session_id).await;
-    let mut flags = TurnFlags::default();
-    if !st.loaded {
-        load(core, &chat.id, &mut st, &mut flags, req.user_id()).await?;
-    } else if core.config.shared_store {
-        refresh(core, &chat.id, &mut st).await?;
-    }
-    if let Err(e) = bind(core, &chat.id, &mut st, agent_id.as_deref(), &mut flags).await {
-        if st.binding.is_none() {
-            // Never bound: leave no empty shell behind in memory (the store was not touched).
-            core.sessions.discard(&chat, &mut st);
-        }
-        return Err(e);
-    }
-    let st = &mut *st;
-    let Some(binding) = st.binding.as_ref() else {
-        return Err(EngineError::Internal("session bound to no agent after binding".into()));
-    };
-    let agent = Arc::clone(&binding.slot.agent);
-    let runner_id = Arc::clone(&binding.slot.runner.id);
-    let internal_id = Arc::clone(&binding.internal_id);
-    let _active = TaskGuard::new(&agent, core.clock);
+/// This turn's new events, numbered after the committed ones.
+struct Pending {
+    events: Vec<Arc<SessionEvent>>,
+    base_seq: u64,
+    internal_id: Arc<str>,
+    agent_id: Arc<str>,
+}
 
-    let base_seq = st.next_seq;
-    let user_id: Option<Arc<str>> = req.user_id().map(Arc::from);
-    let mut pending: Vec<Arc<SessionEvent>> = Vec::with_capacity(req.messages.len() + 3);
-    let new_event = |pending: &Vec<Arc<SessionEvent>>, message: UniversalMessage, results: Vec<ToolResult>| {
-        Arc::new(SessionEvent::new(
-            base_seq + pending.len() as u64,
-            Arc::clone(&internal_id),
-            Arc::clone(&agent.id),
+impl Pending {
+    fn push(&mut self, message: UniversalMessage, results: Vec<ToolResult>) {
+        let seq = self.base_seq + self.events.len() as u64;
+        self.events.push(Arc::new(SessionEvent::new(
+            seq,
+            Arc::clone(&self.internal_id),
+            Arc::clone(&self.agent_id),
             message,
             results,
-        ))
-    };
-    let req_metadata = &req.metadata;
-    let task_id: Arc<str> = Arc::from(req.task_id.as_str());
-    for m in req.messages {
-        let e = new_event(&pending, m, Vec::new());
-        pending.push(e);
+        )));
     }
+}
 
-    let committed: &[Arc<SessionEvent>] = st.window.make_contiguous();
-    let mut usage = TokenUsage::default();
-    let mut cost_usd = 0.0;
-    let mut model_time = Duration::ZERO;
-    let mut tool_time = Duration::ZERO;
-    let mut approval_time = Duration::ZERO;
-    let mut model_calls = 0u32;
-    let mut tool_calls = 0u64;
-    let mut served_by = None;
-    let mut final_index = None;
-    let tool_timeout = agent.tool_timeout.unwrap_or(core.config.tool_timeout);
+/// What the model↔tool loop measured and how it ended.
+#[derive(Default)]
+struct LoopOutcome {
+    usage: TokenUsage,
+    cost_usd: f64,
+    model_time: Duration,
+    tool_time: Duration,
+    approval_time: Duration,
+    model_calls: u32,
+    tool_calls: u64,
+    served_by: Option<Arc<str>>,
+    /// The pending event holding the model's answer; `None` when it was still calling tools.
+    answer: Option<usize>,
+}
 
-    for _ in 0..core.config.max_model_calls_per_turn.max(1) {
-        let request = ModelRequest {
-            model: &agent.config.model_config,
-            system: &agent.system,
-            history: HistoryView {
-                committed,
-                pending: &pending,
-            },
-            tools: &agent.tools,
-            metadata: req_metadata,
+/// Who the turn runs for, as its tools see it.
+struct TurnScope<'a> {
+    task_id: &'a Arc<str>,
+    session_id: &'a Arc<str>,
+    user_id: Option<Arc<str>>,
+    metadata: &'a Metadata,
+}
+
+impl NativeAdapter {
+    async fn converse(&self, turn: Turn, observer: &mut dyn TurnObserver) -> Result<TaskResult, EngineError> {
+        let started_at = Utc::now();
+        let mut chat = self.sessions.open(&turn.session_id, turn.request.user_id()).await?;
+        let binding = chat.bind(&self.agents, turn.agent_id.as_deref()).await?;
+        let agent = Arc::clone(&binding.slot.agent);
+        let runner_id = Arc::clone(&binding.slot.runner.id);
+        let internal_id = Arc::clone(&binding.internal_id);
+        let _active = TaskGuard::new(&agent, self.clock);
+
+        let user_id: Option<Arc<str>> = turn.request.user_id().map(Arc::from);
+        let TaskRequest {
+            task_id,
+            messages,
+            metadata,
+            ..
+        } = turn.request;
+        let task_id: Arc<str> = Arc::from(task_id);
+        let mut pending = Pending {
+            events: Vec::with_capacity(messages.len() + 3),
+            base_seq: chat.next_seq(),
+            internal_id: Arc::clone(&internal_id),
+            agent_id: Arc::clone(&agent.id),
         };
-        let t = Instant::now();
-        let response = match observer.sink() {
-            Some(sink) => agent.provider.generate_stream(request, sink).await,
-            None => agent.provider.generate(request).await,
-        };
-        model_time += t.elapsed();
-        model_calls += 1;
-        Stats::incr(&core.stats.model_calls);
-        let response = response?;
-        usage += response.usage;
-        cost_usd += response.cost_usd;
-        served_by = Some(response.served_by);
-
-        let mut message = UniversalMessage::assistant(response.text);
-        message.author = Some(agent.id.to_string());
-        if response.tool_calls.is_empty() {
-            final_index = Some(pending.len());
-            let e = new_event(&pending, message, Vec::new());
-            pending.push(e);
-            break;
+        for m in messages {
+            pending.push(m, Vec::new());
         }
-        message.tool_calls = Some(response.tool_calls);
-        let e = new_event(&pending, message, Vec::new());
-        pending.push(e);
-        let calls = pending
-            .last()
-            .and_then(|e| e.message.tool_calls.as_deref())
-            .unwrap_or_default();
-        observer.planned(calls).await;
-        let t = Instant::now();
-        let decisions = observer.decide(&agent.tools, calls, &core.config.approvals).await;
-        approval_time += t.elapsed();
-        let t = Instant::now();
-        let (progress, mut updates) = match observer.wants_tool_progress() {
-            true => {
-                let (sink, rx) = ProgressSink::channel(TOOL_PROGRESS_BUFFER);
-                (Some(sink), Some(rx))
-            }
-            false => (None, None),
-        };
-        let progress_seen = progress.clone();
-        let scope = CallScope {
+        let chat_id = Arc::clone(chat.id());
+        let scope = TurnScope {
             task_id: &task_id,
-            session_id: &chat.id,
-            user_id: user_id.clone(),
-            progress,
-            default_timeout: tool_timeout,
+            session_id: &chat_id,
+            user_id,
+            metadata: &metadata,
         };
-        let running = execute_calls(&agent.tools, calls, &decisions, scope);
-        let results = match updates.as_mut() {
-            None => running.await,
-            Some(rx) => {
-                // Forward progress while the calls run; the calls never wait for the observer.
-                tokio::pin!(running);
-                let results = loop {
-                    tokio::select! {
-                        r = &mut running => break r,
-                        Some(update) = rx.recv() => observer.tool_progress(update).await,
-                    }
-                };
-                while let Ok(update) = rx.try_recv() {
-                    observer.tool_progress(update).await;
-                }
-                if let Some(sink) = progress_seen {
-                    Stats::add(&core.stats.tool_progress_dropped, sink.dropped());
-                }
-                results
+        let outcome = self
+            .model_tool_loop(&agent, chat.history(), &mut pending, scope, observer)
+            .await?;
+        chat.commit(&pending.events).await?;
+
+        let total = turn.received.elapsed();
+        let context = AgentContext {
+            session_id: chat_id.to_string(),
+            internal_session_id: internal_id.to_string(),
+            user_id: chat.user_id().map(str::to_owned),
+            agent_id: agent.id.to_string(),
+            runner_id: runner_id.to_string(),
+            execution_id: task_id.to_string(),
+        };
+        let report = self.report(&agent, &chat, &outcome, total, turn.media_time, started_at, context);
+        let mut result = TaskResult::with_status(&*task_id, report.execution_stats.status);
+        match outcome.answer {
+            Some(i) => result.messages.push(pending.events[i].message.clone()),
+            None => {
+                result.error_message = Some(format!(
+                    "the model was still calling tools after {} calls (max_model_calls_per_turn)",
+                    outcome.model_calls
+                ))
             }
-        };
-        tool_time += t.elapsed();
-        tool_calls += results.len() as u64;
-        observer.tool_results(&results).await;
-        Stats::add(&core.stats.tool_calls, results.len() as u64);
-        let ok = results.iter().filter(|r| r.is_success()).count();
-        let summary = UniversalMessage::text(Role::Tool, format!("{ok} of {} tool calls succeeded", results.len()));
-        let e = new_event(&pending, summary, results);
-        pending.push(e);
+        }
+        result.tool_results = pending
+            .events
+            .iter()
+            .flat_map(|e| e.tool_results.iter().cloned())
+            .collect();
+        result.execution_time = Some(total.as_secs_f64());
+        result.session_id = Some(turn.session_id);
+        result.agent_id = Some(agent.id.to_string());
+        report.write_into(&mut result.metadata);
+        Ok(result)
     }
 
-    // Commit: the store first, then the window, so a failed write changes nothing.
-    core.sessions.store.append_events(&chat.id, &pending).await?;
-    let window_cap = core.sessions.window;
-    for e in &pending {
-        st.window.push_back(Arc::clone(e));
-        if st.window.len() > window_cap {
-            st.window.pop_front();
-            st.events_before_window += 1;
+    /// The turn report.
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        agent: &Agent,
+        chat: &OpenChat<'_>,
+        o: &LoopOutcome,
+        total: Duration,
+        media_time: Duration,
+        started_at: chrono::DateTime<Utc>,
+        agent_context: AgentContext,
+    ) -> TurnReport {
+        let status = match o.answer {
+            Some(_) => TaskStatus::Success,
+            None => TaskStatus::Partial,
+        };
+        let info = agent.provider.info();
+        TurnReport {
+            timing: TurnTiming {
+                total_us: us(total),
+                model_us: us(o.model_time),
+                tool_us: us(o.tool_time),
+                approval_us: us(o.approval_time),
+                media_us: us(media_time),
+                overhead_us: us(total.saturating_sub(o.model_time + o.tool_time + o.approval_time)),
+                model_calls: o.model_calls,
+                tool_calls: o.tool_calls,
+            },
+            token_usage: o.usage,
+            cost_usd: o.cost_usd,
+            provider: ProviderReport {
+                name: info.name.clone(),
+                model: agent.config.model_config.model.clone(),
+                simulated: info.simulated,
+                profile: o.served_by.as_deref().map(str::to_owned),
+            },
+            session: chat.report(),
+            agent_context,
+            execution_stats: ExecutionStats {
+                started_at,
+                finished_at: Utc::now(),
+                duration_ms: total.as_secs_f64() * 1000.0,
+                status,
+            },
         }
     }
-    st.next_seq += pending.len() as u64;
-    st.turns += 1;
-    chat.touch(core.clock.now_ms());
 
-    let total = started.elapsed();
-    let overhead = total.saturating_sub(model_time + tool_time + approval_time);
-    let status = if final_index.is_some() {
-        TaskStatus::Success
-    } else {
-        TaskStatus::Partial
-    };
-    let mut result = TaskResult::with_status(req.task_id, status);
-    if let Some(i) = final_index {
-        result.messages.push(pending[i].message.clone());
-    } else {
-        result.error_message = Some(format!(
-            "the model was still calling tools after {model_calls} calls (max_model_calls_per_turn)"
-        ));
+    /// The model↔tool loop: the model sees the committed window plus this turn's pending events
+    /// (borrowed, nothing copied); the tool calls it asks for run concurrently once the observer
+    /// has decided about them; their results go back to it.
+    async fn model_tool_loop(
+        &self,
+        agent: &Agent,
+        committed: &[Arc<SessionEvent>],
+        pending: &mut Pending,
+        scope: TurnScope<'_>,
+        observer: &mut dyn TurnObserver,
+    ) -> Result<LoopOutcome, EngineError> {
+        let mut o = LoopOutcome::default();
+        let tool_timeout = agent.tool_timeout.unwrap_or(self.limits.tool_timeout);
+        for _ in 0..self.limits.max_model_calls.max(1) {
+            let request = ModelRequest {
+                model: &agent.config.model_config,
+                system: &agent.system,
+                history: HistoryView {
+                    committed,
+                    pending: &pending.events,
+                },
+                tools: &agent.tools,
+                metadata: scope.metadata,
+            };
+            let t = Instant::now();
+            let response = match observer.sink() {
+                Some(sink) => agent.provider.generate_stream(request, sink).await,
+                None => agent.provider.generate(request).await,
+            };
+            o.model_time += t.elapsed();
+            o.model_calls += 1;
+            Stats::incr(&self.stats.model_calls);
+            let response = response?;
+            o.usage += response.usage;
+            o.cost_usd += response.cost_usd;
+            o.served_by = Some(response.served_by);
+
+            let mut message = UniversalMessage::assistant(response.text);
+            message.author = Some(agent.id.to_string());
+            if response.tool_calls.is_empty() {
+                o.answer = Some(pending.events.len());
+                pending.push(message, Vec::new());
+                break;
+            }
+            message.tool_calls = Some(response.tool_calls);
+            pending.push(message, Vec::new());
+            let calls = pending
+                .events
+                .last()
+                .and_then(|e| e.message.tool_calls.as_deref())
+                .unwrap_or_default();
+            observer.planned(calls).await;
+            let t = Instant::now();
+            let decisions = observer.decide(&agent.tools, calls, &self.limits.approvals).await;
+            o.approval_time += t.elapsed();
+            let t = Instant::now();
+            let (progress, mut updates) = match observer.wants_tool_progress() {
+                true => {
+                    let (sink, rx) = ProgressSink::channel(TOOL_PROGRESS_BUFFER);
+                    (Some(sink), Some(rx))
+                }
+                false => (None, None),
+            };
+            let progress_seen = progress.clone();
+            let call_scope = CallScope {
+                task_id: scope.task_id,
+                session_id: scope.session_id,
+                user_id: scope.user_id.clone(),
+                progress,
+                default_timeout: tool_timeout,
+            };
+            let running = execute_calls(&agent.tools, calls, &decisions, call_scope);
+            let results = match updates.as_mut() {
+                None => running.await,
+                Some(rx) => {
+                    // Forward progress while the calls run; the calls never wait for the observer.
+                    tokio::pin!(running);
+                    let results = loop {
+                        tokio::select! {
+                            r = &mut running => break r,
+                            Some(update) = rx.recv() => observer.tool_progress(update).await,
+                        }
+                    };
+                    while let Ok(update) = rx.try_recv() {
+                        observer.tool_progress(update).await;
+                    }
+                    if let Some(sink) = progress_seen {
+                        Stats::add(&self.stats.tool_progress_dropped, sink.dropped());
+                    }
+                    results
+                }
+            };
+            o.tool_time += t.elapsed();
+            o.tool_calls += results.len() as u64;
+            observer.tool_results(&results).await;
+            Stats::add(&self.stats.tool_calls, results.len() as u64);
+            let ok = results.iter().filter(|r| r.is_success()).count();
+            let summary = UniversalMessage::text(Role::Tool, format!("{ok} of {} tool calls succeeded", results.len()));
+            pending.push(summary, results);
+        }
+        Ok(o)
     }
-    result.tool_results = pending.iter().flat_map(|e| e.tool_results.iter().cloned()).collect();
-    result.execution_time = Some(total.as_secs_f64());
-    result.session_id = Some(session_id);
-    result.agent_id = Some(agent.id.to_string());
-
-    let info = agent.provider.info();
-    let m = &mut result.metadata;
-    m.insert("token_usage".into(), json!(usage));
-    m.insert("cost_usd".into(), json!(cost_usd));
-    m.insert(
-        "execution_stats".into(),
-        json!({
-            "started_at": started_at,
-            "finished_at": Utc::now(),
-            "duration_ms": total.as_secs_f64() * 1000.0,
-            "status": status,
-        }),
-    );
-    m.insert(
-        "agent_context".into(),
-        json!({
-            "session_id": &*chat.id,
-            "internal_session_id": &*internal_id,
-            "user_id": st.user_id,
-            "agent_id": &*agent.id,
-            "runner_id": &*runner_id,
-            "execution_id": &*task_id,
-        }),
-    );
-    m.insert(
-        "timing".into(),
-        json!({
-            "total_us": us(total),
-            "model_us": us(model_time),
-            "tool_us": us(tool_time),
-            "approval_us": us(approval_time),
-            "media_us": us(media_time),
-
-            "overhead_us": us(overhead),
-            "model_calls": model_calls,
-            "tool_calls": tool_calls,
-        }),
-    );
-    let mut provider = Map::with_capacity(4);
-    provider.insert("name".into(), Value::from(info.name.as_str()));
-    provider.insert("model".into(), Value::from(agent.config.model_config.model.as_str()));
-    provider.insert("simulated".into(), Value::from(info.simulated));
-    if let Some(p) = served_by {
-        provider.insert("profile".into(), Value::from(&*p));
-    }
-    m.insert("provider".into(), Value::Object(provider));
-    m.insert(
-        "session".into(),
-        json!({
-            "created": flags.created,
-            "recovered": flags.recovered,
-            "agent_switched": flags.agent_switched,
-            "overflow_from": flags.overflow_from,
-            "turn": st.turns,
-            "events": st.next_seq,
-            "window_events": st.window.len(),
-        }),
-    );
-    Ok(result)
 }

@@ -12,7 +12,7 @@ use crate::model::DeltaSink;
 use crate::tools::{resolve_among, RegisteredTool, ToolProgress};
 
 #[async_trait]
-pub(crate) trait TurnObserver: Send {
+pub trait TurnObserver: Send {
     /// Where streamed model text goes; `None` asks the model for whole answers.
     fn sink(&mut self) -> Option<&mut dyn DeltaSink> {
         None
@@ -47,7 +47,7 @@ pub(crate) fn tool_of<'t>(tools: &'t [Arc<RegisteredTool>], call: &ToolCall) -> 
 }
 
 /// A synchronous turn: calls that need approval do not run, since nobody can be asked.
-pub(crate) struct Unattended;
+pub struct Unattended;
 
 #[async_trait]
 impl TurnObserver for Unattended {

@@ -63,16 +63,52 @@ impl EndpointConfig {
     }
 }
 
-/// Fails fast after repeated failures.
+/// Fails fast after repeated failures: `threshold` failures in a row open it for `cooldown`;
+/// then one call may try (half-open): a success closes it, a failure opens it again at once.
 struct Breaker {
     failures: AtomicU32,
     open_until_ms: AtomicU64,
     epoch: Instant,
+    threshold: u32,
+    cooldown_ms: u64,
 }
 
 impl Breaker {
+    fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self {
+            failures: AtomicU32::new(0),
+            open_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            threshold: threshold.max(1),
+            cooldown_ms: cooldown.as_millis() as u64,
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// `Err(ms)` while open: the milliseconds until a call may try again.
+    fn check_at(&self, now_ms: u64) -> Result<(), u64> {
+        let until = self.open_until_ms.load(Ordering::Acquire);
+        if now_ms < until {
+            return Err(until - now_ms);
+        }
+        Ok(())
+    }
+
+    /// Counts a call's outcome; returns the failures in a row when this one opened the breaker.
+    fn record_at(&self, ok: bool, now_ms: u64) -> Option<u32> {
+        if ok {
+            self.failures.store(0, Ordering::Release);
+            return None;
+        }
+        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n < self.threshold {
+            return None;
+        }
+        self.open_until_ms.store(now_ms + self.cooldown_ms, Ordering::Release);
+        Some(n)
     }
 }
 
@@ -113,39 +149,24 @@ impl Endpoint {
             .map_err(|e| ModelError::Other(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             client,
-            breaker: Breaker {
-                failures: AtomicU32::new(0),
-                open_until_ms: AtomicU64::new(0),
-                epoch: Instant::now(),
-            },
+            breaker: Breaker::new(cfg.breaker_threshold, cfg.breaker_cooldown),
             calls: AtomicU64::new(0),
             cfg,
         })
     }
 
     fn check_breaker(&self) -> Result<(), ModelError> {
-        let until = self.breaker.open_until_ms.load(Ordering::Acquire);
-        let now = self.breaker.now_ms();
-        if now < until {
-            return Err(ModelError::Other(format!(
-                "circuit open for {}: {} failed calls in a row; next try in {} ms",
+        self.breaker.check_at(self.breaker.now_ms()).map_err(|left| {
+            ModelError::Other(format!(
+                "circuit open for {}: {} failed calls in a row; next try in {left} ms",
                 self.cfg.base_url,
                 self.breaker.failures.load(Ordering::Relaxed),
-                until - now
-            )));
-        }
-        Ok(())
+            ))
+        })
     }
 
     pub(crate) fn record(&self, ok: bool) {
-        if ok {
-            self.breaker.failures.store(0, Ordering::Release);
-            return;
-        }
-        let n = self.breaker.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if n >= self.cfg.breaker_threshold {
-            let until = self.breaker.now_ms() + self.cfg.breaker_cooldown.as_millis() as u64;
-            self.breaker.open_until_ms.store(until, Ordering::Release);
+        if let Some(n) = self.breaker.record_at(ok, self.breaker.now_ms()) {
             tracing::warn!(endpoint = %self.cfg.base_url, failures = n, "circuit opened");
         }
     }
@@ -325,5 +346,64 @@ impl<'a> SseReader<'a> {
     /// A data payload that is not JSON.
     pub(crate) fn bad_event(&self, e: serde_json::Error) -> ModelError {
         ModelError::Other(format!("bad stream event from {}: {e}", self.base_url))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_opens_after_the_threshold_and_half_opens_after_the_cooldown() {
+        let b = Breaker::new(3, Duration::from_millis(1000));
+        assert_eq!(b.record_at(false, 0), None);
+        assert_eq!(b.record_at(false, 10), None);
+        assert_eq!(b.check_at(10), Ok(()), "two failures: still closed");
+        assert_eq!(b.record_at(false, 20), Some(3), "the third opens it");
+        assert_eq!(b.check_at(520), Err(500));
+        assert_eq!(b.check_at(1020), Ok(()), "cooldown over: one call may try");
+        // Half-open: one more failure opens it again at once.
+        assert_eq!(b.record_at(false, 1020), Some(4));
+        assert_eq!(b.check_at(1021), Err(999));
+        // A success closes it: the count starts again.
+        assert_eq!(b.record_at(true, 2100), None);
+        assert_eq!(b.record_at(false, 2100), None);
+        assert_eq!(b.check_at(2100), Ok(()));
+    }
+
+    #[test]
+    fn a_success_between_failures_keeps_it_closed() {
+        let b = Breaker::new(2, Duration::from_secs(30));
+        for t in 0..10 {
+            b.record_at(false, t);
+            b.record_at(true, t);
+        }
+        assert_eq!(b.check_at(10), Ok(()));
+    }
+
+    #[test]
+    fn backoff_doubles_within_its_bounds_and_honours_retry_after() {
+        use rand::SeedableRng;
+        let mut cfg = EndpointConfig::new("http://127.0.0.1:1/v1");
+        cfg.backoff_base = Duration::from_millis(100);
+        cfg.backoff_max = Duration::from_millis(1000);
+        let e = Endpoint::new(cfg).unwrap();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        for attempt in 0..8u32 {
+            let nominal = Duration::from_millis(100 * (1u64 << attempt)).min(Duration::from_millis(1000));
+            let d = e.backoff(attempt, None, &mut rng);
+            assert!(
+                d >= nominal.mul_f64(0.5) && d <= nominal.mul_f64(1.5),
+                "attempt {attempt}: {d:?}"
+            );
+        }
+        let told = e.backoff(0, Some(Duration::from_millis(250)), &mut rng);
+        assert_eq!(told, Duration::from_millis(250));
+        let capped = e.backoff(0, Some(Duration::from_secs(60)), &mut rng);
+        assert_eq!(
+            capped,
+            Duration::from_millis(1000),
+            "Retry-After is capped by backoff_max"
+        );
     }
 }

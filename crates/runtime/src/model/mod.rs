@@ -12,6 +12,7 @@ pub mod tokens;
 
 use std::sync::{Arc, OnceLock};
 
+pub use aether_contracts::TokenUsage;
 use aether_contracts::{Metadata, ModelConfig, ToolCall};
 use aether_store::SessionEvent;
 use async_trait::async_trait;
@@ -85,22 +86,6 @@ pub struct ModelRequest<'a> {
     pub tools: &'a [Arc<RegisteredTool>],
     /// The request's metadata (simulation controls such as `sim_tool_calls` live here).
     pub metadata: &'a Metadata,
-}
-
-/// Token accounting of a call or a turn.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct TokenUsage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-}
-
-impl std::ops::AddAssign for TokenUsage {
-    fn add_assign(&mut self, o: Self) {
-        self.prompt_tokens += o.prompt_tokens;
-        self.completion_tokens += o.completion_tokens;
-        self.total_tokens += o.total_tokens;
-    }
 }
 
 /// What a model answered: text, or tool calls to run before it answers.
