@@ -440,14 +440,18 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
             ..UserContext::default()
         });
     }
-    let (outcome, stream) = match cfg.mode {
-        Mode::Sync => (TurnOutcome::from_result(target.process(req).await), None),
+    // The latency ends when the answer is in; reading its report is the harness's own work.
+    let (outcome, stream, latency) = match cfg.mode {
+        Mode::Sync => {
+            let result = target.process(req).await;
+            let latency = due.elapsed();
+            (TurnOutcome::from_result(result), None, latency)
+        }
         Mode::Streaming => {
             let (o, s) = live_turn(target, req, Duration::from_millis(cfg.approval_think_ms)).await;
-            (o, Some(s))
+            (o, Some(s), due.elapsed())
         }
     };
-    let latency = due.elapsed();
 
     sample.turn = Some(match outcome {
         TurnOutcome::Done {

@@ -51,6 +51,12 @@ pub struct Agent {
     retired: AtomicBool,
 }
 
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
 impl Agent {
     /// Chat sessions bound to this agent now.
     pub fn session_count(&self) -> usize {

@@ -330,7 +330,7 @@ impl Runtime {
     ) -> Result<SessionRecord, EngineError> {
         {
             let mut chat = self.sessions.open(session_id, user_id).await?;
-            chat.bind(&self.agents, Some(agent_id)).await?;
+            chat.bind(&self.agents, Some(agent_id), None).await?;
             chat.touch();
         }
         self.sessions

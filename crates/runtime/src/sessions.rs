@@ -348,12 +348,14 @@ impl OpenChat<'_> {
     /// Chooses the agent for this turn (`agent_id`, else the session's) and binds the session to
     /// it: a new session, a recovery or a switch takes a slot and writes the record. When this
     /// fails and the session never bound, it is dropped from memory (the store was not touched).
+    /// `found` is the agent `agent_id` names, when the caller has already looked it up.
     pub(crate) async fn bind(
         &mut self,
         agents: &AgentManager,
         agent_id: Option<&str>,
+        found: Option<Arc<Agent>>,
     ) -> Result<&Binding, EngineError> {
-        if let Err(e) = self.try_bind(agents, agent_id).await {
+        if let Err(e) = self.try_bind(agents, agent_id, found).await {
             if self.st.binding.is_none() {
                 self.sessions.discard(&self.chat, &mut self.st);
             }
@@ -365,10 +367,18 @@ impl OpenChat<'_> {
             .ok_or_else(|| EngineError::Internal("session bound to no agent after binding".into()))
     }
 
-    async fn try_bind(&mut self, agents: &AgentManager, agent_id: Option<&str>) -> Result<(), EngineError> {
+    async fn try_bind(
+        &mut self,
+        agents: &AgentManager,
+        agent_id: Option<&str>,
+        found: Option<Arc<Agent>>,
+    ) -> Result<(), EngineError> {
         let st = &mut *self.st;
         let target: Arc<Agent> = match agent_id {
-            Some(id) => agents.get(id).ok_or_else(|| EngineError::UnknownAgent(id.to_owned()))?,
+            Some(id) => found
+                .filter(|a| *a.id == *id)
+                .or_else(|| agents.get(id))
+                .ok_or_else(|| EngineError::UnknownAgent(id.to_owned()))?,
             None => match st.binding.as_ref().filter(|b| !b.slot.agent.is_retired()) {
                 Some(b) => Arc::clone(&b.slot.agent),
                 None => st

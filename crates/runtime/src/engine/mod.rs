@@ -138,7 +138,7 @@ impl ExecutionEngine {
     /// The framework that runs `request`: a new agent's own (validation recorded
     /// `metadata.framework` in its config); for a turn, the agent's, found by `agent_id` or
     /// through the session's binding. A turn whose `metadata.framework` names another is refused.
-    async fn adapter_for(&self, request: &ValidRequest) -> Result<&dyn FrameworkAdapter, EngineError> {
+    async fn adapter_for(&self, request: &mut ValidRequest) -> Result<&dyn FrameworkAdapter, EngineError> {
         let agent = match &request.plan {
             RequestPlan::CreateAgent(config) => {
                 let name = framework_of(config).unwrap_or(&self.default_framework);
@@ -172,12 +172,18 @@ impl ExecutionEngine {
                 ),
             ));
         }
-        self.adapters.get(bound).await
+        let adapter = self.adapters.get(bound).await;
+        request.agent = Some(agent);
+        adapter
     }
 
     /// Runs a validated request on its framework, reporting to `observer`, within its timeout.
-    pub async fn run(&self, request: ValidRequest, observer: &mut dyn TurnObserver) -> Result<TaskResult, EngineError> {
-        let adapter = self.adapter_for(&request).await?;
+    pub async fn run(
+        &self,
+        mut request: ValidRequest,
+        observer: &mut dyn TurnObserver,
+    ) -> Result<TaskResult, EngineError> {
+        let adapter = self.adapter_for(&mut request).await?;
         match request.timeout {
             Some(limit) => tokio::time::timeout(limit, adapter.execute_stream(request, observer))
                 .await

@@ -70,6 +70,7 @@ impl FrameworkAdapter for NativeAdapter {
             plan,
             received,
             media_time,
+            agent,
             ..
         } = request;
         match plan {
@@ -78,6 +79,7 @@ impl FrameworkAdapter for NativeAdapter {
                 let turn = Turn {
                     request,
                     agent_id,
+                    agent,
                     session_id,
                     received,
                     media_time,
@@ -131,6 +133,8 @@ fn create_agent(
 struct Turn {
     request: TaskRequest,
     agent_id: Option<String>,
+    /// The agent routing found by `agent_id`.
+    agent: Option<Arc<Agent>>,
     session_id: String,
     received: Instant,
     media_time: Duration,
@@ -184,7 +188,7 @@ impl NativeAdapter {
     async fn converse(&self, turn: Turn, observer: &mut dyn TurnObserver) -> Result<TaskResult, EngineError> {
         let started_at = Utc::now();
         let mut chat = self.sessions.open(&turn.session_id, turn.request.user_id()).await?;
-        let binding = chat.bind(&self.agents, turn.agent_id.as_deref()).await?;
+        let binding = chat.bind(&self.agents, turn.agent_id.as_deref(), turn.agent).await?;
         let agent = Arc::clone(&binding.slot.agent);
         let runner_id = Arc::clone(&binding.slot.runner.id);
         let internal_id = Arc::clone(&binding.internal_id);

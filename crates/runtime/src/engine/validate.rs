@@ -3,12 +3,14 @@
 //! said plainly, a turn's attachments are checked, and the result is a [`ValidRequest`] that
 //! every framework adapter takes as it is.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{AgentConfig, TaskRequest};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::agents::Agent;
 use crate::error::EngineError;
 use crate::multimodal::{inspect_message, MediaLimits};
 
@@ -26,6 +28,8 @@ pub struct ValidRequest {
     pub(crate) timeout: Option<Duration>,
     /// `metadata.framework`, when the request names one.
     pub(crate) framework: Option<String>,
+    /// The turn's agent, when routing found it (so the adapter need not look it up again).
+    pub(crate) agent: Option<Arc<Agent>>,
 }
 
 impl ValidRequest {
@@ -107,6 +111,7 @@ pub(crate) fn validate(mut request: TaskRequest, media: &MediaLimits) -> Result<
         media_time,
         timeout,
         framework,
+        agent: None,
     })
 }
 
