@@ -18,9 +18,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_contracts::{ModelConfig, UniversalMessage};
+use aether_contracts::{ModelConfig, SessionEvent, UniversalMessage};
 use aether_runtime::model::{DeltaSink, HistoryView, ModelError, ModelProvider, ModelRequest, SystemPrompt};
-use aether_store::SessionEvent;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -29,7 +28,7 @@ use rand_distr::{Distribution, Gamma};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::run::Progress;
+use crate::progress::Progress;
 use crate::stats::{DurationHist, SerialisedHist, Stats, Unit};
 
 /// How requests arrive.

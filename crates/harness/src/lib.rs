@@ -9,14 +9,17 @@
 //! * [`kpi`]: the plan's targets and their verdicts;
 //! * [`summary`]: the summary JSON (schema version 1) and the readable table;
 //! * [`compare`]: deltas between two summaries as Markdown;
-//! * [`tool_calls`]: what one tool call costs in process and over MCP (tool_regression).
+//! * [`tool_calls`]: what one tool call costs in process and over MCP (tool_regression);
+//! * `progress` and `error`: leaves every stage reports through ([`Progress`], [`HarnessError`]).
 
 pub mod compare;
 pub mod endpoint;
+mod error;
 pub mod http_target;
 
 pub mod kpi;
 pub mod load;
+mod progress;
 pub mod resources;
 pub mod run;
 pub mod scenario;

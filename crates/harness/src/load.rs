@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
-use crate::run::Progress;
+use crate::progress::Progress;
 use crate::scenario::{Mode, ScenarioConfig, SessionMode};
 use crate::stats::DurationHist;
 use crate::target::Target;

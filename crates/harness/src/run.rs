@@ -15,36 +15,16 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio::time::Instant;
 
+pub use crate::error::HarnessError;
 use crate::kpi::{self, KpiInputs, KpiTargets};
 use crate::load::{self, Payload, Phase, PhaseOutcome, Recorder};
+pub use crate::progress::{NoProgress, Progress};
 use crate::resources::{self, Sampler};
 use crate::scenario::{ScenarioConfig, ScenarioKind, Stop};
 use crate::stats::{DurationHist, Unit};
 use crate::summary::*;
 use crate::target::{InProcess, Target};
 use crate::tool_calls;
-
-/// Where progress goes (a progress bar in the CLI; nothing in tests).
-pub trait Progress: Send + Sync {
-    fn begin(&self, _label: &str, _total: Option<u64>) {}
-    fn advance(&self, _n: u64) {}
-    fn finish(&self) {}
-}
-
-/// Reports nothing.
-pub struct NoProgress;
-impl Progress for NoProgress {}
-
-/// Why a run could not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum HarnessError {
-    /// Bad input: a flag, a tool name, a file.
-    #[error("{0}")]
-    InvalidInput(String),
-    /// The runtime could not be built or failed outside any request.
-    #[error("{0}")]
-    Runtime(String),
-}
 
 /// A resolved scenario plus how to judge and sample it.
 pub struct RunOptions {

@@ -12,7 +12,7 @@ use aether_runtime::tools::{RegisteredTool, ToolContext};
 use aether_runtime::Runtime;
 use serde::Serialize;
 
-use crate::run::HarnessError;
+use crate::error::HarnessError;
 use crate::stats::{DurationHist, Stats, Unit};
 
 /// Calls not recorded before each measured series (connections, caches, JIT of a node server).

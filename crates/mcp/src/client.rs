@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aether_contracts::Metadata;
-use aether_runtime::tools::{ToolContext, ToolError};
+use aether_tools::{ToolContext, ToolError};
 use futures::{FutureExt, StreamExt};
 use parking_lot::RwLock;
 use rmcp::handler::client::progress::ProgressDispatcher;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use aether_runtime::tools::ToolRegistry;
+use aether_tools::ToolRegistry;
 use tokio::task::JoinHandle;
 
 use crate::client::McpClient;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use aether_runtime::tools::{no_id, ProgressSink, RegisteredTool, ToolContext};
+use aether_tools::{no_id, ProgressSink, RegisteredTool, ToolContext};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData, Implementation,
     InitializeResult, ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam,

@@ -3,7 +3,7 @@
 //! through the server's [`McpClient`].
 
 use aether_contracts::{Metadata, UniversalTool};
-use aether_runtime::tools::{AsyncTool, ParamValidator, RegisteredTool, ToolContext, ToolError};
+use aether_tools::{AsyncTool, ParamValidator, RegisteredTool, ToolContext, ToolError};
 use async_trait::async_trait;
 use rmcp::model::Tool;
 use serde_json::{json, Value};

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_contracts::AgentConfig;
+use aether_contracts::{AgentConfig, ToolDeclaration};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -39,6 +39,8 @@ pub struct Agent {
     config_key: u64,
     pub created_at: DateTime<Utc>,
     pub tools: Arc<[Arc<RegisteredTool>]>,
+    /// What a model reads of those tools, in the same order.
+    pub declarations: Arc<[Arc<ToolDeclaration>]>,
     pub provider: Arc<dyn ModelProvider>,
     pub system: SystemPrompt,
     /// `framework_config.tool_timeout_s`, when set.
@@ -315,6 +317,7 @@ impl AgentManager {
             config,
             config_key: key,
             created_at: Utc::now(),
+            declarations: tools.iter().map(|t| Arc::clone(&t.declaration)).collect(),
             tools: tools.into(),
             provider,
             tool_timeout,

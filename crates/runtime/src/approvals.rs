@@ -11,7 +11,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::tools::RegisteredTool;
+pub use aether_tools::Decision;
+use aether_tools::RegisteredTool;
 
 /// What happens when nobody answers in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -55,16 +56,6 @@ impl ApprovalConfig {
             .or_else(|| tool.spec.metadata.get("requires_approval").and_then(|v| v.as_bool()))
             .unwrap_or(self.default_requires_approval)
     }
-}
-
-/// The outcome of asking about one call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Approved,
-    /// Refused by a person, or by the runtime when nobody can be asked; the reason says which.
-    Denied(String),
-    /// Nobody answered in time and the policy is `auto_cancel`.
-    TimedOut(Duration),
 }
 
 /// A question waiting for an answer.

@@ -6,9 +6,12 @@
 //! * [`agents`]: agents created from configs, controlled reuse, runners, capacity slots.
 //! * [`sessions`]: chat sessions with per-session turn ordering, bounded history windows,
 //!   archive and recovery through an [`aether_store::SessionStore`].
-//! * [`tools`]: the tool registry, resolver, schema validation, built-in and demo tools, and the
-//!   concurrent executor.
-//! * [`model`]: the model-provider trait and the simulated model.
+//! * [`tools`] (crate `aether-tools`, re-exported): the tool registry, resolver, schema
+//!   validation, built-in and demo tools, and the concurrent executor.
+//! * [`model`] (crate `aether-providers`, re-exported): the model-provider trait, the simulated
+//!   model and the real providers; [`multimodal`]: image checks and conversion.
+//! * [`live`]: live sessions that stream chunks and take approvals; [`approvals`]: who must
+//!   approve which tool calls.
 //! * [`sweeper`]: idle reclamation of sessions, then runners, then agents.
 
 pub mod agents;
@@ -21,14 +24,17 @@ pub mod error;
 pub mod live;
 
 mod ids;
-pub mod model;
-pub mod multimodal;
 mod runtime;
 pub mod sessions;
 pub mod stats;
 pub mod sweeper;
-pub mod tools;
-mod util;
+
+/// The model providers (crate `aether-providers`), re-exported.
+pub use aether_providers as model;
+/// Image checks and conversion (from `aether-providers`), re-exported.
+pub use aether_providers::multimodal;
+/// The tools (crate `aether-tools`), re-exported.
+pub use aether_tools as tools;
 
 pub use config::RuntimeConfig;
 pub use error::EngineError;

@@ -1,121 +1,14 @@
-//! API keys to tenants, and the tenant's id space. Every agent and session a request touches is
-//! looked up inside its tenant: session ids are stored as `TENANT:ID`, agents carry their tenant in
-//! `framework_config.tenant` (set by the server, never by the client).
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! The authentication middleware: an API key to its tenant (see [`crate::tenants`]), then the
+//! tenant's rate limits.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::config::{digest_from_hex, key_digest, ServerConfig};
 use crate::error::ApiError;
-use crate::limits::{RateDecision, RateLimiter};
+use crate::limits::RateDecision;
 use crate::state::AppState;
-
-/// The key of `framework_config` that names an agent's tenant.
-pub const TENANT_KEY: &str = "tenant";
-
-/// A tenant, as the request's extension after authentication.
-#[derive(Debug)]
-pub struct Tenant {
-    pub name: Arc<str>,
-    prefix: String,
-    limiter: Option<RateLimiter>,
-}
-
-impl Tenant {
-    fn new(name: &str, limiter: Option<RateLimiter>) -> Self {
-        Self {
-            name: name.into(),
-            prefix: format!("{name}:"),
-            limiter,
-        }
-    }
-
-    /// The stored id of the tenant's session `id`.
-    pub fn scoped(&self, id: &str) -> String {
-        format!("{}{id}", self.prefix)
-    }
-
-    /// The tenant's own id of a stored session id; `None` for another tenant's.
-    pub fn unscoped<'a>(&self, stored: &'a str) -> Option<&'a str> {
-        stored.strip_prefix(&self.prefix)
-    }
-
-    /// The prefix all of the tenant's stored session ids share.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// Whether the agent (by its config) belongs to this tenant.
-    pub fn owns(&self, agent: &aether_runtime::agents::Agent) -> bool {
-        agent.config.framework_config.get(TENANT_KEY).and_then(|v| v.as_str()) == Some(&*self.name)
-    }
-}
-
-/// Every tenant, by the hash of each of its keys.
-#[derive(Debug)]
-pub struct Tenants {
-    by_key_digest: HashMap<[u8; 32], Arc<Tenant>>,
-    anonymous: Option<Arc<Tenant>>,
-}
-
-impl Tenants {
-    pub fn new(cfg: &ServerConfig, redis: Option<&redis::aio::ConnectionManager>) -> Self {
-        let mut by_key_digest = HashMap::new();
-        for t in &cfg.tenants {
-            let limit = t.rate_limit.or(cfg.rate_limit);
-            let limiter = limit.map(|l| RateLimiter::new(&t.name, l, redis));
-            let tenant = Arc::new(Tenant::new(&t.name, limiter));
-            // Validated config: every hash is 64 hex digits.
-            for digest in t.api_key_sha256.iter().filter_map(|h| digest_from_hex(h)) {
-                by_key_digest.insert(digest, Arc::clone(&tenant));
-            }
-        }
-        let anonymous = cfg.allow_anonymous.then(|| {
-            Arc::new(Tenant::new(
-                "default",
-                cfg.rate_limit.map(|l| RateLimiter::new("default", l, redis)),
-            ))
-        });
-        Self {
-            by_key_digest,
-            anonymous,
-        }
-    }
-
-    fn find(&self, authorization: Option<&HeaderValue>) -> Result<Arc<Tenant>, ApiError> {
-        let Some(value) = authorization else {
-            return self.anonymous.clone().ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "auth.missing",
-                    "missing API key: send `Authorization: Bearer KEY`",
-                )
-            });
-        };
-        let key = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "auth.invalid",
-                    "the Authorization header must be `Bearer KEY`",
-                )
-            })?;
-        self.by_key_digest
-            .get(&key_digest(key))
-            .cloned()
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "auth.invalid", "unknown API key"))
-    }
-}
 
 /// Middleware: finds the tenant (401 without a valid key), applies its rate limit (429 with
 /// Retry-After above the hard limit; `x-ratelimit-soft: exceeded` above the soft one).

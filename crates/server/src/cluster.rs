@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_contracts::{AgentConfig, UniversalMessage};
+use aether_contracts::AgentConfig;
+use aether_runtime::Runtime;
+use async_trait::async_trait;
 use axum::http::StatusCode;
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -27,9 +29,8 @@ use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
 use tokio::sync::oneshot;
 
+use crate::control::{perform_local, Forward, LiveAction, LiveTurns};
 use crate::error::ApiError;
-use crate::routes::live::ApprovalAnswer;
-use crate::state::AppState;
 
 const BROADCAST: &str = "aether_broadcast";
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
@@ -38,21 +39,6 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// An instance not heard from for this long is taken for dead.
 const OWNER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A control action on a live turn, as forwarded between instances.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum LiveAction {
-    Message {
-        message: UniversalMessage,
-    },
-    Approve {
-        interaction_id: String,
-        answer: ApprovalAnswer,
-    },
-    Cancel,
-    Pending,
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -85,6 +71,13 @@ pub struct Cluster {
 
 fn db(e: sqlx::Error) -> ApiError {
     ApiError::unavailable(format!("the shared database failed: {e}"), 1)
+}
+
+#[async_trait]
+impl Forward for Cluster {
+    async fn forward(&self, key: &str, action: LiveAction) -> Result<Option<(u16, Value)>, ApiError> {
+        Cluster::forward(self, key, action).await
+    }
 }
 
 impl Cluster {
@@ -131,7 +124,7 @@ impl Cluster {
     }
 
     /// Starts listening for forwarded requests, replies and broadcasts.
-    pub async fn start(self: &Arc<Self>, state: AppState) -> Result<(), String> {
+    pub async fn start(self: &Arc<Self>, live: Arc<LiveTurns>, rt: Arc<Runtime>) -> Result<(), String> {
         let mut listener = PgListener::connect_with(&self.pool)
             .await
             .map_err(|e| format!("cluster: cannot listen: {e}"))?;
@@ -144,7 +137,7 @@ impl Cluster {
             loop {
                 match listener.recv().await {
                     Ok(n) => match serde_json::from_str::<Wire>(n.payload()) {
-                        Ok(wire) => me.handle(wire, &state).await,
+                        Ok(wire) => me.handle(wire, &live, &rt).await,
                         Err(e) => tracing::warn!(error = %e, "cluster: unreadable notification"),
                     },
                     // PgListener reconnects on the next recv.
@@ -189,7 +182,7 @@ impl Cluster {
         }
     }
 
-    async fn handle(self: &Arc<Self>, wire: Wire, state: &AppState) {
+    async fn handle(self: &Arc<Self>, wire: Wire, live: &Arc<LiveTurns>, rt: &Runtime) {
         match wire {
             Wire::Request {
                 id,
@@ -198,9 +191,9 @@ impl Cluster {
                 action,
             } => {
                 let me = Arc::clone(self);
-                let state = state.clone();
+                let live = Arc::clone(live);
                 tokio::spawn(async move {
-                    let (status, body) = match crate::routes::live::perform_local(&state, &key, action).await {
+                    let (status, body) = match perform_local(&live, &key, action).await {
                         Ok(body) => (StatusCode::OK.as_u16(), body),
                         Err(e) => (
                             e.status.as_u16(),
@@ -220,7 +213,7 @@ impl Cluster {
             }
             Wire::AgentDeleted { agent_id, from } => {
                 if from != self.instance {
-                    let _ = state.rt.cleanup_agent(&agent_id).await;
+                    let _ = rt.cleanup_agent(&agent_id).await;
                 }
             }
         }

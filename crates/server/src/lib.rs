@@ -7,11 +7,14 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod control;
+mod directory;
 pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod state;
+pub mod tenants;
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,7 +117,9 @@ pub async fn serve(
         })
     };
     if let Some(c) = &state.cluster {
-        c.start(state.clone()).await.map_err(std::io::Error::other)?;
+        c.start(Arc::clone(&state.live), Arc::clone(&state.rt))
+            .await
+            .map_err(std::io::Error::other)?;
     }
     let stop = Arc::new(Notify::new());
     let app = router(state.clone());

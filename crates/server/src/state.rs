@@ -3,15 +3,14 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use aether_runtime::live::LiveController;
 use aether_runtime::Runtime;
-use dashmap::DashMap;
 
-use crate::auth::Tenants;
 use crate::cluster::Cluster;
 use crate::config::{Limits, ServerConfig};
+use crate::control::LiveTurns;
 use crate::limits::Admission;
 use crate::metrics::Metrics;
+use crate::tenants::Tenants;
 
 /// The services outside the process an instance uses: what it shares with other instances, and
 /// the MCP servers behind its tools.
@@ -36,7 +35,7 @@ pub struct Inner {
     pub admission: Admission,
     /// Live turns running on this instance, by `TENANT:task_id`. Bounded by
     /// `limits.max_live_sessions`; an entry leaves when its stream ends or its client goes away.
-    pub live: DashMap<String, LiveController>,
+    pub live: Arc<LiveTurns>,
     pub metrics: Metrics,
     pub limits: Limits,
     /// Membership of a cluster of instances on one PostgreSQL, when configured.
@@ -63,7 +62,7 @@ impl AppState {
             rt,
             tenants: Tenants::new(cfg, redis.as_ref()),
             admission: Admission::new(cfg.limits.max_in_flight, cfg.limits.admission_queue),
-            live: DashMap::new(),
+            live: Arc::new(LiveTurns::new()),
             metrics: Metrics::new(),
             limits: cfg.limits.clone(),
             cluster,

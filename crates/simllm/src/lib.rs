@@ -14,15 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aether_contracts::{
-    ContentPart, ImageReference, MessageContent, Metadata, ModelConfig, Role, ToolCall, ToolResult, ToolStatus,
-    UniversalMessage, UniversalTool,
+    ContentPart, ImageReference, MessageContent, Metadata, ModelConfig, Role, SessionEvent, ToolCall, ToolDeclaration,
+    ToolResult, ToolStatus, UniversalMessage,
 };
-use aether_runtime::model::{
+use aether_providers::multimodal::{self, MediaLimits};
+use aether_providers::{
     DeltaSink, HistoryView, ModelError, ModelProvider, ModelRequest, SimConfig, SimulatedModel, SystemPrompt,
 };
-use aether_runtime::multimodal::{self, MediaLimits};
-use aether_runtime::tools::{FnTool, RegisteredTool, ToolContext, ToolError};
-use aether_store::SessionEvent;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
@@ -179,7 +177,7 @@ async fn models(State(s): State<Arc<Shared>>) -> Response {
 struct Converted {
     system: SystemPrompt,
     events: Vec<Arc<SessionEvent>>,
-    tools: Vec<Arc<RegisteredTool>>,
+    tools: Vec<Arc<ToolDeclaration>>,
     model: ModelConfig,
     metadata: Metadata,
 }
@@ -207,20 +205,26 @@ fn bad(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message, "invalid_request_error")
 }
 
-/// A tool the client declared, registered for the simulated model to plan calls to (it never
-/// runs here: the client runs it).
-fn remote_tool(name: &str, description: Option<&Value>, schema: Value) -> Result<Arc<RegisteredTool>, String> {
-    let spec = UniversalTool::new(
+/// A tool the client declared, for the simulated model to plan calls to (it never runs here: the
+/// client runs it).
+fn remote_tool(name: &str, description: Option<&Value>, schema: Value) -> Result<Arc<ToolDeclaration>, String> {
+    let valid_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid_name {
+        return Err(invalid(format!(
+            "tool `{name}`: a name uses only letters, digits, `_` and `-`"
+        )));
+    }
+    if !schema.is_object() {
+        return Err(invalid(format!(
+            "tool `{name}`: `parameters` must be a JSON Schema object"
+        )));
+    }
+    Ok(Arc::new(ToolDeclaration::new(
         format!("remote.{name}"),
+        name,
         description.and_then(Value::as_str).unwrap_or_default(),
         schema,
-    );
-    RegisteredTool::new_async(
-        spec,
-        FnTool(|_: Metadata, _: ToolContext| async { Ok::<_, ToolError>(Value::Null) }),
-    )
-    .map(Arc::new)
-    .map_err(|e| invalid(format!("tool `{name}`: {e}")))
+    )))
 }
 
 /// Converts an OpenAI request; the error is the 400 message.
@@ -445,7 +449,7 @@ fn tool_call_json(c: &ToolCall, i: usize) -> Value {
     json!({"index": i, "id": c.call_id, "type": "function", "function": {"name": name, "arguments": Value::Object(c.parameters.clone()).to_string()}})
 }
 
-fn usage_json(u: &aether_runtime::model::TokenUsage) -> Value {
+fn usage_json(u: &aether_providers::TokenUsage) -> Value {
     json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
 }
 
@@ -654,7 +658,7 @@ async fn stream_text(
     fault: Option<Fault>,
     tx: &Frames,
     frame: &(dyn Fn(&str) -> String + Send + Sync),
-) -> Option<aether_runtime::model::ModelResponse> {
+) -> Option<aether_providers::ModelResponse> {
     let drop_after = (fault == Some(Fault::DropMidStream)).then_some(3);
     let mut sink = FrameSink {
         tx,
@@ -851,7 +855,7 @@ fn gemini_candidate(parts: Value, finish: Option<&str>) -> Value {
     c
 }
 
-fn gemini_usage(u: &aether_runtime::model::TokenUsage) -> Value {
+fn gemini_usage(u: &aether_providers::TokenUsage) -> Value {
     json!({"promptTokenCount": u.prompt_tokens, "candidatesTokenCount": u.completion_tokens, "totalTokenCount": u.total_tokens})
 }
 

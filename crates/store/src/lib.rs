@@ -9,7 +9,6 @@
 
 mod background;
 mod error;
-mod event;
 mod memory;
 mod migrations;
 mod postgres;
@@ -17,9 +16,9 @@ mod record;
 mod rows;
 mod sqlite;
 
+pub use aether_contracts::SessionEvent;
 pub use background::BackgroundWrites;
 pub use error::StoreError;
-pub use event::SessionEvent;
 pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use record::{

@@ -323,7 +323,7 @@ impl NativeAdapter {
                     committed,
                     pending: &pending.events,
                 },
-                tools: &agent.tools,
+                tools: &agent.declarations,
                 metadata: scope.metadata,
             };
             let t = Instant::now();

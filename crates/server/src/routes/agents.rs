@@ -12,9 +12,10 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::auth::{Tenant, TENANT_KEY};
+use crate::directory::tenant_agent;
 use crate::error::{parse_body, ApiError};
 use crate::state::AppState;
+use crate::tenants::{Tenant, TENANT_KEY};
 
 pub async fn create(
     State(s): State<AppState>,
@@ -46,7 +47,7 @@ pub async fn create(
 pub async fn list(State(s): State<AppState>, Extension(t): Extension<Arc<Tenant>>) -> Result<Json<Value>, ApiError> {
     if let Some(c) = &s.cluster {
         for id in c.agent_ids(&t.name).await? {
-            owned(&s, &t, &id).await?;
+            tenant_agent(&s, &t, &id).await?;
         }
     }
     let mut agents: Vec<Value> =
@@ -63,7 +64,7 @@ pub async fn show(
     Extension(t): Extension<Arc<Tenant>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let agent = owned(&s, &t, &id).await?;
+    let agent = tenant_agent(&s, &t, &id).await?;
     Ok(Json(view(&agent, true)))
 }
 
@@ -72,7 +73,7 @@ pub async fn delete(
     Extension(t): Extension<Arc<Tenant>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    owned(&s, &t, &id).await?;
+    tenant_agent(&s, &t, &id).await?;
     if let Some(c) = &s.cluster {
         c.delete_agent(&id, &t.name).await?;
     }
@@ -81,23 +82,6 @@ pub async fn delete(
         Ok(None) => Err(ApiError::not_found("agent", &id)),
         Err(e) => Err(ApiError::internal(e.to_string())),
     }
-}
-
-/// The agent, when it exists and belongs to the tenant; 404 otherwise (either way). In a cluster,
-/// an agent another instance created is adopted here under its id.
-pub async fn owned(s: &AppState, t: &Tenant, id: &str) -> Result<Arc<Agent>, ApiError> {
-    if let Some(a) = s.rt.agent(id).filter(|a| t.owns(a) && !a.is_retired()) {
-        return Ok(a);
-    }
-    let not_found = || ApiError::not_found("agent", id);
-    let Some(c) = &s.cluster else {
-        return Err(not_found());
-    };
-    let config = c.get_agent(id, &t.name).await?.ok_or_else(not_found)?;
-    s.rt.adopt_agent(id, config)
-        .await
-        .map_err(|e| ApiError::internal(format!("cannot adopt agent `{id}`: {e}")))?;
-    s.rt.agent(id).filter(|a| t.owns(a)).ok_or_else(not_found)
 }
 
 fn view(a: &Agent, with_config: bool) -> Value {

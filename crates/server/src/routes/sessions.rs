@@ -10,9 +10,9 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::Tenant;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::tenants::Tenant;
 
 const MAX_PAGE: usize = 1000;
 

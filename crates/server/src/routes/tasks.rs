@@ -21,10 +21,10 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::auth::{Tenant, TENANT_KEY};
+use crate::directory::tenant_agent;
 use crate::error::{parse_body, ApiError};
-use crate::routes::agents::owned;
 use crate::state::AppState;
+use crate::tenants::{Tenant, TENANT_KEY};
 
 pub async fn run(
     State(s): State<AppState>,
@@ -190,7 +190,7 @@ pub async fn scope_request(s: &AppState, t: &Tenant, req: &mut TaskRequest) -> R
         config.framework_config.insert(TENANT_KEY.into(), Value::from(&*t.name));
     }
     if let Some(id) = &req.agent_id {
-        owned(s, t, id).await?;
+        tenant_agent(s, t, id).await?;
     }
     if let Some(id) = &mut req.session_id {
         *id = t.scoped(id);

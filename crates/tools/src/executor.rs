@@ -13,8 +13,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::{resolve_among, ProgressSink, RegisteredTool, ToolContext};
-use crate::approvals::Decision;
+use super::{resolve_among, Decision, ProgressSink, RegisteredTool, ToolContext};
 
 fn failed(name: &str, call_id: &Option<String>, status: ToolStatus, code: ErrorCode, msg: String) -> ToolResult {
     ToolResult {
@@ -94,7 +93,7 @@ fn refused(call: &ToolCall, decision: &Decision) -> ToolResult {
 }
 
 /// Who the calls of one model response run for, and where their progress goes.
-pub(crate) struct CallScope<'a> {
+pub struct CallScope<'a> {
     pub task_id: &'a Arc<str>,
     pub session_id: &'a Arc<str>,
     pub user_id: Option<Arc<str>>,
@@ -104,7 +103,7 @@ pub(crate) struct CallScope<'a> {
 
 /// Runs the approved `calls` against `tools` concurrently and returns one result per call, in
 /// call order; a call not approved gets a `cancelled` result and never runs.
-pub(crate) async fn execute_calls(
+pub async fn execute_calls(
     tools: &[Arc<RegisteredTool>],
     calls: &[ToolCall],
     decisions: &[Decision],

@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use aether_contracts::{Metadata, Role, ToolCall, ToolStatus};
-use aether_store::SessionEvent;
+use aether_contracts::{Role, SessionEvent, ToolCall, ToolDeclaration, ToolStatus};
 use async_trait::async_trait;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -20,7 +19,6 @@ use rand::{Rng, SeedableRng};
 use super::profiles::{Profile, ProfileSet};
 use super::tokens::{self, Tokenizer};
 use super::{DeltaSink, ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, TokenUsage};
-use crate::tools::RegisteredTool;
 
 /// Kinds of failure the simulator can inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +79,7 @@ pub struct SimulatedModel {
 }
 
 /// SplitMix64: a strong 64-bit mixer, used to derive per-call seeds.
-pub(crate) fn splitmix64(mut x: u64) -> u64 {
+pub fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -195,7 +193,7 @@ impl SimulatedModel {
     }
 
     /// Which tools the first response of a turn calls.
-    fn plan_tools<'t>(&self, req: &ModelRequest<'t>) -> Vec<&'t Arc<RegisteredTool>> {
+    fn plan_tools<'t>(&self, req: &ModelRequest<'t>) -> Vec<&'t Arc<ToolDeclaration>> {
         let tools = req.tools;
         if let Some(names) = req.metadata.get("sim_tools").and_then(|v| v.as_array()) {
             let wanted: Vec<&str> = names.iter().filter_map(|v| v.as_str()).collect();
@@ -294,10 +292,13 @@ impl SimulatedModel {
                     .into_iter()
                     .enumerate()
                     .map(|(i, t)| {
-                        completion += t.call_tokens(tokenizer);
+                        completion += t.call_tokens_with(|t| {
+                            let args = serde_json::to_string(&t.sample_arguments).unwrap_or_default();
+                            tokens::count(tokenizer, &t.full_name) + tokens::count(tokenizer, &args) + 4
+                        });
                         ToolCall {
                             tool_name: t.full_name.to_string(),
-                            parameters: t.sample_arguments().clone(),
+                            parameters: t.sample_arguments.clone(),
                             tool_namespace: None,
                             call_id: Some(format!("call-{call:x}-{i}")),
                         }
@@ -465,40 +466,4 @@ fn acknowledge(message: &aether_contracts::UniversalMessage) -> Option<String> {
         s.push(';');
     }
     Some(s)
-}
-
-/// Parameters a simulated call passes for a schema: each required property's first example,
-/// else its default, else its first enum value, else a value of its type.
-pub(crate) fn sample_arguments(schema: &serde_json::Value) -> Metadata {
-    let mut args = Metadata::new();
-    let Some(props) = schema.get("properties").and_then(|p| p.as_object()) else {
-        return args;
-    };
-    let required: Vec<&str> = schema
-        .get("required")
-        .and_then(|r| r.as_array())
-        .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    for (name, prop) in props {
-        if !required.contains(&name.as_str()) {
-            continue;
-        }
-        let value = prop
-            .get("examples")
-            .and_then(|e| e.as_array())
-            .and_then(|e| e.first())
-            .or_else(|| prop.get("default"))
-            .or_else(|| prop.get("enum").and_then(|e| e.as_array()).and_then(|e| e.first()))
-            .cloned()
-            .unwrap_or_else(|| match prop.get("type").and_then(|t| t.as_str()) {
-                Some("integer") => 1.into(),
-                Some("number") => 1.0.into(),
-                Some("boolean") => true.into(),
-                Some("array") => serde_json::Value::Array(Vec::new()),
-                Some("object") => serde_json::Value::Object(Metadata::new()),
-                _ => format!("sample-{name}").into(),
-            });
-        args.insert(name.clone(), value);
-    }
-    args
 }

@@ -1,4 +1,7 @@
-//! Tools: declaration, registration, resolution, validation and concurrent execution.
+//! Aether Frame's tools: declaration, registration, resolution, validation and concurrent
+//! execution. This crate knows neither the model providers nor the runtime: a model reads a
+//! tool's [`ToolDeclaration`] (contracts), and the runtime runs the calls a model asks for through
+//! [`executor::execute_calls`], after deciding about each ([`Decision`]).
 //!
 //! A tool is registered once as a [`RegisteredTool`] under its full name `namespace.name`. Its
 //! implementation is either async ([`AsyncTool`], runs on the async workers) or declared
@@ -6,8 +9,9 @@
 //! the workers by accident.
 
 pub mod builtin;
+mod decision;
 pub mod demo;
-pub(crate) mod executor;
+pub mod executor;
 mod registry;
 mod schema;
 
@@ -15,13 +19,12 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use aether_contracts::{Metadata, UniversalTool};
+use aether_contracts::{Metadata, ToolDeclaration, UniversalTool};
 use async_trait::async_trait;
 
+pub use decision::Decision;
 pub use registry::{resolve_among, RegistryError, ResolveError, ToolRegistry};
 pub use schema::ParamValidator;
-
-use crate::model::tokens::{self, Tokenizer};
 
 /// What a running tool knows about its call.
 #[derive(Debug, Clone)]
@@ -165,8 +168,8 @@ pub struct RegisteredTool {
     /// Per-call timeout of this tool, overriding the agent's and the runtime's.
     pub timeout: Option<Duration>,
     validator: ParamValidator,
-    sample_arguments: Metadata,
-    call_tokens: OnceLock<u32>,
+    /// What a model reads of this tool.
+    pub declaration: Arc<ToolDeclaration>,
 }
 
 impl std::fmt::Debug for RegisteredTool {
@@ -216,19 +219,24 @@ impl RegisteredTool {
                 name: full.clone(),
                 reason,
             })?;
-        let sample_arguments = crate::model::sim::sample_arguments(&spec.parameters_schema);
         let short_name: Arc<str> = Arc::from(short);
+        let full_name: Arc<str> = Arc::from(full.as_str());
         spec.namespace = Some(ns.to_owned());
-        spec.name = full.clone();
+        spec.name = full;
+        let declaration = Arc::new(ToolDeclaration::new(
+            Arc::clone(&full_name),
+            Arc::clone(&short_name),
+            spec.description.clone(),
+            spec.parameters_schema.clone(),
+        ));
         Ok(Self {
             spec,
-            full_name: Arc::from(full),
+            full_name,
             short_name,
             imp,
             timeout: None,
             validator,
-            sample_arguments,
-            call_tokens: OnceLock::new(),
+            declaration,
         })
     }
 
@@ -278,14 +286,6 @@ impl RegisteredTool {
 
     /// Arguments a simulated model passes (from the schema's examples).
     pub fn sample_arguments(&self) -> &Metadata {
-        &self.sample_arguments
-    }
-
-    /// Tokens a model spends to call this tool, counted once.
-    pub(crate) fn call_tokens(&self, tokenizer: Tokenizer) -> u32 {
-        *self.call_tokens.get_or_init(|| {
-            let args = serde_json::to_string(&self.sample_arguments).unwrap_or_default();
-            tokens::count(tokenizer, &self.full_name) + tokens::count(tokenizer, &args) + 4
-        })
+        &self.declaration.sample_arguments
     }
 }

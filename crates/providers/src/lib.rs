@@ -1,9 +1,15 @@
-//! Model providers: the trait every provider implements, and the simulated model.
+//! Aether Frame's model providers: the [`ModelProvider`] trait every provider implements, the
+//! simulated model ([`sim`]) with its profiles and tokenizer, the OpenAI-compatible ([`openai`]),
+//! Gemini ([`gemini`]) and local GGUF (`local`, feature `local-llm`) providers over one HTTP
+//! endpoint policy (timeouts, retries, circuit breaker), and [`multimodal`]: image checks and
+//! conversion for each wire format. It depends on the contracts alone: a model reads the history
+//! as [`SessionEvent`]s and the tools as [`ToolDeclaration`]s.
 
 pub mod gemini;
 mod http;
 #[cfg(feature = "local-llm")]
 pub mod local;
+pub mod multimodal;
 pub mod openai;
 pub mod profiles;
 
@@ -13,13 +19,10 @@ pub mod tokens;
 use std::sync::{Arc, OnceLock};
 
 pub use aether_contracts::TokenUsage;
-use aether_contracts::{Metadata, ModelConfig, ToolCall};
-use aether_store::SessionEvent;
+use aether_contracts::{Metadata, ModelConfig, SessionEvent, ToolCall, ToolDeclaration};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::json;
-
-use crate::tools::RegisteredTool;
 
 pub use http::EndpointConfig;
 pub use profiles::{Profile, ProfileSet};
@@ -83,7 +86,7 @@ pub struct ModelRequest<'a> {
     pub model: &'a ModelConfig,
     pub system: &'a SystemPrompt,
     pub history: HistoryView<'a>,
-    pub tools: &'a [Arc<RegisteredTool>],
+    pub tools: &'a [Arc<ToolDeclaration>],
     /// The request's metadata (simulation controls such as `sim_tool_calls` live here).
     pub metadata: &'a Metadata,
 }
@@ -117,7 +120,8 @@ fn retry_after_text(ms: Option<u64>) -> String {
 }
 
 impl ModelError {
-    pub(crate) fn details(&self) -> serde_json::Value {
+    /// Structured details for the error payload.
+    pub fn details(&self) -> serde_json::Value {
         match self {
             Self::RateLimited { retry_after_ms } => {
                 json!({ "status": 429, "retry_after_ms": retry_after_ms })

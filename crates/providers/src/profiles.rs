@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::tokens::Tokenizer;
 
 /// The profiles shipped with the project.
-pub const BUILTIN_PROFILES: &str = include_str!("../../assets/sim-profiles.toml");
+pub const BUILTIN_PROFILES: &str = include_str!("../assets/sim-profiles.toml");
 
 /// How one model behaves in simulation.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

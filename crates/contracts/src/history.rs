@@ -1,8 +1,11 @@
-//! One entry of a session's append-only log.
+//! The history a model reads: [`SessionEvent`], one entry of a chat session's append-only log.
+//! The store keeps these events and the runtime's window lends them to a model call; living here,
+//! they let a model provider read a conversation without knowing the store.
 
 use std::sync::{Arc, OnceLock};
 
-use aether_contracts::{ToolResult, UniversalMessage};
+use crate::message::UniversalMessage;
+use crate::tool::ToolResult;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -133,8 +133,8 @@ impl OpenAiProvider {
                 .map(|t| {
                     json!({"type": "function", "function": {
                         "name": encode_name(&t.full_name),
-                        "description": t.spec.description,
-                        "parameters": t.spec.parameters_schema,
+                        "description": t.description,
+                        "parameters": t.parameters_schema,
                     }})
                 })
                 .collect();

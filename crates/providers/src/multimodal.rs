@@ -133,7 +133,7 @@ fn inline_payload(image_path: &str) -> Option<(Option<&str>, &str)> {
 
 /// Short, stable content hash.
 pub fn short_hash(bytes: &[u8]) -> String {
-    format!("{:016x}", crate::util::fnv1a(bytes))
+    format!("{:016x}", aether_contracts::fnv1a(bytes))
 }
 
 /// Checks one image part. `Ok(None)` for a reference by path or URL (nothing inline to check).

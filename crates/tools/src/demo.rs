@@ -58,7 +58,7 @@ impl AsyncTool for DemoTool {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        let h = crate::util::fnv1a(serde_json::to_string(&params).unwrap_or_default().as_bytes());
+        let h = aether_contracts::fnv1a(serde_json::to_string(&params).unwrap_or_default().as_bytes());
         Ok((self.respond)(&params, h))
     }
 }

@@ -146,7 +146,7 @@ impl GeminiProvider {
             let decls: Vec<Value> = req
                 .tools
                 .iter()
-                .map(|t| json!({"name": encode_name(&t.full_name), "description": t.spec.description, "parameters": gemini_schema(&t.spec.parameters_schema)}))
+                .map(|t| json!({"name": encode_name(&t.full_name), "description": t.description, "parameters": gemini_schema(&t.parameters_schema)}))
                 .collect();
             body["tools"] = json!([{"functionDeclarations": decls}]);
         }
