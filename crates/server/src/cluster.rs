@@ -13,6 +13,9 @@
 //!   another instance is forwarded to the owner over `NOTIFY` on the owner's channel, and the
 //!   answer comes back the same way (5 s deadline). Instances beat every 2 s in `aether_instances`;
 //!   the live turns of one silent for 10 s (it crashed) are dropped, and requests for them get 404.
+//!
+//! The shared state itself (tables in the store's versioned migrations, their queries and their
+//! errors) is `aether_store::cluster`; this module is the protocol between instances over it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -20,13 +23,14 @@ use std::time::Duration;
 
 use aether_contracts::AgentConfig;
 use aether_runtime::Runtime;
+use aether_store::{ClusterDirectory, ClusterError, LiveOwner, PgClusterDirectory};
 use async_trait::async_trait;
 use axum::http::StatusCode;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::PgListener;
 use tokio::sync::oneshot;
 
 use crate::control::{perform_local, Forward, LiveAction, LiveTurns};
@@ -62,15 +66,21 @@ enum Wire {
 
 /// This instance's membership of the cluster.
 pub struct Cluster {
-    pool: PgPool,
+    dir: PgClusterDirectory,
     instance: String,
     waiting: DashMap<u64, oneshot::Sender<(u16, Value)>>,
     next_id: AtomicU64,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
-fn db(e: sqlx::Error) -> ApiError {
-    ApiError::unavailable(format!("the shared database failed: {e}"), 1)
+/// A failure of the shared database, as an HTTP client sees it: retry later, or a server fault.
+fn db(e: ClusterError) -> ApiError {
+    match e {
+        ClusterError::Corrupt { .. } => ApiError::internal(e.to_string()),
+        ClusterError::Open(_) | ClusterError::Database(_) => {
+            ApiError::unavailable(format!("the shared database failed: {e}"), 1)
+        }
+    }
 }
 
 #[async_trait]
@@ -81,33 +91,14 @@ impl Forward for Cluster {
 }
 
 impl Cluster {
-    /// Connects and creates the cluster's tables when missing.
+    /// Connects; the store's migrations create (or adopt) the cluster's tables.
     pub async fn connect(url: &str) -> Result<Arc<Self>, String> {
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
+        let dir = PgClusterDirectory::open(url, 8)
             .await
-            .map_err(|e| format!("cluster: cannot connect to PostgreSQL: {e}"))?;
-        let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
-        // Two instances starting at once must not race on CREATE TABLE.
-        for sql in [
-            "SELECT pg_advisory_xact_lock(7412390021)",
-            "CREATE TABLE IF NOT EXISTS aether_agents (agent_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, \
-             config JSONB NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-            "CREATE TABLE IF NOT EXISTS aether_live_turns (task_key TEXT PRIMARY KEY, instance TEXT NOT NULL, \
-             started_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-            "CREATE TABLE IF NOT EXISTS aether_instances (instance TEXT PRIMARY KEY, seen_at TIMESTAMPTZ NOT NULL)",
-        ] {
-            sqlx::query(sql)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| format!("cluster: cannot create its tables: {e}"))?;
-        }
-        tx.commit().await.map_err(|e| e.to_string())?;
+            .map_err(|e| format!("cluster: {e}"))?;
         let instance = format!("i{:016x}", rand::random::<u64>());
         Ok(Arc::new(Self {
-            pool,
+            dir,
             instance,
             waiting: DashMap::new(),
             next_id: AtomicU64::new(1),
@@ -125,7 +116,7 @@ impl Cluster {
 
     /// Starts listening for forwarded requests, replies and broadcasts.
     pub async fn start(self: &Arc<Self>, live: Arc<LiveTurns>, rt: Arc<Runtime>) -> Result<(), String> {
-        let mut listener = PgListener::connect_with(&self.pool)
+        let mut listener = PgListener::connect_with(self.dir.pool())
             .await
             .map_err(|e| format!("cluster: cannot listen: {e}"))?;
         listener
@@ -165,15 +156,7 @@ impl Cluster {
     /// Marks this instance alive; live turns of an instance silent for `OWNER_TIMEOUT` are
     /// considered gone (it crashed), so control requests for them answer 404 at once.
     async fn beat(&self) -> Result<(), ApiError> {
-        sqlx::query(
-            "INSERT INTO aether_instances (instance, seen_at) VALUES ($1, now()) \
-             ON CONFLICT (instance) DO UPDATE SET seen_at = now()",
-        )
-        .bind(&self.instance)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        self.dir.beat(&self.instance).await.map_err(db)
     }
 
     pub fn stop(&self) {
@@ -231,36 +214,18 @@ impl Cluster {
                 ),
             ));
         }
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(payload)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
-        Ok(())
+        self.dir.notify(channel, &payload).await.map_err(db)
     }
 
     /// Sends `action` to the instance that runs live turn `key`; `Ok(None)` when no instance does.
     pub async fn forward(&self, key: &str, action: LiveAction) -> Result<Option<(u16, Value)>, ApiError> {
-        let owner: Option<(String, bool)> = sqlx::query_as(
-            "SELECT t.instance, COALESCE(i.seen_at > now() - make_interval(secs => $2), false) \
-             FROM aether_live_turns t LEFT JOIN aether_instances i ON i.instance = t.instance WHERE t.task_key = $1",
-        )
-        .bind(key)
-        .bind(OWNER_TIMEOUT.as_secs_f64())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        let Some((owner, alive)) = owner.filter(|(o, _)| *o != self.instance) else {
+        let Some(LiveOwner { instance: owner, alive }) = self.dir.live_owner(key, OWNER_TIMEOUT).await.map_err(db)?
+        else {
             return Ok(None);
         };
         if !alive {
             // Its instance stopped beating: the turn died with it.
-            let _ = sqlx::query("DELETE FROM aether_live_turns WHERE task_key = $1 AND instance = $2")
-                .bind(key)
-                .bind(&owner)
-                .execute(&self.pool)
-                .await;
+            let _ = self.dir.release_live(key, &owner).await;
             return Ok(None);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -289,75 +254,32 @@ impl Cluster {
     }
 
     pub async fn claim_live(&self, key: &str) -> Result<(), ApiError> {
-        sqlx::query(
-            "INSERT INTO aether_live_turns (task_key, instance) VALUES ($1, $2) \
-             ON CONFLICT (task_key) DO UPDATE SET instance = EXCLUDED.instance, started_at = now()",
-        )
-        .bind(key)
-        .bind(&self.instance)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        self.dir.claim_live(key, &self.instance).await.map_err(db)
     }
 
     pub async fn release_live(&self, key: &str) {
-        let r = sqlx::query("DELETE FROM aether_live_turns WHERE task_key = $1 AND instance = $2")
-            .bind(key)
-            .bind(&self.instance)
-            .execute(&self.pool)
-            .await;
-        if let Err(e) = r {
+        if let Err(e) = self.dir.release_live(key, &self.instance).await {
             tracing::warn!(error = %e, "cluster: cannot release a live turn");
         }
     }
 
     pub async fn put_agent(&self, agent_id: &str, tenant: &str, config: &AgentConfig) -> Result<(), ApiError> {
-        let config = serde_json::to_value(config).map_err(|e| ApiError::internal(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO aether_agents (agent_id, tenant, config) VALUES ($1, $2, $3::jsonb) ON CONFLICT DO NOTHING",
-        )
-        .bind(agent_id)
-        .bind(tenant)
-        .bind(config.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        self.dir.put_agent(agent_id, tenant, config).await.map_err(db)
     }
 
     /// The tenant's agent `agent_id` as recorded by whichever instance created it.
     pub async fn get_agent(&self, agent_id: &str, tenant: &str) -> Result<Option<AgentConfig>, ApiError> {
-        let row: Option<String> =
-            sqlx::query_scalar("SELECT config::text FROM aether_agents WHERE agent_id = $1 AND tenant = $2")
-                .bind(agent_id)
-                .bind(tenant)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        row.map(|text| serde_json::from_str(&text).map_err(|e| ApiError::internal(format!("stored agent config: {e}"))))
-            .transpose()
+        self.dir.get_agent(agent_id, tenant).await.map_err(db)
     }
 
     /// Every agent id of the tenant.
     pub async fn agent_ids(&self, tenant: &str) -> Result<Vec<String>, ApiError> {
-        sqlx::query_scalar("SELECT agent_id FROM aether_agents WHERE tenant = $1 ORDER BY agent_id")
-            .bind(tenant)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)
+        self.dir.agent_ids(tenant).await.map_err(db)
     }
 
     /// Removes the agent from the directory and tells every instance to drop it.
     pub async fn delete_agent(&self, agent_id: &str, tenant: &str) -> Result<bool, ApiError> {
-        let gone = sqlx::query("DELETE FROM aether_agents WHERE agent_id = $1 AND tenant = $2")
-            .bind(agent_id)
-            .bind(tenant)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?
-            .rows_affected()
-            > 0;
+        let gone = self.dir.delete_agent(agent_id, tenant).await.map_err(db)?;
         let wire = Wire::AgentDeleted {
             agent_id: agent_id.to_owned(),
             from: self.instance.clone(),

@@ -8,6 +8,7 @@
 //! [`open`] builds one from a [`StoreConfig`].
 
 mod background;
+pub mod cluster;
 mod error;
 mod memory;
 mod migrations;
@@ -18,8 +19,11 @@ mod sqlite;
 
 pub use aether_contracts::SessionEvent;
 pub use background::BackgroundWrites;
+pub use cluster::{ClusterDirectory, ClusterError, LiveOwner, PgClusterDirectory};
 pub use error::StoreError;
 pub use memory::MemoryStore;
+#[doc(hidden)]
+pub use migrations::migrate_postgres_up_to;
 pub use postgres::PostgresStore;
 pub use record::{
     Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord, SessionState, StoreInfo,

@@ -59,6 +59,27 @@ CREATE TABLE IF NOT EXISTS aether_events (
 );
 "#;
 
+/// The cluster's shared state (see `cluster`): the agent directory, the owners of live turns,
+/// the instances' heartbeats. `IF NOT EXISTS` adopts the tables that versions before this
+/// migration created outside the migrations, with their rows.
+const POSTGRES_V2: &str = r#"
+CREATE TABLE IF NOT EXISTS aether_agents (
+    agent_id   TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    config     JSONB NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS aether_live_turns (
+    task_key   TEXT PRIMARY KEY,
+    instance   TEXT NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS aether_instances (
+    instance TEXT PRIMARY KEY,
+    seen_at  TIMESTAMPTZ NOT NULL
+);
+"#;
+
 #[derive(Debug)]
 struct Embedded(Dialect);
 
@@ -68,17 +89,38 @@ impl<'s> MigrationSource<'s> for Embedded {
             Dialect::Sqlite => SQLITE_V1,
             Dialect::Postgres => POSTGRES_V1,
         };
-        let v1 = Migration::new(
-            1,
-            Cow::Borrowed("sessions and events"),
-            MigrationType::Simple,
-            Cow::Borrowed(sql),
-            false,
-        );
-        Box::pin(async move { Ok(vec![v1]) })
+        let migration = |version, description, sql| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                Cow::Borrowed(sql),
+                false,
+            )
+        };
+        let mut all = vec![migration(1, "sessions and events", sql)];
+        if matches!(self.0, Dialect::Postgres) {
+            all.push(migration(2, "cluster directory", POSTGRES_V2));
+        }
+        Box::pin(async move { Ok(all) })
     }
 }
 
 pub(crate) async fn migrator(dialect: Dialect) -> Result<Migrator, sqlx::migrate::MigrateError> {
     Migrator::new(Embedded(dialect)).await
+}
+
+/// Applies the PostgreSQL migrations up to `version` only, as an earlier release would have left
+/// a database. For upgrade tests; not part of the API.
+#[doc(hidden)]
+pub async fn migrate_postgres_up_to(pool: &sqlx::PgPool, version: i64) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut m = migrator(Dialect::Postgres).await?;
+    m.migrations = m
+        .migrations
+        .iter()
+        .filter(|x| x.version <= version)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    m.run(pool).await
 }

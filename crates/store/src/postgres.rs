@@ -32,36 +32,43 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects (pool of `max_connections`), and applies pending migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(StoreError::Open {
-                target: "PostgreSQL".into(),
-                message: "invalid URL: expected postgres://user@host:port/database".into(),
-            });
-        }
-        let options: PgConnectOptions = url.parse().map_err(|e| StoreError::Open {
-            target: "PostgreSQL".into(),
-            message: format!("invalid URL (expected postgres://user@host:port/database): {e}"),
-        })?;
-        let location = format!(
-            "{}:{}/{}",
-            options.get_host(),
-            options.get_port(),
-            options.get_database().unwrap_or("(default database)")
-        );
-        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
-            target: format!("PostgreSQL at {location}"),
-            message: e.to_string(),
-        };
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(|e| open_err(&e))?;
-        let migrations = migrator(Dialect::Postgres).await.map_err(|e| open_err(&e))?;
-        migrations.run(&pool).await.map_err(|e| open_err(&e))?;
+        let (pool, location) = connect(url, max_connections).await?;
         Ok(Self { pool, location })
     }
+}
+
+/// A pool on `url` with every migration applied, and the `host:port/database` it names (never the
+/// credentials), for the session store and the cluster directory alike.
+pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<(PgPool, String), StoreError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(StoreError::Open {
+            target: "PostgreSQL".into(),
+            message: "invalid URL: expected postgres://user@host:port/database".into(),
+        });
+    }
+    let options: PgConnectOptions = url.parse().map_err(|e| StoreError::Open {
+        target: "PostgreSQL".into(),
+        message: format!("invalid URL (expected postgres://user@host:port/database): {e}"),
+    })?;
+    let location = format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("(default database)")
+    );
+    let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+        target: format!("PostgreSQL at {location}"),
+        message: e.to_string(),
+    };
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(|e| open_err(&e))?;
+    let migrations = migrator(Dialect::Postgres).await.map_err(|e| open_err(&e))?;
+    migrations.run(&pool).await.map_err(|e| open_err(&e))?;
+    Ok((pool, location))
 }
 
 #[async_trait]
