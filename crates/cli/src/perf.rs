@@ -470,11 +470,8 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
     }
 
     let mcp = a.mcp.configs()?;
-    if a.target.is_some() && !mcp.is_empty() {
-        return Err(CliError::usage(
-            "--mcp: MCP servers of a remote target are configured on its server (aether serve --mcp)",
-        ));
-    }
+    // Before connecting anywhere; the harness checks the same rule again when it builds the target.
+    aether_harness::check_options(a.target.is_some(), &mcp).map_err(|e| CliError::usage(e.to_string()))?;
     let target: Option<Arc<dyn aether_harness::target::Target>> = match &a.target {
         Some(url) => {
             let t = HttpTarget::new(url, a.api_key.clone()).map_err(CliError::usage)?;

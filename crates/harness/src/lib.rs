@@ -2,6 +2,8 @@
 //! the runtime through its public API, with statistics that do not flatter.
 //!
 //! * [`scenario`]: the catalog and how flags resolve against it;
+//! * `build`: stage one of a run, the target it drives (and [`check_options`], the rules that tie
+//!   options together);
 //! * [`target`]: what the harness drives (the in-process runtime; other targets plug in here);
 //! * [`load`]: the load generator (closed loop, or open loop at a rate) and its recorders;
 //! * [`stats`]: HDR histograms, their summaries and their serialised form;
@@ -12,6 +14,7 @@
 //! * [`tool_calls`]: what one tool call costs in process and over MCP (tool_regression);
 //! * `progress` and `error`: leaves every stage reports through ([`Progress`], [`HarnessError`]).
 
+mod build;
 pub mod compare;
 pub mod endpoint;
 mod error;
@@ -28,6 +31,7 @@ pub mod summary;
 pub mod target;
 pub mod tool_calls;
 
+pub use build::check_options;
 pub use run::{run_scenario, HarnessError, Progress, RunOptions};
 pub use scenario::{ScenarioConfig, SessionMode, CATALOG};
 pub use summary::Summary;

@@ -6,25 +6,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{AgentConfig, ModelConfig, TaskRequest, UniversalMessage};
-use aether_mcp::{McpHub, McpServerConfig};
-use aether_runtime::model::{NamedProvider, ProfileSet, ProviderInfo, SimConfig};
-use aether_runtime::tools::demo::DemoToolConfig;
-use aether_runtime::{Runtime, RuntimeConfig, StatsSnapshot};
-use aether_store::{SessionStore, StoreConfig};
+use aether_mcp::McpServerConfig;
+use aether_runtime::model::{NamedProvider, ProfileSet};
+use aether_runtime::StatsSnapshot;
+use aether_store::StoreConfig;
 use chrono::Utc;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::build::{build, Built, Sources};
 pub use crate::error::HarnessError;
 use crate::kpi::{self, KpiInputs, KpiTargets};
 use crate::load::{self, Payload, Phase, PhaseOutcome, Recorder};
 pub use crate::progress::{NoProgress, Progress};
 use crate::resources::{self, Sampler};
 use crate::scenario::{ScenarioConfig, ScenarioKind, Stop};
-use crate::stats::{DurationHist, Unit};
+use crate::stats::Unit;
 use crate::summary::*;
-use crate::target::{InProcess, Target};
-use crate::tool_calls;
+use crate::target::Target;
 
 /// A resolved scenario plus how to judge and sample it.
 pub struct RunOptions {
@@ -64,53 +63,6 @@ impl RunOptions {
     }
 }
 
-fn build_runtime(
-    cfg: &ScenarioConfig,
-    profiles: ProfileSet,
-    store: Arc<dyn SessionStore>,
-    provider: Option<NamedProvider>,
-) -> Result<Runtime, HarnessError> {
-    let secs = |s: f64| Duration::from_secs_f64(s);
-    let sim = SimConfig {
-        time_scale: cfg.time_scale,
-        fixed_latency: cfg.model_latency_ms.map(Duration::from_millis),
-        seed: cfg.seed,
-        error_rate: cfg.error_rate,
-        profiles,
-        ..SimConfig::default()
-    };
-    let mut demo = DemoToolConfig {
-        time_scale: cfg.time_scale,
-        ..DemoToolConfig::default()
-    };
-    if let Some(ms) = cfg.tool_latency_ms {
-        demo.latency = Duration::from_millis(ms);
-    }
-    let ttl = secs(cfg.session_idle_ttl_s);
-    let mut approvals = aether_runtime::approvals::ApprovalConfig::default();
-    approvals
-        .tools
-        .extend(cfg.approval_tools.iter().map(|t| (t.clone(), true)));
-    let config = RuntimeConfig {
-        approvals,
-        session_idle_ttl: ttl,
-        archive_ttl: secs(cfg.archive_ttl_s),
-        sweep_interval: Some((ttl / 2).clamp(Duration::from_millis(500), Duration::from_secs(5))),
-        ..RuntimeConfig::default()
-    };
-    let mut builder = Runtime::builder();
-    if let Some((name, p)) = provider {
-        builder = builder.provider(name.clone(), p).default_provider(name);
-    }
-    builder
-        .config(config)
-        .store(store)
-        .simulated_model(sim)
-        .demo_tools(demo)
-        .build()
-        .map_err(|e| HarnessError::Runtime(e.to_string()))
-}
-
 fn agent_config(cfg: &ScenarioConfig, tools: &[String]) -> AgentConfig {
     AgentConfig {
         agent_type: "perf".into(),
@@ -123,27 +75,6 @@ fn agent_config(cfg: &ScenarioConfig, tools: &[String]) -> AgentConfig {
     }
 }
 
-/// Resolves every tool name (a clear error for an unknown one) and times the resolution.
-fn resolve_tools(target: &dyn Target, tools: &[String]) -> Result<Option<DurationHist>, HarnessError> {
-    if tools.is_empty() {
-        return Ok(None);
-    }
-    for t in tools {
-        target
-            .resolve_tool(t)
-            .map_err(|e| HarnessError::InvalidInput(format!("--tools: {e}")))?;
-    }
-    let mut h = DurationHist::default();
-    for _ in 0..200 {
-        for t in tools {
-            let start = std::time::Instant::now();
-            let _ = target.resolve_tool(t);
-            h.record(start.elapsed());
-        }
-    }
-    Ok(Some(h))
-}
-
 fn ratio(a: u64, b: u64) -> f64 {
     if b == 0 {
         0.0
@@ -152,68 +83,19 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Runs the scenario and returns its summary (it does not write it).
-pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Result<Summary, HarnessError> {
-    let cfg = Arc::new(opts.config);
-    let mut hub: Option<McpHub> = None;
-    let mut call_costs = None;
-    let target: Arc<dyn Target> = match opts.target {
-        Some(_) if !opts.mcp.is_empty() => {
-            return Err(HarnessError::InvalidInput(
-                "--mcp: MCP servers of a remote target are configured on its server (aether serve --mcp)".into(),
-            ))
-        }
-        Some(t) => t,
-        None => {
-            let store = aether_store::open(&opts.store)
-                .await
-                .map_err(|e| HarnessError::InvalidInput(e.to_string()))?;
-            let provider_info = opts.provider.as_ref().map_or(
-                ProviderInfo {
-                    name: "simulated".into(),
-                    simulated: true,
-                },
-                |(_, p)| p.info().clone(),
-            );
-            let runtime = build_runtime(&cfg, opts.profiles, store, opts.provider)?;
-            if !opts.mcp.is_empty() {
-                hub = Some(
-                    McpHub::attach(Arc::clone(runtime.tools()), opts.mcp)
-                        .await
-                        .map_err(|e| HarnessError::InvalidInput(e.to_string()))?,
-                );
-            }
-            if cfg.kind == ScenarioKind::ToolRegression {
-                progress.begin("tool call cost (one call at a time)", None);
-                call_costs = Some(
-                    tool_calls::measure(
-                        &runtime,
-                        hub.as_ref(),
-                        &cfg.tools,
-                        opts.tool_call_samples.max(1),
-                        opts.per_call_session_samples.max(1),
-                    )
-                    .await?,
-                );
-                progress.finish();
-            }
-            Arc::new(InProcess {
-                runtime,
-                provider: provider_info,
-            })
-        }
-    };
-    let resolution = resolve_tools(target.as_ref(), &cfg.tools)?;
+/// One phase's outcome: its label, what it measured, and when it began (seconds into the run).
+type PhaseResult = (String, PhaseOutcome, f64);
 
-    let started_at = Utc::now();
-    let run_start = Instant::now();
-    let before: Option<StatsSnapshot> = target.runtime_stats();
-    let rss_start = resources::rss_bytes();
-    let cpu_start = resources::cpu_seconds();
-    let sampler = Sampler::start(opts.sample_every);
-
+/// Stage two: drives the scenario's phases (two for tool_regression: one tool, then all of them
+/// at once; one otherwise) against the target.
+async fn run_phases(
+    cfg: &Arc<ScenarioConfig>,
+    target: &Arc<dyn Target>,
+    progress: &Arc<dyn Progress>,
+    run_start: Instant,
+) -> Result<Vec<PhaseResult>, HarnessError> {
     let payload = match cfg.kind {
-        ScenarioKind::MultimodalEcho => Some(Arc::new(build_payload(&cfg)?)),
+        ScenarioKind::MultimodalEcho => Some(Arc::new(build_payload(cfg)?)),
         _ => None,
     };
     let (iterations, duration) = match cfg.stop {
@@ -221,8 +103,8 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
         Stop::DurationSecs(s) => (None, Some(Duration::from_secs_f64(s))),
     };
     let phase = |tag: &str, tools: &[String], unique: bool, duration: Option<Duration>| Phase {
-        config: Arc::clone(&cfg),
-        agent: agent_config(&cfg, tools),
+        config: Arc::clone(cfg),
+        agent: agent_config(cfg, tools),
         unique_agent_per_iteration: unique,
         tag: format!("{}-{tag}", cfg.scenario),
         iterations,
@@ -231,7 +113,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
         payload: payload.clone(),
     };
 
-    let mut outcomes: Vec<(String, PhaseOutcome, f64)> = Vec::new();
+    let mut outcomes: Vec<PhaseResult> = Vec::new();
     let total_hint = iterations;
     if cfg.kind == ScenarioKind::ToolRegression {
         let half = duration.map(|d| d / 2);
@@ -241,7 +123,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
             let p = Arc::new(phase(label, tools, false, half));
             outcomes.push((
                 label.to_owned(),
-                load::drive(Arc::clone(&target), p, Arc::clone(&progress)).await,
+                load::drive(Arc::clone(target), p, Arc::clone(progress)).await,
                 offset,
             ));
             progress.finish();
@@ -253,11 +135,46 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
         let p = Arc::new(phase("main", &cfg.tools, unique, duration));
         outcomes.push((
             "main".into(),
-            load::drive(Arc::clone(&target), p, Arc::clone(&progress)).await,
+            load::drive(Arc::clone(target), p, Arc::clone(progress)).await,
             offset,
         ));
         progress.finish();
     }
+
+    Ok(outcomes)
+}
+
+/// Runs the scenario and returns its summary (it does not write it).
+pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Result<Summary, HarnessError> {
+    let cfg = Arc::new(opts.config);
+    let Built {
+        target,
+        mut hub,
+        call_costs,
+        resolution,
+    } = build(
+        &cfg,
+        Sources {
+            target: opts.target,
+            store: &opts.store,
+            profiles: opts.profiles,
+            provider: opts.provider,
+            mcp: opts.mcp,
+            tool_call_samples: opts.tool_call_samples,
+            per_call_session_samples: opts.per_call_session_samples,
+        },
+        progress.as_ref(),
+    )
+    .await?;
+
+    let started_at = Utc::now();
+    let run_start = Instant::now();
+    let before: Option<StatsSnapshot> = target.runtime_stats();
+    let rss_start = resources::rss_bytes();
+    let cpu_start = resources::cpu_seconds();
+    let sampler = Sampler::start(opts.sample_every);
+
+    let outcomes = run_phases(&cfg, &target, &progress, run_start).await?;
 
     let forced_expire = if cfg.kind == ScenarioKind::SessionWarmSwitch {
         Some(forced_expire(target.as_ref(), &cfg).await)
