@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::faults::{admit, Fault, KeyHeader};
-use crate::openai::{file_reference, invalid, remote_tool, Converted};
+use crate::request::{file_reference, invalid, remote_tool, Converted};
 use crate::sse::{model_error, sse_response, stream_text};
 use crate::{bad, error, simulated, Shared};
 

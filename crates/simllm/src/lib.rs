@@ -10,11 +10,12 @@
 //!
 //! By concern: this file holds the server and what every route shares; `faults` admits a request
 //! and picks its fault; `openai` and `gemini` convert each wire format to the simulated model's
-//! request and its answer back; `sse` is the one streaming path both formats use.
+//! request (`request`) and its answer back; `sse` is the one streaming path both formats use.
 
 mod faults;
 mod gemini;
 mod openai;
+mod request;
 mod sse;
 
 use std::collections::VecDeque;

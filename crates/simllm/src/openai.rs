@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aether_contracts::{
-    ContentPart, ImageReference, MessageContent, Metadata, ModelConfig, Role, SessionEvent, ToolCall, ToolDeclaration,
-    ToolResult, ToolStatus, UniversalMessage,
+    ContentPart, ImageReference, MessageContent, Metadata, ModelConfig, Role, SessionEvent, ToolCall, ToolResult,
+    ToolStatus, UniversalMessage,
 };
 use aether_providers::multimodal::{self, MediaLimits};
-use aether_providers::{HistoryView, ModelProvider, ModelRequest, SystemPrompt};
+use aether_providers::{ModelProvider, SystemPrompt};
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -19,62 +19,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::faults::{admit, Fault, KeyHeader};
+use crate::request::{file_reference, invalid, remote_tool, Converted};
 use crate::sse::{model_error, sse_response, stream_text};
 use crate::{bad, simulated, Shared};
-
-/// What an OpenAI request becomes for the simulated model.
-pub(crate) struct Converted {
-    pub(crate) system: SystemPrompt,
-    pub(crate) events: Vec<Arc<SessionEvent>>,
-    pub(crate) tools: Vec<Arc<ToolDeclaration>>,
-    pub(crate) model: ModelConfig,
-    pub(crate) metadata: Metadata,
-}
-
-pub(crate) fn invalid(message: impl Into<String>) -> String {
-    message.into()
-}
-
-impl Converted {
-    pub(crate) fn request(&self) -> ModelRequest<'_> {
-        ModelRequest {
-            model: &self.model,
-            system: &self.system,
-            history: HistoryView {
-                committed: &self.events,
-                pending: &[],
-            },
-            tools: &self.tools,
-            metadata: &self.metadata,
-        }
-    }
-}
-
-/// A tool the client declared, for the simulated model to plan calls to (it never runs here: the
-/// client runs it).
-pub(crate) fn remote_tool(
-    name: &str,
-    description: Option<&Value>,
-    schema: Value,
-) -> Result<Arc<ToolDeclaration>, String> {
-    let valid_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !valid_name {
-        return Err(invalid(format!(
-            "tool `{name}`: a name uses only letters, digits, `_` and `-`"
-        )));
-    }
-    if !schema.is_object() {
-        return Err(invalid(format!(
-            "tool `{name}`: `parameters` must be a JSON Schema object"
-        )));
-    }
-    Ok(Arc::new(ToolDeclaration::new(
-        format!("remote.{name}"),
-        name,
-        description.and_then(Value::as_str).unwrap_or_default(),
-        schema,
-    )))
-}
 
 /// Converts an OpenAI request; the error is the 400 message.
 pub(crate) fn convert(body: &Value) -> Result<Converted, String> {
@@ -239,21 +186,6 @@ pub(crate) fn convert(body: &Value) -> Result<Converted, String> {
         model: config,
         metadata,
     })
-}
-
-/// A file reference as the OpenAI-compatible provider writes it, `[file PATH (TYPE, N bytes)]`
-/// (the protocol has no part for a file path).
-pub(crate) fn file_reference(text: &str) -> Option<ContentPart> {
-    let inner = text.strip_prefix("[file ")?.strip_suffix(" bytes)]")?;
-    let (path, rest) = inner.rsplit_once(" (")?;
-    let (file_type, size) = rest.rsplit_once(", ")?;
-    Some(ContentPart::FileReference(aether_contracts::FileReference {
-        file_path: path.to_owned(),
-        file_type: file_type.to_owned(),
-        file_size: size.parse().ok(),
-        encoding: "binary".into(),
-        metadata: Metadata::new(),
-    }))
 }
 
 pub(crate) fn tool_call_json(c: &ToolCall, i: usize) -> Value {

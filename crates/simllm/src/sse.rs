@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::faults::Fault;
-use crate::openai::Converted;
+use crate::request::Converted;
 use crate::{error, simulated, Shared};
 
 /// Where a streaming handler sends its SSE frames (an `Err` cuts the connection).
