@@ -129,6 +129,15 @@ impl AgentReport {
     pub fn read(metadata: &Metadata) -> Result<Self, ReportError> {
         part(metadata, "agent")
     }
+
+    /// Only whether the agent was reused.
+    pub fn reused(metadata: &Metadata) -> Result<bool, ReportError> {
+        #[derive(Deserialize)]
+        struct Reused {
+            reused: bool,
+        }
+        Ok(part::<Reused>(metadata, "agent")?.reused)
+    }
 }
 
 /// Everything a completed turn reports about itself. See the module header for where it lives
@@ -142,6 +151,18 @@ pub struct TurnReport {
     pub session: SessionReport,
     pub agent_context: AgentContext,
     pub execution_stats: ExecutionStats,
+}
+
+/// What a load generator reads of a turn: the report's measurements, without its ids and
+/// timestamps (nothing to allocate or parse that it would throw away).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnFigures {
+    pub timing: TurnTiming,
+    pub token_usage: TokenUsage,
+    pub cost_usd: f64,
+    pub provider: ProviderReport,
+    /// Whether the turn started its chat session.
+    pub session_created: bool,
 }
 
 /// A turn report that could not be read: which metadata key, and why.
@@ -192,6 +213,21 @@ impl TurnReport {
             session: part(metadata, "session")?,
             agent_context: part(metadata, "agent_context")?,
             execution_stats: part(metadata, "execution_stats")?,
+        })
+    }
+
+    /// The measurements alone ([`TurnFigures`]).
+    pub fn figures(metadata: &Metadata) -> Result<TurnFigures, ReportError> {
+        #[derive(Deserialize)]
+        struct Created {
+            created: bool,
+        }
+        Ok(TurnFigures {
+            timing: Self::timing(metadata)?,
+            token_usage: part(metadata, "token_usage")?,
+            cost_usd: part(metadata, "cost_usd")?,
+            provider: Self::provider(metadata)?,
+            session_created: part::<Created>(metadata, "session")?.created,
         })
     }
 
@@ -263,6 +299,8 @@ mod tests {
         let mut m = Metadata::new();
         sample().write_into(&mut m);
         assert_eq!(TurnReport::read(&m).unwrap(), sample());
+        let f = TurnReport::figures(&m).unwrap();
+        assert_eq!((f.timing, f.cost_usd, f.session_created), (sample().timing, 0.25, true));
         assert_eq!(m["timing"]["overhead_us"], 10.5);
         assert_eq!(m["provider"]["simulated"], true);
         assert!(m["provider"].get("profile").is_none(), "absent, not null");
@@ -278,6 +316,9 @@ mod tests {
         let e = TurnReport::read(&m).unwrap_err();
         assert_eq!(e.key, "timing");
         assert!(e.message.contains("model_us"), "{e}");
+
+        let figures = TurnReport::figures(&m).unwrap_err();
+        assert_eq!(figures.key, "timing", "the figures need the timing too");
 
         m.remove("provider");
         assert_eq!(

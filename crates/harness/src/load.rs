@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{
-    AgentConfig, AgentReport, InteractionResponse, InteractionType, TaskChunkType, TaskRequest, TaskResult, TurnReport,
-    UniversalMessage, UserContext,
+    AgentConfig, AgentReport, InteractionResponse, InteractionType, TaskChunkType, TaskRequest, TaskResult,
+    TurnFigures, TurnReport, UniversalMessage, UserContext,
 };
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
@@ -162,7 +162,7 @@ fn ns(us: f64) -> u64 {
 /// How a turn ended, whether it ran synchronously or streamed.
 enum TurnOutcome {
     Done {
-        report: Box<TurnReport>,
+        report: Box<TurnFigures>,
         tool_calls: u64,
         text: String,
     },
@@ -174,7 +174,7 @@ impl TurnOutcome {
         if !r.is_success() {
             return TurnOutcome::Failed(error_text(&r));
         }
-        match TurnReport::read(&r.metadata) {
+        match TurnReport::figures(&r.metadata) {
             Ok(report) => TurnOutcome::Done {
                 tool_calls: r.tool_results.len() as u64,
                 text: r.response_text().unwrap_or_default().into_owned(),
@@ -253,7 +253,7 @@ async fn live_turn(target: &dyn Target, req: TaskRequest, think: Duration) -> (T
             }
             TaskChunkType::Complete => {
                 let report = match c.content.get("metadata").and_then(Value::as_object) {
-                    Some(metadata) => TurnReport::read(metadata).map_err(|e| e.to_string()),
+                    Some(metadata) => TurnReport::figures(metadata).map_err(|e| e.to_string()),
                     None => Err("turn.complete chunk without metadata".to_owned()),
                 };
                 outcome = match report {
@@ -411,8 +411,8 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
         sample.create_error = Some(error_text(&created));
         return sample;
     };
-    sample.agent_reused = match AgentReport::read(&created.metadata) {
-        Ok(report) => Some(report.reused),
+    sample.agent_reused = match AgentReport::reused(&created.metadata) {
+        Ok(reused) => Some(reused),
         Err(e) => {
             sample.create_error = Some(e.to_string());
             return sample;
@@ -475,7 +475,7 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
                 completion_tokens: report.token_usage.completion_tokens,
                 cost_usd: report.cost_usd,
                 tool_calls,
-                session_created: report.session.created,
+                session_created: report.session_created,
                 stream,
                 media,
                 simulated: provider.simulated || provider.profile.as_deref().is_some_and(|s| s.contains("(simulated")),
