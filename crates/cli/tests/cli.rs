@@ -162,8 +162,8 @@ mod wire {
     }
 
     /// Replaces ids, timestamps and measurements with placeholders. With `all_numbers`, every
-    /// number becomes `<num>` and runs of equal elements fold into one (a perf summary is all
-    /// measurement): the shape is what is compared.
+    /// number (and null) becomes `<num>`, digits in notes become `#`, and runs of equal elements
+    /// fold into one (a perf summary is all measurement): the shape is what is compared.
     fn normalise(v: &mut Value, key: &str, all_numbers: bool) {
         match v {
             Value::Object(m) => m.iter_mut().for_each(|(k, v)| normalise(v, k, all_numbers)),
@@ -175,8 +175,14 @@ mod wire {
                 }
             }
             Value::String(s) if ID_KEYS.contains(&key) => *s = "<id>".into(),
+            // A note may quote a measurement ("not judged: 1 s of samples ...").
+            Value::String(s) if all_numbers && key == "note" => {
+                *s = s.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect()
+            }
             Value::String(s) if is_timestamp(s) => *s = "<time>".into(),
             Value::Number(_) if all_numbers || measured(key) => *v = Value::from("<num>"),
+            // A figure that a short run cannot judge is null, a longer one's is a number.
+            Value::Null if all_numbers => *v = Value::from("<num>"),
             _ => {}
         }
     }
