@@ -28,16 +28,21 @@ fn pg_url() -> String {
     std::env::var("AETHER_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// PostgreSQL did not answer: with `CI` set the test fails; elsewhere it says SKIPPED.
+fn no_postgres(e: &dyn std::fmt::Display) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "no PostgreSQL server at {}: {e} (CI is set: a test that needs this service fails instead of skipping)",
+        pg_url()
+    );
+    eprintln!("SKIPPED: no PostgreSQL server at {}: {e}", pg_url());
+}
+
 async fn postgres() -> Option<Arc<dyn SessionStore>> {
     match PostgresStore::open(&pg_url(), 16).await {
         Ok(s) => Some(Arc::new(s)),
         Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "no PostgreSQL server at {}: {e} (CI is set: a test that needs this service fails instead of skipping)",
-                pg_url()
-            );
-            eprintln!("SKIPPED: no PostgreSQL server at {}: {e}", pg_url());
+            no_postgres(&e);
             None
         }
     }
@@ -476,9 +481,7 @@ mod cluster_directory {
     use sqlx::postgres::PgPoolOptions;
     use sqlx::PgPool;
 
-    fn pg_url() -> String {
-        std::env::var("AETHER_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-    }
+    use super::pg_url;
 
     /// A fresh database for one test, dropped by [`Scratch::drop_db`].
     struct Scratch {
@@ -492,12 +495,7 @@ mod cluster_directory {
             let admin = match PgPoolOptions::new().max_connections(1).connect(&pg_url()).await {
                 Ok(p) => p,
                 Err(e) => {
-                    assert!(
-                        std::env::var_os("CI").is_none(),
-                        "no PostgreSQL server at {}: {e} (CI is set: a test that needs this service fails instead of skipping)",
-                        pg_url()
-                    );
-                    eprintln!("SKIPPED: no PostgreSQL server at {}: {e}", pg_url());
+                    super::no_postgres(&e);
                     return None;
                 }
             };
