@@ -28,7 +28,7 @@ pub use message::{ContentPart, FileReference, ImageReference, MessageContent, Ro
 pub use parse::{from_json_str, from_json_value, ContractError};
 pub use report::{
     AgentContext, AgentReport, ExecutionStats, ProviderName, ProviderReport, ReportError, SessionReport, TokenUsage,
-    TurnFigures, TurnReport, TurnTiming,
+    TurnFigures, TurnReport, TurnTiming, SIMULATED_PROFILE_MARK,
 };
 pub use stream::{ChunkKind, TaskChunkType, TaskStreamChunk, CHUNK_VERSION};
 pub use task::{ExecutionConfig, ExecutionContext, SessionContext, TaskRequest, TaskResult, UserContext};

@@ -9,7 +9,6 @@
 //! never a silent zero.
 
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -33,7 +32,9 @@ impl std::ops::AddAssign for TokenUsage {
 }
 
 /// Where a turn's time went, in microseconds (metadata key `timing`).
-/// `overhead_us` is the framework's own cost: total − model − tools − approval waits.
+/// `total_us` runs from when the framework adapter takes the turn to its answer, plus the
+/// attachment checks (`media_us`); `overhead_us` is the framework's own cost: total − model −
+/// tools − approval waits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct TurnTiming {
     pub total_us: f64,
@@ -47,17 +48,21 @@ pub struct TurnTiming {
 }
 
 /// Who answered (metadata key `provider`).
+///
+/// Like every report type with text, it is generic over its string type: readers get `String`s
+/// (the default); the engine writes one that borrows `&str`s from the turn, so its strings are
+/// copied once, into the JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProviderReport {
+pub struct ProviderReport<S = String> {
     /// The provider's name (`simulated`, `openai`, `gemini`, `local`, or a registered name).
-    pub name: String,
+    pub name: S,
     /// The model the agent asked for.
-    pub model: String,
+    pub model: S,
     /// True when the answer came from the simulated model: no real model was called.
     pub simulated: bool,
     /// The profile or deployment that served the last call, when the provider says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
+    pub profile: Option<S>,
 }
 
 /// What the turn did to its chat session (metadata key `session`).
@@ -80,13 +85,13 @@ pub struct SessionReport {
 
 /// The ids a turn ran under (metadata key `agent_context`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentContext {
-    pub session_id: String,
-    pub internal_session_id: String,
-    pub user_id: Option<String>,
-    pub agent_id: String,
-    pub runner_id: String,
-    pub execution_id: String,
+pub struct AgentContext<S = String> {
+    pub session_id: S,
+    pub internal_session_id: S,
+    pub user_id: Option<S>,
+    pub agent_id: S,
+    pub runner_id: S,
+    pub execution_id: S,
 }
 
 /// When the turn ran (metadata key `execution_stats`).
@@ -100,32 +105,34 @@ pub struct ExecutionStats {
 
 /// A model provider as an agent-creation answer names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProviderName {
-    pub name: String,
+pub struct ProviderName<S = String> {
+    pub name: S,
     /// True for the simulated model.
     pub simulated: bool,
 }
 
 /// What an agent-creation answer reports (metadata key `agent`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentReport {
-    pub agent_id: String,
+pub struct AgentReport<S = String> {
+    pub agent_id: S,
     /// An existing agent with an equal config was reused.
     pub reused: bool,
     pub created_at: DateTime<Utc>,
-    pub model: String,
-    pub provider: ProviderName,
+    pub model: S,
+    pub provider: ProviderName<S>,
     /// The tools it resolved, by full name.
-    pub tools: Vec<String>,
+    pub tools: Vec<S>,
     /// Chat sessions bound to it now.
     pub sessions: u64,
 }
 
-impl AgentReport {
+impl<S: Serialize> AgentReport<S> {
     pub fn write_into(&self, metadata: &mut Metadata) {
         put(metadata, "agent", self);
     }
+}
 
+impl AgentReport {
     pub fn read(metadata: &Metadata) -> Result<Self, ReportError> {
         part(metadata, "agent")
     }
@@ -142,28 +149,34 @@ impl AgentReport {
 
 /// Everything a completed turn reports about itself. See the module header for where it lives
 /// on the wire.
+/// Generic over its string type like [`ProviderReport`].
 #[derive(Debug, Clone, PartialEq)]
-pub struct TurnReport {
+pub struct TurnReport<S = String> {
     pub timing: TurnTiming,
     pub token_usage: TokenUsage,
     pub cost_usd: f64,
-    pub provider: ProviderReport,
+    pub provider: ProviderReport<S>,
     pub session: SessionReport,
-    pub agent_context: AgentContext,
+    pub agent_context: AgentContext<S>,
     pub execution_stats: ExecutionStats,
 }
 
 /// What a load generator reads of a turn: the report's measurements, without its ids and
-/// timestamps (nothing to allocate or parse that it would throw away).
-#[derive(Debug, Clone, PartialEq)]
+/// timestamps. Reading it allocates nothing (the provider's strings are only looked at).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TurnFigures {
     pub timing: TurnTiming,
     pub token_usage: TokenUsage,
     pub cost_usd: f64,
-    pub provider: ProviderReport,
+    /// The answer came from a simulated model: the provider is the simulator, or the endpoint it
+    /// called labelled its profile as simulated (`aether sim-llm`).
+    pub simulated: bool,
     /// Whether the turn started its chat session.
     pub session_created: bool,
 }
+
+/// The marker an HTTP provider puts in `provider.profile` when `aether sim-llm` answered.
+pub const SIMULATED_PROFILE_MARK: &str = "(simulated by aether sim-llm)";
 
 /// A turn report that could not be read: which metadata key, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,8 +186,8 @@ pub struct ReportError {
     pub message: String,
 }
 
-/// Reads the typed value under `key`, without copying the JSON.
-fn part<T: DeserializeOwned>(metadata: &Metadata, key: &'static str) -> Result<T, ReportError> {
+/// Reads the typed value under `key`, without copying the JSON (strings may be borrowed).
+fn part<'a, T: Deserialize<'a>>(metadata: &'a Metadata, key: &'static str) -> Result<T, ReportError> {
     let value = metadata.get(key).ok_or_else(|| ReportError {
         key,
         message: "missing".into(),
@@ -191,7 +204,7 @@ fn put<T: Serialize>(metadata: &mut Metadata, key: &str, value: &T) {
     metadata.insert(key.to_owned(), value);
 }
 
-impl TurnReport {
+impl<S: Serialize> TurnReport<S> {
     /// Writes the report into a result's metadata under its wire keys.
     pub fn write_into(&self, metadata: &mut Metadata) {
         put(metadata, "timing", &self.timing);
@@ -202,7 +215,9 @@ impl TurnReport {
         put(metadata, "agent_context", &self.agent_context);
         put(metadata, "execution_stats", &self.execution_stats);
     }
+}
 
+impl TurnReport {
     /// Reads the whole report back from a result's metadata.
     pub fn read(metadata: &Metadata) -> Result<Self, ReportError> {
         Ok(Self {
@@ -222,11 +237,18 @@ impl TurnReport {
         struct Created {
             created: bool,
         }
+        #[derive(Deserialize)]
+        struct Simulated<'a> {
+            simulated: bool,
+            #[serde(default, borrow)]
+            profile: Option<std::borrow::Cow<'a, str>>,
+        }
+        let provider: Simulated<'_> = part(metadata, "provider")?;
         Ok(TurnFigures {
             timing: Self::timing(metadata)?,
             token_usage: part(metadata, "token_usage")?,
             cost_usd: part(metadata, "cost_usd")?,
-            provider: Self::provider(metadata)?,
+            simulated: provider.simulated || provider.profile.is_some_and(|p| p.contains(SIMULATED_PROFILE_MARK)),
             session_created: part::<Created>(metadata, "session")?.created,
         })
     }
@@ -300,10 +322,57 @@ mod tests {
         sample().write_into(&mut m);
         assert_eq!(TurnReport::read(&m).unwrap(), sample());
         let f = TurnReport::figures(&m).unwrap();
-        assert_eq!((f.timing, f.cost_usd, f.session_created), (sample().timing, 0.25, true));
+        assert_eq!(
+            (f.timing, f.cost_usd, f.simulated, f.session_created),
+            (sample().timing, 0.25, true, true)
+        );
         assert_eq!(m["timing"]["overhead_us"], 10.5);
         assert_eq!(m["provider"]["simulated"], true);
         assert!(m["provider"].get("profile").is_none(), "absent, not null");
+
+        let mut real = sample();
+        real.provider.simulated = false;
+        real.provider.profile = Some("gpt-4o-mini".into());
+        real.write_into(&mut m);
+        assert!(!TurnReport::figures(&m).unwrap().simulated);
+        real.provider.profile = Some(format!("gpt-4o-mini {SIMULATED_PROFILE_MARK}"));
+        real.write_into(&mut m);
+        assert!(
+            TurnReport::figures(&m).unwrap().simulated,
+            "an endpoint's simulated profile counts"
+        );
+    }
+
+    #[test]
+    fn a_borrowed_report_writes_what_an_owned_one_does() {
+        let owned = sample();
+        let c = &owned.agent_context;
+        let borrowed = TurnReport::<&str> {
+            timing: owned.timing,
+            token_usage: owned.token_usage,
+            cost_usd: owned.cost_usd,
+            provider: ProviderReport {
+                name: &owned.provider.name,
+                model: &owned.provider.model,
+                simulated: owned.provider.simulated,
+                profile: owned.provider.profile.as_deref(),
+            },
+            session: owned.session.clone(),
+            agent_context: AgentContext {
+                session_id: &c.session_id,
+                internal_session_id: &c.internal_session_id,
+                user_id: c.user_id.as_deref(),
+                agent_id: &c.agent_id,
+                runner_id: &c.runner_id,
+                execution_id: &c.execution_id,
+            },
+            execution_stats: owned.execution_stats.clone(),
+        };
+        let (mut a, mut b) = (Metadata::new(), Metadata::new());
+        owned.write_into(&mut a);
+        borrowed.write_into(&mut b);
+        assert_eq!(a, b);
+        assert_eq!(TurnReport::read(&b).unwrap(), owned);
     }
 
     #[test]

@@ -162,7 +162,7 @@ fn ns(us: f64) -> u64 {
 /// How a turn ended, whether it ran synchronously or streamed.
 enum TurnOutcome {
     Done {
-        report: Box<TurnFigures>,
+        report: TurnFigures,
         tool_calls: u64,
         text: String,
     },
@@ -178,7 +178,7 @@ impl TurnOutcome {
             Ok(report) => TurnOutcome::Done {
                 tool_calls: r.tool_results.len() as u64,
                 text: r.response_text().unwrap_or_default().into_owned(),
-                report: Box::new(report),
+                report,
             },
             Err(e) => TurnOutcome::Failed(e.to_string()),
         }
@@ -258,7 +258,7 @@ async fn live_turn(target: &dyn Target, req: TaskRequest, think: Duration) -> (T
                 };
                 outcome = match report {
                     Ok(report) => TurnOutcome::Done {
-                        report: Box::new(report),
+                        report,
                         tool_calls,
                         text: std::mem::take(&mut text),
                     },
@@ -465,7 +465,6 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
                 intact: p.expected.iter().filter(|sig| text.contains(sig.as_str())).count() as u64,
                 conversion_ns: ns(timing.media_us),
             });
-            let provider = &report.provider;
             Ok(TurnSample {
                 latency,
                 model_ns: ns(timing.model_us),
@@ -478,7 +477,7 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
                 session_created: report.session_created,
                 stream,
                 media,
-                simulated: provider.simulated || provider.profile.as_deref().is_some_and(|s| s.contains("(simulated")),
+                simulated: report.simulated,
             })
         }
         TurnOutcome::Failed(e) => Err(e),

@@ -1,6 +1,9 @@
 //! What the harness drives. [`InProcess`] runs the runtime in this process through its public
 //! API, like any library user; other targets (a server over HTTP) implement the same trait.
 
+use std::future::Future;
+use std::pin::Pin;
+
 use aether_contracts::{InteractionResponse, TaskRequest, TaskResult, TaskStreamChunk};
 use aether_runtime::live::{LiveOptions, LiveSession};
 
@@ -87,8 +90,14 @@ impl Target for InProcess {
         self.provider.clone()
     }
 
-    async fn process(&self, request: TaskRequest) -> TaskResult {
-        self.runtime.process(request).await
+    // Written out rather than `async fn`: the box holds the runtime's future alone, not a copy of
+    // the request beside it (the harness must not add to what it measures).
+    fn process<'s, 'f>(&'s self, request: TaskRequest) -> Pin<Box<dyn Future<Output = TaskResult> + Send + 'f>>
+    where
+        's: 'f,
+        Self: 'f,
+    {
+        Box::pin(self.runtime.process(request))
     }
 
     async fn cleanup_agent(&self, agent_id: &str) -> Result<bool, String> {

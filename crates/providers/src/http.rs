@@ -275,7 +275,7 @@ pub(crate) fn is_simulated(r: &reqwest::Response) -> bool {
 
 pub(crate) fn served_by(model: &str, simulated: bool) -> std::sync::Arc<str> {
     if simulated {
-        format!("{model} (simulated by aether sim-llm)").into()
+        format!("{model} {}", aether_contracts::SIMULATED_PROFILE_MARK).into()
     } else {
         model.into()
     }

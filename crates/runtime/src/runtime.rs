@@ -255,8 +255,8 @@ impl Runtime {
     }
 
     /// Processes one request: create an agent or run a turn. Never panics.
-    pub async fn process(&self, request: TaskRequest) -> TaskResult {
-        self.assistant.process_request(request).await
+    pub fn process(&self, request: TaskRequest) -> impl std::future::Future<Output = TaskResult> + Send + '_ {
+        self.assistant.process_request(request)
     }
 
     /// Step one of the protocol, as a library call.

@@ -45,23 +45,28 @@ impl Ids {
 
 /// Every failure of `run`, a timeout and a panic included, becomes a result with status `error`
 /// (or `timeout`) and an `ErrorPayload`.
-async fn guarded(ids: Ids, run: impl Future<Output = Result<TaskResult, EngineError>>) -> TaskResult {
-    let mut result = match AssertUnwindSafe(run).catch_unwind().await {
-        Ok(Ok(r)) => return r,
-        Ok(Err(e)) => TaskResult::failure(ids.task_id, e.status(), e.payload()),
-        Err(panic) => {
-            let msg = panic_message(panic.as_ref());
-            tracing::error!(task_id = %ids.task_id, panic = %msg, "request panicked; answered with internal.error");
-            TaskResult::failure(
-                ids.task_id,
-                TaskStatus::Error,
-                ErrorPayload::new(ErrorCode::InternalError, format!("internal error: {msg}")).with_source("engine"),
-            )
-        }
-    };
-    result.session_id = ids.session_id;
-    result.agent_id = ids.agent_id;
-    result
+///
+/// A plain function over combinators, not an `async fn`: an `async fn` keeps its argument's slot
+/// beside the future it moves it into, and the turn's future would be laid out twice.
+fn guarded(ids: Ids, run: impl Future<Output = Result<TaskResult, EngineError>>) -> impl Future<Output = TaskResult> {
+    AssertUnwindSafe(run).catch_unwind().map(move |outcome| {
+        let mut result = match outcome {
+            Ok(Ok(r)) => return r,
+            Ok(Err(e)) => TaskResult::failure(ids.task_id, e.status(), e.payload()),
+            Err(panic) => {
+                let msg = panic_message(panic.as_ref());
+                tracing::error!(task_id = %ids.task_id, panic = %msg, "request panicked; answered with internal.error");
+                TaskResult::failure(
+                    ids.task_id,
+                    TaskStatus::Error,
+                    ErrorPayload::new(ErrorCode::InternalError, format!("internal error: {msg}")).with_source("engine"),
+                )
+            }
+        };
+        result.session_id = ids.session_id;
+        result.agent_id = ids.agent_id;
+        result
+    })
 }
 
 impl Assistant {
@@ -76,14 +81,18 @@ impl Assistant {
     }
 
     /// Validates and runs a request with nobody watching.
-    pub async fn process_request(&self, request: TaskRequest) -> TaskResult {
+    ///
+    /// The request is boxed in this call, so that the returned future holds a pointer, not the
+    /// request (a future that holds it is copied whole wherever it moves). Validation runs when
+    /// the future is first polled: it is the turn's own time.
+    pub fn process_request(&self, request: TaskRequest) -> impl Future<Output = TaskResult> + Send + '_ {
         let ids = Ids::of(&request);
+        let request = Box::new(request);
         let engine = &self.engine;
         guarded(ids, async move {
-            let request = engine.validate(request)?;
+            let request = engine.validate_boxed(request)?;
             engine.run(request, &mut Unattended).await
         })
-        .await
     }
 
     /// Runs a validated request, reporting to `observer` (a live turn streams through it).

@@ -13,7 +13,6 @@ mod native;
 mod observer;
 mod validate;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use aether_contracts::{TaskRequest, TaskResult};
@@ -63,29 +62,33 @@ struct AdapterEntry {
     adapter: OnceCell<Arc<dyn FrameworkAdapter>>,
 }
 
-/// Framework adapters by name, each initialised on first use, exactly once.
+/// Framework adapters by name, each initialised on first use, exactly once. A handful at most,
+/// so a list: finding one is a few string comparisons, and an initialised one is an atomic load.
 #[derive(Default)]
 pub struct AdapterRegistry {
-    entries: HashMap<String, AdapterEntry>,
+    entries: Vec<(String, AdapterEntry)>,
 }
 
 impl AdapterRegistry {
+    /// Registers `name` (replacing an earlier registration of the same name).
     pub fn register(
         &mut self,
         name: impl Into<String>,
         factory: impl Fn() -> Result<Arc<dyn FrameworkAdapter>, String> + Send + Sync + 'static,
     ) {
-        self.entries.insert(
-            name.into(),
+        let name = name.into();
+        self.entries.retain(|(n, _)| *n != name);
+        self.entries.push((
+            name,
             AdapterEntry {
                 factory: Box::new(factory),
                 adapter: OnceCell::new(),
             },
-        );
+        ));
     }
 
     fn known(&self) -> String {
-        let mut names: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = self.entries.iter().map(|(n, _)| n.as_str()).collect();
         names.sort_unstable();
         names.join(", ")
     }
@@ -93,8 +96,12 @@ impl AdapterRegistry {
     pub async fn get(&self, name: &str) -> Result<&dyn FrameworkAdapter, EngineError> {
         let entry = self
             .entries
-            .get(name)
+            .iter()
+            .find_map(|(n, e)| (n == name).then_some(e))
             .ok_or_else(|| EngineError::FrameworkUnavailable(name.to_owned(), self.known()))?;
+        if let Some(adapter) = entry.adapter.get() {
+            return Ok(adapter.as_ref());
+        }
         entry
             .adapter
             .get_or_try_init(|| async { (entry.factory)() })
@@ -132,6 +139,11 @@ impl ExecutionEngine {
 
     /// Validates a request once, for [`run`](Self::run).
     pub fn validate(&self, request: TaskRequest) -> Result<ValidRequest, EngineError> {
+        validate::validate(Box::new(request), &self.media)
+    }
+
+    /// [`validate`](Self::validate) for a request already boxed.
+    pub(crate) fn validate_boxed(&self, request: Box<TaskRequest>) -> Result<ValidRequest, EngineError> {
         validate::validate(request, &self.media)
     }
 

@@ -65,10 +65,10 @@ impl FrameworkAdapter for NativeAdapter {
         request: ValidRequest,
         observer: &mut dyn TurnObserver,
     ) -> Result<TaskResult, EngineError> {
+        let started = Instant::now();
         let ValidRequest {
             request,
             plan,
-            received,
             media_time,
             agent,
             ..
@@ -81,7 +81,7 @@ impl FrameworkAdapter for NativeAdapter {
                     agent_id,
                     agent,
                     session_id,
-                    received,
+                    started,
                     media_time,
                 };
                 let result = self.converse(turn, observer).await;
@@ -112,16 +112,16 @@ fn create_agent(
     r.agent_id = Some(agent.id.to_string());
     r.execution_time = Some(elapsed.as_secs_f64());
     let info = agent.provider.info();
-    AgentReport {
-        agent_id: agent.id.to_string(),
+    AgentReport::<&str> {
+        agent_id: &agent.id,
         reused,
         created_at: agent.created_at,
-        model: agent.config.model_config.model.clone(),
+        model: &agent.config.model_config.model,
         provider: ProviderName {
-            name: info.name.clone(),
+            name: &info.name,
             simulated: info.simulated,
         },
-        tools: agent.tools.iter().map(|t| t.full_name.to_string()).collect(),
+        tools: agent.tools.iter().map(|t| &*t.full_name).collect(),
         sessions: agent.session_count() as u64,
     }
     .write_into(&mut r.metadata);
@@ -131,12 +131,14 @@ fn create_agent(
 
 /// One validated conversation turn.
 struct Turn {
-    request: TaskRequest,
+    request: Box<TaskRequest>,
     agent_id: Option<String>,
     /// The agent routing found by `agent_id`.
     agent: Option<Arc<Agent>>,
     session_id: String,
-    received: Instant,
+    /// When the adapter took the turn: its total time counts from here, plus the attachment
+    /// checks of validation (`media_time`), as the original counted it.
+    started: Instant,
     media_time: Duration,
 }
 
@@ -200,7 +202,7 @@ impl NativeAdapter {
             messages,
             metadata,
             ..
-        } = turn.request;
+        } = *turn.request;
         let task_id: Arc<str> = Arc::from(task_id);
         let mut pending = Pending {
             events: Vec::with_capacity(messages.len() + 3),
@@ -223,14 +225,14 @@ impl NativeAdapter {
             .await?;
         chat.commit(&pending.events).await?;
 
-        let total = turn.received.elapsed();
+        let total = turn.started.elapsed() + turn.media_time;
         let context = AgentContext {
-            session_id: chat_id.to_string(),
-            internal_session_id: internal_id.to_string(),
-            user_id: chat.user_id().map(str::to_owned),
-            agent_id: agent.id.to_string(),
-            runner_id: runner_id.to_string(),
-            execution_id: task_id.to_string(),
+            session_id: &*chat_id,
+            internal_session_id: &*internal_id,
+            user_id: chat.user_id(),
+            agent_id: &*agent.id,
+            runner_id: &*runner_id,
+            execution_id: &*task_id,
         };
         let report = self.report(&agent, &chat, &outcome, total, turn.media_time, started_at, context);
         let mut result = TaskResult::with_status(&*task_id, report.execution_stats.status);
@@ -257,16 +259,16 @@ impl NativeAdapter {
 
     /// The turn report.
     #[allow(clippy::too_many_arguments)]
-    fn report(
+    fn report<'a>(
         &self,
-        agent: &Agent,
+        agent: &'a Agent,
         chat: &OpenChat<'_>,
-        o: &LoopOutcome,
+        o: &'a LoopOutcome,
         total: Duration,
         media_time: Duration,
         started_at: chrono::DateTime<Utc>,
-        agent_context: AgentContext,
-    ) -> TurnReport {
+        agent_context: AgentContext<&'a str>,
+    ) -> TurnReport<&'a str> {
         let status = match o.answer {
             Some(_) => TaskStatus::Success,
             None => TaskStatus::Partial,
@@ -286,10 +288,10 @@ impl NativeAdapter {
             token_usage: o.usage,
             cost_usd: o.cost_usd,
             provider: ProviderReport {
-                name: info.name.clone(),
-                model: agent.config.model_config.model.clone(),
+                name: &info.name,
+                model: &agent.config.model_config.model,
                 simulated: info.simulated,
-                profile: o.served_by.as_deref().map(str::to_owned),
+                profile: o.served_by.as_deref(),
             },
             session: chat.report(),
             agent_context,
