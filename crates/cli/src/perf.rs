@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aether_harness::endpoint::{EndpointShape, Slo};
 use aether_harness::kpi::KpiTargets;
-use aether_harness::scenario::{self, Mode, Overrides, ScenarioConfig, CATALOG};
-use aether_harness::{run_scenario, HarnessError, Progress, RunOptions, Summary};
+use aether_harness::scenario::{self, Mode, Overrides, ScenarioConfig, ScenarioKind, CATALOG};
+use aether_harness::{run_scenario, Choices, HarnessError, Progress, Report, RunOptions};
+use aether_runtime::model::NamedProvider;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -60,7 +62,7 @@ Examples:
   aether perf run --all --time-scale 0")]
 pub struct RunArgs {
     /// Scenario to run (see `aether perf list`).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(scenario_names()), required_unless_present = "all", conflicts_with = "all")]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(scenario::names()), required_unless_present = "all", conflicts_with = "all")]
     scenario: Option<String>,
 
     /// Run every scenario in turn and write one summary each.
@@ -75,7 +77,8 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_duration)]
     duration: Option<Duration>,
 
-    /// Requests at the start excluded from every statistic.
+    /// Requests at the start excluded from every statistic (endpoint_load: sent one by one
+    /// before the run, on top of --iterations).
     #[arg(long)]
     warmup: Option<u64>,
 
@@ -113,7 +116,7 @@ pub struct RunArgs {
     #[arg(long)]
     dry_run: bool,
 
-    /// Exit with code 1 when a KPI fails.
+    /// Exit with code 1 when a KPI fails (endpoint_load: when a request fails).
     #[arg(long)]
     gate: bool,
 
@@ -220,13 +223,6 @@ pub struct CompareArgs {
     fail_on_regression: Option<f64>,
 }
 
-/// The catalog's scenarios plus `endpoint_load` (which drives a model endpoint, not the runtime).
-fn scenario_names() -> Vec<&'static str> {
-    let mut v = scenario::names();
-    v.push("endpoint_load");
-    v
-}
-
 /// `30s`, `10m`, `1h`, `500ms`, or plain seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -294,7 +290,7 @@ fn overrides(a: &RunArgs, tools: Option<Vec<String>>) -> Overrides {
         duration_s: a.duration.map(|d| d.as_secs_f64()),
         warmup: a.warmup,
         concurrency: a.concurrency,
-        rate: a.rate,
+        rate: a.endpoint.request_rate.or(a.rate),
         model: a.model.clone(),
         tools,
         prompt: a.prompt.clone(),
@@ -320,7 +316,19 @@ fn resolve(a: &RunArgs) -> Result<Vec<ScenarioConfig>, CliError> {
     let tools = a.tools.as_deref().map(comma_list);
     let specs: Vec<_> = match &a.scenario {
         Some(name) => vec![scenario::find(name).ok_or_else(|| CliError::usage(format!("unknown scenario `{name}`")))?],
-        None => CATALOG.iter().collect(),
+        None => CATALOG
+            .iter()
+            .filter(|spec| {
+                let applies = !spec.kind.drives_endpoint() || a.provider.provider != ProviderKind::Simulated;
+                if !applies {
+                    eprintln!(
+                        "{}: skipped (it drives a model endpoint: give --provider to include it)",
+                        spec.name
+                    );
+                }
+                applies
+            })
+            .collect(),
     };
     specs
         .into_iter()
@@ -335,11 +343,56 @@ fn resolve(a: &RunArgs) -> Result<Vec<ScenarioConfig>, CliError> {
         .collect()
 }
 
-fn output_path(a: &RunArgs, summary: &Summary) -> PathBuf {
+fn output_path(a: &RunArgs, report: &Report) -> PathBuf {
     match (&a.output, a.all) {
-        (Some(dir), true) => summary.default_path(dir),
+        (Some(dir), true) => report.default_path(dir),
         (Some(file), false) => file.clone(),
-        (None, _) => summary.default_path(Path::new("logs/perf")),
+        (None, _) => report.default_path(Path::new("logs/perf")),
+    }
+}
+
+/// endpoint_load's prompts, arrival shape and SLOs.
+fn endpoint_shape(e: &EndpointArgs) -> EndpointShape {
+    EndpointShape {
+        burstiness: e.burstiness,
+        prompt_tokens: e.prompt_tokens,
+        output_tokens: e.output_tokens,
+        dataset: e.dataset.clone(),
+        slo: Slo {
+            ttft_ms: e.slo_ttft_ms,
+            tpot_ms: e.slo_tpot_ms,
+            e2e_ms: e.slo_e2e_ms,
+        },
+    }
+}
+
+/// The providers of this run, each built once: the runtime scenarios' (`None`: the simulated
+/// model), and, when endpoint_load is among the scenarios, the endpoint's, whose retries default
+/// to 0 so that its failures are counted, not hidden.
+struct Providers {
+    runtime: Option<NamedProvider>,
+    endpoint: Option<NamedProvider>,
+}
+
+impl Providers {
+    fn build(a: &RunArgs, configs: &[ScenarioConfig]) -> Result<Self, CliError> {
+        let kinds = |endpoint: bool| configs.iter().any(|c| c.kind.drives_endpoint() == endpoint);
+        let runtime = if kinds(false) { a.provider.build()? } else { None };
+        let endpoint = if kinds(true) {
+            let mut args = a.provider.clone();
+            args.max_retries = Some(a.provider.max_retries.unwrap_or(0));
+            args.build()?
+        } else {
+            None
+        };
+        Ok(Self { runtime, endpoint })
+    }
+
+    fn of(&self, kind: ScenarioKind) -> Option<NamedProvider> {
+        match kind.drives_endpoint() {
+            true => self.endpoint.clone(),
+            false => self.runtime.clone(),
+        }
     }
 }
 
@@ -354,124 +407,45 @@ pub async fn run(cmd: PerfCommand) -> Result<(), CliError> {
     }
 }
 
-async fn run_endpoint(a: &RunArgs) -> Result<(), CliError> {
-    use aether_harness::endpoint::{self, Arrival, EndpointOptions, Slo};
-    let e = &a.endpoint;
-    if a.provider.provider == ProviderKind::Simulated {
-        return Err(CliError::usage(
-            "endpoint_load drives a model endpoint: give --provider openai|gemini --base-url URL (e.g. an `aether sim-llm`), or --provider local --model-path FILE",
-        ));
-    }
-    let mut provider_args = a.provider.clone();
-    provider_args.max_retries = Some(a.provider.max_retries.unwrap_or(0));
-    let Some((_, provider)) = provider_args.build()? else {
-        unreachable!("openai was checked")
-    };
-    let rate = e.request_rate.or(a.rate);
-    if let Some(r) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
-        return Err(CliError::usage(format!("--request-rate must be positive, got {r}")));
-    }
-    if !(e.burstiness.is_finite() && e.burstiness > 0.0) {
-        return Err(CliError::usage(format!(
-            "--burstiness must be positive, got {}",
-            e.burstiness
-        )));
-    }
-    let prompts = match &e.dataset {
-        Some(p) => endpoint::read_dataset(p).map_err(CliError::usage)?,
-        None => endpoint::synthetic_prompts(e.prompt_tokens, e.output_tokens),
-    };
-    let arrival = match rate {
-        Some(rate) => Arrival::Rate {
-            rate,
-            burstiness: e.burstiness,
-        },
-        None => Arrival::Closed {
-            concurrency: a.concurrency.unwrap_or(8).max(1),
-        },
-    };
-    let requests = match (a.iterations, a.duration) {
-        (Some(n), _) => Some(n),
-        (None, Some(_)) => None,
-        (None, None) => Some(100),
-    };
-    let opts = EndpointOptions {
-        provider,
-        model: a.model.clone().unwrap_or_else(|| "gpt-4o-mini".into()),
-        requests,
-        duration: a.duration,
-        arrival,
-        prompts,
-        slo: Slo {
-            ttft_ms: e.slo_ttft_ms,
-            tpot_ms: e.slo_tpot_ms,
-            e2e_ms: e.slo_e2e_ms,
-        },
-        seed: a.sim.seed,
-        warmup: a.warmup.unwrap_or(0),
-    };
-    if a.dry_run {
-        println!(
-            "{}",
-            serde_json::json!({"dry_run": true, "scenario": "endpoint_load", "arrival": opts.arrival, "requests": opts.requests, "model": opts.model, "base_url": a.provider.url()})
-        );
-        return Ok(());
-    }
-    let bar: Arc<dyn Progress> = Arc::new(Bar(ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())));
-    let summary = endpoint::run(opts, bar).await;
-    println!("{}", summary.render());
-    let path = a.output.clone().unwrap_or_else(|| {
-        PathBuf::from("logs/perf").join(format!(
-            "endpoint_load-{}.json",
-            summary.started_at.format("%Y%m%dT%H%M%SZ")
-        ))
-    });
-    summary
-        .write(&path)
-        .map_err(|e| CliError::failed(format!("cannot write the summary to `{}`: {e}", path.display())))?;
-    println!("   summary: {}", path.display());
-    if a.gate && summary.requests.failed > 0 {
-        return Err(CliError::failed(format!(
-            "{} of {} requests failed",
-            summary.requests.failed, summary.requests.total
-        )));
-    }
-    Ok(())
-}
-
 async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
-    if a.scenario.as_deref() == Some("endpoint_load") {
-        return run_endpoint(&a).await;
-    }
     let configs = resolve(&a)?;
     let kpis = match &a.kpi_file {
         Some(p) => KpiTargets::from_file(p).map_err(CliError::usage)?,
         None => KpiTargets::default(),
     };
+    let mcp = a.mcp.configs()?;
+    // Before anything is connected; every run checks the same rules again.
+    for cfg in &configs {
+        aether_harness::check_options(&Choices {
+            kind: cfg.kind,
+            remote_target: a.target.is_some(),
+            mcp: &mcp,
+            model_endpoint: a.provider.provider != ProviderKind::Simulated,
+        })
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    }
     let profiles = a.sim.profiles()?;
     let scratch = ScratchDir::new();
     let store = a.store.config(StoreKind::Memory, || scratch.0.join("sessions.db"))?;
-    let provider = a.provider.build()?;
+    let shape = endpoint_shape(&a.endpoint);
+    let providers = Providers::build(&a, &configs)?;
     if a.dry_run {
         for cfg in &configs {
-            let agent = serde_json::json!({
-                "agent_type": "perf",
-                "system_prompt": cfg.system_prompt,
-                "model_config": {"model": cfg.model},
-                "available_tools": cfg.tools,
-            });
-            let out = serde_json::json!({
-                "dry_run": true, "scenario": cfg, "agent_config": agent, "kpis": kpis, "store": format!("{store:?}"),
-            });
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            let plan = match cfg.kind.drives_endpoint() {
+                true => serde_json::json!({
+                    "dry_run": true, "scenario": cfg, "endpoint": shape, "base_url": a.provider.url(),
+                }),
+                false => serde_json::json!({
+                    "dry_run": true, "scenario": cfg, "agent_config": aether_harness::run::agent_config(cfg, &cfg.tools),
+                    "kpis": kpis, "store": format!("{store:?}"),
+                }),
+            };
+            println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
         }
         eprintln!("dry run: nothing was executed");
         return Ok(());
     }
 
-    let mcp = a.mcp.configs()?;
-    // Before connecting anywhere; the harness checks the same rule again when it builds the target.
-    aether_harness::check_options(a.target.is_some(), &mcp).map_err(|e| CliError::usage(e.to_string()))?;
     let target: Option<Arc<dyn aether_harness::target::Target>> = match &a.target {
         Some(url) => {
             let t = HttpTarget::new(url, a.api_key.clone()).map_err(CliError::usage)?;
@@ -489,30 +463,31 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
             kpis: kpis.clone(),
             profiles: profiles.clone(),
             store: store.clone(),
-            provider: provider.clone(),
+            provider: providers.of(cfg.kind),
             target: target.clone(),
             mcp: mcp.clone(),
             tool_call_samples: a.tool_call_samples,
             per_call_session_samples: a.per_call_session_samples,
+            endpoint: shape.clone(),
             ..RunOptions::new(cfg)
         };
-        let summary = run_scenario(opts, Arc::clone(&progress)).await.map_err(|e| match e {
+        let report = run_scenario(opts, Arc::clone(&progress)).await.map_err(|e| match e {
             HarnessError::InvalidInput(m) => CliError::usage(m),
             HarnessError::Runtime(m) => CliError::failed(m),
         })?;
-        println!("{}", summary.render());
-        let path = output_path(&a, &summary);
-        summary
+        println!("{}", report.render());
+        let path = output_path(&a, &report);
+        report
             .write(&path)
             .map_err(|e| CliError::failed(format!("cannot write the summary to `{}`: {e}", path.display())))?;
         println!("   summary: {}", path.display());
-        if !summary.passed {
-            failed_gates.push(name);
+        if let Err(why) = report.verdict() {
+            failed_gates.push(format!("{name} ({why})"));
         }
     }
     if a.gate && !failed_gates.is_empty() {
         return Err(CliError::failed(format!(
-            "KPI gate failed for: {}",
+            "gate failed for: {}",
             failed_gates.join(", ")
         )));
     }

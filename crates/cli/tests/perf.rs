@@ -63,6 +63,33 @@ fn dry_run_prints_the_plan_and_runs_nothing() {
     assert_eq!(v["scenario"]["concurrency"], 3);
     assert_eq!(v["agent_config"]["available_tools"].as_array().unwrap().len(), 5);
     assert!(!out_file.exists(), "a dry run writes nothing");
+
+    // endpoint_load plans like any catalog scenario, with its endpoint's shape.
+    let out = aether(&[
+        "perf",
+        "run",
+        "--scenario",
+        "endpoint_load",
+        "--provider",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--request-rate",
+        "50",
+        "--burstiness",
+        "0.5",
+        "--dry-run",
+        "--output",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["scenario"]["scenario"], "endpoint_load");
+    assert_eq!(v["scenario"]["kind"], "endpoint_load");
+    assert_eq!(v["scenario"]["rate"], 50.0);
+    assert_eq!(v["endpoint"]["burstiness"], 0.5);
+    assert_eq!(v["base_url"], "http://127.0.0.1:9/v1");
+    assert!(!out_file.exists(), "a dry run writes nothing");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -160,7 +187,8 @@ fn gate_fails_the_run_when_a_kpi_fails() {
     gated.push("--gate");
     let out = aether(&gated);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("KPI gate failed for: latency_smoke"));
+    let err = text(&out.stderr);
+    assert!(err.contains("gate failed for: latency_smoke (KPI failed: "), "{err}");
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -178,7 +206,12 @@ fn all_runs_every_scenario_and_list_shows_them() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-    assert_eq!(files.len(), 8);
+    assert_eq!(
+        files.len(),
+        8,
+        "every scenario but endpoint_load, which needs --provider"
+    );
+    assert!(text(&out.stderr).contains("endpoint_load: skipped (it drives a model endpoint"));
     let list = text(&aether(&["perf", "list"]).stdout);
     for name in [
         "latency_smoke",
@@ -189,8 +222,9 @@ fn all_runs_every_scenario_and_list_shows_them() {
         "runner_lifecycle",
         "stream_probe",
         "multimodal_echo",
+        "endpoint_load",
     ] {
-        assert!(list.contains(name));
+        assert!(list.contains(name), "{name} in {list}");
     }
     std::fs::remove_dir_all(dir).ok();
 }

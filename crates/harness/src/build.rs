@@ -20,12 +20,40 @@ use crate::target::{InProcess, Target};
 use crate::tool_calls;
 use crate::tool_calls::ToolCallCost;
 
-/// Checks the options that only make sense together, before anything is built or connected.
-pub fn check_options(remote_target: bool, mcp: &[McpServerConfig]) -> Result<(), HarnessError> {
-    if remote_target && !mcp.is_empty() {
-        return Err(HarnessError::InvalidInput(
-            "--mcp: MCP servers of a remote target are configured on its server (aether serve --mcp)".into(),
-        ));
+/// What [`check_options`] looks at.
+pub struct Choices<'a> {
+    pub kind: ScenarioKind,
+    /// `--target`: a remote `aether serve` instead of a runtime in this process.
+    pub remote_target: bool,
+    pub mcp: &'a [McpServerConfig],
+    /// `--provider` names a model endpoint (not the simulated model).
+    pub model_endpoint: bool,
+}
+
+/// Checks the options that only make sense together, before anything is built or connected:
+/// the one home of these rules (the CLI calls it before connecting; every run calls it again).
+pub fn check_options(c: &Choices<'_>) -> Result<(), HarnessError> {
+    let refuse = |m: &str| Err(HarnessError::InvalidInput(m.to_owned()));
+    if c.kind.drives_endpoint() {
+        if c.remote_target {
+            return refuse(
+                "--target: endpoint_load drives a model endpoint, given by --provider and --base-url; \
+                 --target is for the scenarios that drive the runtime",
+            );
+        }
+        if !c.mcp.is_empty() {
+            return refuse("--mcp: endpoint_load calls the model alone; it has no agent to give tools to");
+        }
+        if !c.model_endpoint {
+            return refuse(
+                "endpoint_load drives a model endpoint: give --provider openai|gemini --base-url URL (e.g. an \
+                 `aether sim-llm`), or --provider local --model-path FILE",
+            );
+        }
+        return Ok(());
+    }
+    if c.remote_target && !c.mcp.is_empty() {
+        return refuse("--mcp: MCP servers of a remote target are configured on its server (aether serve --mcp)");
     }
     Ok(())
 }
@@ -57,7 +85,6 @@ pub(crate) async fn build(
     src: Sources<'_>,
     progress: &dyn Progress,
 ) -> Result<Built, HarnessError> {
-    check_options(src.target.is_some(), &src.mcp)?;
     let mut hub = None;
     let mut call_costs = None;
     let target: Arc<dyn Target> = match src.target {
@@ -176,4 +203,45 @@ fn resolve_tools(target: &dyn Target, tools: &[String]) -> Result<Option<Duratio
         }
     }
     Ok(Some(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(kind: ScenarioKind, remote_target: bool, mcp: bool, model_endpoint: bool) -> Result<(), String> {
+        let servers = if mcp {
+            vec![McpServerConfig::parse_spec("fs=http://127.0.0.1:1/mcp").unwrap()]
+        } else {
+            Vec::new()
+        };
+        check_options(&Choices {
+            kind,
+            remote_target,
+            mcp: &servers,
+            model_endpoint,
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn mcp_belongs_to_the_runtime_in_this_process() {
+        assert!(check(ScenarioKind::Standard, false, true, false).is_ok());
+        assert!(check(ScenarioKind::Standard, true, false, false).is_ok());
+        let e = check(ScenarioKind::Standard, true, true, false).unwrap_err();
+        assert!(e.contains("--mcp") && e.contains("aether serve --mcp"), "{e}");
+    }
+
+    #[test]
+    fn endpoint_load_needs_a_model_endpoint_and_nothing_of_the_runtime() {
+        assert!(check(ScenarioKind::EndpointLoad, false, false, true).is_ok());
+        let e = check(ScenarioKind::EndpointLoad, false, false, false).unwrap_err();
+        assert!(e.contains("--provider"), "{e}");
+        let e = check(ScenarioKind::EndpointLoad, true, false, true).unwrap_err();
+        assert!(e.starts_with("--target"), "{e}");
+        let e = check(ScenarioKind::EndpointLoad, false, true, true).unwrap_err();
+        assert!(e.starts_with("--mcp"), "{e}");
+        // A real provider is fine for the runtime scenarios too.
+        assert!(check(ScenarioKind::Standard, false, false, true).is_ok());
+    }
 }

@@ -15,11 +15,14 @@
 //! * output tokens/s and request throughput: totals over the run's duration (first scheduled
 //!   arrival to last completion); goodput: requests meeting every SLO given, per second.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{ModelConfig, SessionEvent, UniversalMessage};
-use aether_runtime::model::{DeltaSink, HistoryView, ModelError, ModelProvider, ModelRequest, SystemPrompt};
+use aether_runtime::model::{
+    DeltaSink, HistoryView, ModelError, ModelProvider, ModelRequest, NamedProvider, SystemPrompt,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -28,7 +31,9 @@ use rand_distr::{Distribution, Gamma};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::error::HarnessError;
 use crate::progress::Progress;
+use crate::scenario::{ScenarioConfig, Stop};
 use crate::stats::{DurationHist, SerialisedHist, Stats, Unit};
 
 /// How requests arrive.
@@ -70,6 +75,84 @@ pub struct EndpointOptions {
     /// Requests sent one by one before the measured run and left out of every figure (loads
     /// weights, fills caches, opens connections).
     pub warmup: u64,
+}
+
+/// What endpoint_load sends, beyond what every scenario resolves (requests, duration, warm-up,
+/// concurrency, rate, model, seed).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointShape {
+    /// Shape of the gamma arrival gaps with a rate: 1 is Poisson, below 1 burstier, above 1 more
+    /// regular.
+    pub burstiness: f64,
+    /// Prompt length in tokens of the synthetic prompt (when no dataset is given).
+    pub prompt_tokens: u32,
+    /// Output tokens to ask for (max_tokens).
+    pub output_tokens: Option<u32>,
+    /// JSONL of prompts: `{"prompt": "...", "output_tokens": 128}` per line.
+    pub dataset: Option<PathBuf>,
+    pub slo: Slo,
+}
+
+impl Default for EndpointShape {
+    fn default() -> Self {
+        Self {
+            burstiness: 1.0,
+            prompt_tokens: 128,
+            output_tokens: None,
+            dataset: None,
+            slo: Slo::default(),
+        }
+    }
+}
+
+/// The endpoint_load run that `cfg` and `shape` describe, against `provider` (a model endpoint:
+/// the simulated provider in this process is refused, it would measure nothing but itself).
+pub fn options(
+    cfg: &ScenarioConfig,
+    shape: &EndpointShape,
+    provider: Option<NamedProvider>,
+) -> Result<EndpointOptions, HarnessError> {
+    let invalid = |m: String| Err(HarnessError::InvalidInput(m));
+    let Some((_, provider)) = provider else {
+        return invalid(
+            "endpoint_load drives a model endpoint: give --provider openai|gemini --base-url URL (e.g. an \
+             `aether sim-llm`), or --provider local --model-path FILE"
+                .into(),
+        );
+    };
+    if !(shape.burstiness.is_finite() && shape.burstiness > 0.0) {
+        return invalid(format!("--burstiness must be positive, got {}", shape.burstiness));
+    }
+    if shape.prompt_tokens == 0 {
+        return invalid("--prompt-tokens must be at least 1".into());
+    }
+    let prompts = match &shape.dataset {
+        Some(p) => read_dataset(p).map_err(HarnessError::InvalidInput)?,
+        None => synthetic_prompts(shape.prompt_tokens, shape.output_tokens),
+    };
+    let (requests, duration) = match cfg.stop {
+        Stop::Iterations(n) => (Some(n), None),
+        Stop::DurationSecs(s) => (None, Some(Duration::from_secs_f64(s))),
+    };
+    Ok(EndpointOptions {
+        provider,
+        model: cfg.model.clone(),
+        requests,
+        duration,
+        arrival: match cfg.rate {
+            Some(rate) => Arrival::Rate {
+                rate,
+                burstiness: shape.burstiness,
+            },
+            None => Arrival::Closed {
+                concurrency: cfg.concurrency,
+            },
+        },
+        prompts,
+        slo: shape.slo,
+        seed: cfg.seed,
+        warmup: cfg.warmup,
+    })
 }
 
 /// What the GPU sampler found: NVIDIA GPUs through NVML (loaded at run time), sampled every
@@ -292,7 +375,7 @@ async fn one(opts: &EndpointOptions, i: u64, due: Instant, rec: &Mutex<Rec>) {
     match result {
         Ok(resp) => {
             r.ok += 1;
-            r.simulated |= resp.served_by.contains("(simulated");
+            r.simulated |= resp.served_by.contains(aether_contracts::SIMULATED_PROFILE_MARK);
             let e2e = done - timing.sent;
             let ttft = timing.first.map_or(e2e, |f| f - timing.sent);
             let out = resp
@@ -543,10 +626,6 @@ impl EndpointSummary {
             let _ = writeln!(s, "   error: {e}");
         }
         s
-    }
-
-    pub fn write(&self, path: &std::path::Path) -> std::io::Result<()> {
-        crate::summary::write_json(self, path)
     }
 }
 

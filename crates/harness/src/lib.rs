@@ -2,27 +2,35 @@
 //! the runtime through its public API, with statistics that do not flatter.
 //!
 //! * [`scenario`]: the catalog and how flags resolve against it;
-//! * `build`: stage one of a run, the target it drives (and [`check_options`], the rules that tie
-//!   options together);
+//! * [`run`]: one scenario end to end, in four stages:
+//!   * `build`: the target it drives (and [`check_options`], the rules that tie options together);
+//!   * [`load`] (driven by `run`): the phases;
+//!   * `figures`: what the measurements add up to, with the KPI verdicts;
+//!   * `assemble`: the summary;
+//! * [`endpoint`]: endpoint_load, the scenario that drives a model endpoint directly;
 //! * [`target`]: what the harness drives (the in-process runtime; other targets plug in here);
 //! * [`load`]: the load generator (closed loop, or open loop at a rate) and its recorders;
 //! * [`stats`]: HDR histograms, their summaries and their serialised form;
 //! * [`resources`]: the RSS and CPU sampler;
 //! * [`kpi`]: the plan's targets and their verdicts;
-//! * [`summary`]: the summary JSON (schema version 1) and the readable table;
+//! * [`summary`]: the runtime scenarios' summary JSON (schema version 1) and its readable table;
+//! * [`report`]: either summary, rendered, named, written and judged one way ([`Report`]);
 //! * [`compare`]: deltas between two summaries as Markdown;
 //! * [`tool_calls`]: what one tool call costs in process and over MCP (tool_regression);
 //! * `progress` and `error`: leaves every stage reports through ([`Progress`], [`HarnessError`]).
 
+mod assemble;
 mod build;
 pub mod compare;
 pub mod endpoint;
 mod error;
+mod figures;
 pub mod http_target;
 
 pub mod kpi;
 pub mod load;
 mod progress;
+pub mod report;
 pub mod resources;
 pub mod run;
 pub mod scenario;
@@ -31,7 +39,8 @@ pub mod summary;
 pub mod target;
 pub mod tool_calls;
 
-pub use build::check_options;
+pub use build::{check_options, Choices};
+pub use report::Report;
 pub use run::{run_scenario, HarnessError, Progress, RunOptions};
 pub use scenario::{ScenarioConfig, SessionMode, CATALOG};
 pub use summary::Summary;

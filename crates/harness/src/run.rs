@@ -1,7 +1,8 @@
-//! Runs one scenario end to end: builds the target, validates the tools, drives the phases,
-//! samples resources, and assembles the summary with its KPI verdicts.
+//! Runs one scenario end to end, in stages: builds the target (and checks the tools against it),
+//! drives the phases while sampling resources, derives the figures with their KPI verdicts, and
+//! assembles the summary. endpoint_load, which drives a model endpoint, is one call to
+//! [`crate::endpoint`].
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,15 +15,18 @@ use chrono::Utc;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::build::{build, Built, Sources};
+use crate::assemble::{self, Context};
+use crate::build::{build, check_options, Built, Choices, Sources};
+use crate::endpoint::{self, EndpointShape};
 pub use crate::error::HarnessError;
-use crate::kpi::{self, KpiInputs, KpiTargets};
-use crate::load::{self, Payload, Phase, PhaseOutcome, Recorder};
+use crate::figures::{self, PhaseRun, Window};
+use crate::kpi::KpiTargets;
+use crate::load::{self, Payload, Phase};
 pub use crate::progress::{NoProgress, Progress};
+use crate::report::Report;
 use crate::resources::{self, Sampler};
 use crate::scenario::{ScenarioConfig, ScenarioKind, Stop};
-use crate::stats::Unit;
-use crate::summary::*;
+use crate::summary::ForcedExpire;
 use crate::target::Target;
 
 /// A resolved scenario plus how to judge and sample it.
@@ -44,6 +48,8 @@ pub struct RunOptions {
     pub tool_call_samples: u32,
     /// tool_regression: calls of each new-session-per-call MCP series (each opens a session).
     pub per_call_session_samples: u32,
+    /// endpoint_load: the prompts, arrival shape and SLOs.
+    pub endpoint: EndpointShape,
 }
 
 impl RunOptions {
@@ -59,11 +65,13 @@ impl RunOptions {
             mcp: Vec::new(),
             tool_call_samples: 200,
             per_call_session_samples: 20,
+            endpoint: EndpointShape::default(),
         }
     }
 }
 
-fn agent_config(cfg: &ScenarioConfig, tools: &[String]) -> AgentConfig {
+/// The agent a scenario creates: `perf-<scenario>` with the scenario's model, prompt and tools.
+pub fn agent_config(cfg: &ScenarioConfig, tools: &[String]) -> AgentConfig {
     AgentConfig {
         agent_type: "perf".into(),
         system_prompt: cfg.system_prompt.clone(),
@@ -75,17 +83,6 @@ fn agent_config(cfg: &ScenarioConfig, tools: &[String]) -> AgentConfig {
     }
 }
 
-fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 {
-        0.0
-    } else {
-        a as f64 / b as f64
-    }
-}
-
-/// One phase's outcome: its label, what it measured, and when it began (seconds into the run).
-type PhaseResult = (String, PhaseOutcome, f64);
-
 /// Stage two: drives the scenario's phases (two for tool_regression: one tool, then all of them
 /// at once; one otherwise) against the target.
 async fn run_phases(
@@ -93,7 +90,7 @@ async fn run_phases(
     target: &Arc<dyn Target>,
     progress: &Arc<dyn Progress>,
     run_start: Instant,
-) -> Result<Vec<PhaseResult>, HarnessError> {
+) -> Result<Vec<PhaseRun>, HarnessError> {
     let payload = match cfg.kind {
         ScenarioKind::MultimodalEcho => Some(Arc::new(build_payload(cfg)?)),
         _ => None,
@@ -113,7 +110,7 @@ async fn run_phases(
         payload: payload.clone(),
     };
 
-    let mut outcomes: Vec<PhaseResult> = Vec::new();
+    let mut outcomes: Vec<PhaseRun> = Vec::new();
     let total_hint = iterations;
     if cfg.kind == ScenarioKind::ToolRegression {
         let half = duration.map(|d| d / 2);
@@ -121,11 +118,10 @@ async fn run_phases(
             progress.begin(&format!("{} ({label})", cfg.scenario), total_hint);
             let offset = run_start.elapsed().as_secs_f64();
             let p = Arc::new(phase(label, tools, false, half));
-            outcomes.push((
-                label.to_owned(),
-                load::drive(Arc::clone(target), p, Arc::clone(progress)).await,
-                offset,
-            ));
+            outcomes.push(PhaseRun {
+                outcome: load::drive(Arc::clone(target), p, Arc::clone(progress)).await,
+                started_s: offset,
+            });
             progress.finish();
         }
     } else {
@@ -133,19 +129,32 @@ async fn run_phases(
         let unique = cfg.kind == ScenarioKind::RunnerLifecycle;
         let offset = run_start.elapsed().as_secs_f64();
         let p = Arc::new(phase("main", &cfg.tools, unique, duration));
-        outcomes.push((
-            "main".into(),
-            load::drive(Arc::clone(target), p, Arc::clone(progress)).await,
-            offset,
-        ));
+        outcomes.push(PhaseRun {
+            outcome: load::drive(Arc::clone(target), p, Arc::clone(progress)).await,
+            started_s: offset,
+        });
         progress.finish();
     }
 
     Ok(outcomes)
 }
 
-/// Runs the scenario and returns its summary (it does not write it).
-pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Result<Summary, HarnessError> {
+/// Runs the scenario and returns its report (it does not write it).
+///
+/// A runtime scenario goes through four stages: build the target (`crate::build`), run the
+/// phases ([`run_phases`]), derive the figures (`crate::figures`), assemble the summary
+/// (`crate::assemble`). endpoint_load drives the model endpoint of `opts.provider` instead.
+pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Result<Report, HarnessError> {
+    check_options(&Choices {
+        kind: opts.config.kind,
+        remote_target: opts.target.is_some(),
+        mcp: &opts.mcp,
+        model_endpoint: opts.provider.is_some(),
+    })?;
+    if opts.config.kind.drives_endpoint() {
+        let run = endpoint::options(&opts.config, &opts.endpoint, opts.provider)?;
+        return Ok(endpoint::run(run, progress).await.into());
+    }
     let cfg = Arc::new(opts.config);
     let Built {
         target,
@@ -174,12 +183,10 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
     let cpu_start = resources::cpu_seconds();
     let sampler = Sampler::start(opts.sample_every);
 
-    let outcomes = run_phases(&cfg, &target, &progress, run_start).await?;
-
-    let forced_expire = if cfg.kind == ScenarioKind::SessionWarmSwitch {
-        Some(forced_expire(target.as_ref(), &cfg).await)
-    } else {
-        None
+    let phases = run_phases(&cfg, &target, &progress, run_start).await?;
+    let forced_expire = match cfg.kind {
+        ScenarioKind::SessionWarmSwitch => Some(forced_expire(target.as_ref(), &cfg).await),
+        _ => None,
     };
 
     if let Err(e) = target.shutdown().await {
@@ -198,225 +205,25 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
             cpu_seconds: resources::cpu_seconds(),
         });
     }
-    let after = target.runtime_stats();
-
-    // Merge the phases.
-    let mut rec = Recorder::default();
-    let mut measured = Duration::ZERO;
-    let mut issued = 0;
-    for (_, o, _) in &outcomes {
-        rec.merge(&o.recorder);
-        measured += o.measured;
-        issued += o.issued;
-    }
-    let warmup_end_s = outcomes.first().map_or(0.0, |(_, o, off)| off + o.measured_from_s);
-    let drift_samples: Vec<_> = samples.iter().copied().filter(|s| s.t_s >= warmup_end_s).collect();
-    let drift = resources::drift_bytes_per_hour(&drift_samples);
-    let drift_window_s = match (drift_samples.first(), drift_samples.last()) {
-        (Some(a), Some(b)) => b.t_s - a.t_s,
-        _ => 0.0,
-    };
-
-    let total = rec.total();
-    let throughput = if measured.is_zero() {
-        0.0
-    } else {
-        total as f64 / measured.as_secs_f64()
-    };
-    let latency = rec.latency.stats(Unit::Ms);
-    let (fanout_ratio, baseline_p50, fanout_p50) = match outcomes.as_slice() {
-        [(_, base, _), (_, fan, _)] if !base.recorder.latency.is_empty() && !fan.recorder.latency.is_empty() => {
-            let b = base.recorder.latency.quantile_ns(0.5) as f64 / 1e6;
-            let f = fan.recorder.latency.quantile_ns(0.5) as f64 / 1e6;
-            (Some(f / b), Some(b), Some(f))
-        }
-        _ => (None, None, None),
-    };
-    let error_rate = ratio(rec.failed, total);
-    let agents_reuse_ratio = ratio(rec.agents_reused, rec.agents_reused + rec.agents_created);
-
-    let multimodal = (rec.attachments > 0).then(|| MultimodalSummary {
-        attachments: rec.attachments,
-        intact: rec.attachments_intact,
-        fidelity: ratio(rec.attachments_intact, rec.attachments),
-        conversion_ms: rec.conversion.stats(Unit::Ms),
-    });
-    let kpis = kpi::evaluate(
-        &opts.kpis,
-        &KpiInputs {
-            scenario: cfg.scenario.clone(),
-            kind: cfg.kind,
-            succeeded: rec.succeeded,
-            latency_p50_s: latency.p50 / 1000.0,
-            latency_p95_s: latency.p95 / 1000.0,
-            error_rate,
-            fanout_ratio,
-            throughput_rps: throughput,
-            drift_bytes_per_hour: drift,
-            drift_window_s,
-            agents_reuse_ratio,
-            fidelity: multimodal.as_ref().map(|m| m.fidelity),
-        },
-    );
-    let passed = kpis.iter().all(|k| k.pass != Some(false));
-    let alert = if latency.count > 0 && latency.p95 / 1000.0 > cfg.max_expected_latency_s {
-        Some(format!(
-            "latency p95 {:.3} s exceeds the scenario's max_expected_latency {:.1} s",
-            latency.p95 / 1000.0,
-            cfg.max_expected_latency_s
-        ))
-    } else if !passed {
-        let failed: Vec<&str> = kpis
-            .iter()
-            .filter(|k| k.pass == Some(false))
-            .map(|k| k.name.as_str())
-            .collect();
-        Some(format!("KPI failed: {}", failed.join(", ")))
-    } else {
-        None
-    };
-
-    let ideal_rps = match (cfg.model_latency_ms, cfg.tools.is_empty(), cfg.rate) {
-        (Some(ms), true, None) if ms > 0 && cfg.time_scale > 0.0 => {
-            Some(cfg.concurrency as f64 / (ms as f64 * cfg.time_scale / 1000.0))
-        }
-        _ => None,
-    };
-    let bound_rps = if latency.mean > 0.0 {
-        cfg.concurrency as f64 / (latency.mean / 1000.0)
-    } else {
-        0.0
-    };
-
-    let mut histograms = BTreeMap::new();
-    for (name, h) in [
-        ("latency", &rec.latency),
-        ("overhead", &rec.overhead),
-        ("model", &rec.model),
-        ("tool", &rec.tool),
-        ("agent_create", &rec.create),
-        ("agent_cleanup", &rec.cleanup),
-    ] {
-        if !h.is_empty() {
-            histograms.insert(name.to_owned(), h.serialise());
-        }
-    }
-    let runners = match (&before, &after) {
-        (Some(b), Some(a)) => Some(RunnersSummary {
-            created: a.runners_created - b.runners_created,
-            reclaimed: a.reclaimed_runners - b.reclaimed_runners,
-        }),
-        _ => None,
-    };
-    let provider = target.provider();
-    let rss_delta_per_cycle = match (rss_start, rss_end, cfg.kind) {
-        (Some(a), Some(b), ScenarioKind::RunnerLifecycle) if total > 0 => Some((b as f64 - a as f64) / total as f64),
-        _ => None,
-    };
-
-    Ok(Summary {
-        schema_version: SCHEMA_VERSION,
-        scenario: cfg.scenario.clone(),
+    let window = Window {
         started_at,
         duration_s,
-        simulated: provider.simulated || rec.simulated_turns > 0,
-        provider: ProviderSummary {
-            name: provider.name.clone(),
-            model: cfg.model.clone(),
-            simulated: provider.simulated || rec.simulated_turns > 0,
-        },
+        samples,
+        rss_start,
+        rss_end,
+        cpu_seconds: resources::cpu_seconds() - cpu_start,
+        before,
+        after: target.runtime_stats(),
+    };
+    let figures = figures::derive(&cfg, &opts.kpis, &phases, &window);
+    let context = Context {
+        provider: target.provider(),
         target: target.info(),
-        config: (*cfg).clone(),
-        requests: Requests {
-            total,
-            succeeded: rec.succeeded,
-            failed: rec.failed,
-            error_rate,
-            issued,
-            warmup_excluded: issued.saturating_sub(total),
-        },
-        throughput_rps: throughput,
-        latency_ms: latency,
-        overhead_us: rec.overhead.stats(Unit::Us),
-        model_ms: rec.model.stats(Unit::Ms),
-        tool_ms: rec.tool.stats(Unit::Ms),
-        tokens: Tokens {
-            prompt: rec.prompt_tokens,
-            completion: rec.completion_tokens,
-            total: rec.prompt_tokens + rec.completion_tokens,
-        },
-        cost_usd: rec.cost_usd,
-        sessions: SessionsSummary {
-            created: rec.sessions_created,
-            reused: rec.sessions_reused,
-            reuse_ratio: ratio(rec.sessions_reused, rec.sessions_created + rec.sessions_reused),
-            cold_ms: rec.cold.stats(Unit::Ms),
-            warm_ms: rec.warm.stats(Unit::Ms),
-            forced_expire,
-        },
-        agents: AgentsSummary {
-            created: rec.agents_created,
-            reused: rec.agents_reused,
-            reuse_ratio: agents_reuse_ratio,
-            cleaned_up: rec.agents_cleaned_up,
-            create_ms: rec.create.stats(Unit::Ms),
-            cleanup_ms: rec.cleanup.stats(Unit::Ms),
-        },
-        runners,
-        tools: ToolsSummary {
-            calls: rec.tool_calls,
-            names: cfg.tools.clone(),
-            fanout_ratio,
-            baseline_p50_ms: baseline_p50,
-            fanout_p50_ms: fanout_p50,
-            resolution_us: resolution.map(|h| h.stats(Unit::Us)),
-            call_costs,
-        },
-        resources: Resources {
-            rss_start_bytes: rss_start,
-            rss_end_bytes: rss_end,
-            rss_peak_bytes: resources::peak_rss_bytes(),
-            cpu_seconds: resources::cpu_seconds() - cpu_start,
-            rss_drift_bytes_per_hour: drift,
-            drift_window_s,
-            rss_delta_per_cycle_bytes: rss_delta_per_cycle,
-            samples: samples.len(),
-        },
-        littles_law: LittlesLaw {
-            concurrency: cfg.concurrency,
-            mean_latency_ms: latency.mean,
-            bound_rps,
-            efficiency: if bound_rps > 0.0 { throughput / bound_rps } else { 0.0 },
-            ideal_rps,
-            efficiency_vs_ideal: ideal_rps.map(|i| throughput / i),
-        },
-        stream: (rec.streamed_turns > 0).then(|| StreamSummary {
-            turns: rec.streamed_turns,
-            ttft_ms: rec.ttft.stats(Unit::Ms),
-            chunk_gap_ms: rec.chunk_gap.stats(Unit::Ms),
-            chunks_per_turn: rec.chunks as f64 / rec.streamed_turns as f64,
-            approval_latency_ms: rec.approval.stats(Unit::Ms),
-            approval_think_ms: cfg.approval_think_ms,
-            drops: rec.drops,
-            retries: 0,
-        }),
-        multimodal: multimodal.clone(),
-        kpis,
-        passed,
-        alert,
-        errors: rec.errors.clone(),
-        runtime_stats: after,
-        histograms,
-        measurement: MEASUREMENT_NOTES,
-        iterations: total,
-        concurrency: cfg.concurrency,
-        duration_sec: duration_s,
-        latency_avg_sec: latency.mean / 1000.0,
-        latency_p50_sec: latency.p50 / 1000.0,
-        latency_p95_sec: latency.p95 / 1000.0,
-        success_count: rec.succeeded,
-        error_count: rec.failed,
-    })
+        call_costs,
+        resolution,
+        forced_expire,
+    };
+    Ok(assemble::summary(&cfg, figures, window, context).into())
 }
 
 /// FNV-1a over the bytes: the harness's own implementation of the documented short hash, so

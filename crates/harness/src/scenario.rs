@@ -41,6 +41,15 @@ pub enum ScenarioKind {
     StreamProbe,
     /// Messages with image and file attachments; checks every attachment is acknowledged intact.
     MultimodalEcho,
+    /// A model endpoint driven directly (no agent, no session), as serving benchmarks do.
+    EndpointLoad,
+}
+
+impl ScenarioKind {
+    /// Whether the scenario drives a model endpoint (`--provider`) rather than the runtime.
+    pub fn drives_endpoint(self) -> bool {
+        self == ScenarioKind::EndpointLoad
+    }
 }
 
 /// How each turn is run.
@@ -197,6 +206,22 @@ pub const CATALOG: &[ScenarioSpec] = &[
         mode: Mode::Sync,
         approval_tools: &[],
     },
+    ScenarioSpec {
+        name: "endpoint_load",
+        description: "A model endpoint driven directly, as serving benchmarks do: TTFT, TPOT, ITL, goodput \
+                      (needs --provider openai|gemini|local)",
+        iterations: 100,
+        concurrency: 8,
+        session_mode: SessionMode::PerRequest,
+        cleanup_agent: false,
+        max_expected_latency_s: 30.0,
+        model: "gpt-4o-mini",
+        tools: &[],
+        metadata: &[],
+        kind: ScenarioKind::EndpointLoad,
+        mode: Mode::Streaming,
+        approval_tools: &[],
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static ScenarioSpec> {
@@ -323,7 +348,8 @@ impl ScenarioConfig {
             return Err(invalid("--error-rate", "must be between 0 and 1"));
         }
         let warmup = o.warmup.unwrap_or(0);
-        if let Stop::Iterations(n) = stop {
+        // endpoint_load's warm-up requests come before the run, on top of its iterations.
+        if let (Stop::Iterations(n), false) = (stop, spec.kind.drives_endpoint()) {
             if warmup >= n {
                 return Err(invalid(
                     "--warmup",

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use aether_runtime::StatsSnapshot;
 use chrono::{DateTime, Utc};
@@ -14,17 +13,6 @@ use crate::stats::{SerialisedHist, Stats};
 use crate::target::TargetInfo;
 
 pub const SCHEMA_VERSION: u32 = 1;
-
-/// Writes `value` as pretty JSON to `path` atomically: a temporary file, renamed into place, so a
-/// reader never sees half a summary. Creates the directory.
-pub fn write_json(value: &impl Serialize, path: &Path) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)?;
-    std::fs::rename(&tmp, path)
-}
 
 /// How the figures were measured, written into every summary.
 pub const MEASUREMENT_NOTES: &str = "latency_ms runs from when each request was due (closed loop: when its worker became free; \
@@ -218,20 +206,6 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// `logs/perf/<scenario>-<UTC timestamp>.json` under `dir`.
-    pub fn default_path(&self, dir: &Path) -> PathBuf {
-        dir.join(format!(
-            "{}-{}.json",
-            self.scenario,
-            self.started_at.format("%Y%m%dT%H%M%SZ")
-        ))
-    }
-
-    /// Writes the JSON to `path` atomically (a temporary file renamed into place).
-    pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        write_json(self, path)
-    }
-
     /// A readable table with the KPI verdicts.
     pub fn render(&self) -> String {
         let mut s = String::new();

@@ -100,3 +100,65 @@ fn a_bad_dataset_names_the_line() {
     assert_eq!(endpoint::read_dataset(&p).unwrap().len(), 2);
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// endpoint_load is a catalog scenario: `run_scenario` runs it from its resolved config and
+/// returns its report, named and judged like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_load_runs_from_the_catalog_like_any_scenario() {
+    use aether_harness::endpoint::EndpointShape;
+    use aether_harness::scenario::{self, Overrides};
+    use aether_harness::{run_scenario, HarnessError, Report, RunOptions, ScenarioConfig};
+
+    let url = server().await;
+    let spec = scenario::find("endpoint_load").expect("in the catalog");
+    let cfg = ScenarioConfig::resolve(
+        spec,
+        &Overrides {
+            iterations: Some(12),
+            concurrency: Some(3),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    let provider = options(&url, Arrival::Closed { concurrency: 1 }).provider;
+    let opts = RunOptions {
+        provider: Some(("openai".into(), provider)),
+        endpoint: EndpointShape {
+            prompt_tokens: 32,
+            output_tokens: Some(8),
+            ..EndpointShape::default()
+        },
+        ..RunOptions::new(cfg.clone())
+    };
+    let report = run_scenario(opts, Arc::new(NoProgress)).await.unwrap();
+    let Report::Endpoint(s) = &report else {
+        panic!("endpoint_load reports endpoint figures")
+    };
+    assert_eq!((s.requests.total, s.requests.succeeded), (12, 12), "{:?}", s.errors);
+    assert_eq!(s.arrival, Arrival::Closed { concurrency: 3 });
+    assert_eq!(report.scenario(), "endpoint_load");
+    assert!(report.simulated(), "sim-llm answered");
+    assert!(report.verdict().is_ok());
+    assert!(report.render().contains("SIMULATED"));
+    let dir = std::env::temp_dir().join(format!("aether-ep-report-{}", std::process::id()));
+    let path = report.default_path(&dir);
+    assert!(path
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("endpoint_load-"));
+    report.write(&path).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(v["requests"]["succeeded"], 12);
+    std::fs::remove_dir_all(&dir).ok();
+
+    // Without a model endpoint it is refused before anything runs.
+    let e = run_scenario(RunOptions::new(cfg), Arc::new(NoProgress))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, HarnessError::InvalidInput(m) if m.contains("drives a model endpoint")),
+        "{e:?}"
+    );
+}

@@ -16,7 +16,8 @@ fn instant() -> Overrides {
 
 async fn run(name: &str, o: Overrides) -> Summary {
     let cfg = ScenarioConfig::resolve(scenario::find(name).unwrap(), &o).unwrap();
-    run_scenario(RunOptions::new(cfg), Arc::new(NoProgress)).await.unwrap()
+    let report = run_scenario(RunOptions::new(cfg), Arc::new(NoProgress)).await.unwrap();
+    report.runtime().expect("a runtime scenario's summary").clone()
 }
 
 fn kpi<'s>(s: &'s Summary, name: &str) -> &'s aether_harness::kpi::Kpi {
