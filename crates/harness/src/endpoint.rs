@@ -499,18 +499,13 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
         .map_or(Duration::ZERO, |d| d.saturating_duration_since(start));
     let secs = duration.as_secs_f64().max(1e-9);
     let total = r.ok + r.failed;
-    let mut histograms = std::collections::BTreeMap::new();
-    for (name, h) in [
+    let histograms = DurationHist::serialise_named([
         ("ttft", &r.ttft),
         ("tpot", &r.tpot),
         ("itl", &r.itl),
         ("e2e", &r.e2e),
         ("schedule_lag", &r.lag),
-    ] {
-        if !h.is_empty() {
-            histograms.insert(name.to_owned(), h.serialise());
-        }
-    }
+    ]);
     let any_slo = opts.slo != Slo::default();
     EndpointSummary {
         schema_version: 1,

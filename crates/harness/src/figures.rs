@@ -12,7 +12,7 @@ use crate::kpi::{self, Kpi, KpiInputs, KpiTargets};
 use crate::load::{PhaseOutcome, Recorder};
 use crate::resources::{self, Sample};
 use crate::scenario::{ScenarioConfig, ScenarioKind};
-use crate::stats::{SerialisedHist, Stats, Unit};
+use crate::stats::{DurationHist, SerialisedHist, Stats, Unit};
 use crate::summary::{MultimodalSummary, RunnersSummary};
 
 /// One phase as it ran: what it measured, and when it began (seconds into the run).
@@ -155,19 +155,14 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, phases: &[Phase
         0.0
     };
 
-    let mut histograms = BTreeMap::new();
-    for (name, h) in [
+    let histograms = DurationHist::serialise_named([
         ("latency", &rec.latency),
         ("overhead", &rec.overhead),
         ("model", &rec.model),
         ("tool", &rec.tool),
         ("agent_create", &rec.create),
         ("agent_cleanup", &rec.cleanup),
-    ] {
-        if !h.is_empty() {
-            histograms.insert(name.to_owned(), h.serialise());
-        }
-    }
+    ]);
     let runners = match (&w.before, &w.after) {
         (Some(b), Some(a)) => Some(RunnersSummary {
             created: a.runners_created - b.runners_created,

@@ -157,10 +157,12 @@ pub fn evaluate(t: &KpiTargets, i: &KpiInputs) -> Vec<Kpi> {
             Some(d <= t.rss_drift_mb_per_hour_max),
             None,
         ),
+        // Not judged: no value either, so that a slope over a few seconds is never printed
+        // beside its target as if it were measured (the raw fit stays under `resources`).
         _ => kpi(
             "rss_drift",
             format!("<= {}", t.rss_drift_mb_per_hour_max),
-            drift_mb,
+            None,
             "MB/h",
             None,
             Some(format!(
@@ -257,6 +259,11 @@ mod tests {
         i.drift_window_s = t.min_drift_window_s - 1.0;
         let short = evaluate(&t, &i);
         assert_eq!(verdict(&short, "rss_drift").pass, None);
+        assert_eq!(
+            verdict(&short, "rss_drift").value,
+            None,
+            "a figure that is not judged is not shown beside its target"
+        );
         assert!(verdict(&short, "rss_drift")
             .note
             .as_deref()

@@ -1,6 +1,7 @@
 //! HDR histograms of durations (recorded in nanoseconds), their summaries in the unit a field
 //! names (`latency_ms`, `overhead_us`), and a serialised form that runs can be merged from.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -79,6 +80,18 @@ impl DurationHist {
             significant_figures: SIGFIG,
             counts,
         }
+    }
+
+    /// The non-empty histograms among `named`, serialised under their names (a summary's
+    /// `histograms`).
+    pub fn serialise_named<'a>(
+        named: impl IntoIterator<Item = (&'a str, &'a DurationHist)>,
+    ) -> BTreeMap<String, SerialisedHist> {
+        named
+            .into_iter()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(name, h)| (name.to_owned(), h.serialise()))
+            .collect()
     }
 
     /// Rebuilds a histogram from its serialised form (to merge runs).
