@@ -57,6 +57,9 @@ pub enum ToolStatus {
 macro_rules! impl_as_str {
     ($ty:ty { $($variant:ident => $s:literal),* $(,)? }) => {
         impl $ty {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),*];
+
             /// The wire value of this variant.
             pub const fn as_str(self) -> &'static str {
                 match self { $(Self::$variant => $s),* }

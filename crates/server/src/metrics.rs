@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use aether_contracts::{ErrorCode, TaskResult, TurnReport};
 use metrics::{Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
@@ -18,6 +19,7 @@ const BUCKETS: &[f64] = &[
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    process: metrics_process::Collector,
 }
 
 impl Default for Metrics {
@@ -33,7 +35,15 @@ impl Metrics {
             .expect("static, non-empty buckets")
             .build_recorder();
         let handle = recorder.handle();
-        Self { recorder, handle }
+        let process = metrics_process::Collector::default();
+        metrics::with_local_recorder(&recorder, || process.describe());
+        let m = Self {
+            recorder,
+            handle,
+            process,
+        };
+        m.register_zeros();
+        m
     }
 
     /// One finished HTTP request.
@@ -69,6 +79,77 @@ impl Metrics {
                 &META,
             )
             .increment(1);
+    }
+
+    /// Registers, at zero, the series that only move on rare events (rate limits, refusals,
+    /// failed turns), so that dashboards and alerts see them before the first event.
+    pub fn register_zeros(&self) {
+        let zero = |name: &'static str, label: &'static str, value: &'static str| {
+            self.recorder
+                .register_counter(&Key::from_parts(name, vec![Label::new(label, value)]), &META)
+                .increment(0);
+        };
+        for limit in ["soft", "hard"] {
+            zero("aether_rate_limited_total", "limit", limit);
+        }
+        for reason in ["queue_full", "live_full"] {
+            zero("aether_admission_rejected_total", "reason", reason);
+        }
+        for kind in ["prompt", "completion"] {
+            zero("aether_tokens_total", "kind", kind);
+        }
+        for code in ErrorCode::ALL {
+            zero("aether_turn_errors_total", "code", code.as_str());
+        }
+    }
+
+    /// One finished request of `/v1/tasks`: a failure counts under its error code; a completed
+    /// turn records its time breakdown (turn, model, tools, framework overhead), tokens and cost.
+    pub fn task(&self, result: &TaskResult) {
+        if let Some(e) = &result.error {
+            self.recorder
+                .register_counter(
+                    &Key::from_parts("aether_turn_errors_total", vec![Label::new("code", e.code.as_str())]),
+                    &META,
+                )
+                .increment(1);
+        }
+        // Agent creation and failures carry no turn report.
+        let Ok(f) = TurnReport::figures(&result.metadata) else {
+            return;
+        };
+        let t = &f.timing;
+        for (name, us) in [
+            ("aether_turn_duration_seconds", t.total_us),
+            ("aether_model_duration_seconds", t.model_us),
+            ("aether_tool_duration_seconds", t.tool_us),
+            ("aether_framework_overhead_seconds", t.overhead_us),
+        ] {
+            self.recorder
+                .register_histogram(&Key::from_name(name), &META)
+                .record(us / 1e6);
+        }
+        for (kind, n) in [
+            ("prompt", f.token_usage.prompt_tokens),
+            ("completion", f.token_usage.completion_tokens),
+        ] {
+            self.recorder
+                .register_counter(
+                    &Key::from_parts("aether_tokens_total", vec![Label::new("kind", kind)]),
+                    &META,
+                )
+                .increment(n);
+        }
+        // A summary (its `_sum` is the spend); cost is a float, counters here are integers.
+        self.recorder
+            .register_histogram(&Key::from_name("aether_turn_cost_usd"), &META)
+            .record(f.cost_usd);
+    }
+
+    /// The process's own series (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+    /// open files, threads), read from the OS. File I/O: call it off the async threads.
+    pub fn collect_process(&self) {
+        metrics::with_local_recorder(&self.recorder, || self.process.collect());
     }
 
     pub fn gauge(&self, name: &'static str, value: f64) {

@@ -692,3 +692,175 @@ mod turn_path {
         s.shutdown().await;
     }
 }
+
+mod dashboard {
+    //! The Grafana dashboard (`deploy/grafana/aether-serve.json`) cannot rot: every metric and
+    //! every label its panels query exists in the `/metrics` of a server that took load — turns
+    //! with tools, a failed turn, MCP calls (server-everything, required under `CI`) — or that
+    //! registers the series at zero.
+
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use aether_mcp::{McpHub, McpServerConfig};
+    use aether_server::Shared;
+
+    use super::common::{agent_body, config, instant, runtime, turn, Server};
+    use super::*;
+
+    const DASHBOARD: &str = include_str!("../../../deploy/grafana/aether-serve.json");
+
+    /// server-everything over stdio, or `None` outside CI when it is not installed.
+    fn everything() -> Option<McpServerConfig> {
+        let entry = std::env::var("AETHER_MCP_EVERYTHING")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|_| {
+                let home = std::env::var("HOME").unwrap_or_default();
+                std::path::Path::new(&home)
+                    .join(".cache/aether-mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+            });
+        if !entry.is_file() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "server-everything missing at {}: run scripts/install-mcp-servers.sh",
+                entry.display()
+            );
+            eprintln!("SKIPPED (MCP panels): server-everything is not installed");
+            return None;
+        }
+        Some(McpServerConfig::stdio(
+            "everything",
+            "node",
+            [entry.to_string_lossy().into_owned(), "stdio".into()],
+        ))
+    }
+
+    /// The PromQL of every panel.
+    fn queries() -> Vec<String> {
+        let d: Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+        let panels = d["panels"].as_array().expect("panels");
+        assert!(panels.len() >= 10, "{} panels", panels.len());
+        panels
+            .iter()
+            .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+            .map(|t| t["expr"].as_str().expect("every target has an expr").to_owned())
+            .collect()
+    }
+
+    /// The series names a query reads (`aether_*` and `process_*`).
+    fn series(expr: &str) -> BTreeSet<String> {
+        expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("aether_") || w.starts_with("process_"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The labels of its `by (...)` clauses.
+    fn grouped_by(expr: &str) -> BTreeSet<String> {
+        let mut labels = BTreeSet::new();
+        let mut rest = expr;
+        while let Some(i) = rest.find("by (") {
+            let tail = &rest[i + 4..];
+            let end = tail.find(')').expect("a closed by clause");
+            labels.extend(tail[..end].split(',').map(|l| l.trim().to_owned()));
+            rest = &tail[end..];
+        }
+        labels
+    }
+
+    /// The exposition lines of one series.
+    fn lines<'a>(metrics: &'a str, name: &str) -> Vec<&'a str> {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_panel_query_reads_series_and_labels_that_exist() {
+        let rt = runtime(instant());
+        let mcp = everything();
+        let hub = match &mcp {
+            Some(c) => Some(McpHub::attach(Arc::clone(rt.tools()), vec![c.clone()]).await.unwrap()),
+            None => None,
+        };
+        let shared = Shared {
+            mcp: hub.as_ref().map(|h| h.clients().to_vec()).unwrap_or_default(),
+            ..Shared::default()
+        };
+        let s = Server::start_shared(config(), rt, shared).await;
+
+        // Load: a turn with a tool (and an MCP tool when there is one), a failed turn.
+        let mut tools = vec!["crm_lookup"];
+        if mcp.is_some() {
+            tools.push("everything.echo");
+        }
+        let (status, created) = s
+            .post(
+                "/v1/tasks",
+                "key-acme",
+                json!({
+                    "task_id": "create", "agent_config": agent_body(&tools)
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{created}");
+        let agent = created["agent_id"].as_str().unwrap().to_owned();
+        let (status, r) = s.post("/v1/tasks", "key-acme", turn(&agent, "dash-1", "t1")).await;
+        assert_eq!((status, r["status"].as_str()), (StatusCode::OK, Some("success")), "{r}");
+        let mut bad = turn(&agent, "dash-2", "t2");
+        bad["execution_config"] = json!({"timeout": 0});
+        let (_, r) = s.post("/v1/tasks", "key-acme", bad).await;
+        assert_eq!(r["error"]["code"], "request.validation", "{r}");
+
+        let metrics = s.metrics().await;
+        let mut checked = 0;
+        for expr in queries() {
+            let names = series(&expr);
+            assert!(
+                !names.is_empty(),
+                "a panel query reads no aether or process series: {expr}"
+            );
+            for name in &names {
+                if name.starts_with("aether_mcp_") && mcp.is_none() {
+                    continue;
+                }
+                assert!(
+                    !lines(&metrics, name).is_empty(),
+                    "`{name}` (in `{expr}`) is not in /metrics:\n{metrics}"
+                );
+                checked += 1;
+            }
+            for label in grouped_by(&expr) {
+                let found = names
+                    .iter()
+                    .any(|n| lines(&metrics, n).iter().any(|l| l.contains(&format!("{label}=\""))));
+                assert!(
+                    found || (mcp.is_none() && names.iter().all(|n| n.starts_with("aether_mcp_"))),
+                    "label `{label}` of `{expr}` is on none of its series"
+                );
+            }
+        }
+        assert!(checked >= 20, "{checked} series checked");
+        // The figures behind the panels moved with the load.
+        assert!(lines(&metrics, "aether_turn_duration_seconds_count")[0].ends_with(" 1"));
+        assert!(lines(&metrics, "aether_turn_errors_total")
+            .iter()
+            .any(|l| l.contains("code=\"request.validation\"") && l.ends_with(" 1")));
+        if mcp.is_some() {
+            assert!(
+                lines(&metrics, "aether_mcp_calls_total")
+                    .iter()
+                    .any(|l| l.contains("server=\"everything\"") && !l.ends_with(" 0")),
+                "the MCP tool was called"
+            );
+        }
+        s.shutdown().await;
+        if let Some(mut h) = hub {
+            h.shutdown().await;
+        }
+    }
+}

@@ -28,6 +28,9 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
+    // /proc reads are file I/O: off the async threads.
+    let process = s.clone();
+    let _ = tokio::task::spawn_blocking(move || process.metrics.collect_process()).await;
     let m = &s.metrics;
     let stats = s.rt.stats();
     m.gauge("aether_active_sessions", stats.active_sessions as f64);

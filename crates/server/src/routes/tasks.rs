@@ -41,6 +41,7 @@ pub async fn run(
     let timeout = s.limits.request_timeout();
     match tokio::time::timeout(timeout, s.rt.process(req)).await {
         Ok(mut result) => {
+            s.metrics.task(&result);
             unscope_result(&t, &mut result);
             Ok(Json(result).into_response())
         }

@@ -47,9 +47,14 @@ pub struct Server {
 
 impl Server {
     pub async fn start(cfg: ServerConfig, rt: Runtime) -> Self {
+        Self::start_shared(cfg, rt, aether_server::Shared::default()).await
+    }
+
+    /// A server whose state shares what `shared` holds (MCP clients, a cluster, Redis).
+    pub async fn start_shared(cfg: ServerConfig, rt: Runtime, shared: aether_server::Shared) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState::new(Arc::new(rt), &cfg);
+        let state = AppState::with(Arc::new(rt), &cfg, shared);
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(aether_server::serve(listener, state, async move {
             let _ = stopped.await;
