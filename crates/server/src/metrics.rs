@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use aether_contracts::{ErrorCode, TaskResult, TurnReport};
+use aether_contracts::{ErrorCode, TaskChunkType, TaskResult, TaskStreamChunk, TurnReport};
 use metrics::{Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use serde_json::Value;
 
 const META: Metadata<'static> = Metadata::new("aether_server", Level::INFO, None);
 
@@ -107,15 +108,43 @@ impl Metrics {
     /// turn records its time breakdown (turn, model, tools, framework overhead), tokens and cost.
     pub fn task(&self, result: &TaskResult) {
         if let Some(e) = &result.error {
-            self.recorder
-                .register_counter(
-                    &Key::from_parts("aether_turn_errors_total", vec![Label::new("code", e.code.as_str())]),
-                    &META,
-                )
-                .increment(1);
+            self.turn_error(e.code);
         }
-        // Agent creation and failures carry no turn report.
-        let Ok(f) = TurnReport::figures(&result.metadata) else {
+        self.turn(&result.metadata);
+    }
+
+    /// One chunk of a live turn: its `error` chunk counts under its code, its `turn.complete`
+    /// records the turn's figures, as [`task`](Self::task) does for a sync turn.
+    pub fn live_chunk(&self, chunk: &TaskStreamChunk) {
+        match chunk.chunk_type {
+            TaskChunkType::Error => {
+                let code = chunk.content.get("code").and_then(Value::as_str);
+                // Only the known codes: a label's values stay a fixed set.
+                if let Some(code) = ErrorCode::ALL.iter().find(|c| Some(c.as_str()) == code) {
+                    self.turn_error(*code);
+                }
+            }
+            TaskChunkType::Complete => {
+                if let Some(metadata) = chunk.content.get("metadata").and_then(Value::as_object) {
+                    self.turn(metadata);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn turn_error(&self, code: ErrorCode) {
+        self.recorder
+            .register_counter(
+                &Key::from_parts("aether_turn_errors_total", vec![Label::new("code", code.as_str())]),
+                &META,
+            )
+            .increment(1);
+    }
+
+    /// A completed turn's figures, from its report (agent creation and failures carry none).
+    fn turn(&self, metadata: &aether_contracts::Metadata) {
+        let Ok(f) = TurnReport::figures(metadata) else {
             return;
         };
         let t = &f.timing;

@@ -517,6 +517,13 @@ mod turn_path {
         );
         assert_eq!(events(&s, "live-1").await, 0);
         drop(resp);
+        // /metrics counts the three timeouts by their code: the sync one and both live ones.
+        let metrics = s.metrics().await;
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("aether_turn_errors_total{") && l.contains("code=\"framework.execution\""))
+            .unwrap_or_else(|| panic!("no framework.execution count in\n{metrics}"));
+        assert!(line.ends_with(" 3"), "{line}");
         s.shutdown().await;
     }
 
@@ -705,7 +712,7 @@ mod dashboard {
     use aether_mcp::{McpHub, McpServerConfig};
     use aether_server::Shared;
 
-    use super::common::{agent_body, config, instant, runtime, turn, Server};
+    use super::common::{agent_body, config, instant, read_sse, runtime, turn, Server};
     use super::*;
 
     const DASHBOARD: &str = include_str!("../../../deploy/grafana/aether-serve.json");
@@ -811,10 +818,22 @@ mod dashboard {
         let agent = created["agent_id"].as_str().unwrap().to_owned();
         let (status, r) = s.post("/v1/tasks", "key-acme", turn(&agent, "dash-1", "t1")).await;
         assert_eq!((status, r["status"].as_str()), (StatusCode::OK, Some("success")), "{r}");
+        assert_eq!(r["metadata"]["agent_context"]["session_id"], "dash-1", "{r}");
         let mut bad = turn(&agent, "dash-2", "t2");
         bad["execution_config"] = json!({"timeout": 0});
         let (_, r) = s.post("/v1/tasks", "key-acme", bad).await;
         assert_eq!(r["error"]["code"], "request.validation", "{r}");
+
+        // A live turn: its turn.complete chunk counts like a sync turn.
+        let mut resp = s.stream(turn(&agent, "dash-3", "t3")).await;
+        let chunks = read_sse(&mut resp, |c| c["is_final"] == true).await;
+        let complete = chunks.last().unwrap();
+        assert_eq!(complete["chunk_kind"], "turn.complete");
+        assert_eq!(
+            complete["content"]["metadata"]["agent_context"]["session_id"], "dash-3",
+            "the tenant sees its own session id, not the server's scoped one"
+        );
+        drop(resp);
 
         let metrics = s.metrics().await;
         let mut checked = 0;
@@ -846,7 +865,10 @@ mod dashboard {
         }
         assert!(checked >= 20, "{checked} series checked");
         // The figures behind the panels moved with the load.
-        assert!(lines(&metrics, "aether_turn_duration_seconds_count")[0].ends_with(" 1"));
+        assert!(
+            lines(&metrics, "aether_turn_duration_seconds_count")[0].ends_with(" 2"),
+            "a sync and a live turn"
+        );
         assert!(lines(&metrics, "aether_turn_errors_total")
             .iter()
             .any(|l| l.contains("code=\"request.validation\"") && l.ends_with(" 1")));

@@ -126,6 +126,7 @@ pub async fn stream(
             st.guard.disarm();
             return None;
         };
+        st.guard.state.metrics.live_chunk(&chunk);
         if chunk.is_final && !st.keep_open {
             st.done = true;
             st.live.close().await;
@@ -177,6 +178,9 @@ fn event(t: &Tenant, mut chunk: TaskStreamChunk) -> Event {
             *id = own.to_owned();
         }
     }
+    if let Some(Value::Object(metadata)) = chunk.content.get_mut("metadata") {
+        unscope_metadata(t, metadata);
+    }
     Event::default()
         .event(chunk.chunk_type.as_str())
         .id(chunk.sequence_id.to_string())
@@ -208,9 +212,19 @@ fn unscope_result(t: &Tenant, r: &mut TaskResult) {
             *id = own.to_owned();
         }
     }
-    if let Some(Value::String(id)) = r.metadata.get_mut("session_id") {
-        if let Some(own) = t.unscoped(id) {
-            *id = own.to_owned();
+    unscope_metadata(t, &mut r.metadata);
+}
+
+/// The session ids a turn's metadata carries (`session_id`, `agent_context.session_id`), back in
+/// the tenant's own id space.
+fn unscope_metadata(t: &Tenant, metadata: &mut serde_json::Map<String, Value>) {
+    let unscope = |id: Option<&mut Value>| {
+        if let Some(Value::String(s)) = id {
+            if let Some(own) = t.unscoped(s) {
+                *s = own.to_owned();
+            }
         }
-    }
+    };
+    unscope(metadata.get_mut("session_id"));
+    unscope(metadata.get_mut("agent_context").and_then(|c| c.get_mut("session_id")));
 }
