@@ -42,9 +42,19 @@ pub enum PerfCommand {
     /// Run a scenario (or --all of them) and write its summary JSON.
     Run(Box<RunArgs>),
     /// List the scenarios with their defaults.
-    List,
+    List(ListArgs),
     /// Compare two summary files as a Markdown table of deltas.
     Compare(CompareArgs),
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Also write the catalog as JSON to this file.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print nothing (with --output: only write the file).
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -109,8 +119,13 @@ pub struct RunArgs {
 
     /// Where to write the summary JSON (with --all: a directory). Default:
     /// `logs/perf/<scenario>-<UTC timestamp>.json`.
-    #[arg(long)]
+    #[arg(short, long)]
     output: Option<PathBuf>,
+
+    /// No progress bar, no table, no summary path: only errors (and the exit code) say how it
+    /// went. The summary JSON is written as always.
+    #[arg(short, long)]
+    quiet: bool,
 
     /// Print the resolved scenario and agent config, and run nothing.
     #[arg(long)]
@@ -221,6 +236,27 @@ pub struct CompareArgs {
     /// Exit with code 1 when a metric is worse by more than this many percent.
     #[arg(long, value_name = "PCT")]
     fail_on_regression: Option<f64>,
+    /// Also write the Markdown to this file (e.g. for a PR comment).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print nothing: the exit code (and --output) say it.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Writes `text` to `path` atomically (a temporary file renamed into place), making its directory.
+fn write_text(path: &Path, text: &str) -> Result<(), CliError> {
+    let fail = |e: std::io::Error| CliError::failed(format!("cannot write `{}`: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            fail(e)
+        })
 }
 
 /// `30s`, `10m`, `1h`, `500ms`, or plain seconds.
@@ -320,7 +356,7 @@ fn resolve(a: &RunArgs) -> Result<Vec<ScenarioConfig>, CliError> {
             .iter()
             .filter(|spec| {
                 let applies = !spec.kind.drives_endpoint() || a.provider.provider != ProviderKind::Simulated;
-                if !applies {
+                if !applies && !a.quiet {
                     eprintln!(
                         "{}: skipped (it drives a model endpoint: give --provider to include it)",
                         spec.name
@@ -398,10 +434,7 @@ impl Providers {
 
 pub async fn run(cmd: PerfCommand) -> Result<(), CliError> {
     match cmd {
-        PerfCommand::List => {
-            list();
-            Ok(())
-        }
+        PerfCommand::List(a) => list(a),
         PerfCommand::Compare(a) => compare(a),
         PerfCommand::Run(a) => run_scenarios(*a).await,
     }
@@ -454,7 +487,11 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
         }
         None => None,
     };
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let draw = match a.quiet {
+        true => ProgressDrawTarget::hidden(),
+        false => ProgressDrawTarget::stderr(),
+    };
+    let bar = ProgressBar::with_draw_target(None, draw);
     let progress: Arc<dyn Progress> = Arc::new(Bar(bar));
     let mut failed_gates = Vec::new();
     for cfg in configs {
@@ -475,12 +512,14 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
             HarnessError::InvalidInput(m) => CliError::usage(m),
             HarnessError::Runtime(m) => CliError::failed(m),
         })?;
-        println!("{}", report.render());
         let path = output_path(&a, &report);
         report
             .write(&path)
             .map_err(|e| CliError::failed(format!("cannot write the summary to `{}`: {e}", path.display())))?;
-        println!("   summary: {}", path.display());
+        if !a.quiet {
+            println!("{}", report.render());
+            println!("   summary: {}", path.display());
+        }
         if let Err(why) = report.verdict() {
             failed_gates.push(format!("{name} ({why})"));
         }
@@ -494,7 +533,18 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn list() {
+fn list(a: ListArgs) -> Result<(), CliError> {
+    if let Some(path) = &a.output {
+        let json = serde_json::to_string_pretty(CATALOG).map_err(|e| CliError::failed(e.to_string()))?;
+        write_text(path, &json)?;
+    }
+    if !a.quiet {
+        print_catalog();
+    }
+    Ok(())
+}
+
+fn print_catalog() {
     println!(
         "{:<20} {:>6} {:>5} {:<20} {:>8} {:>8} {:<17} {:<10} DESCRIPTION",
         "SCENARIO", "ITER", "CONC", "SESSION MODE", "CLEANUP", "MAX LAT", "MODEL", "TOOLS"
@@ -557,7 +607,12 @@ fn compare(a: CompareArgs) -> Result<(), CliError> {
         &a.new.display().to_string(),
         a.fail_on_regression,
     );
-    println!("{md}");
+    if let Some(path) = &a.output {
+        write_text(path, &md)?;
+    }
+    if !a.quiet {
+        println!("{md}");
+    }
     if let Some(pct) = a.fail_on_regression {
         let r = aether_harness::compare::regressions(&base, &new, pct);
         if !r.is_empty() {

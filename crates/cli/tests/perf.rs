@@ -260,3 +260,52 @@ fn compare_prints_markdown_and_fails_on_regression() {
     assert_eq!(out.status.code(), Some(2));
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn every_perf_subcommand_takes_output_and_quiet() {
+    let dir = tmp("quiet");
+    // run: the summary is written, nothing is printed.
+    let summary = dir.join("s.json");
+    let out = aether(&[
+        "perf",
+        "run",
+        "--scenario",
+        "latency_smoke",
+        "--time-scale",
+        "0",
+        "-q",
+        "-o",
+        summary.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "quiet prints nothing");
+    assert_eq!(text(&out.stderr), "", "not even a progress bar");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(v["scenario"], "latency_smoke");
+
+    // list: the catalog as JSON.
+    let catalog = dir.join("catalog.json");
+    let out = aether(&["perf", "list", "-q", "-o", catalog.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&catalog).unwrap()).unwrap();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"burst_load") && names.contains(&"endpoint_load"),
+        "{names:?}"
+    );
+
+    // compare: the Markdown in a file, the verdict in the exit code.
+    let md = dir.join("cmp/delta.md");
+    let s = summary.to_str().unwrap();
+    let out = aether(&["perf", "compare", s, s, "-q", "--output", md.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    assert!(std::fs::read_to_string(&md).unwrap().contains("| latency p50 (ms) |"));
+    std::fs::remove_dir_all(dir).ok();
+}

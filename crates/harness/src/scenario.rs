@@ -63,7 +63,7 @@ pub enum Mode {
 }
 
 /// One entry of the catalog, with the original harness's defaults.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct ScenarioSpec {
     pub name: &'static str,
     pub description: &'static str,
