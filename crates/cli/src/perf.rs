@@ -244,19 +244,10 @@ pub struct CompareArgs {
     quiet: bool,
 }
 
-/// Writes `text` to `path` atomically (a temporary file renamed into place), making its directory.
+/// Writes `text` to `path` atomically, making its directory.
 fn write_text(path: &Path, text: &str) -> Result<(), CliError> {
-    let fail = |e: std::io::Error| CliError::failed(format!("cannot write `{}`: {e}", path.display()));
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(fail)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            fail(e)
-        })
+    aether_harness::report::write_atomic(path, text.as_bytes())
+        .map_err(|e| CliError::failed(format!("cannot write `{}`: {e}", path.display())))
 }
 
 /// `30s`, `10m`, `1h`, `500ms`, or plain seconds.
@@ -355,7 +346,7 @@ fn resolve(a: &RunArgs) -> Result<Vec<ScenarioConfig>, CliError> {
         None => CATALOG
             .iter()
             .filter(|spec| {
-                let applies = !spec.kind.drives_endpoint() || a.provider.provider != ProviderKind::Simulated;
+                let applies = !spec.kind.drives_endpoint() || a.model_endpoint();
                 if !applies && !a.quiet {
                     eprintln!(
                         "{}: skipped (it drives a model endpoint: give --provider to include it)",
@@ -384,6 +375,13 @@ fn output_path(a: &RunArgs, report: &Report) -> PathBuf {
         (Some(dir), true) => report.default_path(dir),
         (Some(file), false) => file.clone(),
         (None, _) => report.default_path(Path::new("logs/perf")),
+    }
+}
+
+impl RunArgs {
+    /// `--provider` names a model endpoint, not the simulated model.
+    fn model_endpoint(&self) -> bool {
+        self.provider.provider != ProviderKind::Simulated
     }
 }
 
@@ -453,7 +451,7 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
             kind: cfg.kind,
             remote_target: a.target.is_some(),
             mcp: &mcp,
-            model_endpoint: a.provider.provider != ProviderKind::Simulated,
+            model_endpoint: a.model_endpoint(),
         })
         .map_err(|e| CliError::usage(e.to_string()))?;
     }

@@ -149,6 +149,7 @@ impl AgentReport {
 
 /// Everything a completed turn reports about itself. See the module header for where it lives
 /// on the wire.
+///
 /// Generic over its string type like [`ProviderReport`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnReport<S = String> {

@@ -55,14 +55,6 @@ impl Report {
         }
     }
 
-    /// endpoint_load's summary, if this is one.
-    pub fn endpoint(&self) -> Option<&EndpointSummary> {
-        match self {
-            Report::Endpoint(s) => Some(s),
-            Report::Runtime(_) => None,
-        }
-    }
-
     /// A readable table (with the KPI verdicts of a runtime scenario).
     pub fn render(&self) -> String {
         match self {
@@ -78,15 +70,6 @@ impl Report {
             self.scenario(),
             self.started_at().format("%Y%m%dT%H%M%SZ")
         ))
-    }
-
-    /// The summary JSON.
-    pub fn to_json(&self) -> serde_json::Value {
-        let v = match self {
-            Report::Runtime(s) => serde_json::to_value(s),
-            Report::Endpoint(s) => serde_json::to_value(s),
-        };
-        v.unwrap_or_else(|e| serde_json::json!({ "error": format!("summary not serialisable: {e}") }))
     }
 
     /// Writes the summary JSON to `path` atomically (a temporary file renamed into place), making
@@ -131,14 +114,21 @@ impl From<EndpointSummary> for Report {
     }
 }
 
-/// Writes `value` as pretty JSON to `path` atomically: a temporary file, renamed into place, so a
-/// reader never sees half a summary. Creates the directory.
+/// Writes `value` as pretty JSON to `path` atomically ([`write_atomic`]).
 fn write_json(value: &impl Serialize, path: &Path) -> std::io::Result<()> {
+    write_atomic(path, &serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?)
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it, renamed into place, so a
+/// reader never sees half a file (the temporary file is removed when the write fails). Creates
+/// the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);

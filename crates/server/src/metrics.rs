@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use aether_contracts::{ErrorCode, TaskChunkType, TaskResult, TaskStreamChunk, TurnReport};
-use metrics::{Key, Label, Level, Metadata, Recorder};
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use serde_json::Value;
 
@@ -21,6 +21,51 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     process: metrics_process::Collector,
+    turns: TurnSeries,
+}
+
+/// The series every turn moves, registered once (so they exist at zero before the first turn)
+/// and kept as handles: recording one is an atomic update, with no key built or looked up.
+struct TurnSeries {
+    /// Turn, model, tool and framework-overhead time (seconds).
+    turn: Histogram,
+    model: Histogram,
+    tool: Histogram,
+    overhead: Histogram,
+    prompt_tokens: Counter,
+    completion_tokens: Counter,
+    /// A summary: its `_sum` is the spend (cost is a float; counters here are integers).
+    cost: Histogram,
+    /// `aether_turn_errors_total`, one per code of `ErrorCode::ALL`, in its order.
+    errors: Vec<Counter>,
+}
+
+impl TurnSeries {
+    fn register(r: &PrometheusRecorder) -> Self {
+        let histogram = |name: &'static str| r.register_histogram(&Key::from_name(name), &META);
+        let labelled = |name: &'static str, label: &'static str, value: &'static str| {
+            r.register_counter(&Key::from_parts(name, vec![Label::new(label, value)]), &META)
+        };
+        Self {
+            turn: histogram("aether_turn_duration_seconds"),
+            model: histogram("aether_model_duration_seconds"),
+            tool: histogram("aether_tool_duration_seconds"),
+            overhead: histogram("aether_framework_overhead_seconds"),
+            prompt_tokens: labelled("aether_tokens_total", "kind", "prompt"),
+            completion_tokens: labelled("aether_tokens_total", "kind", "completion"),
+            cost: histogram("aether_turn_cost_usd"),
+            errors: ErrorCode::ALL
+                .iter()
+                .map(|c| labelled("aether_turn_errors_total", "code", c.as_str()))
+                .collect(),
+        }
+    }
+
+    fn error(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.errors[i].increment(1);
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -38,10 +83,12 @@ impl Metrics {
         let handle = recorder.handle();
         let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || process.describe());
+        let turns = TurnSeries::register(&recorder);
         let m = Self {
             recorder,
             handle,
             process,
+            turns,
         };
         m.register_zeros();
         m
@@ -82,9 +129,10 @@ impl Metrics {
             .increment(1);
     }
 
-    /// Registers, at zero, the series that only move on rare events (rate limits, refusals,
-    /// failed turns), so that dashboards and alerts see them before the first event.
-    pub fn register_zeros(&self) {
+    /// Registers, at zero, the series that only move on rare events (rate limits, refusals), so
+    /// that dashboards and alerts see them before the first event (the turn series are
+    /// registered with their handles).
+    fn register_zeros(&self) {
         let zero = |name: &'static str, label: &'static str, value: &'static str| {
             self.recorder
                 .register_counter(&Key::from_parts(name, vec![Label::new(label, value)]), &META)
@@ -96,19 +144,13 @@ impl Metrics {
         for reason in ["queue_full", "live_full"] {
             zero("aether_admission_rejected_total", "reason", reason);
         }
-        for kind in ["prompt", "completion"] {
-            zero("aether_tokens_total", "kind", kind);
-        }
-        for code in ErrorCode::ALL {
-            zero("aether_turn_errors_total", "code", code.as_str());
-        }
     }
 
     /// One finished request of `/v1/tasks`: a failure counts under its error code; a completed
     /// turn records its time breakdown (turn, model, tools, framework overhead), tokens and cost.
     pub fn task(&self, result: &TaskResult) {
         if let Some(e) = &result.error {
-            self.turn_error(e.code);
+            self.turns.error(e.code);
         }
         self.turn(&result.metadata);
     }
@@ -121,7 +163,7 @@ impl Metrics {
                 let code = chunk.content.get("code").and_then(Value::as_str);
                 // Only the known codes: a label's values stay a fixed set.
                 if let Some(code) = ErrorCode::ALL.iter().find(|c| Some(c.as_str()) == code) {
-                    self.turn_error(*code);
+                    self.turns.error(*code);
                 }
             }
             TaskChunkType::Complete => {
@@ -133,46 +175,19 @@ impl Metrics {
         }
     }
 
-    fn turn_error(&self, code: ErrorCode) {
-        self.recorder
-            .register_counter(
-                &Key::from_parts("aether_turn_errors_total", vec![Label::new("code", code.as_str())]),
-                &META,
-            )
-            .increment(1);
-    }
-
     /// A completed turn's figures, from its report (agent creation and failures carry none).
     fn turn(&self, metadata: &aether_contracts::Metadata) {
         let Ok(f) = TurnReport::figures(metadata) else {
             return;
         };
-        let t = &f.timing;
-        for (name, us) in [
-            ("aether_turn_duration_seconds", t.total_us),
-            ("aether_model_duration_seconds", t.model_us),
-            ("aether_tool_duration_seconds", t.tool_us),
-            ("aether_framework_overhead_seconds", t.overhead_us),
-        ] {
-            self.recorder
-                .register_histogram(&Key::from_name(name), &META)
-                .record(us / 1e6);
-        }
-        for (kind, n) in [
-            ("prompt", f.token_usage.prompt_tokens),
-            ("completion", f.token_usage.completion_tokens),
-        ] {
-            self.recorder
-                .register_counter(
-                    &Key::from_parts("aether_tokens_total", vec![Label::new("kind", kind)]),
-                    &META,
-                )
-                .increment(n);
-        }
-        // A summary (its `_sum` is the spend); cost is a float, counters here are integers.
-        self.recorder
-            .register_histogram(&Key::from_name("aether_turn_cost_usd"), &META)
-            .record(f.cost_usd);
+        let (t, s) = (&f.timing, &self.turns);
+        s.turn.record(t.total_us / 1e6);
+        s.model.record(t.model_us / 1e6);
+        s.tool.record(t.tool_us / 1e6);
+        s.overhead.record(t.overhead_us / 1e6);
+        s.prompt_tokens.increment(f.token_usage.prompt_tokens);
+        s.completion_tokens.increment(f.token_usage.completion_tokens);
+        s.cost.record(f.cost_usd);
     }
 
     /// The process's own series (`process_resident_memory_bytes`, `process_cpu_seconds_total`,

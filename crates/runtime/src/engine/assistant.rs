@@ -90,7 +90,7 @@ impl Assistant {
         let request = Box::new(request);
         let engine = &self.engine;
         guarded(ids, async move {
-            let request = engine.validate_boxed(request)?;
+            let request = engine.validate(request)?;
             engine.run(request, &mut Unattended).await
         })
     }

@@ -138,13 +138,9 @@ impl ExecutionEngine {
     }
 
     /// Validates a request once, for [`run`](Self::run).
-    pub fn validate(&self, request: TaskRequest) -> Result<ValidRequest, EngineError> {
-        validate::validate(Box::new(request), &self.media)
-    }
-
-    /// [`validate`](Self::validate) for a request already boxed.
-    pub(crate) fn validate_boxed(&self, request: Box<TaskRequest>) -> Result<ValidRequest, EngineError> {
-        validate::validate(request, &self.media)
+    /// Takes the request as it is or already boxed (a `ValidRequest` holds it boxed).
+    pub fn validate(&self, request: impl Into<Box<TaskRequest>>) -> Result<ValidRequest, EngineError> {
+        validate::validate(request.into(), &self.media)
     }
 
     /// The framework that runs `request`: a new agent's own (validation recorded

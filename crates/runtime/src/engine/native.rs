@@ -137,7 +137,7 @@ struct Turn {
     agent: Option<Arc<Agent>>,
     session_id: String,
     /// When the adapter took the turn: its total time counts from here, plus the attachment
-    /// checks of validation (`media_time`), as the original counted it.
+    /// checks of validation (`media_time`), the window this runtime measured before part 8.
     started: Instant,
     media_time: Duration,
 }
