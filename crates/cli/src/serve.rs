@@ -26,9 +26,13 @@ Routes (JSON with the contracts' names; bearer API keys; ids are per tenant):
   GET /v1/sessions (?after=&limit=&agent_id=&user_id=&state=) · GET|DELETE /v1/sessions/{id}
   GET /v1/sessions/{id}/events (?after_seq=&limit=)
   GET /healthz · GET /readyz · GET /metrics (Prometheus) · GET /openapi.json
+  GET /v1/admin/stats (admin key: runtime counters, admission, live turns by tenant, process RSS/CPU)
 
 API keys: AETHER_API_KEYS=key1=tenant1,key2=tenant2 (development), or in the config file as SHA-256
 hashes (`printf %s KEY | sha256sum`). A tenant never sees another's agents or sessions (404).
+Admin keys (operators; they read /v1/admin/* for all tenants, and nothing else): AETHER_ADMIN_KEYS=key1,key2,
+or [admin] api_key_sha256 = [...] in the config file. `aether perf run --target URL --admin-key KEY`
+reads the stats route at each interval, so the report shows the server's side beside the client's.
 
 Config file (TOML; every key optional):
   allow_anonymous = false
@@ -40,6 +44,8 @@ Config file (TOML; every key optional):
   admission_queue = 16384        # turns waiting; when full, 503 with Retry-After
   max_live_sessions = 10000
   drain_timeout_s = 30.0         # on SIGTERM/Ctrl-C: finish in-flight turns up to this long
+  [admin]
+  api_key_sha256 = [\"<64 hex digits>\"]
   [[tenants]]
   name = \"acme\"
   api_key_sha256 = [\"<64 hex digits>\"]
@@ -113,6 +119,9 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
     if let Ok(keys) = std::env::var("AETHER_API_KEYS") {
         cfg.add_env_keys(&keys).map_err(|e| CliError::usage(e.to_string()))?;
     }
+    if let Ok(keys) = std::env::var("AETHER_ADMIN_KEYS") {
+        cfg.add_env_admin_keys(&keys);
+    }
     cfg.allow_anonymous |= a.allow_anonymous;
     let l = &mut cfg.limits;
     l.max_in_flight = a.max_in_flight.unwrap_or(l.max_in_flight);
@@ -144,6 +153,8 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
     };
     let store = store_args::open(&store_cfg).await?;
     let store_info = store.info();
+    // Every store call timed, for /metrics (aether_store_duration_seconds).
+    let (store, store_timings) = aether_server::store_timing::timed(store);
     let (builder, provider) = a.provider.apply(Runtime::builder().store(store))?;
     let rt = builder
         .config(RuntimeConfig {
@@ -162,6 +173,7 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
             cluster: cluster.clone(),
             redis,
             mcp: mcp.as_ref().map(|h| h.clients().to_vec()).unwrap_or_default(),
+            store_timings: Some(store_timings),
         },
     );
     let listener = tokio::net::TcpListener::bind(a.bind)

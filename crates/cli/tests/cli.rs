@@ -138,6 +138,13 @@ mod wire {
         "output",
         "path",
         "location",
+        // Provenance, and the HDR histograms (compressed, base64) of a perf summary.
+        "command",
+        "os",
+        "data",
+        "latency",
+        "ttft",
+        "itl",
     ];
 
     /// Keys whose values are measurements even when they are not durations.
@@ -395,6 +402,11 @@ mod wire {
         assert!(out.status.success(), "{}", text(&out.stderr));
         let mut v: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
         strip(&mut v, &["gpu"]);
+        // How many intervals a run spans depends on the clock: one row that completed requests
+        // stands for the shape of them all.
+        let rows = v["timeline"]["rows"].as_array_mut().unwrap();
+        rows.retain(|r| r["requests"].as_u64() > Some(0));
+        rows.truncate(1);
         check("perf-summary.json", v, true);
         std::fs::remove_dir_all(dir).ok();
     }

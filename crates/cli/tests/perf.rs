@@ -23,7 +23,7 @@ fn run_writes_a_summary_and_says_the_model_was_simulated() {
     assert!(stdout.contains("SIMULATED model"), "{stdout}");
     assert!(stdout.contains("KPI verdicts"), "{stdout}");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     assert_eq!(v["scenario"], "latency_smoke");
     assert_eq!(v["requests"]["total"], 5);
     assert_eq!(v["provider"]["simulated"], true);
@@ -307,5 +307,26 @@ fn every_perf_subcommand_takes_output_and_quiet() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "");
     assert!(std::fs::read_to_string(&md).unwrap().contains("| latency p50 (ms) |"));
+
+    // report, merge, history: the file written, nothing printed.
+    let html = dir.join("r/report.html");
+    let merged = dir.join("m/merged.json");
+    let history = dir.join("h/history.html");
+    for args in [
+        vec!["perf", "report", s, "-q", "-o", html.to_str().unwrap()],
+        vec!["perf", "merge", s, s, "-q", "-o", merged.to_str().unwrap()],
+        vec!["perf", "history", s, "-q", "-o", history.to_str().unwrap()],
+    ] {
+        let out = aether(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "", "{args:?}");
+    }
+    assert!(std::fs::read_to_string(&html).unwrap().starts_with("<!doctype html>"));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&merged).unwrap()).unwrap();
+    assert_eq!(
+        m["requests"]["total"], 10,
+        "the same summary twice adds up to twice its requests"
+    );
+    assert!(std::fs::read_to_string(&history).unwrap().contains("latency_smoke"));
     std::fs::remove_dir_all(dir).ok();
 }

@@ -14,7 +14,7 @@ fn serve_runs_scenarios_over_http_and_stops_on_sigterm() {
         mut stderr,
     } = start_serve(
         &["--bind", "127.0.0.1:0", "--time-scale", "0", "--store", "memory"],
-        &[("AETHER_API_KEYS", "test-key=team")],
+        &[("AETHER_API_KEYS", "test-key=team"), ("AETHER_ADMIN_KEYS", "ops-key")],
     );
     assert!(line.contains("SIMULATED"), "{line}");
 
@@ -46,18 +46,50 @@ fn serve_runs_scenarios_over_http_and_stops_on_sigterm() {
         v["provider"]
     );
 
-    let out = aether(&[
-        "perf",
-        "run",
-        "--scenario",
-        "burst_load",
-        "--target",
-        &url,
-        "--api-key",
-        "wrong",
-    ]);
+    // burst_load against the server with the given keys and flags.
+    let over_http = |keys: &[&str], extra: &[&str]| {
+        let base = ["perf", "run", "--scenario", "burst_load", "--target", &url];
+        aether(&[&base[..], keys, extra].concat())
+    };
+    let out = over_http(&["--api-key", "wrong"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+
+    // With an admin key the time series holds the server's side: its memory, CPU and counters,
+    // read at each interval.
+    let series = dir.join("series.json");
+    let out = over_http(
+        &["--api-key", "test-key", "--admin-key", "ops-key"],
+        &[
+            "--duration",
+            "2s",
+            "--rate",
+            "100",
+            "--interval",
+            "0.5",
+            "--output",
+            series.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&series).unwrap()).unwrap();
+    assert_eq!(v["timeline"]["interval_s"], 0.5);
+    let rows = v["timeline"]["rows"].as_array().unwrap();
+    assert!(rows.len() >= 4, "2 s in half seconds: {}", rows.len());
+    let sides: Vec<&serde_json::Value> = rows.iter().filter_map(|r| r.get("server")).collect();
+    assert_eq!(sides.len(), rows.len(), "every interval read the server");
+    assert!(sides.iter().all(|s| s["rss_bytes"].as_u64().unwrap() > 0));
+    let turns: Vec<u64> = sides.iter().map(|s| s["turns"].as_u64().unwrap()).collect();
+    assert!(
+        turns.windows(2).all(|w| w[0] <= w[1]) && turns.last() > turns.first(),
+        "{turns:?}"
+    );
+    assert!(sides.iter().skip(1).all(|s| s["cpu_pct"].as_f64().is_some()));
+
+    // A tenant's key is not an admin key: refused before any load is sent.
+    let out = over_http(&["--api-key", "test-key", "--admin-key", "test-key"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("403"), "{}", text(&out.stderr));
 
     // SIGTERM: drains and exits 0.
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };

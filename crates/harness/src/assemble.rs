@@ -21,6 +21,7 @@ pub(crate) struct Context {
     pub resolution: Option<DurationHist>,
     /// session_warm_switch: the turn after a forced expiry.
     pub forced_expire: Option<ForcedExpire>,
+    pub provenance: Provenance,
 }
 
 /// The summary of a run of `cfg`.
@@ -34,6 +35,7 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
         started_at: w.started_at,
         duration_s: w.duration_s,
         simulated,
+        provenance: ctx.provenance,
         provider: ProviderSummary {
             name: ctx.provider.name.clone(),
             model: cfg.model.clone(),
@@ -76,7 +78,7 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
             create_ms: rec.create.stats(Unit::Ms),
             cleanup_ms: rec.cleanup.stats(Unit::Ms),
         },
-        runners: f.runners,
+        runners: w.runners,
         tools: ToolsSummary {
             calls: rec.tool_calls,
             names: cfg.tools.clone(),
@@ -89,7 +91,7 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
         resources: Resources {
             rss_start_bytes: w.rss_start,
             rss_end_bytes: w.rss_end,
-            rss_peak_bytes: crate::resources::peak_rss_bytes(),
+            rss_peak_bytes: w.rss_peak,
             cpu_seconds: w.cpu_seconds,
             rss_drift_bytes_per_hour: f.drift_bytes_per_hour,
             drift_window_s: f.drift_window_s,
@@ -112,6 +114,7 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
             turns: rec.streamed_turns,
             ttft_ms: rec.ttft.stats(Unit::Ms),
             chunk_gap_ms: rec.chunk_gap.stats(Unit::Ms),
+            chunks: rec.chunks,
             chunks_per_turn: rec.chunks as f64 / rec.streamed_turns as f64,
             approval_latency_ms: rec.approval.stats(Unit::Ms),
             approval_think_ms: cfg.approval_think_ms,
@@ -123,8 +126,12 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
         passed: f.passed,
         alert: f.alert,
         errors: rec.errors.clone(),
-        runtime_stats: w.after,
+        runtime_stats: w.runtime_stats,
         histograms: f.histograms,
+        breakdowns: f.breakdowns,
+        measured: f.measured,
+        timeline: w.timeline,
+        merged_from: Vec::new(),
         measurement: MEASUREMENT_NOTES,
         iterations: f.total,
         concurrency: cfg.concurrency,

@@ -24,6 +24,7 @@ pub const METRICS: &[(&str, &str, Better)] = &[
     ("model p50 (ms)", "/model_ms/p50", Better::Lower),
     ("tools p50 (ms)", "/tool_ms/p50", Better::Lower),
     ("agent create p50 (ms)", "/agents/create_ms/p50", Better::Lower),
+    ("time to first chunk p50 (ms)", "/stream/ttft_ms/p50", Better::Lower),
     ("tool fan-out ratio", "/tools/fanout_ratio", Better::Lower),
     ("session reuse ratio", "/sessions/reuse_ratio", Better::Higher),
     ("agent reuse ratio", "/agents/reuse_ratio", Better::Higher),

@@ -9,11 +9,12 @@ use aether_runtime::StatsSnapshot;
 use chrono::{DateTime, Utc};
 
 use crate::kpi::{self, Kpi, KpiInputs, KpiTargets};
-use crate::load::{PhaseOutcome, Recorder};
+use crate::load::{PhaseOutcome, Recorder, HISTOGRAMS};
 use crate::resources::{self, Sample};
 use crate::scenario::{ScenarioConfig, ScenarioKind};
 use crate::stats::{DurationHist, SerialisedHist, Stats, Unit};
-use crate::summary::{MultimodalSummary, RunnersSummary};
+use crate::summary::{Breakdowns, MeasuredWindow, MultimodalSummary, RunnersSummary};
+use crate::timeline::Timeline;
 
 /// One phase as it ran: what it measured, and when it began (seconds into the run).
 pub(crate) struct PhaseRun {
@@ -30,9 +31,14 @@ pub(crate) struct Window {
     pub rss_start: Option<u64>,
     pub rss_end: Option<u64>,
     pub cpu_seconds: f64,
-    /// The runtime's counters before and after (an in-process runtime only).
-    pub before: Option<StatsSnapshot>,
-    pub after: Option<StatsSnapshot>,
+    /// Runners created and reclaimed in the run (an in-process runtime only).
+    pub runners: Option<RunnersSummary>,
+    /// The runtime's counters at the end (an in-process runtime only).
+    pub runtime_stats: Option<StatsSnapshot>,
+    /// The highest resident memory of the process(es).
+    pub rss_peak: Option<u64>,
+    /// What each interval recorded.
+    pub timeline: Timeline,
 }
 
 /// tool_regression: one tool against all of them at once (latency P50s, ms).
@@ -58,7 +64,6 @@ pub(crate) struct Figures {
     pub drift_bytes_per_hour: Option<f64>,
     pub drift_window_s: f64,
     pub rss_delta_per_cycle: Option<f64>,
-    pub runners: Option<RunnersSummary>,
     /// Little's law: the throughput `concurrency` workers at the mean latency allow.
     pub bound_rps: f64,
     /// The throughput a zero-cost runtime would reach (closed loop, fixed model latency, no tools).
@@ -67,6 +72,9 @@ pub(crate) struct Figures {
     pub passed: bool,
     pub alert: Option<String>,
     pub histograms: BTreeMap<String, SerialisedHist>,
+    pub breakdowns: Breakdowns,
+    /// From the first measured request's due time to the last measured completion (UTC).
+    pub measured: Option<MeasuredWindow>,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -77,23 +85,84 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Derives the figures of a run of `cfg` from its phases and its window, judged by `targets`.
-pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, phases: &[PhaseRun], w: &Window) -> Figures {
-    let mut rec = Recorder::default();
-    let mut measured = Duration::ZERO;
-    let mut issued = 0;
-    for p in phases {
-        rec.merge(&p.outcome.recorder);
-        measured += p.outcome.measured;
-        issued += p.outcome.issued;
+/// What the measured requests of a run (or of several merged runs) add up to: the input of
+/// [`derive`].
+pub(crate) struct Measured {
+    /// Every measured request, the phases merged.
+    pub rec: Recorder,
+    pub issued: u64,
+    /// The time throughput is computed over.
+    pub measured: Duration,
+    /// tool_regression: the latency of the one-tool phase and of the all-tools phase.
+    pub fanout_phases: Option<(DurationHist, DurationHist)>,
+    pub window: Option<MeasuredWindow>,
+    /// Memory drift: fitted over the samples, or given (merged runs: the worst process's).
+    pub drift: Drift,
+}
+
+/// Where the memory drift comes from.
+pub(crate) enum Drift {
+    /// Fit the window's samples taken from this many seconds into the run (after the warm-up).
+    FitFrom(f64),
+    /// Already known (bytes per hour, over a window of seconds).
+    Given(Option<f64>, f64),
+}
+
+impl Measured {
+    /// A run's phases.
+    pub fn of_phases(phases: &[PhaseRun]) -> Self {
+        let mut rec = Recorder::default();
+        let mut measured = Duration::ZERO;
+        let mut issued = 0;
+        for p in phases {
+            rec.merge(&p.outcome.recorder);
+            measured += p.outcome.measured;
+            issued += p.outcome.issued;
+        }
+        let fanout_phases = match phases {
+            [base, fan] => Some((
+                base.outcome.recorder.latency.clone(),
+                fan.outcome.recorder.latency.clone(),
+            )),
+            _ => None,
+        };
+        Self {
+            rec,
+            issued,
+            measured,
+            fanout_phases,
+            window: MeasuredWindow::envelope(
+                phases
+                    .iter()
+                    .filter_map(|p| Some((p.outcome.measured_start?, p.outcome.measured_end?))),
+            ),
+            // Memory drift counts from the end of the warm-up.
+            drift: Drift::FitFrom(phases.first().map_or(0.0, |p| p.started_s + p.outcome.measured_from_s)),
+        }
     }
-    // Memory drift counts from the end of the warm-up.
-    let warmup_end_s = phases.first().map_or(0.0, |p| p.started_s + p.outcome.measured_from_s);
-    let drift_samples: Vec<_> = w.samples.iter().copied().filter(|s| s.t_s >= warmup_end_s).collect();
-    let drift = resources::drift_bytes_per_hour(&drift_samples);
-    let drift_window_s = match (drift_samples.first(), drift_samples.last()) {
-        (Some(a), Some(b)) => b.t_s - a.t_s,
-        _ => 0.0,
+}
+
+/// Derives the figures of a run of `cfg` from what it measured and its window, judged by
+/// `targets`.
+pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w: &Window) -> Figures {
+    let Measured {
+        rec,
+        issued,
+        measured,
+        fanout_phases,
+        window,
+        drift,
+    } = m;
+    let (drift, drift_window_s) = match drift {
+        Drift::FitFrom(from_s) => {
+            let drift_samples: Vec<_> = w.samples.iter().copied().filter(|s| s.t_s >= from_s).collect();
+            let window_s = match (drift_samples.first(), drift_samples.last()) {
+                (Some(a), Some(b)) => b.t_s - a.t_s,
+                _ => 0.0,
+            };
+            (resources::drift_bytes_per_hour(&drift_samples), window_s)
+        }
+        Drift::Given(d, window_s) => (d, window_s),
     };
 
     let total = rec.total();
@@ -103,10 +172,10 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, phases: &[Phase
         total as f64 / measured.as_secs_f64()
     };
     let latency = rec.latency.stats(Unit::Ms);
-    let fanout = match phases {
-        [base, fan] if !base.outcome.recorder.latency.is_empty() && !fan.outcome.recorder.latency.is_empty() => {
-            let b = base.outcome.recorder.latency.quantile_ns(0.5) as f64 / 1e6;
-            let f = fan.outcome.recorder.latency.quantile_ns(0.5) as f64 / 1e6;
+    let fanout = match &fanout_phases {
+        Some((base, fan)) if !base.is_empty() && !fan.is_empty() => {
+            let b = base.quantile_ns(0.5) as f64 / 1e6;
+            let f = fan.quantile_ns(0.5) as f64 / 1e6;
             Some(Fanout {
                 ratio: f / b,
                 baseline_p50_ms: b,
@@ -155,21 +224,26 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, phases: &[Phase
         0.0
     };
 
-    let histograms = DurationHist::serialise_named([
-        ("latency", &rec.latency),
-        ("overhead", &rec.overhead),
-        ("model", &rec.model),
-        ("tool", &rec.tool),
-        ("agent_create", &rec.create),
-        ("agent_cleanup", &rec.cleanup),
-    ]);
-    let runners = match (&w.before, &w.after) {
-        (Some(b), Some(a)) => Some(RunnersSummary {
-            created: a.runners_created - b.runners_created,
-            reclaimed: a.reclaimed_runners - b.reclaimed_runners,
-        }),
-        _ => None,
-    };
+    let mut named: Vec<(String, &DurationHist)> = HISTOGRAMS
+        .iter()
+        .zip(rec.histograms())
+        .map(|(n, h)| ((*n).to_owned(), h))
+        .collect();
+    if let Some((base, fan)) = &fanout_phases {
+        named.push(("latency_baseline".into(), base));
+        named.push(("latency_fanout".into(), fan));
+    }
+    named.extend(rec.by_tool.iter().map(|(t, h)| (format!("{TOOL_PREFIX}{t}"), h)));
+    named.extend(rec.by_error.iter().map(|(c, h)| (format!("{ERROR_PREFIX}{c}"), h)));
+    let histograms = DurationHist::serialise_named(named.iter().map(|(n, h)| (n.as_str(), *h)));
+    let breakdowns = Breakdowns::of(
+        rec.errors_by_code.clone(),
+        &rec.create,
+        &rec.turn,
+        &rec.by_tool,
+        &rec.by_error,
+    );
+    let measured = window;
     let rss_delta_per_cycle = match (w.rss_start, w.rss_end, cfg.kind) {
         (Some(a), Some(b), ScenarioKind::RunnerLifecycle) if total > 0 => Some((b as f64 - a as f64) / total as f64),
         _ => None,
@@ -188,15 +262,21 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, phases: &[Phase
         drift_bytes_per_hour: drift,
         drift_window_s,
         rss_delta_per_cycle,
-        runners,
         bound_rps,
         ideal_rps,
         kpis,
         passed,
         alert,
         histograms,
+        breakdowns,
+        measured,
     }
 }
+
+/// The name prefix of a tool's histogram in a summary's `histograms` (`tool.NAME`).
+pub(crate) const TOOL_PREFIX: &str = "tool.";
+/// The name prefix of an error code's latency histogram (`error.CODE`).
+pub(crate) const ERROR_PREFIX: &str = "error.";
 
 /// The line a reader must not miss: latency over the scenario's expectation, or failed KPIs.
 fn alert(cfg: &ScenarioConfig, latency: &Stats, kpis: &[Kpi], passed: bool) -> Option<String> {

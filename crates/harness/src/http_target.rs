@@ -11,9 +11,10 @@ use aether_runtime::model::ProviderInfo;
 use aether_runtime::StatsSnapshot;
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::target::{LiveStream, Target, TargetInfo};
+use crate::timeline::ServerSample;
 
 /// A server at `base_url` (`http://HOST:PORT`), with an API key.
 pub struct HttpTarget {
@@ -22,6 +23,8 @@ pub struct HttpTarget {
     http: reqwest::Client,
     /// Learnt from the first answer's metadata.
     provider: Mutex<Option<ProviderInfo>>,
+    /// An operator's key: the harness reads `/v1/admin/stats` with it at each interval.
+    admin_key: Option<String>,
 }
 
 impl HttpTarget {
@@ -40,7 +43,35 @@ impl HttpTarget {
             key: api_key,
             http,
             provider: Mutex::new(None),
+            admin_key: None,
         })
+    }
+
+    /// Reads the server's stats route with `key` at each interval (see [`Target::server_sample`]).
+    pub fn with_admin_key(mut self, key: Option<String>) -> Self {
+        self.admin_key = key;
+        self
+    }
+
+    /// Checks that the admin key reads the stats route (the error says why not).
+    pub async fn check_admin(&self) -> Result<(), String> {
+        let Some(key) = &self.admin_key else { return Ok(()) };
+        let r = self
+            .http
+            .get(format!("{}/v1/admin/stats", self.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        match r.status().as_u16() {
+            200 => Ok(()),
+            404 => Err(format!("{} has no /v1/admin/stats (an older aether serve?)", self.base)),
+            s => Err(format!(
+                "--admin-key: {} answered {s} on /v1/admin/stats: {}",
+                self.base,
+                r.text().await.unwrap_or_default()
+            )),
+        }
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -162,6 +193,44 @@ impl Target for HttpTarget {
 
     fn runtime_stats(&self) -> Option<StatsSnapshot> {
         None
+    }
+
+    async fn server_sample(&self) -> Option<ServerSample> {
+        let key = self.admin_key.as_ref()?;
+        let v: Value = self
+            .http
+            .get(format!("{}/v1/admin/stats", self.base))
+            .bearer_auth(key)
+            .timeout(std::time::Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?
+            .error_for_status()
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let mut counters: std::collections::BTreeMap<String, Value> = v
+            .get("runtime")
+            .and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        for (k, ptr) in [
+            ("admission_in_flight", "/admission/in_flight"),
+            ("admission_queued", "/admission/queued"),
+            ("live_turns", "/live_turns/total"),
+        ] {
+            if let Some(x) = v.pointer(ptr) {
+                counters.insert(k.to_owned(), x.clone());
+            }
+        }
+        Some(ServerSample {
+            rss_bytes: v.pointer("/process/rss_bytes").and_then(Value::as_u64),
+            cpu_seconds: v.pointer("/process/cpu_seconds").and_then(Value::as_f64),
+            cpu_pct: None,
+            turns: v.pointer("/runtime/turns").and_then(Value::as_u64),
+            counters,
+        })
     }
 
     async fn shutdown(&self) -> Result<(), String> {

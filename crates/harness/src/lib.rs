@@ -25,18 +25,23 @@ pub mod compare;
 pub mod endpoint;
 mod error;
 mod figures;
+pub mod gate;
+pub mod html;
 pub mod http_target;
 
 pub mod kpi;
 pub mod load;
+pub mod merge;
 mod progress;
 pub mod report;
 pub mod resources;
 pub mod run;
 pub mod scenario;
 pub mod stats;
+pub mod stored;
 pub mod summary;
 pub mod target;
+pub mod timeline;
 pub mod tool_calls;
 
 pub use build::{check_options, Choices};

@@ -9,8 +9,10 @@
 //! A request yields a small sample; its worker applies it to one of a few striped recorders (as
 //! many stripes as workers, up to 8 per core), merged at the end. A stripe's lock is held for the
 //! few hundred nanoseconds of recording, never across a request, and is shared only by the workers
-//! of that stripe.
+//! of that stripe. The time series ([`crate::timeline`]) is recorded the same way: into the
+//! stripe's open interval, handed to the shared series when the stripe moves on.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,10 @@ use crate::progress::Progress;
 use crate::scenario::{Mode, ScenarioConfig, SessionMode};
 use crate::stats::DurationHist;
 use crate::target::Target;
+use crate::timeline::{count_code, Intervals, Series};
+
+/// The most tool names the per-tool breakdown keeps; the rest count under `other`.
+const MAX_TOOLS: usize = 64;
 
 /// Everything recorded about measured requests.
 #[derive(Clone, Default)]
@@ -65,27 +71,89 @@ pub struct Recorder {
     pub conversion: DurationHist,
     /// Turns whose answer came from a simulation (in process, or `aether sim-llm` over HTTP).
     pub simulated_turns: u64,
+    /// The turn step alone (the second step of a request), for the breakdown by phase.
+    pub turn: DurationHist,
+    /// Each tool's execution time, as the runtime reports it (at most `MAX_TOOLS` names).
+    pub by_tool: BTreeMap<String, DurationHist>,
+    /// Failed requests by error code, with their latency (at most `timeline::MAX_CODES` codes).
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub by_error: BTreeMap<String, DurationHist>,
+    /// This stripe's open intervals of the time series (moved to the [`Series`] as they close;
+    /// never merged here).
+    pub intervals: Intervals,
 }
 
 pub const MAX_ERRORS: usize = 5;
 
+/// The recorder's distributions under the names a summary's `histograms` gives them, in the
+/// order of [`Recorder::histograms`].
+pub const HISTOGRAMS: [&str; 13] = [
+    "latency",
+    "overhead",
+    "model",
+    "tool",
+    "agent_create",
+    "agent_cleanup",
+    "turn",
+    "session_cold",
+    "session_warm",
+    "ttft",
+    "chunk_gap",
+    "approval",
+    "conversion",
+];
+
 impl Recorder {
+    /// The distributions, in the order of [`HISTOGRAMS`].
+    pub fn histograms(&self) -> [&DurationHist; 13] {
+        [
+            &self.latency,
+            &self.overhead,
+            &self.model,
+            &self.tool,
+            &self.create,
+            &self.cleanup,
+            &self.turn,
+            &self.cold,
+            &self.warm,
+            &self.ttft,
+            &self.chunk_gap,
+            &self.approval,
+            &self.conversion,
+        ]
+    }
+
+    /// The distributions, in the order of [`HISTOGRAMS`], to fill.
+    pub fn histograms_mut(&mut self) -> [&mut DurationHist; 13] {
+        [
+            &mut self.latency,
+            &mut self.overhead,
+            &mut self.model,
+            &mut self.tool,
+            &mut self.create,
+            &mut self.cleanup,
+            &mut self.turn,
+            &mut self.cold,
+            &mut self.warm,
+            &mut self.ttft,
+            &mut self.chunk_gap,
+            &mut self.approval,
+            &mut self.conversion,
+        ]
+    }
+
     pub fn merge(&mut self, o: &Recorder) {
-        for (a, b) in [
-            (&mut self.latency, &o.latency),
-            (&mut self.overhead, &o.overhead),
-            (&mut self.model, &o.model),
-            (&mut self.tool, &o.tool),
-            (&mut self.create, &o.create),
-            (&mut self.cleanup, &o.cleanup),
-            (&mut self.cold, &o.cold),
-            (&mut self.warm, &o.warm),
-            (&mut self.ttft, &o.ttft),
-            (&mut self.chunk_gap, &o.chunk_gap),
-            (&mut self.approval, &o.approval),
-            (&mut self.conversion, &o.conversion),
-        ] {
+        for (a, b) in self.histograms_mut().into_iter().zip(o.histograms()) {
             a.merge(b);
+        }
+        for (name, h) in &o.by_tool {
+            self.by_tool.entry(name.clone()).or_default().merge(h);
+        }
+        for (code, h) in &o.by_error {
+            self.by_error.entry(code.clone()).or_default().merge(h);
+        }
+        for (code, n) in &o.errors_by_code {
+            count_code(&mut self.errors_by_code, code, *n);
         }
         self.succeeded += o.succeeded;
         self.failed += o.failed;
@@ -111,10 +179,41 @@ impl Recorder {
         }
     }
 
-    fn error(&mut self, e: String) {
+    /// A failed request (its latency counts in the breakdown by error code).
+    fn error(&mut self, f: Failure, latency: Duration) {
         self.failed += 1;
+        let key = if self.by_error.contains_key(&f.code) || self.by_error.len() < crate::timeline::MAX_CODES {
+            f.code.as_str()
+        } else {
+            crate::timeline::OTHER_CODE
+        };
+        count_code(&mut self.errors_by_code, key, 1);
+        match self.by_error.get_mut(key) {
+            Some(h) => h.record(latency),
+            None => {
+                let mut h = DurationHist::default();
+                h.record(latency);
+                self.by_error.insert(key.to_owned(), h);
+            }
+        }
         if self.errors.len() < MAX_ERRORS {
-            self.errors.push(e);
+            self.errors.push(f.to_string());
+        }
+    }
+
+    fn tool_time(&mut self, name: &str, d: Duration) {
+        let key = if self.by_tool.contains_key(name) || self.by_tool.len() < MAX_TOOLS {
+            name
+        } else {
+            "other"
+        };
+        match self.by_tool.get_mut(key) {
+            Some(h) => h.record(d),
+            None => {
+                let mut h = DurationHist::default();
+                h.record(d);
+                self.by_tool.insert(key.to_owned(), h);
+            }
         }
     }
 
@@ -152,6 +251,9 @@ pub struct PhaseOutcome {
     pub measured: Duration,
     /// Seconds after the phase start at which the measured part began.
     pub measured_from_s: f64,
+    /// The first measured request's due time and the last measured completion, in UTC.
+    pub measured_start: Option<chrono::DateTime<chrono::Utc>>,
+    pub measured_end: Option<chrono::DateTime<chrono::Utc>>,
     pub issued: u64,
 }
 
@@ -159,28 +261,81 @@ fn ns(us: f64) -> u64 {
     (us * 1000.0) as u64
 }
 
+/// Why a request failed: the error code (the runtime's, or the harness's own for what it could
+/// not read) and the message.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    code: String,
+    message: String,
+    /// The step that failed, when it was not the turn ("agent creation").
+    step: Option<&'static str>,
+}
+
+impl Failure {
+    fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            step: None,
+        }
+    }
+
+    /// The failure of a result that did not succeed.
+    fn of(r: &TaskResult) -> Self {
+        match &r.error {
+            Some(e) => Self::new(e.code.to_string(), e.message.clone()),
+            None => Self::new(format!("status.{}", r.status), format!("status {}", r.status)),
+        }
+    }
+
+    fn step(mut self, step: &'static str) -> Self {
+        self.step = Some(step);
+        self
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(step) = self.step {
+            write!(f, "{step}: ")?;
+        }
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// The code of what the harness could not read in an answer.
+const REPORT_CODE: &str = "harness.report";
+
 /// How a turn ended, whether it ran synchronously or streamed.
 enum TurnOutcome {
     Done {
         report: TurnFigures,
         tool_calls: u64,
+        /// Each tool's name and execution time.
+        tool_times: Vec<(String, Duration)>,
         text: String,
     },
-    Failed(String),
+    Failed(Failure),
+}
+
+fn tool_time(t: &aether_contracts::ToolResult) -> Option<(String, Duration)> {
+    let s = t.execution_time.filter(|s| s.is_finite() && *s >= 0.0)?;
+    Some((t.tool_name.clone(), Duration::from_secs_f64(s)))
 }
 
 impl TurnOutcome {
     fn from_result(r: TaskResult) -> Self {
         if !r.is_success() {
-            return TurnOutcome::Failed(error_text(&r));
+            return TurnOutcome::Failed(Failure::of(&r));
         }
         match TurnReport::figures(&r.metadata) {
             Ok(report) => TurnOutcome::Done {
                 tool_calls: r.tool_results.len() as u64,
+                tool_times: r.tool_results.iter().filter_map(tool_time).collect(),
                 text: r.response_text().unwrap_or_default().into_owned(),
                 report,
             },
-            Err(e) => TurnOutcome::Failed(e.to_string()),
+            Err(e) => TurnOutcome::Failed(Failure::new(REPORT_CODE, e.to_string())),
         }
     }
 }
@@ -213,10 +368,19 @@ async fn live_turn(target: &dyn Target, req: TaskRequest, think: Duration) -> (T
     };
     let mut live = match target.start_live(req).await {
         Ok(l) => l,
-        Err(e) => return (TurnOutcome::Failed(format!("live turn: {e}")), s),
+        Err(e) => {
+            return (
+                TurnOutcome::Failed(Failure::new("stream.start", format!("live turn: {e}"))),
+                s,
+            )
+        }
     };
     let (mut last, mut expected, mut tool_calls, mut text) = (None::<Instant>, 0u64, 0u64, String::new());
-    let mut outcome = TurnOutcome::Failed("the stream ended without a final chunk".into());
+    let mut tool_times = Vec::new();
+    let mut outcome = TurnOutcome::Failed(Failure::new(
+        "stream.interrupted",
+        "the stream ended without a final chunk",
+    ));
     while let Some(c) = live.next_chunk().await {
         let now = Instant::now();
         match last {
@@ -242,12 +406,21 @@ async fn live_turn(target: &dyn Target, req: TaskRequest, think: Duration) -> (T
                     timestamp: chrono::Utc::now(),
                 };
                 if let Err(e) = live.respond(&answer) {
-                    outcome = TurnOutcome::Failed(format!("approval: {e}"));
+                    outcome = TurnOutcome::Failed(Failure::new("stream.approval", format!("approval: {e}")));
                     break;
                 }
                 s.approvals.push(now.elapsed());
             }
-            TaskChunkType::ToolResult => tool_calls += 1,
+            TaskChunkType::ToolResult => {
+                tool_calls += 1;
+                if let Some(t) = serde_json::from_value::<aether_contracts::ToolResult>(c.content.clone())
+                    .ok()
+                    .as_ref()
+                    .and_then(tool_time)
+                {
+                    tool_times.push(t);
+                }
+            }
             TaskChunkType::Response if c.chunk_kind == Some(aether_contracts::ChunkKind::ResponseFinal) => {
                 text = c.content.as_str().unwrap_or_default().to_owned();
             }
@@ -260,9 +433,10 @@ async fn live_turn(target: &dyn Target, req: TaskRequest, think: Duration) -> (T
                     Ok(report) => TurnOutcome::Done {
                         report,
                         tool_calls,
+                        tool_times: std::mem::take(&mut tool_times),
                         text: std::mem::take(&mut text),
                     },
-                    Err(e) => TurnOutcome::Failed(e),
+                    Err(e) => TurnOutcome::Failed(Failure::new(REPORT_CODE, e)),
                 };
                 break;
             }
@@ -277,7 +451,7 @@ async fn live_turn(target: &dyn Target, req: TaskRequest, think: Duration) -> (T
                     .get("message")
                     .and_then(Value::as_str)
                     .unwrap_or("the turn ended early");
-                outcome = TurnOutcome::Failed(format!("{code}: {msg}"));
+                outcome = TurnOutcome::Failed(Failure::new(code, msg));
                 break;
             }
             _ => {}
@@ -285,13 +459,6 @@ async fn live_turn(target: &dyn Target, req: TaskRequest, think: Duration) -> (T
     }
     live.close().await;
     (outcome, s)
-}
-
-fn error_text(r: &TaskResult) -> String {
-    match &r.error {
-        Some(e) => format!("{}: {}", e.code, e.message),
-        None => format!("status {}", r.status),
-    }
 }
 
 struct Shared {
@@ -313,13 +480,19 @@ impl Shared {
 struct RequestSample {
     create: Option<Duration>,
     agent_reused: Option<bool>,
-    turn: Option<Result<TurnSample, String>>,
+    turn: Option<Result<TurnSample, Failure>>,
     cleanup: Option<Result<Duration, String>>,
-    create_error: Option<String>,
+    create_error: Option<Failure>,
+    /// From the due time to the end of the request's last step that counts (its latency, or how
+    /// long it took to fail).
+    elapsed: Duration,
 }
 
 struct TurnSample {
     latency: Duration,
+    /// The turn step alone.
+    turn: Duration,
+    tool_times: Vec<(String, Duration)>,
     model_ns: u64,
     tool_ns: u64,
     overhead_ns: u64,
@@ -334,12 +507,14 @@ struct TurnSample {
 }
 
 impl Recorder {
-    fn apply(&mut self, s: RequestSample) {
+    /// Applies a request's sample; it completed in interval `bucket` of the time series.
+    fn apply(&mut self, s: RequestSample, bucket: u64) {
         if let Some(d) = s.create {
             self.create.record(d);
         }
         if let Some(e) = s.create_error {
-            self.error(format!("agent creation: {e}"));
+            self.intervals.at(bucket).failure(&e.code, s.elapsed);
+            self.error(e.step("agent creation"), s.elapsed);
         }
         match s.agent_reused {
             Some(true) => self.agents_reused += 1,
@@ -350,6 +525,15 @@ impl Recorder {
             Some(Ok(t)) => {
                 self.succeeded += 1;
                 self.latency.record(t.latency);
+                self.turn.record(t.turn);
+                for (name, d) in &t.tool_times {
+                    self.tool_time(name, *d);
+                }
+                let interval = self.intervals.at(bucket);
+                interval.success(t.latency);
+                if let Some(st) = &t.stream {
+                    interval.stream(st.ttft, &st.gaps);
+                }
                 self.model.record_ns(t.model_ns);
                 self.tool.record_ns(t.tool_ns);
                 self.overhead.record_ns(t.overhead_ns);
@@ -381,7 +565,10 @@ impl Recorder {
                     self.conversion.record_ns(m.conversion_ns);
                 }
             }
-            Some(Err(e)) => self.error(e),
+            Some(Err(e)) => {
+                self.intervals.at(bucket).failure(&e.code, s.elapsed);
+                self.error(e, s.elapsed);
+            }
             None => {}
         }
         match s.cleanup {
@@ -389,7 +576,11 @@ impl Recorder {
                 self.cleanup.record(d);
                 self.agents_cleaned_up += 1;
             }
-            Some(Err(e)) => self.error(format!("agent cleanup: {e}")),
+            Some(Err(e)) => {
+                let f = Failure::new("agent.cleanup", e).step("agent cleanup");
+                self.intervals.at(bucket).failure(&f.code, s.elapsed);
+                self.error(f, s.elapsed);
+            }
             None => {}
         }
     }
@@ -408,13 +599,15 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
         .await;
     sample.create = Some(t.elapsed());
     let Some(agent_id) = created.agent_id.clone().filter(|_| created.is_success()) else {
-        sample.create_error = Some(error_text(&created));
+        sample.create_error = Some(Failure::of(&created));
+        sample.elapsed = due.elapsed();
         return sample;
     };
     sample.agent_reused = match AgentReport::reused(&created.metadata) {
         Ok(reused) => Some(reused),
         Err(e) => {
-            sample.create_error = Some(e.to_string());
+            sample.create_error = Some(Failure::new(REPORT_CODE, e.to_string()));
+            sample.elapsed = due.elapsed();
             return sample;
         }
     };
@@ -441,6 +634,7 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
         });
     }
     // The latency ends when the answer is in; reading its report is the harness's own work.
+    let turn_start = Instant::now();
     let (outcome, stream, latency) = match cfg.mode {
         Mode::Sync => {
             let result = target.process(req).await;
@@ -453,10 +647,13 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
         }
     };
 
+    let turn = turn_start.elapsed().min(latency);
+    sample.elapsed = latency;
     sample.turn = Some(match outcome {
         TurnOutcome::Done {
             report,
             tool_calls,
+            tool_times,
             text,
         } => {
             let timing = &report.timing;
@@ -467,6 +664,8 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
             });
             Ok(TurnSample {
                 latency,
+                turn,
+                tool_times,
                 model_ns: ns(timing.model_us),
                 tool_ns: ns(timing.tool_us),
                 overhead_ns: ns(timing.overhead_us),
@@ -494,8 +693,13 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
     sample
 }
 
-/// Runs one phase to completion.
-pub async fn drive(target: Arc<dyn Target>, phase: Arc<Phase>, progress: Arc<dyn Progress>) -> PhaseOutcome {
+/// Runs one phase to completion, feeding `series` (its in-flight gauge and its intervals).
+pub async fn drive(
+    target: Arc<dyn Target>,
+    phase: Arc<Phase>,
+    progress: Arc<dyn Progress>,
+    series: Arc<Series>,
+) -> PhaseOutcome {
     let cfg = Arc::clone(&phase.config);
     let workers = cfg.concurrency;
     let stripe_count = workers
@@ -513,11 +717,12 @@ pub async fn drive(target: Arc<dyn Target>, phase: Arc<Phase>, progress: Arc<dyn
 
     let mut handles = Vec::with_capacity(workers);
     for w in 0..workers {
-        let (target, phase, shared, progress) = (
+        let (target, phase, shared, progress, series) = (
             Arc::clone(&target),
             Arc::clone(&phase),
             Arc::clone(&shared),
             Arc::clone(&progress),
+            Arc::clone(&series),
         );
         handles.push(tokio::spawn(async move {
             let stripe = &shared.stripes[w % shared.stripes.len()];
@@ -537,15 +742,22 @@ pub async fn drive(target: Arc<dyn Target>, phase: Arc<Phase>, progress: Arc<dyn
                 if deadline.is_some_and(|d| due >= d) {
                     break;
                 }
+                series.request_started();
                 let sample = one_request(target.as_ref(), &phase, i, due).await;
+                series.request_done();
                 if i >= phase.warmup {
+                    let done = Instant::now();
                     shared
                         .first_measured_ns
                         .fetch_min(shared.offset_ns(due), Ordering::Relaxed);
-                    shared
-                        .last_done_ns
-                        .fetch_max(shared.offset_ns(Instant::now()), Ordering::Relaxed);
-                    stripe.lock().apply(sample);
+                    shared.last_done_ns.fetch_max(shared.offset_ns(done), Ordering::Relaxed);
+                    let bucket = series.clock.bucket(done);
+                    let closed = {
+                        let mut r = stripe.lock();
+                        r.apply(sample, bucket);
+                        r.intervals.take_before(bucket)
+                    };
+                    series.absorb(closed);
                 }
                 progress.advance(1);
             }
@@ -559,7 +771,9 @@ pub async fn drive(target: Arc<dyn Target>, phase: Arc<Phase>, progress: Arc<dyn
 
     let mut recorder = Recorder::default();
     for s in &shared.stripes {
-        recorder.merge(&s.lock());
+        let mut stripe = s.lock();
+        series.absorb(std::mem::take(&mut stripe.intervals));
+        recorder.merge(&stripe);
     }
     let first = shared.first_measured_ns.load(Ordering::Relaxed);
     let last = shared.last_done_ns.load(Ordering::Relaxed);
@@ -572,6 +786,8 @@ pub async fn drive(target: Arc<dyn Target>, phase: Arc<Phase>, progress: Arc<dyn
         recorder,
         measured,
         measured_from_s: from,
+        measured_start: (first != u64::MAX).then(|| series.clock.utc(shared.start + Duration::from_nanos(first))),
+        measured_end: (last > 0).then(|| series.clock.utc(shared.start + Duration::from_nanos(last))),
         issued: shared
             .next
             .load(Ordering::Relaxed)

@@ -11,7 +11,6 @@ use aether_mcp::McpServerConfig;
 use aether_runtime::model::{NamedProvider, ProfileSet};
 use aether_runtime::StatsSnapshot;
 use aether_store::StoreConfig;
-use chrono::Utc;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -22,12 +21,13 @@ pub use crate::error::HarnessError;
 use crate::figures::{self, PhaseRun, Window};
 use crate::kpi::KpiTargets;
 use crate::load::{self, Payload, Phase};
-pub use crate::progress::{NoProgress, Progress};
+pub use crate::progress::{NoProgress, Progress, Recent};
 use crate::report::Report;
 use crate::resources::{self, Sampler};
 use crate::scenario::{ScenarioConfig, ScenarioKind, Stop};
-use crate::summary::ForcedExpire;
+use crate::summary::{ForcedExpire, Provenance, RunnersSummary};
 use crate::target::Target;
+use crate::timeline::{self, Clock, Series};
 
 /// A resolved scenario plus how to judge and sample it.
 pub struct RunOptions {
@@ -50,6 +50,10 @@ pub struct RunOptions {
     pub per_call_session_samples: u32,
     /// endpoint_load: the prompts, arrival shape and SLOs.
     pub endpoint: EndpointShape,
+    /// The time series' interval (1 s by default), aligned on UTC.
+    pub interval: Duration,
+    /// Written into the summary: the build, the machine, the command.
+    pub provenance: Provenance,
 }
 
 impl RunOptions {
@@ -66,6 +70,8 @@ impl RunOptions {
             tool_call_samples: 200,
             per_call_session_samples: 20,
             endpoint: EndpointShape::default(),
+            interval: Duration::from_secs(1),
+            provenance: Provenance::current(),
         }
     }
 }
@@ -90,6 +96,7 @@ async fn run_phases(
     target: &Arc<dyn Target>,
     progress: &Arc<dyn Progress>,
     run_start: Instant,
+    series: &Arc<Series>,
 ) -> Result<Vec<PhaseRun>, HarnessError> {
     let payload = match cfg.kind {
         ScenarioKind::MultimodalEcho => Some(Arc::new(build_payload(cfg)?)),
@@ -103,7 +110,7 @@ async fn run_phases(
         config: Arc::clone(cfg),
         agent: agent_config(cfg, tools),
         unique_agent_per_iteration: unique,
-        tag: format!("{}-{tag}", cfg.scenario),
+        tag: cfg.tag(tag),
         iterations,
         duration,
         warmup: cfg.warmup,
@@ -119,7 +126,7 @@ async fn run_phases(
             let offset = run_start.elapsed().as_secs_f64();
             let p = Arc::new(phase(label, tools, false, half));
             outcomes.push(PhaseRun {
-                outcome: load::drive(Arc::clone(target), p, Arc::clone(progress)).await,
+                outcome: load::drive(Arc::clone(target), p, Arc::clone(progress), Arc::clone(series)).await,
                 started_s: offset,
             });
             progress.finish();
@@ -130,7 +137,7 @@ async fn run_phases(
         let offset = run_start.elapsed().as_secs_f64();
         let p = Arc::new(phase("main", &cfg.tools, unique, duration));
         outcomes.push(PhaseRun {
-            outcome: load::drive(Arc::clone(target), p, Arc::clone(progress)).await,
+            outcome: load::drive(Arc::clone(target), p, Arc::clone(progress), Arc::clone(series)).await,
             started_s: offset,
         });
         progress.finish();
@@ -152,7 +159,8 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
         model_endpoint: opts.provider.is_some(),
     })?;
     if opts.config.kind.drives_endpoint() {
-        let run = endpoint::options(&opts.config, &opts.endpoint, opts.provider)?;
+        let mut run = endpoint::options(&opts.config, &opts.endpoint, opts.provider)?;
+        run.interval = opts.interval;
         return Ok(endpoint::run(run, progress).await.into());
     }
     let cfg = Arc::new(opts.config);
@@ -176,14 +184,29 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
     )
     .await?;
 
-    let started_at = Utc::now();
+    let clock = Clock::start(opts.interval);
     let run_start = Instant::now();
+    let started_at = clock.utc(run_start);
+    let series = Arc::new(Series::new(clock));
+    let gauges = {
+        let target = Arc::clone(&target);
+        timeline::Sampler::start(
+            Arc::clone(&series),
+            move || {
+                let target = Arc::clone(&target);
+                async move { target.server_sample().await }
+            },
+            Arc::clone(&progress),
+        )
+    };
     let before: Option<StatsSnapshot> = target.runtime_stats();
     let rss_start = resources::rss_bytes();
     let cpu_start = resources::cpu_seconds();
     let sampler = Sampler::start(opts.sample_every);
 
-    let phases = run_phases(&cfg, &target, &progress, run_start).await?;
+    let phases = run_phases(&cfg, &target, &progress, run_start, &series).await;
+    gauges.finish().await;
+    let phases = phases?;
     let forced_expire = match cfg.kind {
         ScenarioKind::SessionWarmSwitch => Some(forced_expire(target.as_ref(), &cfg).await),
         _ => None,
@@ -205,23 +228,33 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
             cpu_seconds: resources::cpu_seconds(),
         });
     }
-    let window = Window {
+    let mut window = Window {
         started_at,
         duration_s,
         samples,
         rss_start,
         rss_end,
         cpu_seconds: resources::cpu_seconds() - cpu_start,
-        before,
-        after: target.runtime_stats(),
+        runners: None,
+        runtime_stats: target.runtime_stats(),
+        rss_peak: resources::peak_rss_bytes(),
+        timeline: series.timeline(),
     };
-    let figures = figures::derive(&cfg, &opts.kpis, &phases, &window);
+    window.runners = match (&before, &window.runtime_stats) {
+        (Some(b), Some(a)) => Some(RunnersSummary {
+            created: a.runners_created - b.runners_created,
+            reclaimed: a.reclaimed_runners - b.reclaimed_runners,
+        }),
+        _ => None,
+    };
+    let figures = figures::derive(&cfg, &opts.kpis, figures::Measured::of_phases(&phases), &window);
     let context = Context {
         provider: target.provider(),
         target: target.info(),
         call_costs,
         resolution,
         forced_expire,
+        provenance: opts.provenance,
     };
     Ok(assemble::summary(&cfg, figures, window, context).into())
 }
@@ -307,7 +340,7 @@ fn build_payload(cfg: &ScenarioConfig) -> Result<Payload, HarnessError> {
 
 /// session_warm_switch's last step: archive the session, then send one more turn on it.
 async fn forced_expire(target: &dyn Target, cfg: &ScenarioConfig) -> ForcedExpire {
-    let session_id = cfg.session_mode.session_id(&format!("{}-main", cfg.scenario), 0);
+    let session_id = cfg.session_mode.session_id(&cfg.tag("main"), 0);
     let created = target
         .process(TaskRequest::create_agent("expire-agent", agent_config(cfg, &cfg.tools)))
         .await;

@@ -1,9 +1,9 @@
 //! The scenario catalog of the performance plan and the resolution of flags against it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a scenario picks chat-session ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionMode {
     /// A new session for every request.
@@ -25,7 +25,7 @@ impl SessionMode {
 }
 
 /// What a scenario measures beyond the common figures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScenarioKind {
     Standard,
@@ -53,7 +53,7 @@ impl ScenarioKind {
 }
 
 /// How each turn is run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// One request, one result.
@@ -236,15 +236,54 @@ pub const DEFAULT_PROMPT: &str = "Summarise the account status for customer C-10
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are an enterprise banking assistant. Use tools when they help.";
 
 /// How long the run lasts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stop {
     Iterations(u64),
     DurationSecs(f64),
 }
 
+/// One share of a run split over several harness processes (`--segment i/n`, 1-based), like
+/// k6's execution segments: segment `i` of `n` runs iterations `⌊N·(i−1)/n⌋ .. ⌊N·i/n⌋` of the
+/// run's `N` (so the shares add up to `N` exactly), `rate / n` of an open-loop rate, and its share
+/// of the workers (at least one). Its ids carry `s{i}of{n}`, so segments sharing one server never
+/// collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Segment {
+    /// `i/n` with 1 <= i <= n.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let err = || format!("`{s}`: expected i/n with 1 <= i <= n, e.g. 2/4 (1-based, like JOB_COMPLETION_INDEX + 1)");
+        let (i, n) = s.split_once('/').ok_or_else(err)?;
+        let (index, count) = (
+            i.trim().parse::<u32>().map_err(|_| err())?,
+            n.trim().parse::<u32>().map_err(|_| err())?,
+        );
+        if index == 0 || count == 0 || index > count {
+            return Err(err());
+        }
+        Ok(Self { index, count })
+    }
+
+    /// This segment's share of `total` (the shares of all segments add up to `total`).
+    pub fn share(&self, total: u64) -> u64 {
+        let (i, n) = (u128::from(self.index), u128::from(self.count));
+        let t = u128::from(total);
+        (t * i / n - t * (i - 1) / n) as u64
+    }
+
+    /// The id prefix of this segment's requests.
+    pub fn tag(&self) -> String {
+        format!("s{}of{}", self.index, self.count)
+    }
+}
+
 /// A scenario with every value resolved: what the run actually does. Written into the summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioConfig {
     pub scenario: String,
     pub kind: ScenarioKind,
@@ -275,6 +314,44 @@ pub struct ScenarioConfig {
     pub approval_think_ms: u64,
     /// A file to attach (multimodal_echo); the built-in samples when `None`.
     pub multimodal_payload: Option<std::path::PathBuf>,
+    /// This run's share of a run split over several processes (`--segment i/n`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<Segment>,
+}
+
+impl ScenarioConfig {
+    /// The prefix of the ids of a phase's requests: `<scenario>[-s<i>of<n>]-<phase>`.
+    pub fn tag(&self, phase: &str) -> String {
+        match self.segment {
+            Some(s) => format!("{}-{}-{phase}", self.scenario, s.tag()),
+            None => format!("{}-{phase}", self.scenario),
+        }
+    }
+
+    /// Cuts this run down to segment `seg`'s share; the error names what cannot be shared.
+    pub fn segment(mut self, seg: Segment) -> Result<Self, InvalidOption> {
+        if seg.count == 1 {
+            return Ok(self);
+        }
+        if let Stop::Iterations(n) = self.stop {
+            let share = seg.share(n);
+            if share == 0 {
+                return Err(invalid(
+                    "--segment",
+                    format!(
+                        "segment {}/{} of {n} iterations gets none: use fewer segments",
+                        seg.index, seg.count
+                    ),
+                ));
+            }
+            self.stop = Stop::Iterations(share);
+            self.warmup = seg.share(self.warmup).min(share - 1);
+        }
+        self.concurrency = (seg.share(self.concurrency as u64) as usize).max(1);
+        self.rate = self.rate.map(|r| r / f64::from(seg.count));
+        self.segment = Some(seg);
+        Ok(self)
+    }
 }
 
 /// Flags that override a scenario's defaults (`None`: keep the default).
@@ -407,6 +484,43 @@ impl ScenarioConfig {
             approval_tools: spec.approval_tools.iter().map(|t| (*t).to_owned()).collect(),
             approval_think_ms: o.approval_think_ms.unwrap_or(50),
             multimodal_payload: o.multimodal_payload.clone(),
+            segment: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_share_the_work_exactly_and_tag_their_ids() {
+        for n in 1..=7u32 {
+            for total in [0u64, 1, 10, 999, 1_000_003] {
+                let sum: u64 = (1..=n).map(|i| Segment { index: i, count: n }.share(total)).sum();
+                assert_eq!(sum, total, "{n} segments of {total}");
+            }
+        }
+        assert_eq!(Segment::parse("2/4").unwrap(), Segment { index: 2, count: 4 });
+        for bad in ["0/4", "5/4", "2", "a/b", "1/0"] {
+            assert!(Segment::parse(bad).unwrap_err().contains("1 <= i <= n"), "{bad}");
+        }
+        let spec = CATALOG.iter().find(|s| s.name == "burst_load").unwrap();
+        let o = Overrides {
+            iterations: Some(10),
+            concurrency: Some(5),
+            rate: Some(100.0),
+            ..Overrides::default()
+        };
+        let cfg = ScenarioConfig::resolve(spec, &o).unwrap();
+        let seg = cfg.clone().segment(Segment { index: 2, count: 3 }).unwrap();
+        assert_eq!(
+            (seg.stop, seg.concurrency, seg.rate),
+            (Stop::Iterations(3), 2, Some(100.0 / 3.0))
+        );
+        assert_eq!(seg.tag("main"), "burst_load-s2of3-main");
+        assert_eq!(cfg.tag("main"), "burst_load-main");
+        let err = cfg.segment(Segment { index: 1, count: 20 }).unwrap_err();
+        assert!(err.to_string().contains("gets none"), "{err}");
     }
 }

@@ -1,15 +1,30 @@
 //! HDR histograms of durations (recorded in nanoseconds), their summaries in the unit a field
 //! names (`latency_ms`, `overhead_us`), and a serialised form that runs can be merged from.
+//!
+//! Histograms grow as values arrive (auto-resizing), so an empty one costs a few kilobytes and
+//! one of microsecond turns does not carry the buckets of an hour. A run's histograms keep 3
+//! significant figures; the per-interval ones of a time series keep 2 ([`DurationHist::coarse`]).
+//!
+//! **Serialised form.** Schema 2 writes a histogram as HDR's V2 format, DEFLATE-compressed and
+//! base64-encoded (the encoding of HdrHistogram's interval logs, readable by its Java, Go and
+//! Python ports): `{unit, significant_figures, encoding: "hdr-v2-deflate-base64", data}`.
+//! Schema 1's `counts: [[value, count], …]` still loads.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 /// Highest recordable value: one hour, in nanoseconds.
 const MAX_NS: u64 = 3_600_000_000_000;
 const SIGFIG: u8 = 3;
+/// Significant figures of a time series' per-interval histograms.
+const COARSE_SIGFIG: u8 = 2;
+/// The `encoding` of a schema-2 histogram.
+pub const HDR_ENCODING: &str = "hdr-v2-deflate-base64";
 
 /// A histogram of durations, in nanoseconds, 3 significant figures.
 #[derive(Clone)]
@@ -17,21 +32,57 @@ pub struct DurationHist(Histogram<u64>);
 
 impl Default for DurationHist {
     fn default() -> Self {
-        Self(Histogram::new_with_bounds(1, MAX_NS, SIGFIG).unwrap_or_else(|_| unreachable!("static bounds are valid")))
+        Self::with_sigfig(SIGFIG)
+    }
+}
+
+impl std::fmt::Debug for DurationHist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurationHist")
+            .field("count", &self.0.len())
+            .field("significant_figures", &self.0.sigfig())
+            .finish()
+    }
+}
+
+impl PartialEq for DurationHist {
+    /// Same recorded values and counts (the layout of the buckets may differ).
+    fn eq(&self, other: &Self) -> bool {
+        self.0.len() == other.0.len()
+            && self
+                .0
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .eq(other
+                    .0
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value())))
     }
 }
 
 impl DurationHist {
+    fn with_sigfig(sigfig: u8) -> Self {
+        // 2 and 3 significant figures are valid for an auto-resizing histogram.
+        Self(Histogram::new(sigfig).unwrap_or_else(|_| unreachable!("a valid precision")))
+    }
+
+    /// A histogram of 2 significant figures: the per-interval histograms of a time series
+    /// (charts need the shape, and a 10-minute run keeps hundreds of them).
+    pub fn coarse() -> Self {
+        Self::with_sigfig(COARSE_SIGFIG)
+    }
+
     pub fn record(&mut self, d: Duration) {
         self.record_ns(d.as_nanos().min(u128::from(MAX_NS)) as u64);
     }
 
     pub fn record_ns(&mut self, ns: u64) {
-        self.0.saturating_record(ns.clamp(1, MAX_NS));
+        // Clamped to the range, so an auto-resizing histogram always takes it.
+        let _ = self.0.record(ns.clamp(1, MAX_NS));
     }
 
     pub fn merge(&mut self, other: &DurationHist) {
-        // Same bounds on both sides, so adding cannot fail.
+        // Auto-resizing, and values are clamped to MAX_NS on the way in: adding cannot fail.
         let _ = self.0.add(&other.0);
     }
 
@@ -68,18 +119,37 @@ impl DurationHist {
         }
     }
 
-    /// The histogram as `[value_ns, count]` pairs.
+    /// The histogram in the summary's form: HDR V2 + DEFLATE, base64.
     pub fn serialise(&self) -> SerialisedHist {
-        let counts = self
-            .0
-            .iter_recorded()
-            .map(|v| [v.value_iterated_to(), v.count_at_value()])
-            .collect();
         SerialisedHist {
             unit: "ns".to_owned(),
-            significant_figures: SIGFIG,
-            counts,
+            significant_figures: self.0.sigfig(),
+            counts: Vec::new(),
+            encoding: Some(HDR_ENCODING.to_owned()),
+            data: Some(self.encode()),
         }
+    }
+
+    /// HDR V2 + DEFLATE, base64: the compact form of the summaries and their time series.
+    pub fn encode(&self) -> String {
+        let mut bytes = Vec::new();
+        // Writing into a Vec fails only on a histogram too large for the format's i32 lengths.
+        if V2DeflateSerializer::new().serialize(&self.0, &mut bytes).is_err() {
+            bytes.clear();
+        }
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// Reads [`encode`](Self::encode)'s form; the error says what is wrong with it.
+    pub fn decode(data: &str) -> Result<Self, String> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .map_err(|e| format!("not base64: {e}"))?;
+        let mut h: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| format!("not an HDR V2 histogram: {e:?}"))?;
+        h.auto(true);
+        Ok(Self(h))
     }
 
     /// The non-empty histograms among `named`, serialised under their names (a summary's
@@ -94,13 +164,28 @@ impl DurationHist {
             .collect()
     }
 
-    /// Rebuilds a histogram from its serialised form (to merge runs).
-    pub fn deserialise(s: &SerialisedHist) -> Self {
-        let mut h = Self::default();
-        for [v, c] in &s.counts {
-            let _ = h.0.record_n((*v).clamp(1, MAX_NS), *c);
+    /// Rebuilds a histogram from its serialised form, either schema's (to merge runs).
+    pub fn deserialise(s: &SerialisedHist) -> Result<Self, String> {
+        match (s.encoding.as_deref(), &s.data) {
+            (Some(HDR_ENCODING), Some(data)) => Self::decode(data),
+            (Some(other), _) => Err(format!(
+                "unknown histogram encoding `{other}` (expected `{HDR_ENCODING}`)"
+            )),
+            (None, _) => {
+                let mut h = Self::with_sigfig(s.significant_figures.clamp(1, 5));
+                for [v, c] in &s.counts {
+                    let _ = h.0.record_n((*v).clamp(1, MAX_NS), *c);
+                }
+                Ok(h)
+            }
         }
-        h
+    }
+
+    /// Each recorded value (ns) with its count, lowest first.
+    pub fn recorded(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.0
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
     }
 }
 
@@ -134,12 +219,20 @@ pub struct Stats {
     pub std: f64,
 }
 
-/// A histogram in JSON: `{unit, significant_figures, counts: [[value, count], ...]}`.
+/// A histogram in JSON. Schema 2: `{unit, significant_figures, encoding, data}`; schema 1:
+/// `{unit, significant_figures, counts: [[value, count], ...]}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SerialisedHist {
     pub unit: String,
     pub significant_figures: u8,
+    /// Schema 1's `[value, count]` pairs (empty in schema 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counts: Vec<[u64; 2]>,
+    /// `hdr-v2-deflate-base64` (schema 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 #[cfg(test)]
@@ -201,8 +294,55 @@ mod tests {
         (501..=1000u64).for_each(|us| b.record(Duration::from_micros(us)));
         a.merge(&b);
         assert_eq!(a.stats(Unit::Us), uniform().stats(Unit::Us));
-        let back = DurationHist::deserialise(&a.serialise());
+        let back = DurationHist::deserialise(&a.serialise()).unwrap();
+        assert_eq!(back, a, "the V2 + DEFLATE round trip keeps every value and count");
         assert_eq!(back.stats(Unit::Us), a.stats(Unit::Us));
         assert_eq!(a.serialise().unit, "ns");
+    }
+
+    #[test]
+    fn schema_one_counts_still_load_and_bad_data_is_named() {
+        let v1 = SerialisedHist {
+            unit: "ns".into(),
+            significant_figures: 3,
+            counts: vec![[1_000, 2], [5_000, 1]],
+            encoding: None,
+            data: None,
+        };
+        let h = DurationHist::deserialise(&v1).unwrap();
+        let got: Vec<(u64, u64)> = h.recorded().collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].1, got[1].1), (2, 1));
+        assert!(
+            got[0].0.abs_diff(1_000) <= 1 && got[1].0.abs_diff(5_000) <= 5,
+            "{got:?}"
+        );
+        let err = DurationHist::decode("%%%").unwrap_err();
+        assert!(err.contains("base64"), "{err}");
+        let err = DurationHist::decode("aGVsbG8=").unwrap_err();
+        assert!(err.contains("HDR"), "{err}");
+        let unknown = SerialisedHist {
+            encoding: Some("zstd".into()),
+            ..v1
+        };
+        assert!(DurationHist::deserialise(&unknown).unwrap_err().contains("zstd"));
+    }
+
+    #[test]
+    fn a_coarse_histogram_is_compact_and_within_one_percent() {
+        let mut h = DurationHist::coarse();
+        // 2,000 turns of 1 to 200 ms.
+        (0..2000u64).for_each(|i| h.record(Duration::from_micros(1_000 + (i * 7919) % 199_000)));
+        let p99 = h.quantile_ns(0.99) as f64;
+        let mut exact: Vec<u64> = (0..2000u64).map(|i| (1_000 + (i * 7919) % 199_000) * 1000).collect();
+        exact.sort_unstable();
+        let want = exact[(0.99 * 2000.0) as usize - 1] as f64;
+        assert!((p99 - want).abs() / want < 0.01, "{p99} vs {want}");
+        let encoded = h.encode();
+        assert!(
+            encoded.len() < 1500,
+            "one interval's histogram stays small: {} bytes",
+            encoded.len()
+        );
     }
 }

@@ -1,25 +1,34 @@
-//! The summary of a run: JSON (schema version 1) and a readable table.
+//! The summary of a run: JSON (schema version 2) and a readable table.
+//!
+//! **Schema 2** adds the time series (`timeline`), the breakdowns (`breakdowns`), the measured
+//! window (`measured`) and compact histograms (HDR V2 + DEFLATE, base64) of every distribution a
+//! summary reports, so summaries merge exactly (`perf merge`). Every schema-1 field keeps its
+//! name and meaning (`requests.total`, `latency_ms.p99`, `throughput_rps`, …); readers load
+//! either version ([`crate::load_summary`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use aether_runtime::StatsSnapshot;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::kpi::Kpi;
 use crate::scenario::ScenarioConfig;
-use crate::stats::{SerialisedHist, Stats};
+use crate::stats::{DurationHist, SerialisedHist, Stats, Unit};
 use crate::target::TargetInfo;
+use crate::timeline::Timeline;
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+/// The schema versions readers accept.
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
 
 /// How the figures were measured, written into every summary.
 pub const MEASUREMENT_NOTES: &str = "latency_ms runs from when each request was due (closed loop: when its worker became free; \
 open loop: its slot in the arrival schedule) to the end of its turn, and covers both steps of the protocol (create or reuse \
 the agent, then the turn); overhead_us, model_ms and tool_ms are the runtime's own per-turn breakdown (overhead = total - model - tools); \
 percentiles come from HDR histograms (3 significant figures); throughput = measured requests / time from the first measured \
-request's due time to the last measured completion; warm-up requests are excluded from every statistic.";
+request's due time to the last measured completion; warm-up requests are excluded from every statistic; the time series counts each request in the UTC-aligned interval in which it completed.";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderSummary {
@@ -135,6 +144,9 @@ pub struct StreamSummary {
     pub ttft_ms: Stats,
     /// Between consecutive chunks of a turn.
     pub chunk_gap_ms: Stats,
+    /// Chunks received in all.
+    #[serde(default)]
+    pub chunks: u64,
     pub chunks_per_turn: f64,
     /// From an approval request's arrival to the runtime accepting the answer (think time included).
     pub approval_latency_ms: Stats,
@@ -156,6 +168,102 @@ pub struct MultimodalSummary {
     pub conversion_ms: Stats,
 }
 
+/// The breakdowns of a run: failures by error code, latency by phase (agent create, turn), by
+/// tool (each tool's execution time, as the runtime reports it) and by error code (how long the
+/// failed requests took).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Breakdowns {
+    pub errors_by_code: BTreeMap<String, u64>,
+    pub latency_by_phase_ms: BTreeMap<String, Stats>,
+    pub latency_by_tool_ms: BTreeMap<String, Stats>,
+    pub latency_by_error_code_ms: BTreeMap<String, Stats>,
+}
+
+impl Breakdowns {
+    pub fn of(
+        errors_by_code: BTreeMap<String, u64>,
+        create: &DurationHist,
+        turn: &DurationHist,
+        by_tool: &BTreeMap<String, DurationHist>,
+        by_error: &BTreeMap<String, DurationHist>,
+    ) -> Self {
+        let ms = |m: &BTreeMap<String, DurationHist>| m.iter().map(|(k, h)| (k.clone(), h.stats(Unit::Ms))).collect();
+        Self {
+            errors_by_code,
+            latency_by_phase_ms: [("agent_create", create), ("turn", turn)]
+                .into_iter()
+                .filter(|(_, h)| !h.is_empty())
+                .map(|(k, h)| (k.to_owned(), h.stats(Unit::Ms)))
+                .collect(),
+            latency_by_tool_ms: ms(by_tool),
+            latency_by_error_code_ms: ms(by_error),
+        }
+    }
+}
+
+/// From the first measured request's due time to the last measured completion, in UTC: the
+/// window throughput is computed over (and the union of windows when summaries merge).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeasuredWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl MeasuredWindow {
+    /// The smallest window holding every `(start, end)`.
+    pub fn envelope(windows: impl IntoIterator<Item = (DateTime<Utc>, DateTime<Utc>)>) -> Option<Self> {
+        windows.into_iter().fold(None, |acc, (a, b)| {
+            Some(match acc {
+                None => Self { start: a, end: b },
+                Some(w) => Self {
+                    start: w.start.min(a),
+                    end: w.end.max(b),
+                },
+            })
+        })
+    }
+
+    pub fn seconds(&self) -> f64 {
+        (self.end - self.start).num_nanoseconds().unwrap_or(0) as f64 / 1e9
+    }
+}
+
+/// Where and from what a run came: the build, the machine, the command.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub aether_version: String,
+    /// The commit the binary was built from (empty when unknown).
+    #[serde(default)]
+    pub git_commit: String,
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub cpus: usize,
+    /// The command line that ran it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub command: String,
+}
+
+impl Provenance {
+    /// This process: the harness's version, the host name, the OS and the CPUs (the caller adds
+    /// the commit and the command).
+    pub fn current() -> Self {
+        Self {
+            aether_version: env!("CARGO_PKG_VERSION").to_owned(),
+            git_commit: String::new(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_default(),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            command: String::new(),
+        }
+    }
+}
+
 /// The summary JSON of one scenario run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -165,6 +273,7 @@ pub struct Summary {
     pub duration_s: f64,
     /// True when every figure comes from the simulated model.
     pub simulated: bool,
+    pub provenance: Provenance,
     pub provider: ProviderSummary,
     pub target: TargetInfo,
     pub config: ScenarioConfig,
@@ -193,6 +302,13 @@ pub struct Summary {
     pub errors: Vec<String>,
     pub runtime_stats: Option<StatsSnapshot>,
     pub histograms: BTreeMap<String, SerialisedHist>,
+    pub breakdowns: Breakdowns,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured: Option<MeasuredWindow>,
+    pub timeline: Timeline,
+    /// `perf merge`: the summaries this one adds up.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
     pub measurement: &'static str,
     // The original harness's fields, for continuity.
     pub iterations: u64,

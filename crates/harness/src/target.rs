@@ -40,6 +40,12 @@ pub trait Target: Send + Sync + 'static {
     /// The runtime's counters, when the target can read them.
     fn runtime_stats(&self) -> Option<StatsSnapshot>;
 
+    /// A server's own figures (RSS, CPU, counters) now, when the target is a server that lets
+    /// the harness read them; read at the end of every interval of the time series.
+    async fn server_sample(&self) -> Option<crate::timeline::ServerSample> {
+        None
+    }
+
     /// Makes every accepted write durable (flushes the store).
     async fn shutdown(&self) -> Result<(), String>;
 

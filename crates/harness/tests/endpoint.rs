@@ -44,6 +44,7 @@ fn options(url: &str, arrival: Arrival) -> EndpointOptions {
         },
         seed: 7,
         warmup: 0,
+        interval: std::time::Duration::from_secs(1),
     }
 }
 
@@ -78,6 +79,22 @@ async fn open_and_closed_loop_report_every_figure() {
     assert_eq!(s.requests.met_slo, 40);
     assert!(s.scheduled_rate_rps.is_some() && s.offered_rate_rps == Some(200.0));
     assert!(!s.gpu.note.is_empty());
+    // The time series: every request in some interval, with its E2E, TTFT and ITL.
+    let rows = &s.timeline.rows;
+    assert_eq!(rows.iter().map(|r| r.succeeded).sum::<u64>(), 40, "{rows:?}");
+    let with = |pick: fn(&aether_harness::timeline::IntervalRow) -> Option<&String>| {
+        rows.iter()
+            .filter_map(|r| aether_harness::timeline::Timeline::hist(pick(r).map(String::as_str)))
+            .map(|h| h.len())
+            .sum::<u64>()
+    };
+    assert_eq!(with(|r| r.latency.as_ref()), 40);
+    assert_eq!(with(|r| r.ttft.as_ref()), 40);
+    assert_eq!(with(|r| r.itl.as_ref()), s.itl_ms.count);
+    assert!(
+        rows.last().unwrap().gauges.rss_bytes.is_some(),
+        "the last interval is sampled too"
+    );
 
     let s = endpoint::run(options(&url, Arrival::Closed { concurrency: 4 }), Arc::new(NoProgress)).await;
     assert_eq!(s.requests.succeeded, 40);

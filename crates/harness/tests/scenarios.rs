@@ -331,3 +331,81 @@ async fn multimodal_echo_checks_every_attachment() {
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/picture.png"), "{err}");
 }
+
+/// The time series and the breakdowns add up to the run's totals: every request in exactly one
+/// interval, errors by code, each tool's time, live turns' TTFT and gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_series_and_breakdowns_add_up_to_the_totals() {
+    use aether_harness::timeline::Timeline;
+    let s = run(
+        "tool_regression",
+        Overrides {
+            iterations: Some(40),
+            error_rate: Some(0.25),
+            seed: Some(3),
+            ..instant()
+        },
+    )
+    .await;
+    let t = &s.timeline;
+    assert_eq!(t.interval_s, 1.0);
+    let sum = |f: fn(&aether_harness::timeline::IntervalRow) -> u64| t.rows.iter().map(f).sum::<u64>();
+    assert_eq!(sum(|r| r.requests), s.requests.total);
+    assert_eq!(sum(|r| r.failed), s.requests.failed);
+    assert!(s.requests.failed > 0, "the injected errors happened");
+    let hist_total: u64 = t
+        .rows
+        .iter()
+        .filter_map(|r| Timeline::hist(r.latency.as_deref()))
+        .map(|h| h.len())
+        .sum();
+    assert_eq!(
+        hist_total, s.requests.total,
+        "every request's latency is in one interval"
+    );
+    // Intervals are aligned on UTC seconds, one after another.
+    for w in t.rows.windows(2) {
+        assert_eq!(w[1].t - w[0].t, 1.0);
+        assert_eq!(w[0].t.fract(), 0.0);
+    }
+    assert!(t
+        .rows
+        .iter()
+        .all(|r| r.gauges.rss_bytes.is_some() && r.gauges.in_flight.is_some()));
+    let codes: u64 = s.breakdowns.errors_by_code.values().sum();
+    assert_eq!(codes, s.requests.failed);
+    assert_eq!(
+        s.breakdowns
+            .latency_by_error_code_ms
+            .values()
+            .map(|st| st.count)
+            .sum::<u64>(),
+        s.requests.failed
+    );
+    let tools = &s.breakdowns.latency_by_tool_ms;
+    // Each tool by its resolved name (`demo.crm_lookup` for `crm_lookup`).
+    assert!(
+        !tools.is_empty()
+            && tools
+                .keys()
+                .all(|k| s.tools.names.iter().any(|n| k.ends_with(n.as_str()))),
+        "{tools:?}"
+    );
+    assert_eq!(
+        s.breakdowns.latency_by_phase_ms["agent_create"].count,
+        s.requests.issued
+    );
+    assert!(s.histograms.keys().any(|k| k.starts_with("tool.")));
+    assert!(s.histograms.contains_key("latency_baseline") && s.histograms.contains_key("latency_fanout"));
+
+    let live = run("stream_probe", instant()).await;
+    let ttft: u64 = live
+        .timeline
+        .rows
+        .iter()
+        .filter_map(|r| Timeline::hist(r.ttft.as_deref()))
+        .map(|h| h.len())
+        .sum();
+    assert_eq!(ttft, live.stream.as_ref().unwrap().turns);
+    assert!(live.timeline.rows.iter().any(|r| r.itl.is_some()));
+}

@@ -1,5 +1,6 @@
 //! Server settings: a TOML file (`aether serve --config FILE`), flags on top, and API keys from the
-//! environment (`AETHER_API_KEYS=key1=tenant1,key2=tenant2`, for development).
+//! environment (`AETHER_API_KEYS=key1=tenant1,key2=tenant2`, for development; admin keys in
+//! `AETHER_ADMIN_KEYS=key1,key2`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,6 +18,17 @@ pub struct ServerConfig {
     pub tenants: Vec<TenantConfig>,
     /// Development only: no API key needed; every request belongs to tenant `default`.
     pub allow_anonymous: bool,
+    /// Operators' keys: they read the whole server's figures (all tenants), e.g. the stats route
+    /// `aether perf --target` reads at each interval.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: the SHA-256 (hex) of each operator key. An admin key is not a tenant key: it reads
+/// `/v1/admin/*` and nothing else.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub api_key_sha256: Vec<String>,
 }
 
 /// Admission, sizes and deadlines.
@@ -118,8 +130,22 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// Adds the admin keys of `AETHER_ADMIN_KEYS` (`key1,key2`).
+    pub fn add_env_admin_keys(&mut self, spec: &str) {
+        for key in spec.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+            self.admin.api_key_sha256.push(key_hash(key));
+        }
+    }
+
     /// Checks names, hashes and limits.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (j, h) in self.admin.api_key_sha256.iter().enumerate() {
+            if digest_from_hex(h).is_none() {
+                return Err(ConfigError(format!(
+                    "admin.api_key_sha256[{j}]: expected 64 hex digits (sha256sum of the key)"
+                )));
+            }
+        }
         for (i, t) in self.tenants.iter().enumerate() {
             if !valid_tenant_name(&t.name) {
                 return Err(ConfigError(format!(

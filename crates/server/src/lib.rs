@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod state;
+pub mod store_timing;
 pub mod tenants;
 
 use std::future::{Future, IntoFuture};
@@ -34,7 +35,7 @@ use tokio::sync::Notify;
 pub use config::{ConfigError, Limits, RateLimit, ServerConfig, TenantConfig};
 pub use state::{AppState, Shared};
 
-use routes::{agents, live, ops, sessions, tasks};
+use routes::{admin, agents, live, ops, sessions, tasks};
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
@@ -52,12 +53,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}/events", get(sessions::events))
         .route("/v1/sessions/{id}/archive", post(sessions::archive))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
+    let operators = Router::new()
+        .route("/v1/admin/stats", get(admin::stats))
+        .route_layer(middleware::from_fn_with_state(state.clone(), admin::authenticate));
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .merge(api)
+        .merge(operators)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

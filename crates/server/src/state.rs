@@ -23,6 +23,8 @@ pub struct Shared {
     pub redis: Option<redis::aio::ConnectionManager>,
     /// MCP servers whose tools are in the runtime's registry; their counters go to `/metrics`.
     pub mcp: Vec<aether_mcp::McpClient>,
+    /// The runtime's store timings (see [`crate::store_timing::timed`]); `/metrics` renders them.
+    pub store_timings: Option<Arc<crate::store_timing::StoreTimings>>,
 }
 
 /// Shared state; cheap to clone.
@@ -41,6 +43,7 @@ pub struct Inner {
     /// Membership of a cluster of instances on one PostgreSQL, when configured.
     pub cluster: Option<Arc<Cluster>>,
     pub mcp: Vec<aether_mcp::McpClient>,
+    pub store_timings: Option<Arc<crate::store_timing::StoreTimings>>,
 }
 
 impl Deref for AppState {
@@ -57,7 +60,12 @@ impl AppState {
 
     /// A state that shares what `shared` holds with other instances.
     pub fn with(rt: Arc<Runtime>, cfg: &ServerConfig, shared: Shared) -> Self {
-        let Shared { cluster, redis, mcp } = shared;
+        let Shared {
+            cluster,
+            redis,
+            mcp,
+            store_timings,
+        } = shared;
         Self(Arc::new(Inner {
             rt,
             tenants: Tenants::new(cfg, redis.as_ref()),
@@ -67,6 +75,7 @@ impl AppState {
             limits: cfg.limits.clone(),
             cluster,
             mcp,
+            store_timings,
         }))
     }
 }

@@ -3,7 +3,7 @@
 //! `framework_config.tenant` (set by the server, never by the client). A leaf: the
 //! authentication middleware (`auth`) and the shared state both build on it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode};
@@ -58,6 +58,9 @@ impl Tenant {
 pub struct Tenants {
     by_key_digest: HashMap<[u8; 32], Arc<Tenant>>,
     anonymous: Option<Arc<Tenant>>,
+    /// The operators' keys (`[admin]`), by hash.
+    admin_digests: HashSet<[u8; 32]>,
+    names: Vec<Arc<str>>,
 }
 
 impl Tenants {
@@ -78,9 +81,46 @@ impl Tenants {
                 cfg.rate_limit.map(|l| RateLimiter::new("default", l, redis)),
             ))
         });
+        let mut names: Vec<Arc<str>> = by_key_digest.values().map(|t| Arc::clone(&t.name)).collect();
+        names.extend(anonymous.iter().map(|t| Arc::clone(&t.name)));
+        names.sort();
+        names.dedup();
         Self {
             by_key_digest,
             anonymous,
+            admin_digests: cfg
+                .admin
+                .api_key_sha256
+                .iter()
+                .filter_map(|h| digest_from_hex(h))
+                .collect(),
+            names,
+        }
+    }
+
+    /// Every tenant's name (sorted).
+    pub fn names(&self) -> &[Arc<str>] {
+        &self.names
+    }
+
+    /// Checks an operator's key: 401 without a key or with an unknown one, 403 with a tenant's.
+    pub(crate) fn admin(&self, authorization: Option<&HeaderValue>) -> Result<(), ApiError> {
+        let key = bearer(authorization)?;
+        let digest = key_digest(key);
+        if self.admin_digests.contains(&digest) {
+            Ok(())
+        } else if self.by_key_digest.contains_key(&digest) {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "auth.admin_required",
+                "this route needs an admin key ([admin] in the config file, or AETHER_ADMIN_KEYS); a tenant's key sees only its tenant",
+            ))
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "auth.invalid",
+                "unknown API key",
+            ))
         }
     }
 
@@ -94,22 +134,34 @@ impl Tenants {
                 )
             });
         };
-        let key = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "auth.invalid",
-                    "the Authorization header must be `Bearer KEY`",
-                )
-            })?;
+        let key = bearer(Some(value))?;
         self.by_key_digest
             .get(&key_digest(key))
             .cloned()
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "auth.invalid", "unknown API key"))
     }
+}
+
+/// The key of an `Authorization: Bearer KEY` header.
+fn bearer(authorization: Option<&HeaderValue>) -> Result<&str, ApiError> {
+    let Some(value) = authorization else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "auth.missing",
+            "missing API key: send `Authorization: Bearer KEY`",
+        ));
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "auth.invalid",
+                "the Authorization header must be `Bearer KEY`",
+            )
+        })
 }

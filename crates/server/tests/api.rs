@@ -396,6 +396,50 @@ async fn graceful_shutdown_finishes_accepted_turns() {
     );
 }
 
+/// The stats route reads the whole server, all tenants, and only with an admin key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_stats_need_an_admin_key_and_see_every_tenant() {
+    let mut cfg = config();
+    cfg.add_env_admin_keys("ops-key, ");
+    let s = Server::start(cfg, runtime(instant())).await;
+    for (key, tenant) in [("key-acme", "a"), ("key-globex", "g")] {
+        let (_, created) = s.post("/v1/agents", key, agent_body(&[])).await;
+        let agent = created["agent_id"].as_str().unwrap().to_owned();
+        let (st, _) = s
+            .post("/v1/tasks", key, turn(&agent, tenant, &format!("t-{tenant}")))
+            .await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    let (st, stats) = s.get("/v1/admin/stats", "ops-key").await;
+    assert_eq!(st, StatusCode::OK, "{stats}");
+    assert_eq!(stats["runtime"]["turns"], 2, "both tenants' turns: {stats}");
+    assert_eq!(stats["tenants"], json!(["acme", "globex"]));
+    assert!(stats["process"]["rss_bytes"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats["process"]["cpu_seconds"].as_f64().unwrap() > 0.0, "{stats}");
+    assert_eq!(stats["admission"]["in_flight"], 0);
+    assert_eq!(stats["live_turns"]["total"], 0);
+
+    let (st, body) = s.get("/v1/admin/stats", "key-acme").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "a tenant's key: {body}");
+    assert_eq!(body["error"]["code"], "auth.admin_required", "{body}");
+    assert_eq!(s.get("/v1/admin/stats", "nope").await.0, StatusCode::UNAUTHORIZED);
+    let r = s
+        .req(reqwest::Method::GET, "/v1/admin/stats", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // An admin key is not a tenant key.
+    assert_eq!(s.get("/v1/agents", "ops-key").await.0, StatusCode::UNAUTHORIZED);
+    s.shutdown().await;
+
+    // A bad hash in [admin] is named.
+    let mut bad = config();
+    bad.admin.api_key_sha256.push("abc".into());
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(e.contains("admin.api_key_sha256[0]"), "{e}");
+}
+
 mod turn_path {
     //! One path for a turn, seen over real HTTP: a live turn keeps `execution_config.timeout` like a
     //! sync turn, a panic ends a live turn with an `error` chunk instead of a dropped stream, and an
@@ -712,7 +756,7 @@ mod dashboard {
     use aether_mcp::{McpHub, McpServerConfig};
     use aether_server::Shared;
 
-    use super::common::{agent_body, config, instant, read_sse, runtime, turn, Server};
+    use super::common::{agent_body, config, instant, read_sse, turn, Server};
     use super::*;
 
     const DASHBOARD: &str = include_str!("../../../deploy/grafana/aether-serve.json");
@@ -788,7 +832,9 @@ mod dashboard {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_panel_query_reads_series_and_labels_that_exist() {
-        let rt = runtime(instant());
+        // The store timed as `aether serve` times it (store latency panel).
+        let (store, store_timings) = aether_server::store_timing::timed(Arc::new(aether_store::MemoryStore::new()));
+        let rt = common::builder(instant()).store(store).build().unwrap();
         let mcp = everything();
         let hub = match &mcp {
             Some(c) => Some(McpHub::attach(Arc::clone(rt.tools()), vec![c.clone()]).await.unwrap()),
@@ -796,6 +842,7 @@ mod dashboard {
         };
         let shared = Shared {
             mcp: hub.as_ref().map(|h| h.clients().to_vec()).unwrap_or_default(),
+            store_timings: Some(store_timings),
             ..Shared::default()
         };
         let s = Server::start_shared(config(), rt, shared).await;
@@ -872,6 +919,13 @@ mod dashboard {
         assert!(lines(&metrics, "aether_turn_errors_total")
             .iter()
             .any(|l| l.contains("code=\"request.validation\"") && l.ends_with(" 1")));
+        // The turns wrote their events through the timed store.
+        assert!(
+            lines(&metrics, "aether_store_duration_seconds_count")
+                .iter()
+                .any(|l| l.contains("op=\"append_events\",outcome=\"ok\"") && !l.ends_with(" 0")),
+            "store calls are timed"
+        );
         if mcp.is_some() {
             assert!(
                 lines(&metrics, "aether_mcp_calls_total")

@@ -34,6 +34,7 @@ use tokio::time::Instant;
 
 use crate::progress::Progress;
 use crate::stats::{DurationHist, Unit};
+use crate::timeline::{Clock, Intervals, Sampler, Series};
 pub use gpu::GpuReport;
 use gpu::GpuSampler;
 pub use options::{options, Arrival, EndpointOptions, EndpointShape, Slo};
@@ -57,6 +58,8 @@ struct Rec {
     last_done: Option<Instant>,
     first_sent: Option<Instant>,
     last_sent: Option<Instant>,
+    /// The open intervals of the time series (moved to the [`Series`] as they close).
+    intervals: Intervals,
 }
 
 struct Timing {
@@ -79,7 +82,7 @@ impl DeltaSink for Timing {
     }
 }
 
-async fn one(opts: &EndpointOptions, i: u64, due: Instant, rec: &Mutex<Rec>) {
+async fn one(opts: &EndpointOptions, i: u64, due: Instant, rec: &Mutex<Rec>, series: &Series) {
     let row = &opts.prompts[(i as usize) % opts.prompts.len()];
     let mut model = ModelConfig::new(opts.model.as_str());
     model.max_tokens = row.output_tokens;
@@ -110,8 +113,11 @@ async fn one(opts: &EndpointOptions, i: u64, due: Instant, rec: &Mutex<Rec>) {
         last: None,
         gaps: Vec::new(),
     };
+    series.request_started();
     let result = opts.provider.generate_stream(req, &mut timing).await;
+    series.request_done();
     let done = Instant::now();
+    let bucket = series.clock.bucket(done);
     let mut r = rec.lock();
     r.lag.record(sent.saturating_duration_since(due));
     r.first_sent = Some(r.first_sent.map_or(sent, |f| f.min(sent)));
@@ -135,6 +141,9 @@ async fn one(opts: &EndpointOptions, i: u64, due: Instant, rec: &Mutex<Rec>) {
                 r.tpot.record(t);
             }
             timing.gaps.iter().for_each(|g| r.itl.record(*g));
+            let interval = r.intervals.at(bucket);
+            interval.success(e2e);
+            interval.stream(ttft, &timing.gaps);
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;
             let met = opts.slo.ttft_ms.is_none_or(|s| ms(ttft) <= s)
                 && opts.slo.e2e_ms.is_none_or(|s| ms(e2e) <= s)
@@ -143,11 +152,15 @@ async fn one(opts: &EndpointOptions, i: u64, due: Instant, rec: &Mutex<Rec>) {
         }
         Err(e) => {
             r.failed += 1;
+            r.intervals.at(bucket).failure("model.upstream", done - timing.sent);
             if r.errors.len() < 5 {
                 r.errors.push(format!("model.upstream: {e}"));
             }
         }
     }
+    let closed = r.intervals.take_before(bucket);
+    drop(r);
+    series.absorb(closed);
 }
 
 /// Arrival offsets from the start: cumulative gamma gaps with mean 1/rate.
@@ -168,9 +181,13 @@ fn schedule(rate: f64, burstiness: f64, seed: u64, n: u64) -> Vec<Duration> {
 pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> EndpointSummary {
     let opts = Arc::new(opts);
     let discarded = Mutex::new(Rec::default());
+    let clock = Clock::start(opts.interval);
+    let unseen = Series::new(clock);
     for i in 0..opts.warmup {
-        one(&opts, i, Instant::now(), &discarded).await;
+        one(&opts, i, Instant::now(), &discarded, &unseen).await;
     }
+    let series = Arc::new(Series::new(clock));
+    let sampler = Sampler::start(Arc::clone(&series), || async { None }, Arc::clone(&progress));
     let gpu = GpuSampler::start();
     let rec = Arc::new(Mutex::new(Rec::default()));
     let started_at = Utc::now();
@@ -201,9 +218,14 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
                     break;
                 }
                 tokio::time::sleep_until(due).await;
-                let (opts, rec, progress) = (Arc::clone(&opts), Arc::clone(&rec), Arc::clone(&progress));
+                let (opts, rec, progress, series) = (
+                    Arc::clone(&opts),
+                    Arc::clone(&rec),
+                    Arc::clone(&progress),
+                    Arc::clone(&series),
+                );
                 tasks.spawn(async move {
-                    one(&opts, i as u64, due, &rec).await;
+                    one(&opts, i as u64, due, &rec, &series).await;
                     progress.advance(1);
                 });
                 issued += 1;
@@ -215,11 +237,12 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
             let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let mut workers = tokio::task::JoinSet::new();
             for _ in 0..concurrency.max(1) {
-                let (opts, rec, progress, next) = (
+                let (opts, rec, progress, next, series) = (
                     Arc::clone(&opts),
                     Arc::clone(&rec),
                     Arc::clone(&progress),
                     Arc::clone(&next),
+                    Arc::clone(&series),
                 );
                 workers.spawn(async move {
                     loop {
@@ -228,7 +251,7 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
                         if i >= cap || deadline.is_some_and(|d| due >= d) {
                             return;
                         }
-                        one(&opts, i, due, &rec).await;
+                        one(&opts, i, due, &rec, &series).await;
                         progress.advance(1);
                     }
                 });
@@ -238,6 +261,8 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
         }
     }
     progress.finish();
+    series.absorb(std::mem::take(&mut rec.lock().intervals));
+    sampler.finish().await;
     let r = rec.lock();
     let duration = r
         .last_done
@@ -253,7 +278,7 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
     ]);
     let any_slo = opts.slo != Slo::default();
     EndpointSummary {
-        schema_version: 1,
+        schema_version: crate::summary::SCHEMA_VERSION,
         scenario: "endpoint_load",
         started_at,
         provider: opts.provider.info().name.clone(),
@@ -298,6 +323,7 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
         gpu: gpu.finish(),
         errors: r.errors.clone(),
         histograms,
+        timeline: series.timeline(),
         definitions: DEFINITIONS,
     }
 }

@@ -43,6 +43,8 @@ pub struct EndpointOptions {
     /// Requests sent one by one before the measured run and left out of every figure (loads
     /// weights, fills caches, opens connections).
     pub warmup: u64,
+    /// The time series' interval.
+    pub interval: Duration,
 }
 
 /// What endpoint_load sends, beyond what every scenario resolves (requests, duration, warm-up,
@@ -120,5 +122,6 @@ pub fn options(
         slo: shape.slo,
         seed: cfg.seed,
         warmup: cfg.warmup,
+        interval: Duration::from_secs(1),
     })
 }

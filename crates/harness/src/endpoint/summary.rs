@@ -7,7 +7,7 @@ use super::gpu::GpuReport;
 use super::options::{Arrival, Slo};
 use crate::stats::{SerialisedHist, Stats};
 
-/// The endpoint_load summary (schema version 1).
+/// The endpoint_load summary (schema version 2: its histograms are compact, HDR V2 + DEFLATE).
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointSummary {
     pub schema_version: u32,
@@ -44,6 +44,8 @@ pub struct EndpointSummary {
     pub gpu: GpuReport,
     pub errors: Vec<String>,
     pub histograms: std::collections::BTreeMap<String, SerialisedHist>,
+    /// Per interval: requests, errors, in-flight, E2E latency, TTFT and ITL, RSS and CPU.
+    pub timeline: crate::timeline::Timeline,
     pub definitions: &'static str,
 }
 

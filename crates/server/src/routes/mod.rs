@@ -1,5 +1,6 @@
 //! The routes, one module per resource.
 
+pub mod admin;
 pub mod agents;
 pub mod live;
 pub mod ops;

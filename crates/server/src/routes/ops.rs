@@ -58,7 +58,11 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         m.labeled_total("aether_mcp_sessions_opened_total", server, st.sessions_opened);
         m.labeled_total("aether_mcp_restarts_total", server, st.restarts);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()).into_response()
+    let mut text = m.render();
+    if let Some(t) = &s.store_timings {
+        text.push_str(&t.render());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The API's routes, with the JSON Schemas of the contract types (derived from the types
@@ -137,6 +141,7 @@ pub fn document() -> Value {
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "Readiness: the store answers", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
+            "/v1/admin/stats": {"get": {"summary": "The whole server's figures, all tenants (admin key)", "responses": {"200": {"description": "runtime counters, admission, live turns by tenant, process RSS and CPU"}, "401": {"description": "no key or an unknown one"}, "403": {"description": "a tenant's key"}}}},
         }
     })
 }

@@ -1,4 +1,8 @@
-//! `aether perf`: run the performance plan's scenarios, list them, compare two summaries.
+//! `aether perf`: run the performance plan's scenarios, list them, compare two summaries, and
+//! the readers of summaries (`analyse`: report, merge, history; `gate`).
+
+mod analyse;
+mod gate;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,6 +49,15 @@ pub enum PerfCommand {
     List(ListArgs),
     /// Compare two summary files as a Markdown table of deltas.
     Compare(CompareArgs),
+    /// One self-contained HTML report (charts, KPI tiles, percentiles) of one or more summaries.
+    Report(analyse::ReportArgs),
+    /// Add up summaries of one scenario (the segments of a distributed run) exactly.
+    Merge(analyse::MergeArgs),
+    /// The readiness checklist: run the scenarios (N times each) and judge every KPI and every
+    /// figure against the newest comparable baselines.
+    Gate(Box<gate::GateArgs>),
+    /// The trend of each KPI over the stored runs of a directory, grouped by comparable runs.
+    History(analyse::HistoryArgs),
 }
 
 #[derive(Args)]
@@ -72,7 +85,7 @@ Examples:
   aether perf run --all --time-scale 0")]
 pub struct RunArgs {
     /// Scenario to run (see `aether perf list`).
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(scenario::names()), required_unless_present = "all", conflicts_with = "all")]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(scenario::names()), conflicts_with = "all")]
     scenario: Option<String>,
 
     /// Run every scenario in turn and write one summary each.
@@ -171,6 +184,33 @@ pub struct RunArgs {
     #[arg(long, value_name = "KEY", env = "AETHER_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
 
+    /// An admin key of the --target server (`[admin]` / AETHER_ADMIN_KEYS there): the harness
+    /// reads the server's stats route at each interval, so the time series holds the server's
+    /// RSS, CPU and counters beside the client's.
+    #[arg(
+        long,
+        value_name = "KEY",
+        env = "AETHER_ADMIN_KEY",
+        hide_env_values = true,
+        requires = "target"
+    )]
+    admin_key: Option<String>,
+
+    /// Run one share of the work (1-based `i/n`, like k6's execution segments): segment i runs
+    /// its share of the iterations, of the --rate and of the workers, and tags its ids so that
+    /// segments sharing one --target never collide. `aether perf merge` adds the n summaries up.
+    #[arg(long, value_name = "I/N", value_parser = scenario::Segment::parse)]
+    segment: Option<scenario::Segment>,
+
+    /// Also write the HTML report beside each summary (`<summary>.html`).
+    #[arg(long)]
+    report: bool,
+
+    /// The time series' interval, in seconds (aligned on UTC, so runs from several machines line
+    /// up): counts, in-flight, latency histograms, errors, RSS and CPU per interval.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_interval)]
+    interval: f64,
+
     #[command(flatten)]
     sim: SimArgs,
 
@@ -251,6 +291,15 @@ fn write_text(path: &Path, text: &str) -> Result<(), CliError> {
 }
 
 /// `30s`, `10m`, `1h`, `500ms`, or plain seconds.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.1..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "`{s}`: expected seconds between 0.1 and 3600 (e.g. 1, 0.5, 10)"
+        )),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
@@ -277,6 +326,8 @@ enum ModeArg {
     Streaming,
 }
 
+/// The progress bar on stderr; when stderr is a terminal it also shows the last interval's
+/// throughput, P99 and errors.
 struct Bar(ProgressBar);
 
 impl Progress for Bar {
@@ -286,7 +337,7 @@ impl Progress for Bar {
             Some(n) => {
                 self.0.set_length(n);
                 self.0.set_style(
-                    ProgressStyle::with_template("{msg:>28} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                    ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_bar())
                         .progress_chars("=> "),
                 );
@@ -294,12 +345,15 @@ impl Progress for Bar {
             None => {
                 self.0.unset_length();
                 self.0.set_style(
-                    ProgressStyle::with_template("{msg:>28} {spinner} {pos} requests {per_sec} elapsed {elapsed}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    ProgressStyle::with_template(
+                        "{prefix:>28} {spinner} {pos} requests {per_sec} elapsed {elapsed} {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
             }
         }
-        self.0.set_message(label.to_owned());
+        self.0.set_prefix(label.to_owned());
+        self.0.set_message("");
     }
 
     fn advance(&self, n: u64) {
@@ -308,6 +362,13 @@ impl Progress for Bar {
 
     fn finish(&self) {
         self.0.finish_and_clear();
+    }
+
+    fn recent(&self, r: &aether_harness::run::Recent) {
+        use std::io::IsTerminal as _;
+        if std::io::stderr().is_terminal() {
+            self.0.set_message(live_line(r));
+        }
     }
 }
 
@@ -338,12 +399,19 @@ fn overrides(a: &RunArgs, tools: Option<Vec<String>>) -> Overrides {
     }
 }
 
-fn resolve(a: &RunArgs) -> Result<Vec<ScenarioConfig>, CliError> {
+/// The scenarios to run, resolved with the flags: `names` (gate's `--scenarios`), else
+/// `--scenario`, else every scenario that applies (`--all`).
+pub(crate) fn resolve(a: &RunArgs, names: Option<&[String]>) -> Result<Vec<ScenarioConfig>, CliError> {
     a.sim.validate()?;
     let tools = a.tools.as_deref().map(comma_list);
-    let specs: Vec<_> = match &a.scenario {
-        Some(name) => vec![scenario::find(name).ok_or_else(|| CliError::usage(format!("unknown scenario `{name}`")))?],
-        None => CATALOG
+    let find = |name: &str| {
+        scenario::find(name)
+            .ok_or_else(|| CliError::usage(format!("unknown scenario `{name}` (see `aether perf list`)")))
+    };
+    let specs: Vec<_> = match (names, &a.scenario) {
+        (Some(names), _) => names.iter().map(|n| find(n)).collect::<Result<_, _>>()?,
+        (None, Some(name)) => vec![find(name)?],
+        (None, None) => CATALOG
             .iter()
             .filter(|spec| {
                 let applies = !spec.kind.drives_endpoint() || a.model_endpoint();
@@ -360,12 +428,16 @@ fn resolve(a: &RunArgs) -> Result<Vec<ScenarioConfig>, CliError> {
     specs
         .into_iter()
         .map(|spec| {
-            let t = if a.all && spec.tools.is_empty() {
+            let t = if (a.all || names.is_some()) && spec.tools.is_empty() {
                 None
             } else {
                 tools.clone()
             };
-            ScenarioConfig::resolve(spec, &overrides(a, t)).map_err(|e| CliError::usage(e.to_string()))
+            let cfg = ScenarioConfig::resolve(spec, &overrides(a, t)).map_err(|e| CliError::usage(e.to_string()))?;
+            match a.segment {
+                Some(seg) => cfg.segment(seg).map_err(|e| CliError::usage(e.to_string())),
+                None => Ok(cfg),
+            }
         })
         .collect()
 }
@@ -435,88 +507,202 @@ pub async fn run(cmd: PerfCommand) -> Result<(), CliError> {
         PerfCommand::List(a) => list(a),
         PerfCommand::Compare(a) => compare(a),
         PerfCommand::Run(a) => run_scenarios(*a).await,
+        PerfCommand::Report(a) => analyse::report(a),
+        PerfCommand::Merge(a) => analyse::merge(a),
+        PerfCommand::History(a) => analyse::history(a),
+        PerfCommand::Gate(a) => gate::gate(*a).await,
     }
 }
 
-async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
-    let configs = resolve(&a)?;
-    let kpis = match &a.kpi_file {
-        Some(p) => KpiTargets::from_file(p).map_err(CliError::usage)?,
-        None => KpiTargets::default(),
-    };
-    let mcp = a.mcp.configs()?;
-    // Before anything is connected; every run checks the same rules again.
-    for cfg in &configs {
-        aether_harness::check_options(&Choices {
-            kind: cfg.kind,
-            remote_target: a.target.is_some(),
-            mcp: &mcp,
-            model_endpoint: a.model_endpoint(),
-        })
-        .map_err(|e| CliError::usage(e.to_string()))?;
-    }
-    let profiles = a.sim.profiles()?;
-    let scratch = ScratchDir::new();
-    let store = a.store.config(StoreKind::Memory, || scratch.0.join("sessions.db"))?;
-    let shape = endpoint_shape(&a.endpoint);
-    let providers = Providers::build(&a, &configs)?;
-    if a.dry_run {
-        for cfg in &configs {
-            let plan = match cfg.kind.drives_endpoint() {
-                true => serde_json::json!({
-                    "dry_run": true, "scenario": cfg, "endpoint": shape, "base_url": a.provider.url(),
-                }),
-                false => serde_json::json!({
-                    "dry_run": true, "scenario": cfg, "agent_config": aether_harness::run::agent_config(cfg, &cfg.tools),
-                    "kpis": kpis, "store": format!("{store:?}"),
-                }),
-            };
-            println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+/// What every scenario of one invocation shares: KPI targets, providers, store, target, the
+/// progress bar. Built once; [`Runner::run`] runs one scenario with it.
+pub(crate) struct Runner {
+    kpis: KpiTargets,
+    mcp: Vec<aether_mcp::McpServerConfig>,
+    profiles: aether_runtime::model::ProfileSet,
+    store: aether_store::StoreConfig,
+    shape: EndpointShape,
+    providers: Providers,
+    target: Option<Arc<dyn aether_harness::target::Target>>,
+    progress: Arc<dyn Progress>,
+    tool_call_samples: u32,
+    per_call_session_samples: u32,
+    interval: Duration,
+    /// Holds the default SQLite file; removed when the runner goes.
+    _scratch: ScratchDir,
+}
+
+impl Runner {
+    /// Checks the flags against every scenario of `configs`, builds the providers and connects
+    /// the target. `dry_run`: prints the plan and returns `None`.
+    pub(crate) async fn new(a: &RunArgs, configs: &[ScenarioConfig]) -> Result<Option<Self>, CliError> {
+        let kpis = match &a.kpi_file {
+            Some(p) => KpiTargets::from_file(p).map_err(CliError::usage)?,
+            None => KpiTargets::default(),
+        };
+        let mcp = a.mcp.configs()?;
+        // Before anything is connected; every run checks the same rules again.
+        for cfg in configs {
+            aether_harness::check_options(&Choices {
+                kind: cfg.kind,
+                remote_target: a.target.is_some(),
+                mcp: &mcp,
+                model_endpoint: a.model_endpoint(),
+            })
+            .map_err(|e| CliError::usage(e.to_string()))?;
         }
-        eprintln!("dry run: nothing was executed");
-        return Ok(());
+        let profiles = a.sim.profiles()?;
+        let scratch = ScratchDir::new();
+        let store = a.store.config(StoreKind::Memory, || scratch.0.join("sessions.db"))?;
+        let shape = endpoint_shape(&a.endpoint);
+        let providers = Providers::build(a, configs)?;
+        if a.dry_run {
+            for cfg in configs {
+                let plan = match cfg.kind.drives_endpoint() {
+                    true => serde_json::json!({
+                        "dry_run": true, "scenario": cfg, "endpoint": shape, "base_url": a.provider.url(),
+                    }),
+                    false => serde_json::json!({
+                        "dry_run": true, "scenario": cfg, "agent_config": aether_harness::run::agent_config(cfg, &cfg.tools),
+                        "kpis": kpis, "store": format!("{store:?}"),
+                    }),
+                };
+                println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+            }
+            eprintln!("dry run: nothing was executed");
+            return Ok(None);
+        }
+        let target: Option<Arc<dyn aether_harness::target::Target>> = match &a.target {
+            Some(url) => {
+                let t = HttpTarget::new(url, a.api_key.clone())
+                    .map_err(CliError::usage)?
+                    .with_admin_key(a.admin_key.clone());
+                t.check().await.map_err(CliError::usage)?;
+                t.check_admin().await.map_err(CliError::usage)?;
+                Some(Arc::new(t))
+            }
+            None => None,
+        };
+        let draw = match a.quiet {
+            true => ProgressDrawTarget::hidden(),
+            false => ProgressDrawTarget::stderr(),
+        };
+        Ok(Some(Self {
+            kpis,
+            mcp,
+            profiles,
+            store,
+            shape,
+            providers,
+            target,
+            progress: Arc::new(Bar(ProgressBar::with_draw_target(None, draw))),
+            tool_call_samples: a.tool_call_samples,
+            per_call_session_samples: a.per_call_session_samples,
+            interval: Duration::from_secs_f64(a.interval),
+            _scratch: scratch,
+        }))
     }
 
-    let target: Option<Arc<dyn aether_harness::target::Target>> = match &a.target {
-        Some(url) => {
-            let t = HttpTarget::new(url, a.api_key.clone()).map_err(CliError::usage)?;
-            t.check().await.map_err(CliError::usage)?;
-            Some(Arc::new(t))
+    /// Runs one scenario.
+    pub(crate) async fn run(&self, cfg: ScenarioConfig) -> Result<Report, CliError> {
+        let opts = RunOptions {
+            kpis: self.kpis.clone(),
+            profiles: self.profiles.clone(),
+            store: self.store.clone(),
+            provider: self.providers.of(cfg.kind),
+            target: self.target.clone(),
+            mcp: self.mcp.clone(),
+            tool_call_samples: self.tool_call_samples,
+            per_call_session_samples: self.per_call_session_samples,
+            endpoint: self.shape.clone(),
+            interval: self.interval,
+            provenance: provenance(),
+            ..RunOptions::new(cfg)
+        };
+        run_scenario(opts, Arc::clone(&self.progress))
+            .await
+            .map_err(|e| match e {
+                HarnessError::InvalidInput(m) => CliError::usage(m),
+                HarnessError::Runtime(m) => CliError::failed(m),
+            })
+    }
+}
+
+/// The progress bar's figures of the last interval.
+fn live_line(r: &aether_harness::run::Recent) -> String {
+    format!(
+        "· last interval: {:.0} req/s, p99 {}, {} error{}, {} in flight",
+        r.requests_per_s,
+        r.p99_ms.map_or("–".to_owned(), |p| format!("{p:.1} ms")),
+        r.errors,
+        if r.errors == 1 { "" } else { "s" },
+        r.in_flight
+    )
+}
+
+/// The build, the machine and the command line, for a summary.
+fn provenance() -> aether_harness::summary::Provenance {
+    aether_harness::summary::Provenance {
+        git_commit: env!("AETHER_GIT_COMMIT").to_owned(),
+        command: redacted_command_line(std::env::args()),
+        ..aether_harness::summary::Provenance::current()
+    }
+}
+
+/// The command line with the values of key flags (`--api-key`, `--admin-key`, …) hidden.
+fn redacted_command_line(args: impl Iterator<Item = String>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut hide_next = false;
+    for arg in args {
+        if hide_next {
+            out.push("***".into());
+            hide_next = false;
+            continue;
         }
-        None => None,
+        match arg.split_once('=') {
+            Some((flag, _)) if flag.starts_with("--") && flag.contains("key") => out.push(format!("{flag}=***")),
+            _ => {
+                hide_next = arg.starts_with("--") && arg.contains("key") && !arg.contains('=');
+                out.push(arg);
+            }
+        }
+    }
+    out.join(" ")
+}
+
+/// Writes `report` to `path` (the error names the file).
+pub(crate) fn write_report(report: &Report, path: &Path) -> Result<(), CliError> {
+    report
+        .write(path)
+        .map_err(|e| CliError::failed(format!("cannot write the summary to `{}`: {e}", path.display())))
+}
+
+async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
+    if a.scenario.is_none() && !a.all {
+        return Err(CliError::usage(
+            "give --scenario NAME (see `aether perf list`) or --all",
+        ));
+    }
+    let configs = resolve(&a, None)?;
+    let Some(runner) = Runner::new(&a, &configs).await? else {
+        return Ok(());
     };
-    let draw = match a.quiet {
-        true => ProgressDrawTarget::hidden(),
-        false => ProgressDrawTarget::stderr(),
-    };
-    let bar = ProgressBar::with_draw_target(None, draw);
-    let progress: Arc<dyn Progress> = Arc::new(Bar(bar));
     let mut failed_gates = Vec::new();
     for cfg in configs {
         let name = cfg.scenario.clone();
-        let opts = RunOptions {
-            kpis: kpis.clone(),
-            profiles: profiles.clone(),
-            store: store.clone(),
-            provider: providers.of(cfg.kind),
-            target: target.clone(),
-            mcp: mcp.clone(),
-            tool_call_samples: a.tool_call_samples,
-            per_call_session_samples: a.per_call_session_samples,
-            endpoint: shape.clone(),
-            ..RunOptions::new(cfg)
-        };
-        let report = run_scenario(opts, Arc::clone(&progress)).await.map_err(|e| match e {
-            HarnessError::InvalidInput(m) => CliError::usage(m),
-            HarnessError::Runtime(m) => CliError::failed(m),
-        })?;
+        let report = runner.run(cfg).await?;
         let path = output_path(&a, &report);
-        report
-            .write(&path)
-            .map_err(|e| CliError::failed(format!("cannot write the summary to `{}`: {e}", path.display())))?;
+        write_report(&report, &path)?;
+        let html = match a.report {
+            true => Some(analyse::write_report_beside(&path)?),
+            false => None,
+        };
         if !a.quiet {
             println!("{}", report.render());
             println!("   summary: {}", path.display());
+            if let Some(h) = html {
+                println!("   report: {}", h.display());
+            }
         }
         if let Err(why) = report.verdict() {
             failed_gates.push(format!("{name} ({why})"));
@@ -577,27 +763,14 @@ fn print_catalog() {
     println!("multi_user_handoff tags every request with metadata tenant=enterprise_pool.");
 }
 
-fn read_summary(p: &Path) -> Result<serde_json::Value, CliError> {
-    let text =
-        std::fs::read_to_string(p).map_err(|e| CliError::usage(format!("cannot read `{}`: {e}", p.display())))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| CliError::usage(format!("`{}` is not JSON: {e}", p.display())))?;
-    match v.get("schema_version").and_then(|s| s.as_u64()) {
-        Some(1) => Ok(v),
-        Some(n) => Err(CliError::usage(format!(
-            "`{}` has schema_version {n}; this version reads 1",
-            p.display()
-        ))),
-        None => Err(CliError::usage(format!(
-            "`{}` is not a perf summary (no schema_version)",
-            p.display()
-        ))),
-    }
+/// Reads a summary (either schema); a bad file is a usage error naming it.
+pub(crate) fn read_summary(p: &Path) -> Result<aether_harness::stored::StoredSummary, CliError> {
+    aether_harness::stored::read_summary(p).map_err(|e| CliError::usage(e.to_string()))
 }
 
 fn compare(a: CompareArgs) -> Result<(), CliError> {
-    let base = read_summary(&a.base)?;
-    let new = read_summary(&a.new)?;
+    let base = read_summary(&a.base)?.value;
+    let new = read_summary(&a.new)?.value;
     let md = aether_harness::compare::markdown(
         &base,
         &new,
@@ -623,4 +796,50 @@ fn compare(a: CompareArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_in_a_summary_hides_keys() {
+        let args = [
+            "aether",
+            "perf",
+            "run",
+            "--target",
+            "http://h:1",
+            "--api-key",
+            "sekret",
+            "--admin-key=ops",
+            "--kpi-file",
+            "k.toml",
+        ]
+        .map(String::from);
+        assert_eq!(
+            redacted_command_line(args.into_iter()),
+            "aether perf run --target http://h:1 --api-key *** --admin-key=*** --kpi-file k.toml"
+        );
+    }
+
+    #[test]
+    fn the_live_line_names_each_figure() {
+        let r = aether_harness::run::Recent {
+            requests_per_s: 812.4,
+            p99_ms: Some(12.34),
+            errors: 1,
+            in_flight: 7,
+        };
+        assert_eq!(
+            live_line(&r),
+            "· last interval: 812 req/s, p99 12.3 ms, 1 error, 7 in flight"
+        );
+        let idle = aether_harness::run::Recent {
+            p99_ms: None,
+            errors: 0,
+            ..r
+        };
+        assert!(live_line(&idle).contains("p99 –, 0 errors"));
+    }
 }

@@ -1,0 +1,799 @@
+//! `aether perf report`: one self-contained HTML file from one or more summaries.
+//!
+//! No script, no font, no request of any kind: the charts are inline SVG ([`svg`]) and a
+//! Content-Security-Policy of `default-src 'none'` makes the browser refuse anything else, so the
+//! file reads the same offline, attached to a ticket, or years later.
+//!
+//! Summaries are grouped by scenario, a section each; runs of one scenario are overlaid, and
+//! deltas are against the first of the group (the `--baseline` when given). A section holds:
+//! provenance (with **SIMULATED** when the model was), KPI tiles (target, value, pass/fail) of the
+//! newest run, percentile tables (any percentiles, from the HDR histograms) with a
+//! percentile-spectrum chart on a log axis, the time series (throughput, latency percentiles,
+//! errors, in-flight, RSS and CPU of the client, and of the server when it was read), the time
+//! breakdown of a turn, the breakdowns by phase, tool and error code, and what is particular to
+//! the scenario (TTFT/ITL/TPOT and goodput for endpoint_load, chunk gaps and approvals for
+//! stream_probe, fan-out and per-call costs for tool_regression).
+
+mod svg;
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::stats::DurationHist;
+use crate::stored::StoredSummary;
+use crate::timeline::Timeline;
+pub use svg::escape;
+use svg::{chart, num, Line, XAxis};
+
+/// The percentiles of the tables by default.
+pub const DEFAULT_PERCENTILES: [f64; 5] = [50.0, 90.0, 95.0, 99.0, 99.9];
+
+/// One run in the report.
+struct Run<'a> {
+    label: String,
+    s: &'a StoredSummary,
+}
+
+/// The distributions a report tables and charts: (histogram name, label, divisor to the unit).
+const METRICS: &[(&str, &str, f64)] = &[
+    ("latency", "latency (ms)", 1e6),
+    ("turn", "turn step (ms)", 1e6),
+    ("agent_create", "agent create (ms)", 1e6),
+    ("model", "model (ms)", 1e6),
+    ("tool", "tools (ms)", 1e6),
+    ("overhead", "framework overhead (µs)", 1e3),
+    ("ttft", "time to first chunk / token (ms)", 1e6),
+    ("chunk_gap", "chunk gap (ms)", 1e6),
+    ("itl", "inter-token latency (ms)", 1e6),
+    ("tpot", "time per output token (ms)", 1e6),
+    ("e2e", "end to end (ms)", 1e6),
+    ("approval", "approval latency (ms)", 1e6),
+];
+
+/// The v1 Stats field of a histogram, for summaries without histograms.
+fn stats_field(hist: &str) -> &str {
+    match hist {
+        "latency" => "latency_ms",
+        "overhead" => "overhead_us",
+        "model" => "model_ms",
+        "tool" => "tool_ms",
+        "ttft" => "ttft_ms",
+        "itl" => "itl_ms",
+        "tpot" => "tpot_ms",
+        "e2e" => "e2e_ms",
+        _ => "",
+    }
+}
+
+const STYLE: &str = r#"
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:16px 24px}header h1{margin:0 0 4px;font-size:20px}
+main{padding:8px 24px 40px}section.scenario{background:#fff;border:1px solid #dde1e7;border-radius:6px;margin:16px 0;padding:8px 18px 18px}
+h2{font-size:18px;margin:10px 0}h3{font-size:15px;margin:18px 0 6px;color:#394150}
+table{border-collapse:collapse;margin:6px 0;font-variant-numeric:tabular-nums}th,td{border-bottom:1px solid #e6e9ee;padding:3px 10px;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f0f2f5;font-weight:600}
+.sim{display:inline-block;background:#b00020;color:#fff;font-weight:700;padding:2px 8px;border-radius:3px;letter-spacing:.04em}
+.tiles{display:flex;flex-wrap:wrap;gap:8px}.tile{border:1px solid #dde1e7;border-left:6px solid #999;border-radius:4px;padding:6px 10px;min-width:170px}
+.tile.pass{border-left-color:#2e7d32}.tile.fail{border-left-color:#c62828;background:#fff5f5}.tile .v{font-size:20px;font-weight:600}.tile .n{font-weight:600}
+.tile .t,.tile .d{color:#5b6472;font-size:12px}.verdict{font-weight:700}.pass .verdict{color:#2e7d32}.fail .verdict{color:#c62828}
+.charts{display:flex;flex-wrap:wrap;gap:10px}svg.chart{background:#fff;border:1px solid #e6e9ee;border-radius:4px;font-size:10px}
+svg .grid{stroke:#eceff3}svg .ct{font-size:12px;font-weight:600}svg .legend{font-size:10px}svg .nodata{fill:#999}
+.worse{color:#c62828}.better{color:#2e7d32}code{background:#f0f2f5;padding:0 3px;border-radius:2px}.note{color:#5b6472}
+"#;
+
+/// Renders the report of `summaries` (and `baseline`, drawn first in its scenario's section).
+pub fn render(summaries: &[StoredSummary], baseline: Option<&StoredSummary>, percentiles: &[f64]) -> String {
+    let mut groups: Vec<(String, Vec<Run>)> = Vec::new();
+    let all = baseline
+        .map(|b| (format!("baseline: {}", b.label()), b))
+        .into_iter()
+        .chain(summaries.iter().map(|s| (s.label(), s)));
+    for (label, s) in all {
+        let run = Run { label, s };
+        match groups.iter_mut().find(|(name, _)| name == s.scenario()) {
+            Some((_, runs)) => runs.push(run),
+            None => groups.push((s.scenario().to_owned(), vec![run])),
+        }
+    }
+    let simulated = summaries.iter().chain(baseline).any(StoredSummary::simulated);
+    let mut h = String::with_capacity(256 * 1024);
+    let _ = write!(
+        h,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Aether Frame performance report</title><style>{STYLE}</style></head><body>
+<header><h1>Aether Frame performance report</h1><div>{} summar{} · {} scenario{} · generated {} by aether {}{}</div></header><main>"#,
+        summaries.len() + usize::from(baseline.is_some()),
+        if summaries.len() + usize::from(baseline.is_some()) == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        groups.len(),
+        if groups.len() == 1 { "" } else { "s" },
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC"),
+        env!("CARGO_PKG_VERSION"),
+        if simulated {
+            r#" · <span class="sim" id="simulated-banner">SIMULATED</span> figures from the simulated model: no real model was called"#
+        } else {
+            ""
+        }
+    );
+    if groups.len() > 1 {
+        h.push_str("<nav><p>");
+        let links: Vec<String> = groups
+            .iter()
+            .map(|(name, _)| format!(r##"<a href="#scenario-{0}">{0}</a>"##, escape(name)))
+            .collect();
+        let _ = write!(h, "{}</p></nav>", links.join(" · "));
+    }
+    for (name, runs) in &groups {
+        section(&mut h, name, runs, percentiles);
+    }
+    h.push_str("</main></body></html>\n");
+    h
+}
+
+fn section(h: &mut String, name: &str, runs: &[Run], percentiles: &[f64]) {
+    let _ = write!(
+        h,
+        r#"<section class="scenario" id="scenario-{0}"><h2>{0}</h2>"#,
+        escape(name)
+    );
+    provenance(h, runs);
+    if let Some(newest) = runs.last() {
+        tiles(h, newest, runs.first().filter(|_| runs.len() > 1));
+    }
+    percentile_tables(h, runs, percentiles);
+    over_time(h, runs);
+    turn_breakdown(h, runs);
+    breakdowns(h, runs);
+    particular(h, name, runs);
+    h.push_str("</section>");
+}
+
+fn provenance(h: &mut String, runs: &[Run]) {
+    h.push_str("<h3>Provenance</h3><table class=\"provenance\"><tr><th>run</th><th>model</th><th>started (UTC)</th><th>duration</th><th>target</th><th>concurrency</th><th>stop</th><th>rate</th><th>model / tool latency</th><th>commit</th><th>machine</th><th>command</th></tr>");
+    for r in runs {
+        let v = &r.s.value;
+        let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_owned();
+        let n = |p: &str| v.pointer(p).map(|x| x.to_string()).unwrap_or_else(|| "–".into());
+        // A runtime summary has provider {name, model}; endpoint_load has provider and model.
+        let either = |a: &str, b: &str| if s(a).is_empty() { s(b) } else { s(a) };
+        let model = format!(
+            "{}{} ({})",
+            if r.s.simulated() {
+                r#"<span class="sim">SIMULATED</span> "#
+            } else {
+                ""
+            },
+            escape(&either("/provider/model", "/model")),
+            escape(&either("/provider/name", "/provider"))
+        );
+        let stop = v
+            .pointer("/config/stop")
+            .map(|x| x.to_string().replace(['{', '}', '"'], ""))
+            .unwrap_or_else(|| n("/requests/total"));
+        let lat = format!(
+            "{} / {} ms",
+            v.pointer("/config/model_latency_ms")
+                .filter(|x| !x.is_null())
+                .map_or("default".into(), |x| x.to_string()),
+            v.pointer("/config/tool_latency_ms")
+                .filter(|x| !x.is_null())
+                .map_or("default".into(), |x| x.to_string())
+        );
+        let machine = format!(
+            "{} {} · {} cpus",
+            s("/provenance/host"),
+            s("/provenance/os"),
+            n("/provenance/cpus")
+        );
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{model}</td><td>{}</td><td>{:.1} s</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td><code>{}</code></td></tr>",
+            escape(&r.label),
+            r.s.started_at().map_or_else(|| escape(&s("/started_at")), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+            v.get("duration_s").and_then(Value::as_f64).unwrap_or(0.0),
+            escape(&s("/target/kind")),
+            n("/config/concurrency"),
+            escape(&stop),
+            v.pointer("/config/rate").filter(|x| !x.is_null()).map_or("closed loop".into(), |x| format!("{x} /s")),
+            lat,
+            escape(&s("/provenance/git_commit")),
+            escape(&machine),
+            escape(&s("/provenance/command")),
+        );
+    }
+    h.push_str("</table>");
+}
+
+fn fmt_value(v: f64) -> String {
+    // Whole numbers (counts) and large ones without decimals.
+    if (v.fract() == 0.0 && v.abs() < 1e15) || v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn tiles(h: &mut String, r: &Run, base: Option<&Run>) {
+    let kpis = r.s.kpis();
+    if kpis.is_empty() {
+        return;
+    }
+    let base_kpis = base.map(|b| b.s.kpis()).unwrap_or_default();
+    let _ = write!(h, "<h3>KPIs of {}</h3><div class=\"tiles\">", escape(&r.label));
+    for k in &kpis {
+        let (class, verdict) = match k.pass {
+            Some(true) => ("pass", "PASS"),
+            Some(false) => ("fail", "FAIL"),
+            None => ("na", "not judged"),
+        };
+        let value = k.value.map_or("–".to_owned(), fmt_value);
+        let delta = k
+            .value
+            .zip(base_kpis.iter().find(|b| b.name == k.name).and_then(|b| b.value))
+            .filter(|(_, b)| *b != 0.0)
+            .map(|(v, b)| {
+                format!(
+                    "<div class=\"d\">{:+.1} % vs first run</div>",
+                    (v - b) / b.abs() * 100.0
+                )
+            })
+            .unwrap_or_default();
+        let _ = write!(
+            h,
+            r#"<div class="tile {class}" data-kpi="{}" data-value="{}"><div class="n">{}</div><div class="v">{value} <small>{}</small></div><div class="t">target {}</div><div class="verdict">{verdict}</div>{}{delta}</div>"#,
+            escape(&k.name),
+            k.value.map_or(String::new(), |v| v.to_string()),
+            escape(&k.name),
+            escape(&k.unit),
+            escape(&k.target),
+            k.note
+                .as_deref()
+                .map(|n| format!("<div class=\"t\">{}</div>", escape(n)))
+                .unwrap_or_default()
+        );
+    }
+    h.push_str("</div>");
+}
+
+/// Percentile `p` (0..100) of a histogram, in the metric's unit.
+fn pct(hist: &DurationHist, p: f64, div: f64) -> f64 {
+    hist.quantile_ns(p / 100.0) as f64 / div
+}
+
+fn delta_cell(v: f64, base: Option<f64>) -> String {
+    match base {
+        Some(b) if b > 0.0 => {
+            let d = (v - b) / b * 100.0;
+            let class = if d > 1.0 {
+                "worse"
+            } else if d < -1.0 {
+                "better"
+            } else {
+                ""
+            };
+            format!(r#"{} <small class="{class}">{d:+.1} %</small>"#, fmt_value(v))
+        }
+        _ => fmt_value(v),
+    }
+}
+
+fn percentile_tables(h: &mut String, runs: &[Run], percentiles: &[f64]) {
+    h.push_str("<h3>Percentiles</h3>");
+    let mut spectrum = Vec::new();
+    for (hist_name, label, div) in METRICS {
+        let rows: Vec<(&Run, Option<DurationHist>)> = runs
+            .iter()
+            .map(|r| (r, r.s.histogram(hist_name).ok().flatten()))
+            .collect();
+        let any_hist = rows.iter().any(|(_, x)| x.as_ref().is_some_and(|x| !x.is_empty()));
+        let field = stats_field(hist_name);
+        let any_stats = !field.is_empty()
+            && runs
+                .iter()
+                .any(|r| r.s.number(&format!("/{field}/count")).unwrap_or(0.0) > 0.0);
+        if !any_hist && !any_stats {
+            continue;
+        }
+        let _ = write!(
+            h,
+            r#"<table class="percentiles" data-metric="{hist_name}"><tr><th>{}</th>"#,
+            escape(label)
+        );
+        for p in percentiles {
+            let _ = write!(h, "<th>P{p}</th>");
+        }
+        h.push_str("<th>max</th><th>count</th></tr>");
+        let mut first: Option<Vec<f64>> = None;
+        for (r, hist) in &rows {
+            let vals: Option<Vec<f64>> = match hist {
+                Some(x) if !x.is_empty() => Some(
+                    percentiles
+                        .iter()
+                        .map(|p| pct(x, *p, *div))
+                        .chain([x.quantile_ns(1.0) as f64 / div, x.len() as f64])
+                        .collect(),
+                ),
+                _ => {
+                    // Schema 1: only the fixed percentiles it stored.
+                    let st = |k: &str| r.s.number(&format!("/{field}/{k}"));
+                    st("count").filter(|c| *c > 0.0).map(|count| {
+                        percentiles
+                            .iter()
+                            .map(|p| {
+                                [(50.0, "p50"), (90.0, "p90"), (95.0, "p95"), (99.0, "p99")]
+                                    .iter()
+                                    .find(|(q, _)| q == p)
+                                    .and_then(|(_, k)| st(k))
+                            })
+                            .map(|v| v.unwrap_or(f64::NAN))
+                            .chain([st("max").unwrap_or(f64::NAN), count])
+                            .collect()
+                    })
+                }
+            };
+            let Some(vals) = vals else { continue };
+            let _ = write!(h, "<tr><td>{}</td>", escape(&r.label));
+            let n = vals.len();
+            for (i, v) in vals.iter().enumerate() {
+                if v.is_nan() {
+                    h.push_str("<td>–</td>");
+                } else if i + 1 == n {
+                    let _ = write!(h, "<td>{v}</td>");
+                } else {
+                    let _ = write!(h, "<td>{}</td>", delta_cell(*v, first.as_ref().map(|f| f[i])));
+                }
+            }
+            h.push_str("</tr>");
+            first.get_or_insert(vals);
+        }
+        h.push_str("</table>");
+        if *hist_name == "latency" || (*hist_name == "e2e" && spectrum.is_empty()) {
+            for (run, (r, hist)) in rows.iter().enumerate() {
+                if let Some(x) = hist.as_ref().filter(|x| !x.is_empty()) {
+                    spectrum.push(Line {
+                        name: r.label.clone(),
+                        points: spectrum_points(x, *div),
+                        dashed: false,
+                        run,
+                    });
+                }
+            }
+        }
+    }
+    if !spectrum.is_empty() {
+        h.push_str(r#"<div class="charts">"#);
+        h.push_str(&chart(
+            "Latency by percentile (HDR spectrum, log axis)",
+            "percentile",
+            "ms",
+            XAxis::Percentile,
+            &spectrum,
+        ));
+        h.push_str("</div>");
+    }
+}
+
+/// (quantile, value) from P0 to the highest percentile the count supports, spaced evenly on
+/// the log axis (ten points per decade of 1 / (1 − q)).
+fn spectrum_points(x: &DurationHist, div: f64) -> Vec<(f64, f64)> {
+    let max_q = 1.0 - 1.0 / x.len().max(2) as f64;
+    let mut pts: Vec<(f64, f64)> = (0..=60)
+        .map(|k| 1.0 - 10f64.powf(-(k as f64) / 10.0))
+        .take_while(|q| *q <= max_q)
+        .map(|q| (q, x.quantile_ns(q) as f64 / div))
+        .collect();
+    pts.push((max_q, x.quantile_ns(1.0) as f64 / div));
+    pts
+}
+
+fn over_time(h: &mut String, runs: &[Run]) {
+    let series: Vec<(usize, &Run, Timeline)> = runs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((i, r, r.s.timeline()?)))
+        .collect();
+    if series.is_empty() {
+        let _ = write!(
+            h,
+            r#"<h3>Over time</h3><p class="note">No time series in these summaries (schema 1, or endpoint_load).</p>"#
+        );
+        return;
+    }
+    let mut tput = Vec::new();
+    let mut lat = Vec::new();
+    let mut errs = Vec::new();
+    let mut inflight = Vec::new();
+    let mut rss = Vec::new();
+    let mut cpu = Vec::new();
+    let mut ttft = Vec::new();
+    for (run, r, t) in &series {
+        let t0 = t.rows.first().map_or(0.0, |row| row.t);
+        let x = |row: &crate::timeline::IntervalRow| row.t - t0;
+        let line = |name: String, points: Vec<(f64, f64)>, dashed: bool| Line {
+            name,
+            points,
+            dashed,
+            run: *run,
+        };
+        tput.push(line(
+            r.label.clone(),
+            t.rows
+                .iter()
+                .map(|row| (x(row), row.requests as f64 / t.interval_s))
+                .collect(),
+            false,
+        ));
+        errs.push(line(
+            r.label.clone(),
+            t.rows
+                .iter()
+                .map(|row| (x(row), row.failed as f64 / t.interval_s))
+                .collect(),
+            false,
+        ));
+        let mut p50 = Vec::new();
+        let mut p99 = Vec::new();
+        let mut first = Vec::new();
+        for row in &t.rows {
+            if let Some(hist) = Timeline::hist(row.latency.as_deref()) {
+                p50.push((x(row), hist.quantile_ns(0.5) as f64 / 1e6));
+                p99.push((x(row), hist.quantile_ns(0.99) as f64 / 1e6));
+            }
+            if let Some(hist) = Timeline::hist(row.ttft.as_deref()) {
+                first.push((x(row), hist.quantile_ns(0.5) as f64 / 1e6));
+            }
+        }
+        lat.push(line(format!("{} p50", r.label), p50, false));
+        lat.push(line(format!("{} p99", r.label), p99, true));
+        if !first.is_empty() {
+            ttft.push(line(format!("{} ttft p50", r.label), first, false));
+        }
+        inflight.push(line(
+            r.label.clone(),
+            t.rows
+                .iter()
+                .filter_map(|row| Some((x(row), row.gauges.in_flight? as f64)))
+                .collect(),
+            false,
+        ));
+        rss.push(line(
+            format!("{} client", r.label),
+            t.rows
+                .iter()
+                .filter_map(|row| Some((x(row), row.gauges.rss_bytes? as f64 / 1e6)))
+                .collect(),
+            false,
+        ));
+        cpu.push(line(
+            format!("{} client", r.label),
+            t.rows
+                .iter()
+                .filter_map(|row| Some((x(row), row.gauges.cpu_pct?)))
+                .collect(),
+            false,
+        ));
+        let server_rss: Vec<(f64, f64)> = t
+            .rows
+            .iter()
+            .filter_map(|row| Some((x(row), row.gauges.server.as_ref()?.rss_bytes? as f64 / 1e6)))
+            .collect();
+        if !server_rss.is_empty() {
+            rss.push(line(format!("{} server", r.label), server_rss, true));
+            cpu.push(line(
+                format!("{} server", r.label),
+                t.rows
+                    .iter()
+                    .filter_map(|row| Some((x(row), row.gauges.server.as_ref()?.cpu_pct?)))
+                    .collect(),
+                true,
+            ));
+        }
+    }
+    let interval = series[0].2.interval_s;
+    let _ = write!(
+        h,
+        r#"<h3>Over time</h3><p class="note">Per interval of {interval} s (aligned on UTC), from each run's first interval. Dashed: p99, or the server's side.</p><div class="charts">"#
+    );
+    let secs = "seconds into the run";
+    for (title, unit, lines) in [
+        ("Throughput", "req/s", &tput),
+        ("Latency percentiles", "ms", &lat),
+        ("Errors", "errors/s", &errs),
+        ("In flight", "requests", &inflight),
+        ("Resident memory", "MB", &rss),
+        ("CPU", "% of one core", &cpu),
+    ] {
+        h.push_str(&chart(title, secs, unit, XAxis::Linear, lines));
+    }
+    if !ttft.is_empty() {
+        h.push_str(&chart("Time to first chunk", secs, "ms", XAxis::Linear, &ttft));
+    }
+    h.push_str("</div>");
+}
+
+fn turn_breakdown(h: &mut String, runs: &[Run]) {
+    let rows: Vec<(&Run, f64, f64, f64)> = runs
+        .iter()
+        .filter_map(|r| {
+            let model = r.s.number("/model_ms/mean")?;
+            let tools = r.s.number("/tool_ms/mean")?;
+            let overhead = r.s.number("/overhead_us/mean")? / 1000.0;
+            Some((r, model, tools, overhead))
+        })
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    h.push_str("<h3>Where a turn's time goes (means)</h3><table class=\"breakdown\"><tr><th>run</th><th>model ms</th><th>tools ms</th><th>framework overhead ms</th><th>share</th></tr>");
+    for (r, m, t, o) in rows {
+        let total = (m + t + o).max(1e-12);
+        let bar = |v: f64, c: &str| format!(r#"<rect width="{:.1}" height="12" fill="{c}"/>"#, v / total * 240.0);
+        let _ = write!(
+            h,
+            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><svg width="240" height="12" class="bar"><g>{}</g><g transform="translate({:.1})">{}</g><g transform="translate({:.1})">{}</g></svg></td></tr>"#,
+            escape(&r.label),
+            fmt_value(m),
+            fmt_value(t),
+            fmt_value(o),
+            bar(m, "#1f77b4"),
+            m / total * 240.0,
+            bar(t, "#2ca02c"),
+            (m + t) / total * 240.0,
+            bar(o, "#d62728"),
+        );
+    }
+    h.push_str("</table><p class=\"note\">Blue: model · green: tools · red: the framework's own time.</p>");
+}
+
+fn breakdowns(h: &mut String, runs: &[Run]) {
+    for (key, title) in [
+        ("latency_by_phase_ms", "Latency by phase (ms)"),
+        ("latency_by_tool_ms", "Tool execution time by tool (ms)"),
+        (
+            "latency_by_error_code_ms",
+            "Latency of failed requests by error code (ms)",
+        ),
+    ] {
+        let mut body = String::new();
+        for r in runs {
+            let Some(m) =
+                r.s.value
+                    .pointer(&format!("/breakdowns/{key}"))
+                    .and_then(Value::as_object)
+            else {
+                continue;
+            };
+            for (name, st) in m {
+                let g = |k: &str| st.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+                let _ = write!(
+                    body,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&r.label),
+                    escape(name),
+                    g("count"),
+                    fmt_value(g("p50")),
+                    fmt_value(g("p95")),
+                    fmt_value(g("p99"))
+                );
+            }
+        }
+        if !body.is_empty() {
+            let _ = write!(
+                h,
+                "<h3>{title}</h3><table class=\"{key}\"><tr><th>run</th><th>name</th><th>count</th><th>P50</th><th>P95</th><th>P99</th></tr>{body}</table>"
+            );
+        }
+    }
+    let mut body = String::new();
+    for r in runs {
+        if let Some(m) =
+            r.s.value
+                .pointer("/breakdowns/errors_by_code")
+                .and_then(Value::as_object)
+        {
+            for (code, n) in m {
+                let _ = write!(
+                    body,
+                    "<tr><td>{}</td><td>{}</td><td>{n}</td></tr>",
+                    escape(&r.label),
+                    escape(code)
+                );
+            }
+        }
+    }
+    if !body.is_empty() {
+        let _ = write!(
+            h,
+            "<h3>Errors by code</h3><table class=\"errors_by_code\"><tr><th>run</th><th>code</th><th>count</th></tr>{body}</table>"
+        );
+    }
+}
+
+fn particular(h: &mut String, scenario: &str, runs: &[Run]) {
+    let figures: &[(&str, &str)] = match scenario {
+        "endpoint_load" => &[
+            ("request throughput (req/s)", "/request_throughput_rps"),
+            ("output tokens/s", "/output_tokens_per_s"),
+            ("goodput (req/s within SLO)", "/goodput_rps"),
+            ("requests within SLO", "/requests/met_slo"),
+            ("TTFT p50 (ms)", "/ttft_ms/p50"),
+            ("TPOT p50 (ms)", "/tpot_ms/p50"),
+            ("ITL p50 (ms)", "/itl_ms/p50"),
+            ("E2E p99 (ms)", "/e2e_ms/p99"),
+        ],
+        "stream_probe" => &[
+            ("time to first chunk p50 (ms)", "/stream/ttft_ms/p50"),
+            ("chunk gap p50 (ms)", "/stream/chunk_gap_ms/p50"),
+            ("chunk gap p95 (ms)", "/stream/chunk_gap_ms/p95"),
+            ("chunks per turn", "/stream/chunks_per_turn"),
+            ("dropped chunks", "/stream/drops"),
+            ("approvals answered", "/stream/approval_latency_ms/count"),
+            ("approval latency p50 (ms)", "/stream/approval_latency_ms/p50"),
+            ("approval think time (ms)", "/stream/approval_think_ms"),
+        ],
+        "tool_regression" => &[
+            ("fan-out ratio (P50 all tools / one tool)", "/tools/fanout_ratio"),
+            ("P50 with one tool (ms)", "/tools/baseline_p50_ms"),
+            ("P50 with every tool (ms)", "/tools/fanout_p50_ms"),
+            ("tool calls", "/tools/calls"),
+            ("tool resolution p50 (µs)", "/tools/resolution_us/p50"),
+        ],
+        _ => &[],
+    };
+    if !figures.is_empty() {
+        let _ = write!(
+            h,
+            "<h3>{} figures</h3><table class=\"particular\"><tr><th>figure</th>",
+            escape(scenario)
+        );
+        for r in runs {
+            let _ = write!(h, "<th>{}</th>", escape(&r.label));
+        }
+        h.push_str("</tr>");
+        for (label, ptr) in figures {
+            let _ = write!(h, "<tr><td>{label}</td>");
+            for r in runs {
+                let _ = write!(h, "<td>{}</td>", r.s.number(ptr).map_or("–".into(), fmt_value));
+            }
+            h.push_str("</tr>");
+        }
+        h.push_str("</table>");
+    }
+    if scenario == "tool_regression" {
+        for r in runs {
+            let Some(rows) = r.s.value.pointer("/tools/call_costs").and_then(Value::as_array) else {
+                continue;
+            };
+            let _ = write!(
+                h,
+                "<h3>One tool call, one at a time: {} (µs)</h3><table class=\"call_costs\"><tr><th>tool</th><th>path</th><th>calls</th><th>call P50</th><th>call P99</th><th>overhead P50</th><th>overhead P99</th><th>errors</th></tr>",
+                escape(&r.label)
+            );
+            for c in rows {
+                let g = |p: &str| c.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
+                let path = format!(
+                    "{} {}",
+                    c.get("transport").and_then(Value::as_str).unwrap_or(""),
+                    c.get("session").and_then(Value::as_str).unwrap_or("")
+                );
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(c.get("tool").and_then(Value::as_str).unwrap_or("")),
+                    escape(path.trim()),
+                    g("/calls"),
+                    num(g("/call_us/p50")),
+                    num(g("/call_us/p99")),
+                    num(g("/overhead_us/p50")),
+                    num(g("/overhead_us/p99")),
+                    g("/errors")
+                );
+            }
+            h.push_str("</table>");
+        }
+    }
+}
+
+/// `aether perf history` as HTML: per group of comparable runs, the trend of each figure as a
+/// chart (x: the run's start, hours since the group's first run) and the table.
+pub fn history(stored: &[StoredSummary]) -> String {
+    let groups = crate::gate::group(stored);
+    let mut h = String::with_capacity(64 * 1024);
+    let _ = write!(
+        h,
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<title>Aether Frame performance history</title><style>{STYLE}</style></head><body>
+<header><h1>Aether Frame performance history</h1><div>{} runs in {} groups of comparable runs · generated {}</div></header><main>"#,
+        stored.len(),
+        groups.len(),
+        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    for (key, runs) in &groups {
+        let t0 = runs.first().and_then(|r| r.started_at());
+        let x = |r: &StoredSummary| match (r.started_at(), t0) {
+            (Some(t), Some(t0)) => (t - t0).num_seconds() as f64 / 3600.0,
+            _ => 0.0,
+        };
+        let _ = write!(
+            h,
+            r#"<section class="scenario"><h2>{}</h2>{}<div class="charts">"#,
+            escape(&key.label()),
+            if key.simulated {
+                r#"<p><span class="sim">SIMULATED</span></p>"#
+            } else {
+                ""
+            }
+        );
+        for (label, ptr) in crate::gate::HISTORY {
+            let points: Vec<(f64, f64)> = runs.iter().filter_map(|r| Some((x(r), r.number(ptr)?))).collect();
+            h.push_str(&chart(
+                label,
+                "hours since the first run",
+                label,
+                XAxis::Linear,
+                &[Line {
+                    name: (*label).to_owned(),
+                    points,
+                    dashed: false,
+                    run: 0,
+                }],
+            ));
+        }
+        h.push_str("</div><table><tr><th>started (UTC)</th><th>commit</th><th>run</th>");
+        for (label, _) in crate::gate::HISTORY {
+            let _ = write!(h, "<th>{label}</th>");
+        }
+        h.push_str("<th>KPIs failed</th></tr>");
+        for r in runs {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td>",
+                r.started_at()
+                    .map_or("?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+                escape(r.str_at("/provenance/git_commit").unwrap_or("")),
+                escape(&r.label())
+            );
+            for (_, ptr) in crate::gate::HISTORY {
+                let _ = write!(h, "<td>{}</td>", r.number(ptr).map_or("–".into(), fmt_value));
+            }
+            let _ = write!(
+                h,
+                "<td>{}</td></tr>",
+                r.kpis().iter().filter(|k| k.pass == Some(false)).count()
+            );
+        }
+        h.push_str("</table></section>");
+    }
+    h.push_str("</main></body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stored::parse_summary;
+
+    #[test]
+    fn a_report_shows_the_kpis_the_simulated_mark_and_one_section_per_scenario() {
+        let a = serde_json::json!({"schema_version": 1, "scenario": "latency_smoke", "simulated": true,
+            "requests": {"total": 10}, "latency_ms": {"count": 10, "p50": 1.5, "p90": 2.0, "p95": 2.5, "p99": 3.0, "max": 4.0},
+            "kpis": [{"name": "p95_latency", "target": "<= 2 s", "value": 0.0025, "unit": "s", "pass": true}]});
+        let b = serde_json::json!({"schema_version": 1, "scenario": "burst_load", "requests": {"total": 5},
+            "kpis": [{"name": "error_rate", "target": "<= 0.01", "value": 0.5, "unit": "", "pass": false}]});
+        let p = |n: &str, v: &Value| parse_summary(std::path::Path::new(n), &v.to_string()).unwrap();
+        let html = render(&[p("a.json", &a), p("b.json", &b)], None, &DEFAULT_PERCENTILES);
+        assert!(html.contains(r#"id="simulated-banner""#));
+        assert!(html.contains(r#"data-kpi="p95_latency" data-value="0.0025""#));
+        assert!(html.contains(r#"<div class="tile fail" data-kpi="error_rate""#));
+        assert_eq!(html.matches(r#"<section class="scenario""#).count(), 2);
+        assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+    }
+}

@@ -1,0 +1,644 @@
+//! The time series of a run: what happened in each interval (1 s by default).
+//!
+//! **Alignment.** An interval is `[k·Δ, (k+1)·Δ)` in UTC (Unix time), so runs from several machines
+//! line up interval by interval and `perf merge` adds them row by row. A request counts in the
+//! interval in which it completed (as k6 and Locust count).
+//!
+//! **What a row holds.** Requests, successes and failures, failures by error code, and HDR
+//! histograms (2 significant figures) of latency, and for live turns of time to first chunk
+//! (`ttft`) and the gaps between chunks (`itl`); from the sampler, the requests in flight at the
+//! interval's end, the harness process's RSS and CPU %, and, when the target is a server that
+//! lets the harness read its stats, the server's.
+//!
+//! **How it is recorded without a global lock.** A worker records into its stripe's open
+//! intervals ([`Intervals`]); when its stripe moves on to a newer interval, the older ones go to
+//! the shared [`Series`] (once per stripe per interval). The series keeps intervals older than
+//! the last two compressed (HDR V2 + DEFLATE), so memory stays flat over a long soak; a late
+//! piece of a compressed interval is added exactly (decoded, merged, compressed again).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::stats::{DurationHist, HDR_ENCODING};
+
+/// The most distinct error codes a row (and a run's breakdown) keeps; the rest count under
+/// [`OTHER_CODE`].
+pub const MAX_CODES: usize = 32;
+pub const OTHER_CODE: &str = "other";
+
+/// Adds `n` under `code` in a map of at most [`MAX_CODES`] codes.
+pub fn count_code(map: &mut BTreeMap<String, u64>, code: &str, n: u64) {
+    let key = if map.contains_key(code) || map.len() < MAX_CODES {
+        code
+    } else {
+        OTHER_CODE
+    };
+    match map.get_mut(key) {
+        Some(c) => *c += n,
+        None => {
+            map.insert(key.to_owned(), n);
+        }
+    }
+}
+
+/// Maps the run's monotonic clock onto UTC interval numbers.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    start_unix_ns: u64,
+    interval_ns: u64,
+}
+
+impl Clock {
+    /// A clock whose `Instant::now()` is `Utc::now()`, cutting time into `interval`s.
+    pub fn start(interval: Duration) -> Self {
+        let now = Utc::now();
+        Self {
+            start: Instant::now(),
+            start_unix_ns: now.timestamp_nanos_opt().unwrap_or(0).max(0) as u64,
+            interval_ns: (interval.as_nanos() as u64).max(1_000_000),
+        }
+    }
+
+    /// The number of the interval `t` falls in (Unix time / interval).
+    pub fn bucket(&self, t: Instant) -> u64 {
+        (self.start_unix_ns + t.saturating_duration_since(self.start).as_nanos() as u64) / self.interval_ns
+    }
+
+    /// The UTC time of `t`.
+    pub fn utc(&self, t: Instant) -> DateTime<Utc> {
+        let ns = self.start_unix_ns + t.saturating_duration_since(self.start).as_nanos() as u64;
+        DateTime::from_timestamp_nanos(ns as i64)
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_ns)
+    }
+
+    /// The monotonic instant at which interval `bucket + 1` begins.
+    fn end_of(&self, bucket: u64) -> Instant {
+        let end_ns = (bucket + 1) * self.interval_ns;
+        self.start + Duration::from_nanos(end_ns.saturating_sub(self.start_unix_ns))
+    }
+
+    fn start_s(&self, bucket: u64) -> f64 {
+        (bucket * self.interval_ns) as f64 / 1e9
+    }
+}
+
+/// A histogram that is either being recorded into or compressed.
+#[derive(Clone)]
+enum Hist {
+    Live(DurationHist),
+    Sealed(String),
+}
+
+impl Default for Hist {
+    fn default() -> Self {
+        Hist::Live(DurationHist::coarse())
+    }
+}
+
+impl Hist {
+    fn live(&mut self) -> &mut DurationHist {
+        if let Hist::Sealed(data) = self {
+            let h = DurationHist::decode(data).unwrap_or_else(|_| DurationHist::coarse());
+            *self = Hist::Live(h);
+        }
+        match self {
+            Hist::Live(h) => h,
+            Hist::Sealed(_) => unreachable!("unsealed above"),
+        }
+    }
+
+    fn merge(&mut self, other: &Hist) {
+        match other {
+            Hist::Live(h) if h.is_empty() => {}
+            Hist::Live(h) => self.live().merge(h),
+            Hist::Sealed(data) => {
+                if let Ok(h) = DurationHist::decode(data) {
+                    self.live().merge(&h);
+                }
+            }
+        }
+    }
+
+    fn seal(&mut self) {
+        if let Hist::Live(h) = self {
+            if !h.is_empty() {
+                *self = Hist::Sealed(h.encode());
+            }
+        }
+    }
+
+    fn encoded(&self) -> Option<String> {
+        match self {
+            Hist::Live(h) if h.is_empty() => None,
+            Hist::Live(h) => Some(h.encode()),
+            Hist::Sealed(data) => Some(data.clone()),
+        }
+    }
+
+    #[cfg(test)]
+    fn count(&self) -> u64 {
+        match self {
+            Hist::Live(h) => h.len(),
+            Hist::Sealed(data) => DurationHist::decode(data).map_or(0, |h| h.len()),
+        }
+    }
+}
+
+/// What one interval recorded from the requests that completed in it.
+#[derive(Clone, Default)]
+pub struct IntervalRec {
+    pub succeeded: u64,
+    pub failed: u64,
+    errors: BTreeMap<String, u64>,
+    latency: Hist,
+    ttft: Hist,
+    itl: Hist,
+}
+
+impl IntervalRec {
+    pub fn success(&mut self, latency: Duration) {
+        self.succeeded += 1;
+        self.latency.live().record(latency);
+    }
+
+    pub fn failure(&mut self, code: &str, latency: Duration) {
+        self.failed += 1;
+        count_code(&mut self.errors, code, 1);
+        self.latency.live().record(latency);
+    }
+
+    pub fn stream(&mut self, ttft: Duration, gaps: &[Duration]) {
+        self.ttft.live().record(ttft);
+        let itl = self.itl.live();
+        gaps.iter().for_each(|g| itl.record(*g));
+    }
+
+    fn merge(&mut self, o: &IntervalRec) {
+        self.succeeded += o.succeeded;
+        self.failed += o.failed;
+        for (code, n) in &o.errors {
+            count_code(&mut self.errors, code, *n);
+        }
+        self.latency.merge(&o.latency);
+        self.ttft.merge(&o.ttft);
+        self.itl.merge(&o.itl);
+    }
+
+    fn seal(&mut self) {
+        self.latency.seal();
+        self.ttft.seal();
+        self.itl.seal();
+    }
+}
+
+/// A stripe's open intervals (usually one).
+#[derive(Clone, Default)]
+pub struct Intervals(BTreeMap<u64, IntervalRec>);
+
+impl Intervals {
+    pub fn at(&mut self, bucket: u64) -> &mut IntervalRec {
+        self.0.entry(bucket).or_default()
+    }
+
+    /// The intervals before `bucket`, taken out (none, without allocating, in the usual case).
+    pub fn take_before(&mut self, bucket: u64) -> Intervals {
+        match self.0.first_key_value() {
+            Some((first, _)) if *first < bucket => {
+                let newer = self.0.split_off(&bucket);
+                Intervals(std::mem::replace(&mut self.0, newer))
+            }
+            _ => Intervals::default(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What the sampler read at the end of an interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Gauges {
+    /// Requests in flight (issued, not yet complete), warm-up included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// CPU time over wall time in the interval, in percent of one core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_pct: Option<f64>,
+    /// The server's own figures (`--target` with an admin key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerSample>,
+}
+
+/// A server's figures at one moment, from its stats route (`GET /v1/admin/stats`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerSample {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+    /// CPU % over the interval (from two readings of `cpu_seconds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_pct: Option<f64>,
+    /// Turns the server ran so far, all tenants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turns: Option<u64>,
+    /// The server's runtime counters and gauges, as it reports them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, serde_json::Value>,
+}
+
+/// The series a run's workers and sampler feed.
+pub struct Series {
+    pub clock: Clock,
+    /// Requests issued and not yet complete.
+    pub in_flight: AtomicU64,
+    slots: Mutex<BTreeMap<u64, IntervalRec>>,
+    gauges: Mutex<BTreeMap<u64, Gauges>>,
+}
+
+impl Series {
+    pub fn new(clock: Clock) -> Self {
+        Self {
+            clock,
+            in_flight: AtomicU64::new(0),
+            slots: Mutex::new(BTreeMap::new()),
+            gauges: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Adds a stripe's closed intervals; compresses those two intervals older than the newest.
+    pub fn absorb(&self, closed: Intervals) {
+        if closed.is_empty() {
+            return;
+        }
+        let mut slots = self.slots.lock();
+        for (bucket, rec) in closed.0 {
+            slots.entry(bucket).or_default().merge(&rec);
+        }
+        if let Some(newest) = slots.last_key_value().map(|(k, _)| *k) {
+            for (_, rec) in slots.range_mut(..newest.saturating_sub(1)) {
+                rec.seal();
+            }
+        }
+    }
+
+    /// The figures of interval `bucket` as far as they have arrived (the progress bar's).
+    pub fn recent(&self, bucket: u64) -> crate::progress::Recent {
+        let slots = self.slots.lock();
+        let rec = slots.get(&bucket);
+        let secs = self.clock.interval().as_secs_f64();
+        crate::progress::Recent {
+            requests_per_s: rec.map_or(0.0, |r| (r.succeeded + r.failed) as f64 / secs),
+            p99_ms: rec.and_then(|r| match &r.latency {
+                Hist::Live(h) if !h.is_empty() => Some(h.quantile_ns(0.99) as f64 / 1e6),
+                Hist::Live(_) => None,
+                Hist::Sealed(d) => DurationHist::decode(d).ok().map(|h| h.quantile_ns(0.99) as f64 / 1e6),
+            }),
+            errors: rec.map_or(0, |r| r.failed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records what the sampler read at the end of `bucket`.
+    pub fn gauge(&self, bucket: u64, g: Gauges) {
+        self.gauges.lock().insert(bucket, g);
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn request_done(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The rows, from the first interval with anything in it to the last.
+    pub fn timeline(&self) -> Timeline {
+        let slots = self.slots.lock();
+        let gauges = self.gauges.lock();
+        let first = slots.keys().chain(gauges.keys()).min().copied();
+        let last = slots.keys().chain(gauges.keys()).max().copied();
+        let rows = match (first, last) {
+            (Some(a), Some(b)) => (a..=b)
+                .map(|k| {
+                    let rec = slots.get(&k);
+                    let g = gauges.get(&k).cloned().unwrap_or_default();
+                    IntervalRow {
+                        t: self.clock.start_s(k),
+                        requests: rec.map_or(0, |r| r.succeeded + r.failed),
+                        succeeded: rec.map_or(0, |r| r.succeeded),
+                        failed: rec.map_or(0, |r| r.failed),
+                        errors: rec.map(|r| r.errors.clone()).unwrap_or_default(),
+                        latency: rec.and_then(|r| r.latency.encoded()),
+                        ttft: rec.and_then(|r| r.ttft.encoded()),
+                        itl: rec.and_then(|r| r.itl.encoded()),
+                        gauges: g,
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Timeline {
+            interval_s: self.clock.interval().as_secs_f64(),
+            encoding: HDR_ENCODING.to_owned(),
+            significant_figures: 2,
+            rows,
+        }
+    }
+}
+
+/// One interval of the series, as a summary holds it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IntervalRow {
+    /// Start of the interval, Unix seconds (UTC).
+    pub t: f64,
+    pub requests: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Failures by error code.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub errors: BTreeMap<String, u64>,
+    /// Latency of the requests completed in the interval (HDR, see [`Timeline::encoding`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<String>,
+    /// Live turns: time to the first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft: Option<String>,
+    /// Live turns: gaps between chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub itl: Option<String>,
+    #[serde(flatten)]
+    pub gauges: Gauges,
+}
+
+/// A run's time series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    pub interval_s: f64,
+    /// How the rows' histograms are encoded: HDR V2 + DEFLATE, base64, nanoseconds.
+    pub encoding: String,
+    pub significant_figures: u8,
+    pub rows: Vec<IntervalRow>,
+}
+
+impl Timeline {
+    /// Adds `other` row by row (aligned on their start times); counts and histograms add,
+    /// gauges of the same interval add (in-flight, RSS, CPU of several processes), the
+    /// server's sample is kept from the first summary that has one (all segments read one server).
+    pub fn merge(&mut self, other: &Timeline) -> Result<(), String> {
+        if self.rows.is_empty() && self.interval_s == 0.0 {
+            *self = other.clone();
+            return Ok(());
+        }
+        if (self.interval_s - other.interval_s).abs() > 1e-9 {
+            return Err(format!(
+                "the time series have different intervals ({} s and {} s)",
+                self.interval_s, other.interval_s
+            ));
+        }
+        let key = |t: f64| (t * 1e3).round() as i64;
+        let mut rows: BTreeMap<i64, IntervalRow> = std::mem::take(&mut self.rows)
+            .into_iter()
+            .map(|r| (key(r.t), r))
+            .collect();
+        for r in &other.rows {
+            match rows.get_mut(&key(r.t)) {
+                None => {
+                    rows.insert(key(r.t), r.clone());
+                }
+                Some(mine) => {
+                    mine.requests += r.requests;
+                    mine.succeeded += r.succeeded;
+                    mine.failed += r.failed;
+                    for (code, n) in &r.errors {
+                        count_code(&mut mine.errors, code, *n);
+                    }
+                    for (a, b) in [
+                        (&mut mine.latency, &r.latency),
+                        (&mut mine.ttft, &r.ttft),
+                        (&mut mine.itl, &r.itl),
+                    ] {
+                        *a = merge_encoded(a.as_deref(), b.as_deref())?;
+                    }
+                    let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+                        (None, None) => None,
+                        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+                    };
+                    let g = &mut mine.gauges;
+                    g.in_flight = add(g.in_flight, r.gauges.in_flight);
+                    g.rss_bytes = add(g.rss_bytes, r.gauges.rss_bytes);
+                    g.cpu_pct = match (g.cpu_pct, r.gauges.cpu_pct) {
+                        (None, None) => None,
+                        (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+                    };
+                    if g.server.is_none() {
+                        g.server = r.gauges.server.clone();
+                    }
+                }
+            }
+        }
+        self.rows = rows.into_values().collect();
+        Ok(())
+    }
+
+    /// Decodes a row's histogram.
+    pub fn hist(data: Option<&str>) -> Option<DurationHist> {
+        data.and_then(|d| DurationHist::decode(d).ok())
+    }
+}
+
+fn merge_encoded(a: Option<&str>, b: Option<&str>) -> Result<Option<String>, String> {
+    match (a, b) {
+        (None, None) => Ok(None),
+        (Some(x), None) | (None, Some(x)) => Ok(Some(x.to_owned())),
+        (Some(x), Some(y)) => {
+            let mut h = DurationHist::decode(x)?;
+            h.merge(&DurationHist::decode(y)?);
+            Ok(Some(h.encode()))
+        }
+    }
+}
+
+/// The task that reads the gauges at the end of each interval: in-flight, the process's RSS and
+/// CPU %, and what the target's `server` sampler returns (the server's side, over HTTP).
+pub struct Sampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    /// Starts sampling `series`; `server` reads the server's side (or returns `None`), and
+    /// `progress` hears the figures of the last complete interval.
+    pub fn start<F, Fut>(
+        series: std::sync::Arc<Series>,
+        server: F,
+        progress: std::sync::Arc<dyn crate::progress::Progress>,
+    ) -> Self
+    where
+        F: Fn() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Option<ServerSample>> + Send,
+    {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let clock = series.clock;
+            let mut bucket = clock.bucket(Instant::now());
+            let (mut last, mut cpu_before) = (Instant::now(), crate::resources::cpu_seconds());
+            let mut server_before: Option<(Instant, f64)> = None;
+            loop {
+                let last_reading = tokio::select! {
+                    _ = tokio::time::sleep_until(clock.end_of(bucket)) => false,
+                    _ = &mut stopped => true,
+                };
+                let in_flight = series.in_flight.load(Ordering::Relaxed);
+                // /proc reads are file I/O: on a blocking thread.
+                let (rss, cpu) =
+                    tokio::task::spawn_blocking(|| (crate::resources::rss_bytes(), crate::resources::cpu_seconds()))
+                        .await
+                        .unwrap_or((None, cpu_before));
+                let now = Instant::now();
+                let wall = now.duration_since(last).as_secs_f64().max(1e-3);
+                let mut server = server().await;
+                if let Some(s) = server.as_mut() {
+                    if let (Some(cpu_now), Some((at, before))) = (s.cpu_seconds, server_before) {
+                        let wall = now.duration_since(at).as_secs_f64().max(1e-3);
+                        s.cpu_pct = Some(((cpu_now - before) / wall * 100.0).max(0.0));
+                    }
+                    server_before = s.cpu_seconds.map(|c| (now, c));
+                }
+                series.gauge(
+                    bucket,
+                    Gauges {
+                        in_flight: Some(in_flight),
+                        rss_bytes: rss,
+                        cpu_pct: Some(((cpu - cpu_before) / wall * 100.0).max(0.0)),
+                        server,
+                    },
+                );
+                if last_reading {
+                    return;
+                }
+                // Workers hand an interval over when they move on: the one before this is whole.
+                if let Some(previous) = bucket.checked_sub(1) {
+                    progress.recent(&series.recent(previous));
+                }
+                (last, cpu_before) = (now, cpu);
+                bucket = clock.bucket(Instant::now()).max(bucket + 1);
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Takes the last reading (of the interval in progress) and stops.
+    pub async fn finish(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn buckets_are_utc_intervals() {
+        let clock = Clock::start(Duration::from_secs(1));
+        let now = Instant::now();
+        let b = clock.bucket(now);
+        let utc = clock.utc(now).timestamp() as u64;
+        assert!(
+            b == utc || b + 1 == utc || b == utc + 1,
+            "bucket {b} vs unix second {utc}"
+        );
+        assert_eq!(clock.bucket(now + Duration::from_secs(3)), b + 3);
+        assert!(clock.end_of(b) > now && clock.end_of(b) <= now + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn closed_intervals_move_to_the_series_and_are_sealed_without_losing_counts() {
+        let series = Series::new(Clock::start(Duration::from_secs(1)));
+        let mut stripe = Intervals::default();
+        for bucket in 100..110u64 {
+            for i in 0..10 {
+                stripe.at(bucket).success(ms(1 + i));
+            }
+            stripe.at(bucket).failure("model.timeout", ms(50));
+            series.absorb(stripe.take_before(bucket));
+        }
+        assert!(
+            stripe.take_before(109).is_empty(),
+            "nothing older than the open interval is left"
+        );
+        series.absorb(stripe.take_before(u64::MAX));
+        // A late piece of an interval already sealed.
+        let mut late = Intervals::default();
+        late.at(100).success(ms(7));
+        series.absorb(late);
+        {
+            let slots = series.slots.lock();
+            assert!(
+                matches!(slots[&105].latency, Hist::Sealed(_)),
+                "old intervals are compressed"
+            );
+            assert_eq!(slots[&100].latency.count(), 12);
+        }
+        let t = series.timeline();
+        assert_eq!(t.rows.len(), 10);
+        assert_eq!(t.rows[0].requests, 12);
+        assert_eq!(t.rows[0].errors["model.timeout"], 1);
+        assert_eq!(t.rows[9].requests, 11);
+        let h = Timeline::hist(t.rows[0].latency.as_deref()).unwrap();
+        assert_eq!(h.len(), 12);
+    }
+
+    #[test]
+    fn error_codes_are_bounded() {
+        let mut m = BTreeMap::new();
+        for i in 0..100 {
+            count_code(&mut m, &format!("code.{i}"), 1);
+        }
+        assert_eq!(m.len(), MAX_CODES + 1);
+        assert_eq!(m[OTHER_CODE], 100 - MAX_CODES as u64);
+        assert_eq!(m.values().sum::<u64>(), 100);
+    }
+
+    #[test]
+    fn timelines_merge_row_by_row() {
+        let mk = |t0: f64, n: u64| {
+            let series = Series::new(Clock::start(Duration::from_secs(1)));
+            let mut s = Intervals::default();
+            for k in 0..3u64 {
+                for i in 0..n {
+                    s.at(t0 as u64 + k).success(ms(i + 1));
+                }
+            }
+            series.absorb(s);
+            series.timeline()
+        };
+        let mut a = mk(1000.0, 4);
+        a.merge(&mk(1001.0, 2)).unwrap();
+        let counts: Vec<(f64, u64)> = a.rows.iter().map(|r| (r.t, r.requests)).collect();
+        assert_eq!(counts, vec![(1000.0, 4), (1001.0, 6), (1002.0, 6), (1003.0, 2)]);
+        let h = Timeline::hist(a.rows[1].latency.as_deref()).unwrap();
+        assert_eq!(h.len(), 6);
+        let mut other = mk(1000.0, 1);
+        other.interval_s = 2.0;
+        assert!(a.merge(&other).unwrap_err().contains("different intervals"));
+    }
+}
