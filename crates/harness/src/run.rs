@@ -161,7 +161,10 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
     if opts.config.kind.drives_endpoint() {
         let mut run = endpoint::options(&opts.config, &opts.endpoint, opts.provider)?;
         run.interval = opts.interval;
-        return Ok(endpoint::run(run, progress).await.into());
+        let mut summary = endpoint::run(run, progress).await;
+        summary.provenance = opts.provenance;
+        summary.config = Some(opts.config);
+        return Ok(summary.into());
     }
     let cfg = Arc::new(opts.config);
     let Built {

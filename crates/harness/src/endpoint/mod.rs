@@ -281,6 +281,8 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
         schema_version: crate::summary::SCHEMA_VERSION,
         scenario: "endpoint_load",
         started_at,
+        provenance: crate::summary::Provenance::current(),
+        config: None,
         provider: opts.provider.info().name.clone(),
         model: opts.model.clone(),
         simulated: r.simulated || opts.provider.info().simulated,

@@ -13,6 +13,12 @@ pub struct EndpointSummary {
     pub schema_version: u32,
     pub scenario: &'static str,
     pub started_at: DateTime<Utc>,
+    /// The build, the machine and the command.
+    pub provenance: crate::summary::Provenance,
+    /// The resolved scenario (requests or duration, rate or concurrency, seed, ...), when the
+    /// run came from the catalog.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<crate::scenario::ScenarioConfig>,
     pub provider: String,
     pub model: String,
     /// The endpoint said its answers were simulated (`aether sim-llm`).

@@ -287,7 +287,12 @@ fn delta_cell(v: f64, base: Option<f64>) -> String {
 fn percentile_tables(h: &mut String, runs: &[Run], percentiles: &[f64]) {
     h.push_str("<h3>Percentiles</h3>");
     let mut spectrum = Vec::new();
+    // endpoint_load's latency is its end-to-end time, tabled as `e2e`.
+    let all_endpoint = runs.iter().all(|r| r.s.is_endpoint());
     for (hist_name, label, div) in METRICS {
+        if *hist_name == "latency" && all_endpoint {
+            continue;
+        }
         let rows: Vec<(&Run, Option<DurationHist>)> = runs
             .iter()
             .map(|r| (r, r.s.histogram(hist_name).ok().flatten()))
@@ -795,5 +800,22 @@ mod tests {
         assert!(html.contains(r#"<div class="tile fail" data-kpi="error_rate""#));
         assert_eq!(html.matches(r#"<section class="scenario""#).count(), 2);
         assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+    }
+
+    #[test]
+    fn an_endpoint_load_report_tables_its_own_figures() {
+        let mut e2e = DurationHist::default();
+        (1..=100u64).for_each(|ms| e2e.record(std::time::Duration::from_millis(ms)));
+        let v = serde_json::json!({"schema_version": 2, "scenario": "endpoint_load", "simulated": false,
+            "arrival": {"rate": {"rate": 5.0}}, "requests": {"total": 100}, "request_throughput_rps": 4.9,
+            "output_tokens_per_s": 310.0, "goodput_rps": 4.5, "ttft_ms": {"count": 100, "p50": 40.0},
+            "latency_ms": {"count": 100, "p50": 50.0},
+            "histograms": {"e2e": e2e.serialise()}});
+        let s = parse_summary(std::path::Path::new("ep.json"), &v.to_string()).unwrap();
+        let html = render(&[s], None, &[50.0, 99.9]);
+        assert!(html.contains("endpoint_load figures") && html.contains("goodput (req/s within SLO)"));
+        assert!(html.contains(r#"data-metric="e2e""#) && !html.contains(r#"data-metric="latency""#));
+        assert!(html.contains("<th>P99.9</th>") && !html.contains("id=\"simulated-banner\""));
+        assert!(html.contains("HDR spectrum"), "the spectrum of its end-to-end time");
     }
 }
