@@ -27,6 +27,8 @@ Routes (JSON with the contracts' names; bearer API keys; ids are per tenant):
   GET /v1/sessions/{id}/events (?after_seq=&limit=)
   GET /healthz · GET /readyz · GET /metrics (Prometheus) · GET /openapi.json
   GET /v1/admin/stats (admin key: runtime counters, admission, live turns by tenant, process RSS/CPU)
+  GET /debug/pprof/profile?seconds=N[&format=flamegraph] (admin key: a CPU profile, pprof or SVG;
+       N at most 60; one at a time, another gets 409)
 
 API keys: AETHER_API_KEYS=key1=tenant1,key2=tenant2 (development), or in the config file as SHA-256
 hashes (`printf %s KEY | sha256sum`). A tenant never sees another's agents or sessions (404).

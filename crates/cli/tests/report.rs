@@ -15,6 +15,14 @@ use tokio_tungstenite::tungstenite::Message;
 /// How long any single wait on the browser may take before the test fails (not a sleep).
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// The tests here load the machine (perf runs, a browser); the gate test compares the timings of
+/// runs made seconds apart, so they take turns rather than disturb each other's measurements.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn run_ok(args: &[&str]) -> String {
     let out = aether(args);
     assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
@@ -34,6 +42,7 @@ fn perf_run(scenario: &str, out: &Path, extra: &[&str]) {
 
 #[test]
 fn segments_merge_into_the_summary_of_the_whole_run() {
+    let _turn = one_at_a_time();
     let dir = tmp("merge");
     let (a, b, m) = (dir.join("s1.json"), dir.join("s2.json"), dir.join("merged.json"));
     let common = ["--iterations", "41", "--concurrency", "5", "--time-scale", "0"];
@@ -98,6 +107,7 @@ fn segments_merge_into_the_summary_of_the_whole_run() {
 
 #[test]
 fn the_gate_passes_unchanged_runs_and_fails_a_slower_model() {
+    let _turn = one_at_a_time();
     let dir = tmp("gate-n");
     let base = dir.join("baselines");
     let b = base.to_str().unwrap().to_owned();
@@ -126,7 +136,12 @@ fn the_gate_passes_unchanged_runs_and_fails_a_slower_model() {
     );
     // Unchanged: exit 0.
     let out = gate("20", "same");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        std::fs::read_to_string(dir.join("same/checklist.md")).unwrap_or_default()
+    );
     let checklist = std::fs::read_to_string(dir.join("same/checklist.md")).unwrap();
     assert!(
         checklist.contains("✅ PASS") && checklist.contains("median"),
@@ -185,6 +200,7 @@ fn the_gate_passes_unchanged_runs_and_fails_a_slower_model() {
 
 #[test]
 fn bad_summaries_are_named_with_what_is_wrong() {
+    let _turn = one_at_a_time();
     let dir = tmp("bad-summaries");
     let good = dir.join("good.json");
     perf_run("latency_smoke", &good, &["--time-scale", "0"]);
@@ -360,6 +376,8 @@ async fn open_browser(exe: &Path, profile: &Path) -> (std::process::Child, Page)
             "--disable-background-networking",
             "--disable-gpu",
             "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
             "--remote-debugging-port=0",
             &format!("--user-data-dir={}", profile.display()),
             "about:blank",
@@ -411,16 +429,42 @@ async fn open_browser(exe: &Path, profile: &Path) -> (std::process::Child, Page)
     (child, page)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_report_renders_offline_in_chromium_with_every_chart_drawn() {
+#[test]
+fn the_report_renders_offline_in_chromium_with_every_chart_drawn() {
+    let _turn = one_at_a_time();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(report_in_chromium());
+}
+
+async fn report_in_chromium() {
     let Some(exe) = chromium() else { return };
     let dir = tmp("report-browser");
     // Two runs of one scenario (overlaid, with deltas), and a live-turn scenario (its own section).
     let (a, b, live) = (dir.join("a.json"), dir.join("b.json"), dir.join("live.json"));
     let flags = ["--duration", "2500ms", "--rate", "80", "--interval", "0.5"];
-    perf_run("burst_load", &a, &[&flags[..], &["--model-latency-ms", "5"]].concat());
+    perf_run(
+        "burst_load",
+        &a,
+        &[&flags[..], &["--model-latency-ms", "5", "--cpu-profile"]].concat(),
+    );
     perf_run("burst_load", &b, &[&flags[..], &["--model-latency-ms", "10"]].concat());
     perf_run("stream_probe", &live, &["--time-scale", "0.2"]);
+    // The first run also took a CPU profile, linked from its summary and from the report.
+    assert!(read(&b).get("cpu_profile").is_none());
+    let profiled = read(&a);
+    let svg = dir.join(profiled["cpu_profile"]["flamegraph"].as_str().unwrap());
+    let pb = dir.join(profiled["cpu_profile"]["pprof"].as_str().unwrap());
+    assert_eq!(svg, dir.join("a.cpu.svg"));
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    assert!(std::fs::metadata(&pb).unwrap().len() > 0);
+    assert!(profiled["cpu_profile"]["note"]
+        .as_str()
+        .unwrap()
+        .contains("load generator"));
     let html = dir.join("report.html");
     let out = run_ok(&[
         "perf",
@@ -461,6 +505,7 @@ async fn the_report_renders_offline_in_chromium_with_every_chart_drawn() {
                 points: Number(s.dataset.points),
                 drawn: [...s.querySelectorAll('polyline')].map(p => p.getBBox().width + p.getBBox().height).reduce((a, b) => a + b, 0),
             })),
+            profile: [...document.querySelectorAll('a.cpu-profile')].map(a => a.getAttribute('href')),
             tiles: [...document.querySelectorAll('section.scenario')].map(sec => [...sec.querySelectorAll('.tile')].map(t => ({
                 kpi: t.dataset.kpi, value: t.dataset.value, shown: t.querySelector('.v').textContent,
                 verdict: t.querySelector('.verdict').textContent,
@@ -478,6 +523,11 @@ async fn the_report_renders_offline_in_chromium_with_every_chart_drawn() {
     assert_eq!(facts["title"], "Aether Frame performance report");
     assert_eq!(facts["sections"], 2, "one section per scenario");
     assert_eq!(facts["simulated"], true);
+    assert_eq!(
+        facts["profile"],
+        json!(["a.cpu.svg"]),
+        "the report links the flame graph"
+    );
     let charts = facts["charts"].as_array().unwrap();
     assert!(
         charts.len() >= 14,

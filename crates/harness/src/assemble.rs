@@ -132,6 +132,7 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
         measured: f.measured,
         timeline: w.timeline,
         merged_from: Vec::new(),
+        cpu_profile: None,
         measurement: MEASUREMENT_NOTES,
         iterations: f.total,
         concurrency: cfg.concurrency,

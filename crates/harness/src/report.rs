@@ -55,6 +55,14 @@ impl Report {
         }
     }
 
+    /// Records the CPU profile taken during the run (files beside the summary).
+    pub fn set_cpu_profile(&mut self, links: crate::summary::CpuProfileLinks) {
+        match self {
+            Report::Runtime(s) => s.cpu_profile = Some(links),
+            Report::Endpoint(s) => s.cpu_profile = Some(links),
+        }
+    }
+
     /// A readable table (with the KPI verdicts of a runtime scenario).
     pub fn render(&self) -> String {
         match self {

@@ -228,6 +228,19 @@ impl MeasuredWindow {
     }
 }
 
+/// The CPU profile taken during the run (`perf run --cpu-profile`): files beside the summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuProfileLinks {
+    /// The flame graph (SVG), relative to the summary's directory.
+    pub flamegraph: String,
+    /// The pprof protobuf, relative to the summary's directory.
+    pub pprof: String,
+    pub samples: u64,
+    pub frequency_hz: u32,
+    /// What the profile covers.
+    pub note: String,
+}
+
 /// Where and from what a run came: the build, the machine, the command.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Provenance {
@@ -309,6 +322,8 @@ pub struct Summary {
     /// `perf merge`: the summaries this one adds up.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub merged_from: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_profile: Option<CpuProfileLinks>,
     pub measurement: &'static str,
     // The original harness's fields, for continuity.
     pub iterations: u64,

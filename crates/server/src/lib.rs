@@ -12,6 +12,7 @@ mod directory;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod profiling;
 pub mod routes;
 pub mod state;
 pub mod store_timing;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     let operators = Router::new()
         .route("/v1/admin/stats", get(admin::stats))
+        .route("/debug/pprof/profile", get(admin::profile))
         .route_layer(middleware::from_fn_with_state(state.clone(), admin::authenticate));
     Router::new()
         .route("/healthz", get(ops::healthz))

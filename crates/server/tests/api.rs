@@ -431,6 +431,52 @@ async fn admin_stats_need_an_admin_key_and_see_every_tenant() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // An admin key is not a tenant key.
     assert_eq!(s.get("/v1/agents", "ops-key").await.0, StatusCode::UNAUTHORIZED);
+
+    // A CPU profile of the server: admin only, bounded, one at a time.
+    let (st, _) = s.get("/debug/pprof/profile?seconds=1", "key-acme").await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, body) = s.get("/debug/pprof/profile?seconds=61", "ops-key").await;
+    assert_eq!(
+        (st, body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("seconds")),
+        "{body}"
+    );
+    let (st, body) = s.get("/debug/pprof/profile?seconds=1&format=png", "ops-key").await;
+    assert_eq!(
+        (st, body["error"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("format")),
+        "{body}"
+    );
+    // The profiler is process-wide: while one runs (here, held by the test), the route says 409.
+    let held = aether_server::profiling::Profiling::start().unwrap();
+    let (st, busy) = s.get("/debug/pprof/profile?seconds=1", "ops-key").await;
+    assert_eq!(
+        (st, busy["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("profile.busy")),
+        "{busy}"
+    );
+    drop(held);
+    let svg = s
+        .req(
+            reqwest::Method::GET,
+            "/debug/pprof/profile?seconds=1&format=flamegraph",
+            Some("ops-key"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svg.status(), StatusCode::OK);
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+    assert!(svg.text().await.unwrap().contains("<svg"));
+    let pb = s
+        .req(reqwest::Method::GET, "/debug/pprof/profile?seconds=1", Some("ops-key"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pb.headers()["content-type"], "application/octet-stream");
+    assert!(!pb.bytes().await.unwrap().is_empty(), "a pprof protobuf");
+    let (_, doc) = s.get("/openapi.json", "key-acme").await;
+    assert!(doc["paths"]["/debug/pprof/profile"]["get"].is_object(), "documented");
     s.shutdown().await;
 
     // A bad hash in [admin] is named.

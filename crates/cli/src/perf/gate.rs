@@ -4,7 +4,7 @@
 //! checklist as Markdown, JSON and HTML. Exit code 1 on any failure.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aether_harness::gate::{self, ScenarioCheck};
 use aether_harness::html;
@@ -117,12 +117,14 @@ pub(super) async fn gate(a: GateArgs) -> Result<(), CliError> {
         let mut runs = Vec::new();
         for k in 1..=a.repeat {
             let report = runner.run(cfg.clone()).await?;
-            let stem = report
-                .default_path(Path::new(""))
-                .with_extension("")
-                .display()
-                .to_string();
-            let path = out.join("runs").join(format!("{stem}-r{k}.json"));
+            // Milliseconds in the name: gates a second apart must not overwrite each other's
+            // baselines.
+            let name = format!(
+                "{}-{}-r{k}.json",
+                report.scenario(),
+                report.started_at().format("%Y%m%dT%H%M%S%3fZ")
+            );
+            let path = out.join("runs").join(name);
             write_report(&report, &path)?;
             runs.push(read_summary(&path)?);
             written.push(path);

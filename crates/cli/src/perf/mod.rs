@@ -22,6 +22,7 @@ use crate::provider_args::{ProviderArgs, ProviderKind};
 use crate::sim_args::{comma_list, SimArgs};
 use crate::store_args::{StoreArgs, StoreKind};
 use aether_harness::http_target::HttpTarget;
+use aether_server::profiling::Profiling;
 
 /// A temporary directory for the default SQLite file of a perf run, removed afterwards.
 struct ScratchDir(PathBuf);
@@ -205,6 +206,13 @@ pub struct RunArgs {
     /// Also write the HTML report beside each summary (`<summary>.html`).
     #[arg(long)]
     report: bool,
+
+    /// Profile this process's CPU during each run (99 Hz): a flame graph (`<summary>.cpu.svg`)
+    /// and a pprof protobuf (`<summary>.cpu.pb`) beside the summary, which links to them. In
+    /// process the profile holds the load generator as well as the runtime; with --target it is
+    /// the harness alone (the server's: GET /debug/pprof/profile with an admin key).
+    #[arg(long)]
+    cpu_profile: bool,
 
     /// The time series' interval, in seconds (aligned on UTC, so runs from several machines line
     /// up): counts, in-flight, latency histograms, errors, RSS and CPU per interval.
@@ -670,6 +678,44 @@ fn redacted_command_line(args: impl Iterator<Item = String>) -> String {
     out.join(" ")
 }
 
+/// Finishes the CPU profile of a run and writes it beside its summary at `summary`.
+async fn write_cpu_profile(
+    p: Profiling,
+    summary: &Path,
+    remote: bool,
+    scenario: &str,
+) -> Result<aether_harness::summary::CpuProfileLinks, CliError> {
+    let title = format!("aether perf run --scenario {scenario}");
+    let profile = tokio::task::spawn_blocking(move || p.finish(&title))
+        .await
+        .map_err(|e| CliError::failed(e.to_string()))?
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let stem = summary
+        .file_stem()
+        .map_or("run".into(), |s| s.to_string_lossy().into_owned());
+    let (svg, pb) = (format!("{stem}.cpu.svg"), format!("{stem}.cpu.pb"));
+    let dir = summary.parent().unwrap_or(Path::new(""));
+    aether_harness::report::write_atomic(&dir.join(&svg), &profile.flamegraph_svg)
+        .and_then(|()| aether_harness::report::write_atomic(&dir.join(&pb), &profile.pprof))
+        .map_err(|e| {
+            CliError::failed(format!(
+                "cannot write the CPU profile beside `{}`: {e}",
+                summary.display()
+            ))
+        })?;
+    Ok(aether_harness::summary::CpuProfileLinks {
+        flamegraph: svg,
+        pprof: pb,
+        samples: profile.samples,
+        frequency_hz: aether_server::profiling::FREQUENCY_HZ as u32,
+        note: if remote {
+            "the harness process only (the server's profile: GET /debug/pprof/profile with an admin key)".into()
+        } else {
+            "this process: the runtime and the load generator together (both run in it)".into()
+        },
+    })
+}
+
 /// Writes `report` to `path` (the error names the file).
 pub(crate) fn write_report(report: &Report, path: &Path) -> Result<(), CliError> {
     report
@@ -690,8 +736,16 @@ async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
     let mut failed_gates = Vec::new();
     for cfg in configs {
         let name = cfg.scenario.clone();
-        let report = runner.run(cfg).await?;
+        let profiling = match a.cpu_profile {
+            true => Some(Profiling::start().map_err(|e| CliError::failed(e.to_string()))?),
+            false => None,
+        };
+        let mut report = runner.run(cfg).await?;
         let path = output_path(&a, &report);
+        if let Some(p) = profiling {
+            let links = write_cpu_profile(p, &path, a.target.is_some(), &name).await?;
+            report.set_cpu_profile(links);
+        }
         write_report(&report, &path)?;
         let html = match a.report {
             true => Some(analyse::write_report_beside(&path)?),

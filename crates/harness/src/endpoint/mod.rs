@@ -326,6 +326,7 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
         errors: r.errors.clone(),
         histograms,
         timeline: series.timeline(),
+        cpu_profile: None,
         definitions: DEFINITIONS,
     }
 }

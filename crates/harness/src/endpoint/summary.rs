@@ -52,6 +52,8 @@ pub struct EndpointSummary {
     pub histograms: std::collections::BTreeMap<String, SerialisedHist>,
     /// Per interval: requests, errors, in-flight, E2E latency, TTFT and ITL, RSS and CPU.
     pub timeline: crate::timeline::Timeline,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_profile: Option<crate::summary::CpuProfileLinks>,
     pub definitions: &'static str,
 }
 

@@ -142,6 +142,7 @@ fn section(h: &mut String, name: &str, runs: &[Run], percentiles: &[f64]) {
         escape(name)
     );
     provenance(h, runs);
+    profiles(h, runs);
     if let Some(newest) = runs.last() {
         tiles(h, newest, runs.first().filter(|_| runs.len() > 1));
     }
@@ -151,6 +152,28 @@ fn section(h: &mut String, name: &str, runs: &[Run], percentiles: &[f64]) {
     breakdowns(h, runs);
     particular(h, name, runs);
     h.push_str("</section>");
+}
+
+/// Links to the CPU profiles taken with the runs (files beside their summaries).
+fn profiles(h: &mut String, runs: &[Run]) {
+    let links: Vec<String> = runs
+        .iter()
+        .filter_map(|r| {
+            let p = r.s.value.get("cpu_profile")?;
+            let s = |k: &str| escape(p.get(k).and_then(Value::as_str).unwrap_or(""));
+            Some(format!(
+                r#"<li>{}: <a class="cpu-profile" href="{}">flame graph</a> · <a href="{}">pprof</a> ({} samples; {})</li>"#,
+                escape(&r.label),
+                s("flamegraph"),
+                s("pprof"),
+                p.get("samples").and_then(Value::as_u64).unwrap_or(0),
+                s("note")
+            ))
+        })
+        .collect();
+    if !links.is_empty() {
+        let _ = write!(h, "<h3>CPU profiles</h3><ul class=\"profiles\">{}</ul>", links.concat());
+    }
 }
 
 fn provenance(h: &mut String, runs: &[Run]) {

@@ -1,6 +1,7 @@
-//! `/v1/admin/*`: what an operator (an `[admin]` key) reads about the whole server, all tenants
-//! together. `aether perf --target URL --admin-key KEY` reads [`stats`] at each interval to put
-//! the server's side beside the client's.
+//! The operators' routes (an `[admin]` key): `/v1/admin/stats`, what the whole server is doing, all
+//! tenants together (`aether perf --target URL --admin-key KEY` reads it at each interval to put
+//! the server's side beside the client's), and `/debug/pprof/profile`, a CPU profile of the
+//! server.
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -51,4 +52,70 @@ pub async fn stats(State(s): State<AppState>) -> Json<Value> {
             "threads": process.as_ref().and_then(|p| p.threads),
         },
     }))
+}
+
+/// `?seconds=N&format=pprof|flamegraph` of [`profile`].
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileQuery {
+    pub seconds: Option<u64>,
+    pub format: Option<String>,
+}
+
+/// `GET /debug/pprof/profile?seconds=N`: a CPU profile of the server over the next N seconds
+/// (default 30, at most [`crate::profiling::MAX_SECONDS`]), as pprof protobuf or, with
+/// `format=flamegraph`, an SVG flame graph. One at a time: another request meanwhile gets 409.
+pub async fn profile(
+    axum::extract::Query(q): axum::extract::Query<ProfileQuery>,
+) -> Result<Response, crate::error::ApiError> {
+    use crate::error::ApiError;
+    use crate::profiling::{ProfileError, Profiling, MAX_SECONDS};
+    let seconds = q.seconds.unwrap_or(30);
+    if !(1..=MAX_SECONDS).contains(&seconds) {
+        return Err(ApiError::bad_request(
+            format!("seconds must be between 1 and {MAX_SECONDS}"),
+            Some("seconds".into()),
+        ));
+    }
+    let flamegraph = match q.format.as_deref().unwrap_or("pprof") {
+        "pprof" => false,
+        "flamegraph" => true,
+        other => {
+            return Err(ApiError::bad_request(
+                format!("format `{other}`: expected pprof or flamegraph"),
+                Some("format".into()),
+            ))
+        }
+    };
+    let p = match Profiling::start() {
+        Ok(p) => p,
+        Err(ProfileError::Busy) => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "profile.busy",
+                "a CPU profile is already running on this server; try again when it ends",
+            ))
+        }
+        Err(e) => return Err(ApiError::internal(e.to_string())),
+    };
+    // The profile's window: the server keeps serving meanwhile.
+    tokio::time::sleep(std::time::Duration::from_secs(seconds)).await;
+    let title = format!("aether serve: {seconds} s of CPU");
+    let profile = tokio::task::spawn_blocking(move || p.finish(&title))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let response = if flamegraph {
+        ([(header::CONTENT_TYPE, "image/svg+xml")], profile.flamegraph_svg).into_response()
+    } else {
+        (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"aether-serve.pb\""),
+            ],
+            profile.pprof,
+        )
+            .into_response()
+    };
+    Ok(response)
 }

@@ -141,6 +141,7 @@ pub fn document() -> Value {
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "Readiness: the store answers", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
+            "/debug/pprof/profile": {"get": {"summary": "A CPU profile of the server over `seconds` (1-60, default 30), as pprof protobuf or `format=flamegraph` SVG (admin key)", "parameters": [{"name": "seconds", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 60}}, {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["pprof", "flamegraph"]}}], "responses": {"200": {"description": "the profile"}, "400": {"description": "seconds or format out of range"}, "401": {"description": "no key or an unknown one"}, "403": {"description": "a tenant's key"}, "409": {"description": "a profile is already running"}}}},
             "/v1/admin/stats": {"get": {"summary": "The whole server's figures, all tenants (admin key)", "responses": {"200": {"description": "runtime counters, admission, live turns by tenant, process RSS and CPU"}, "401": {"description": "no key or an unknown one"}, "403": {"description": "a tenant's key"}}}},
         }
     })
