@@ -14,6 +14,7 @@ mod sessions;
 mod sim_args;
 mod simllm;
 mod store_args;
+mod telemetry;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,17 @@ struct Cli {
     /// Log format: `text` for people, `json` (one object per line) for log pipelines.
     #[arg(long, global = true, value_enum, default_value = "text", env = "AETHER_LOG_FORMAT")]
     log_format: LogFormat,
+
+    /// Export the runtime's GenAI spans (OpenTelemetry semantic conventions) to this OTLP
+    /// collector, e.g. http://127.0.0.1:4318 (spans go to /v1/traces). Default: the standard
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; with neither, nothing is
+    /// exported. OTEL_SDK_DISABLED=true turns export off.
+    #[arg(long, global = true, value_name = "URL")]
+    otlp_endpoint: Option<String>,
+
+    /// OTLP protocol: http/protobuf (default) or http/json. Default: OTEL_EXPORTER_OTLP_PROTOCOL.
+    #[arg(long, global = true, value_name = "PROTOCOL")]
+    otlp_protocol: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -74,20 +86,6 @@ enum LogFormat {
     Json,
 }
 
-fn init_logging(level: &str, format: LogFormat) -> Result<(), CliError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| CliError::usage(format!("--log-level `{level}` is not a valid level or filter: {e}")))?;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
-    Ok(())
-}
-
 /// Restores the default SIGPIPE action, so `aether ... | head` ends quietly like other Unix
 /// tools instead of panicking on a closed stdout.
 fn default_sigpipe() {
@@ -101,7 +99,18 @@ fn default_sigpipe() {
 fn main() {
     default_sigpipe();
     let cli = Cli::parse();
-    let outcome = init_logging(&cli.log_level, cli.log_format).and_then(|()| {
+    let telemetry = telemetry::settings(cli.otlp_endpoint.as_deref(), cli.otlp_protocol.as_deref(), |k| {
+        std::env::var(k).ok()
+    })
+    .and_then(|export| telemetry::init(&cli.log_level, matches!(cli.log_format, LogFormat::Json), &export));
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(e.exit_code());
+        }
+    };
+    let outcome = (|| {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         if let Some(n) = cli.worker_threads {
             if n == 0 {
@@ -126,7 +135,9 @@ fn main() {
                 Command::Validate(a) => validate::run(a),
             }
         })
-    });
+    })();
+    // Deliver the last spans (within a deadline) before exiting.
+    telemetry.shutdown();
     if let Err(e) = outcome {
         eprintln!("error: {e}");
         std::process::exit(e.exit_code());

@@ -25,8 +25,9 @@ const HEADERS: [(&str, &str); 4] = [
 ];
 
 /// Installs the ring crypto provider for rustls once per process (reqwest 0.13 is built
-/// without a provider of its own, to avoid a C build). Harmless when one is installed.
-pub(crate) fn ensure_tls_provider() {
+/// without a provider of its own, to avoid a C build): for rmcp's client here, and for any other
+/// reqwest 0.13 client of the process (the CLI's OTLP exporter). Harmless when one is installed.
+pub fn ensure_tls_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

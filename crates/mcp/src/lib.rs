@@ -16,6 +16,7 @@ mod tool;
 
 pub use client::{CallOutcome, McpClient, McpStatsSnapshot};
 pub use config::{McpServerConfig, McpTransport, SessionMode};
+pub use http_client::ensure_tls_provider;
 pub use hub::McpHub;
 pub use server::{serve_http, serve_stdio, streamable_http_service, ServerStats, ToolServer};
 

@@ -28,6 +28,7 @@ mod runtime;
 pub mod sessions;
 pub mod stats;
 pub mod sweeper;
+pub mod telemetry;
 
 /// The model providers (crate `aether-providers`), re-exported.
 pub use aether_providers as model;

@@ -4,6 +4,10 @@
 //! `ToolResult`s (`not_found` / `tool.not_declared`, `error` / `tool.invalid_parameters`). Valid
 //! calls run concurrently, each under its own timeout; a panic, an error or a timeout becomes a
 //! `ToolResult` too. Results come back in the order of the calls.
+//!
+//! Each call runs in an `execute_tool {tool}` span (OpenTelemetry GenAI conventions, target
+//! `aether::gen_ai`, DEBUG: free unless a subscriber asks for it), a child of the span the calls
+//! were made in; spans of calls that fan out overlap in time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,8 @@ use aether_contracts::{ErrorCode, ErrorPayload, Metadata, ToolCall, ToolResult, 
 use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::field::Empty;
+use tracing::Instrument as _;
 
 use super::{resolve_among, Decision, ProgressSink, RegisteredTool, ToolContext};
 
@@ -34,6 +40,26 @@ struct Prepared {
     params: Metadata,
     ctx: ToolContext,
     timeout: Duration,
+}
+
+/// Whether a subscriber records the GenAI spans (target `aether::gen_ai`).
+fn traced() -> bool {
+    tracing::enabled!(target: "aether::gen_ai", tracing::Level::DEBUG)
+}
+
+/// `execute_tool {tool}` (see `aether_runtime::telemetry` for the conventions followed).
+fn execute_tool_span(tool: &RegisteredTool, call_id: &str) -> tracing::Span {
+    tracing::debug_span!(
+        target: "aether::gen_ai",
+        "execute_tool",
+        otel.name = %format_args!("execute_tool {}", tool.full_name),
+        otel.kind = "internal",
+        gen_ai.operation.name = "execute_tool",
+        gen_ai.tool.name = &*tool.full_name,
+        gen_ai.tool.call.id = call_id,
+        gen_ai.tool.type = "function",
+        error.type = Empty,
+    )
 }
 
 /// Runs one validated call under its timeout; never panics.
@@ -65,6 +91,12 @@ async fn run_one(p: Prepared) -> (usize, ToolResult) {
             r
         }
     };
+    if let Some(e) = &result.error {
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            span.record("error.type", e.code.as_str());
+        }
+    }
     (p.index, result)
 }
 
@@ -165,7 +197,14 @@ pub async fn execute_calls(
         0 => {}
         1 => {
             if let Some(p) = runnable.pop() {
-                let (i, r) = run_one(p).await;
+                // Traced: boxed, so that the caller's future does not grow for the untraced path.
+                let (i, r) = match traced() {
+                    true => {
+                        let span = execute_tool_span(&p.tool, &p.ctx.call_id);
+                        Box::pin(run_one(p).instrument(span)).await
+                    }
+                    false => run_one(p).await,
+                };
                 results[i] = Some(r);
             }
         }
@@ -173,8 +212,15 @@ pub async fn execute_calls(
             // Spawned, so CPU-bound async tools also run in parallel on the worker threads.
             // Dropping the set (a cancelled turn) aborts every call still running.
             let mut set = JoinSet::new();
+            let traced = traced();
             for p in runnable {
-                set.spawn(run_one(p));
+                if traced {
+                    // Made here, in the caller's span, so that the spawned call is its child.
+                    let span = execute_tool_span(&p.tool, &p.ctx.call_id);
+                    set.spawn(run_one(p).instrument(span));
+                } else {
+                    set.spawn(run_one(p));
+                }
             }
             while let Some(joined) = set.join_next().await {
                 if let Ok((i, r)) = joined {

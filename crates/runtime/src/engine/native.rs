@@ -30,6 +30,7 @@ use crate::error::EngineError;
 use crate::model::{HistoryView, ModelRequest};
 use crate::sessions::{ChatSessions, OpenChat};
 use crate::stats::Stats;
+use crate::telemetry;
 use crate::tools::executor::{execute_calls, CallScope};
 use crate::tools::ProgressSink;
 
@@ -105,8 +106,16 @@ fn create_agent(
     task_id: &str,
     config: aether_contracts::AgentConfig,
 ) -> Result<TaskResult, EngineError> {
+    let span = match telemetry::on() {
+        true => telemetry::create_agent(&config),
+        false => tracing::Span::none(),
+    };
+    let _entered = span.enter();
     let started = Instant::now();
-    let (agent, reused) = agents.create_or_reuse(config)?;
+    let (agent, reused) = agents
+        .create_or_reuse(config)
+        .inspect_err(|e| telemetry::failed(&span, e.code().as_str()))?;
+    telemetry::created(&span, &agent);
     let elapsed = started.elapsed();
     let mut r = TaskResult::success(task_id);
     r.agent_id = Some(agent.id.to_string());
@@ -220,10 +229,18 @@ impl NativeAdapter {
             user_id,
             metadata: &metadata,
         };
-        let outcome = self
-            .model_tool_loop(&agent, chat.history(), &mut pending, scope, observer)
-            .await?;
-        chat.commit(&pending.events).await?;
+        let work = async {
+            let outcome = self
+                .model_tool_loop(&agent, chat.history(), &mut pending, scope, observer)
+                .await?;
+            chat.commit(&pending.events).await?;
+            Ok::<_, EngineError>(outcome)
+        };
+        // Traced: boxed, so that this future does not grow for the untraced path.
+        let outcome = match telemetry::on() {
+            true => Box::pin(telemetry::invoke_call(&agent, &chat_id, work)).await,
+            false => work.await,
+        }?;
 
         let total = turn.started.elapsed() + turn.media_time;
         let context = AgentContext {
@@ -329,9 +346,14 @@ impl NativeAdapter {
                 metadata: scope.metadata,
             };
             let t = Instant::now();
-            let response = match observer.sink() {
-                Some(sink) => agent.provider.generate_stream(request, sink).await,
-                None => agent.provider.generate(request).await,
+            let call = match observer.sink() {
+                Some(sink) => agent.provider.generate_stream(request, sink),
+                None => agent.provider.generate(request),
+            };
+            // Traced: boxed, so that this future does not grow for the untraced path.
+            let response = match telemetry::on() {
+                true => Box::pin(telemetry::chat_call(agent, scope.session_id, call)).await,
+                false => call.await,
             };
             o.model_time += t.elapsed();
             o.model_calls += 1;

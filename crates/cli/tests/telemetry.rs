@@ -1,0 +1,217 @@
+//! OpenTelemetry export as a user turns it on: `aether perf run` with the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`, against an OTLP/HTTP receiver on loopback. The spans follow the
+//! GenAI conventions; export is off without an endpoint and with `OTEL_SDK_DISABLED=true`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::routing::post;
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use parking_lot::Mutex;
+use prost::Message as _;
+
+/// One received span: name, ids, times and attributes.
+#[derive(Debug, Clone)]
+struct Span {
+    name: String,
+    span_id: Vec<u8>,
+    parent: Vec<u8>,
+    start: u64,
+    end: u64,
+    attrs: HashMap<String, String>,
+    service: String,
+}
+
+/// An OTLP/HTTP receiver (`POST /v1/traces`, protobuf) on a loopback port.
+async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
+    let got: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let sink = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let sink = Arc::clone(&sink);
+            async move {
+                let req = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export");
+                for rs in req.resource_spans {
+                    let service = rs
+                        .resource
+                        .iter()
+                        .flat_map(|r| r.attributes.iter())
+                        .find(|kv| kv.key == "service.name")
+                        .and_then(|kv| kv.value.as_ref()?.value.as_ref().map(text))
+                        .unwrap_or_default();
+                    for ss in rs.scope_spans {
+                        for s in ss.spans {
+                            let attrs = s
+                                .attributes
+                                .iter()
+                                .filter_map(|kv| Some((kv.key.clone(), text(kv.value.as_ref()?.value.as_ref()?))))
+                                .collect();
+                            sink.lock().push(Span {
+                                name: s.name,
+                                span_id: s.span_id,
+                                parent: s.parent_span_id,
+                                start: s.start_time_unix_nano,
+                                end: s.end_time_unix_nano,
+                                attrs,
+                                service: service.clone(),
+                            });
+                        }
+                    }
+                }
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, got)
+}
+
+fn text(v: &Any) -> String {
+    match v {
+        Any::StringValue(s) => s.clone(),
+        Any::BoolValue(b) => b.to_string(),
+        Any::IntValue(i) => i.to_string(),
+        Any::DoubleValue(d) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// `aether perf run` of tool_regression (turns with one tool, then with several at once) with
+/// `env`; waits for it to exit (it flushes its spans first).
+async fn run_with(env: Vec<(&'static str, String)>) -> std::process::Output {
+    let dir = tmp(&format!("otel-{}", env.len()));
+    tokio::task::spawn_blocking(move || {
+        let mut c = command(&[
+            "perf",
+            "run",
+            "--scenario",
+            "tool_regression",
+            "--iterations",
+            "3",
+            "--time-scale",
+            "0",
+            "--tool-call-samples",
+            "5",
+            "-q",
+            "-o",
+            dir.join("s.json").to_str().unwrap(),
+        ]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_run_exports_gen_ai_spans_to_an_otlp_endpoint() {
+    let (url, got) = receiver().await;
+    let out = run_with(vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", url.clone()),
+        ("OTEL_SERVICE_NAME", "aether-test".into()),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    let spans = got.lock().clone();
+    let named = |prefix: &str| spans.iter().filter(|s| s.name.starts_with(prefix)).collect::<Vec<_>>();
+    let (creates, turns, chats, tools) = (
+        named("create_agent "),
+        named("invoke_agent "),
+        named("chat "),
+        named("execute_tool "),
+    );
+    assert_eq!(turns.len(), 6, "two phases of three turns: {:?}", names(&spans));
+    assert!(creates.len() >= 6, "{:?}", names(&spans));
+    assert!(spans.iter().all(|s| s.service == "aether-test"), "OTEL_SERVICE_NAME");
+    for t in &turns {
+        let a = &t.attrs;
+        assert_eq!(a["gen_ai.operation.name"], "invoke_agent");
+        assert_eq!(a["gen_ai.provider.name"], "simulated");
+        assert_eq!(a["aether.model.simulated"], "true", "the simulated model says so");
+        assert!(
+            a.contains_key("gen_ai.agent.id") && a.contains_key("gen_ai.conversation.id"),
+            "{a:?}"
+        );
+        // A turn with tools: one model call to plan them, one to answer.
+        let my_chats: Vec<_> = chats.iter().filter(|c| c.parent == t.span_id).collect();
+        assert_eq!(my_chats.len(), 2, "chat spans of {t:?}");
+        let finish: Vec<&str> = my_chats
+            .iter()
+            .map(|c| c.attrs["gen_ai.response.finish_reasons"].as_str())
+            .collect();
+        assert!(
+            finish.contains(&"[\"tool_calls\"]") && finish.contains(&"[\"stop\"]"),
+            "{finish:?}"
+        );
+        for c in &my_chats {
+            assert!(c.attrs["gen_ai.usage.input_tokens"].parse::<u64>().unwrap() > 0);
+            assert!(c.attrs.contains_key("gen_ai.response.model") && c.attrs.contains_key("gen_ai.request.model"));
+        }
+        assert!(
+            tools.iter().any(|x| x.parent == t.span_id),
+            "the tools run inside the turn"
+        );
+    }
+    for x in &tools {
+        assert_eq!(x.attrs["gen_ai.tool.type"], "function");
+        assert!(x.attrs.contains_key("gen_ai.tool.call.id"), "{:?}", x.attrs);
+        assert!(x.name.ends_with(x.attrs["gen_ai.tool.name"].as_str()));
+    }
+    // The fan-out phase: calls of one turn overlap in time.
+    let overlapping = turns.iter().any(|t| {
+        let mine: Vec<_> = tools.iter().filter(|x| x.parent == t.span_id).collect();
+        mine.iter().any(|a| {
+            mine.iter()
+                .any(|b| a.span_id != b.span_id && a.start < b.end && b.start < a.end)
+        })
+    });
+    assert!(overlapping, "fan-out tool spans overlap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_exported_without_an_endpoint_or_with_the_sdk_disabled() {
+    let (url, got) = receiver().await;
+    let out = run_with(vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", url.clone()),
+        ("OTEL_SDK_DISABLED", "true".into()),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    assert_eq!(
+        got.lock().len(),
+        0,
+        "OTEL_SDK_DISABLED=true: the process exited, nothing was sent"
+    );
+    let out = run_with(vec![]).await;
+    assert!(out.status.success());
+    assert_eq!(
+        text_of(&out.stderr),
+        "",
+        "no endpoint: no warning about a missing collector"
+    );
+    let out = run_with(vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into())]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text_of(&out.stderr).contains("not built into aether"),
+        "{}",
+        text_of(&out.stderr)
+    );
+}
+
+fn names(spans: &[Span]) -> Vec<&str> {
+    spans.iter().map(|s| s.name.as_str()).collect()
+}
+
+fn text_of(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
