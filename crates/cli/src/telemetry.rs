@@ -18,8 +18,10 @@
 //! flushed within [`FLUSH_DEADLINE`].
 //!
 //! Which spans: target `aether::gen_ai` (the runtime's `invoke_agent`, `chat`, `execute_tool`,
-//! `create_agent`), named and attributed after the OpenTelemetry GenAI semantic conventions; see
-//! `aether_runtime::telemetry`. Logs are not exported.
+//! `create_agent`), named and attributed after the OpenTelemetry GenAI semantic conventions (see
+//! `aether_runtime::telemetry`), and target `aether::http` (`aether serve`'s server span, which
+//! continues an incoming `traceparent`; see `aether_server::trace_context`). Logs are not
+//! exported.
 
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ use crate::exit::CliError;
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 
 /// The target of the runtime's GenAI spans.
-const GEN_AI_TARGET: &str = "aether::gen_ai";
+const GEN_AI_TARGET: &str = aether_runtime::telemetry::TARGET;
 
 /// Where spans go, from the flags and the standard variables.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,9 +153,11 @@ pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetr
         .with_batch_exporter(exporter)
         .build();
     let tracer = provider.tracer("aether");
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(Targets::new().with_target(GEN_AI_TARGET, tracing::Level::DEBUG));
+    let spans = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(
+        Targets::new()
+            .with_target(GEN_AI_TARGET, tracing::Level::DEBUG)
+            .with_target(aether_server::trace_context::TARGET, tracing::Level::DEBUG),
+    );
     tracing_subscriber::registry().with(logs).with(spans).init();
     Ok(Telemetry {
         provider: Some(provider),

@@ -19,6 +19,7 @@ use prost::Message as _;
 #[derive(Debug, Clone)]
 struct Span {
     name: String,
+    trace_id: Vec<u8>,
     span_id: Vec<u8>,
     parent: Vec<u8>,
     start: u64,
@@ -54,6 +55,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
                                 .collect();
                             sink.lock().push(Span {
                                 name: s.name,
+                                trace_id: s.trace_id,
                                 span_id: s.span_id,
                                 parent: s.parent_span_id,
                                 start: s.start_time_unix_nano,
@@ -206,6 +208,74 @@ async fn nothing_is_exported_without_an_endpoint_or_with_the_sdk_disabled() {
         "{}",
         text_of(&out.stderr)
     );
+}
+
+/// `aether serve` continues the caller's W3C trace: its HTTP server span is a child of the
+/// `traceparent`'s span, and the turn's spans are children of the server span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_continues_the_callers_trace() {
+    let (collector, got) = receiver().await;
+    let served = tokio::task::spawn_blocking(move || {
+        start_serve(
+            &["--bind", "127.0.0.1:0", "--time-scale", "0", "--store", "memory"],
+            &[
+                ("AETHER_API_KEYS", "k=team"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let traceparent = format!("00-{trace}-{parent}-01");
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{}{path}", served.url))
+            .bearer_auth("k")
+            .header("traceparent", &traceparent)
+            .json(&body)
+            .send()
+    };
+    let created: serde_json::Value = post(
+        "/v1/agents",
+        serde_json::json!({"agent_type": "support", "system_prompt": "Be brief.", "model_config": {"model": "gpt-4o-mini"}}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let agent = created["agent_id"].as_str().unwrap().to_owned();
+    let turn = post(
+        "/v1/tasks",
+        serde_json::json!({"task_id": "t1", "agent_id": agent, "session_id": "s1",
+                           "messages": [{"role": "user", "content": "Hello"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(turn.status(), 200);
+    // SIGTERM: the server drains, flushes its spans and exits.
+    let mut child = served.child;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    let spans = got.lock().clone();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let server = spans
+        .iter()
+        .find(|s| s.name == "POST /v1/tasks")
+        .unwrap_or_else(|| panic!("no server span: {:?}", names(&spans)));
+    assert_eq!(hex(&server.trace_id), trace, "the caller's trace continues");
+    assert_eq!(hex(&server.parent), parent, "a child of the caller's span");
+    assert_eq!(server.attrs["http.response.status_code"], "200");
+    let turn = spans.iter().find(|s| s.name.starts_with("invoke_agent ")).unwrap();
+    assert_eq!(hex(&turn.trace_id), trace);
+    assert_eq!(turn.parent, server.span_id, "the turn runs inside the request");
+    let create = spans.iter().find(|s| s.name == "POST /v1/agents").unwrap();
+    assert_eq!(hex(&create.trace_id), trace);
 }
 
 fn names(spans: &[Span]) -> Vec<&str> {

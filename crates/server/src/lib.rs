@@ -17,6 +17,7 @@ pub mod routes;
 pub mod state;
 pub mod store_timing;
 pub mod tenants;
+pub mod trace_context;
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,8 +73,8 @@ pub fn router(state: AppState) -> Router {
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// Request id (the client's `x-request-id` when sane, else a new one), a log line, and metrics
-/// by route template and status.
+/// Request id (the client's `x-request-id` when sane, else a new one), a log line, metrics by
+/// route template and status, and (when spans are exported) the HTTP server span.
 async fn observe(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     // MatchedPath holds the template as an Arc: cloning it copies no text.
@@ -88,10 +89,20 @@ async fn observe(State(s): State<AppState>, mut req: Request, next: Next) -> Res
             v
         }
     };
-    let mut response = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    // Traced: boxed, so that the untraced request's future does not grow.
+    let mut response = match trace_context::on() {
+        true => {
+            use tracing::Instrument as _;
+            let span = trace_context::server_span(method.as_str(), route, req.headers());
+            let response = Box::pin(next.run(req).instrument(span.clone())).await;
+            span.record("http.response.status_code", response.status().as_u16());
+            response
+        }
+        false => next.run(req).await,
+    };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     s.metrics.request(route, method.as_str(), status, elapsed);
     tracing::info!(
         request_id = request_id.to_str().unwrap_or(""),
