@@ -29,7 +29,7 @@ use crate::progress::Progress;
 use crate::scenario::{Mode, ScenarioConfig, SessionMode};
 use crate::stats::DurationHist;
 use crate::target::Target;
-use crate::timeline::{count_code, Intervals, Series};
+use crate::timeline::{bounded_entry, count_code, Intervals, Series, MAX_CODES};
 
 /// The most tool names the per-tool breakdown keeps; the rest count under `other`.
 const MAX_TOOLS: usize = 64;
@@ -182,39 +182,15 @@ impl Recorder {
     /// A failed request (its latency counts in the breakdown by error code).
     fn error(&mut self, f: Failure, latency: Duration) {
         self.failed += 1;
-        let key = if self.by_error.contains_key(&f.code) || self.by_error.len() < crate::timeline::MAX_CODES {
-            f.code.as_str()
-        } else {
-            crate::timeline::OTHER_CODE
-        };
-        count_code(&mut self.errors_by_code, key, 1);
-        match self.by_error.get_mut(key) {
-            Some(h) => h.record(latency),
-            None => {
-                let mut h = DurationHist::default();
-                h.record(latency);
-                self.by_error.insert(key.to_owned(), h);
-            }
-        }
+        count_code(&mut self.errors_by_code, &f.code, 1);
+        bounded_entry(&mut self.by_error, &f.code, MAX_CODES).record(latency);
         if self.errors.len() < MAX_ERRORS {
             self.errors.push(f.to_string());
         }
     }
 
     fn tool_time(&mut self, name: &str, d: Duration) {
-        let key = if self.by_tool.contains_key(name) || self.by_tool.len() < MAX_TOOLS {
-            name
-        } else {
-            "other"
-        };
-        match self.by_tool.get_mut(key) {
-            Some(h) => h.record(d),
-            None => {
-                let mut h = DurationHist::default();
-                h.record(d);
-                self.by_tool.insert(key.to_owned(), h);
-            }
-        }
+        bounded_entry(&mut self.by_tool, name, MAX_TOOLS).record(d);
     }
 
     pub fn total(&self) -> u64 {
@@ -318,9 +294,10 @@ enum TurnOutcome {
     Failed(Failure),
 }
 
-fn tool_time(t: &aether_contracts::ToolResult) -> Option<(String, Duration)> {
-    let s = t.execution_time.filter(|s| s.is_finite() && *s >= 0.0)?;
-    Some((t.tool_name.clone(), Duration::from_secs_f64(s)))
+/// A tool's name and execution time (seconds), when the time is a real duration.
+fn tool_time(name: &str, secs: Option<f64>) -> Option<(String, Duration)> {
+    let s = secs.filter(|s| s.is_finite() && *s >= 0.0)?;
+    Some((name.to_owned(), Duration::from_secs_f64(s)))
 }
 
 impl TurnOutcome {
@@ -331,7 +308,11 @@ impl TurnOutcome {
         match TurnReport::figures(&r.metadata) {
             Ok(report) => TurnOutcome::Done {
                 tool_calls: r.tool_results.len() as u64,
-                tool_times: r.tool_results.iter().filter_map(tool_time).collect(),
+                tool_times: r
+                    .tool_results
+                    .iter()
+                    .filter_map(|t| tool_time(&t.tool_name, t.execution_time))
+                    .collect(),
                 text: r.response_text().unwrap_or_default().into_owned(),
                 report,
             },
@@ -413,11 +394,10 @@ async fn live_turn(target: &dyn Target, req: TaskRequest, think: Duration) -> (T
             }
             TaskChunkType::ToolResult => {
                 tool_calls += 1;
-                if let Some(t) = serde_json::from_value::<aether_contracts::ToolResult>(c.content.clone())
-                    .ok()
-                    .as_ref()
-                    .and_then(tool_time)
-                {
+                // Read in place: the chunk's result data is not copied.
+                let name = c.content.get("tool_name").and_then(Value::as_str);
+                let secs = c.content.get("execution_time").and_then(Value::as_f64);
+                if let Some(t) = name.and_then(|n| tool_time(n, secs)) {
                     tool_times.push(t);
                 }
             }

@@ -32,19 +32,23 @@ use crate::stats::{DurationHist, HDR_ENCODING};
 pub const MAX_CODES: usize = 32;
 pub const OTHER_CODE: &str = "other";
 
-/// Adds `n` under `code` in a map of at most [`MAX_CODES`] codes.
-pub fn count_code(map: &mut BTreeMap<String, u64>, code: &str, n: u64) {
-    let key = if map.contains_key(code) || map.len() < MAX_CODES {
-        code
+/// The entry of `key` in a map of at most `cap` keys (the rest share [`OTHER_CODE`]); the key
+/// is copied only when it is new.
+pub fn bounded_entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str, cap: usize) -> &'m mut V {
+    let key = if map.contains_key(key) || map.len() < cap {
+        key
     } else {
         OTHER_CODE
     };
-    match map.get_mut(key) {
-        Some(c) => *c += n,
-        None => {
-            map.insert(key.to_owned(), n);
-        }
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
     }
+    map.get_mut(key).unwrap_or_else(|| unreachable!("inserted above"))
+}
+
+/// Adds `n` under `code` in a map of at most [`MAX_CODES`] codes.
+pub fn count_code(map: &mut BTreeMap<String, u64>, code: &str, n: u64) {
+    *bounded_entry(map, code, MAX_CODES) += n;
 }
 
 /// Maps the run's monotonic clock onto UTC interval numbers.
