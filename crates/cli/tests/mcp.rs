@@ -27,27 +27,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// server-everything over stdio, or `None` (with the reason printed) when it is not installed
 /// outside CI. In CI (`CI` set) a missing server fails the test: `.ci/run` installs it.
 fn everything() -> Option<McpServerConfig> {
-    let entry = std::env::var("AETHER_MCP_EVERYTHING")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            let home = std::env::var("HOME").unwrap_or_default();
-            std::path::Path::new(&home)
-                .join(".cache/aether-mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
-        });
-    if !entry.is_file() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "server-everything missing at {}: run scripts/install-mcp-servers.sh",
-            entry.display()
-        );
-        eprintln!("SKIPPED: server-everything is not installed (run scripts/install-mcp-servers.sh)");
-        return None;
-    }
-    Some(McpServerConfig::stdio(
-        "everything",
-        "node",
-        [entry.to_string_lossy().into_owned(), "stdio".into()],
-    ))
+    aether_mcp::testing::server_everything()
 }
 
 /// `aether mcp-serve` over stdio, demo tools without latency, two tools per page.

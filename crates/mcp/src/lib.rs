@@ -12,6 +12,7 @@ pub mod config;
 mod http_client;
 pub mod hub;
 pub mod server;
+pub mod testing;
 mod tool;
 
 pub use client::{CallOutcome, McpClient, McpStatsSnapshot};

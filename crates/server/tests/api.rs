@@ -809,27 +809,7 @@ mod dashboard {
 
     /// server-everything over stdio, or `None` outside CI when it is not installed.
     fn everything() -> Option<McpServerConfig> {
-        let entry = std::env::var("AETHER_MCP_EVERYTHING")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|_| {
-                let home = std::env::var("HOME").unwrap_or_default();
-                std::path::Path::new(&home)
-                    .join(".cache/aether-mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
-            });
-        if !entry.is_file() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "server-everything missing at {}: run scripts/install-mcp-servers.sh",
-                entry.display()
-            );
-            eprintln!("SKIPPED (MCP panels): server-everything is not installed");
-            return None;
-        }
-        Some(McpServerConfig::stdio(
-            "everything",
-            "node",
-            [entry.to_string_lossy().into_owned(), "stdio".into()],
-        ))
+        aether_mcp::testing::server_everything()
     }
 
     /// The PromQL of every panel.
