@@ -7,7 +7,7 @@ use crate::McpServerConfig;
 
 /// Where the installer puts server-everything's entry point: `AETHER_MCP_EVERYTHING`, else the
 /// default cache under `$HOME`.
-pub fn server_everything_entry() -> PathBuf {
+fn server_everything_entry() -> PathBuf {
     std::env::var("AETHER_MCP_EVERYTHING")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {

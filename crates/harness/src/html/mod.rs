@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::stats::DurationHist;
 use crate::stored::StoredSummary;
 use crate::timeline::Timeline;
-pub use svg::escape;
+use svg::escape;
 use svg::{chart, num, Line, XAxis};
 
 /// The percentiles of the tables by default.
