@@ -57,7 +57,11 @@ pub struct ChatArgs {
     mcp: McpArgs,
 }
 
-pub async fn run(args: ChatArgs) -> Result<(), CliError> {
+/// `meter`: where the GenAI metrics go (the OTLP export), if anywhere.
+pub async fn run(
+    args: ChatArgs,
+    meter: Option<std::sync::Arc<dyn aether_runtime::meter::GenAiMeter>>,
+) -> Result<(), CliError> {
     let store = store_args::open(&args.store.config(StoreKind::Sqlite, StoreArgs::default_sqlite_path)?).await?;
     let store_info = store.info();
     let (builder, provider) = args.provider.apply(Runtime::builder().store(store))?;
@@ -70,6 +74,10 @@ pub async fn run(args: ChatArgs) -> Result<(), CliError> {
         .demo_tools(args.sim.demo_config())
         .build()
         .map_err(|e| CliError::failed(e.to_string()))?;
+    if let Some(m) = meter {
+        // A fresh runtime: nothing else installed one.
+        let _ = rt.install_meter(m);
+    }
     let _mcp = args.mcp.attach(rt.tools()).await?;
 
     let config = AgentConfig::new(&args.model, &args.system_prompt).with_tools(comma_list(&args.tools));

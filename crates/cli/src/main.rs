@@ -122,12 +122,13 @@ fn main() {
             .enable_all()
             .build()
             .map_err(|e| CliError::failed(format!("cannot start the async runtime: {e}")))?;
+        let meter = telemetry.meter();
         rt.block_on(async {
             match cli.command {
-                Command::Perf(c) => perf::run(c).await,
-                Command::Chat(a) => chat::run(*a).await,
+                Command::Perf(c) => perf::run(c, meter).await,
+                Command::Chat(a) => chat::run(*a, meter).await,
                 Command::Sessions(c) => sessions::run(c).await,
-                Command::Serve(a) => serve::run(*a).await,
+                Command::Serve(a) => serve::run(*a, meter).await,
                 Command::SimLlm(a) => simllm::run(a).await,
                 Command::McpServe(a) => mcp_serve::run(a).await,
                 Command::Tools(a) => info::tools(a).await,

@@ -113,7 +113,8 @@ pub struct ServeArgs {
     mcp: McpArgs,
 }
 
-pub async fn run(a: ServeArgs) -> Result<(), CliError> {
+/// `meter`: a GenAI meter to feed beside `/metrics` (the OTLP export), if any.
+pub async fn run(a: ServeArgs, meter: Option<Arc<dyn aether_runtime::meter::GenAiMeter>>) -> Result<(), CliError> {
     let mut cfg = match &a.config {
         Some(p) => ServerConfig::from_file(p).map_err(|e| CliError::usage(e.to_string()))?,
         None => ServerConfig::default(),
@@ -176,6 +177,7 @@ pub async fn run(a: ServeArgs) -> Result<(), CliError> {
             redis,
             mcp: mcp.as_ref().map(|h| h.clients().to_vec()).unwrap_or_default(),
             store_timings: Some(store_timings),
+            meter,
         },
     );
     let listener = tokio::net::TcpListener::bind(a.bind)

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::routing::post;
 use common::*;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use parking_lot::Mutex;
@@ -28,11 +29,74 @@ struct Span {
     service: String,
 }
 
-/// An OTLP/HTTP receiver (`POST /v1/traces`, protobuf) on a loopback port.
+/// One received histogram data point: metric name, attributes, count (cumulative).
+#[derive(Debug, Clone)]
+struct Point {
+    name: String,
+    attrs: HashMap<String, String>,
+    count: u64,
+}
+
+/// The largest count of each metric whose attributes include `has` (the points are cumulative,
+/// possibly sent more than once), summed over attribute sets.
+fn counted(points: &[Point], name: &str, has: &[(&str, &str)]) -> u64 {
+    let mut best: HashMap<Vec<(String, String)>, u64> = HashMap::new();
+    for p in points.iter().filter(|p| p.name == name) {
+        if has.iter().all(|(k, v)| p.attrs.get(*k).map(String::as_str) == Some(*v)) {
+            let mut key: Vec<_> = p.attrs.clone().into_iter().collect();
+            key.sort();
+            let e = best.entry(key).or_default();
+            *e = (*e).max(p.count);
+        }
+    }
+    best.values().sum()
+}
+
+/// An OTLP/HTTP receiver (`POST /v1/traces` and `/v1/metrics`, protobuf) on a loopback port.
 async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
+    let (url, spans, _) = receiver_with_metrics().await;
+    (url, spans)
+}
+
+async fn receiver_with_metrics() -> (String, Arc<Mutex<Vec<Span>>>, Arc<Mutex<Vec<Point>>>) {
     let got: Arc<Mutex<Vec<Span>>> = Arc::default();
+    let points: Arc<Mutex<Vec<Point>>> = Arc::default();
     let sink = Arc::clone(&got);
+    let point_sink = Arc::clone(&points);
     let app = axum::Router::new().route(
+        "/v1/metrics",
+        post(move |body: Bytes| {
+            let sink = Arc::clone(&point_sink);
+            async move {
+                use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+                let req = ExportMetricsServiceRequest::decode(body).expect("an OTLP protobuf metrics export");
+                for rm in req.resource_metrics {
+                    for sm in rm.scope_metrics {
+                        for m in sm.metrics {
+                            if let Some(Data::Histogram(h)) = m.data {
+                                for dp in h.data_points {
+                                    let attrs = dp
+                                        .attributes
+                                        .iter()
+                                        .filter_map(|kv| {
+                                            Some((kv.key.clone(), text(kv.value.as_ref()?.value.as_ref()?)))
+                                        })
+                                        .collect();
+                                    sink.lock().push(Point {
+                                        name: m.name.clone(),
+                                        attrs,
+                                        count: dp.count,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+                ""
+            }
+        }),
+    );
+    let app = app.route(
         "/v1/traces",
         post(move |body: Bytes| {
             let sink = Arc::clone(&sink);
@@ -73,7 +137,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<Span>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, got)
+    (url, got, points)
 }
 
 fn text(v: &Any) -> String {
@@ -117,7 +181,7 @@ async fn run_with(env: Vec<(&'static str, String)>) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn perf_run_exports_gen_ai_spans_to_an_otlp_endpoint() {
-    let (url, got) = receiver().await;
+    let (url, got, points) = receiver_with_metrics().await;
     let out = run_with(vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", url.clone()),
         ("OTEL_SERVICE_NAME", "aether-test".into()),
@@ -178,6 +242,93 @@ async fn perf_run_exports_gen_ai_spans_to_an_otlp_endpoint() {
         })
     });
     assert!(overlapping, "fan-out tool spans overlap");
+
+    // The GenAI metrics, from the same recording point: one per span of the same operation.
+    let points = points.lock().clone();
+    let sim = [("gen_ai.provider.name", "simulated")];
+    assert_eq!(
+        counted(&points, "gen_ai.invoke_agent.duration", &sim),
+        turns.len() as u64,
+        "{points:?}"
+    );
+    assert_eq!(
+        counted(
+            &points,
+            "gen_ai.client.operation.duration",
+            &[("gen_ai.operation.name", "chat")]
+        ),
+        chats.len() as u64
+    );
+    assert_eq!(
+        counted(&points, "gen_ai.client.token.usage", &[("gen_ai.token.type", "output")]),
+        chats.len() as u64,
+        "output tokens, once per answered call"
+    );
+    // Tool spans also come from the per-call cost table (calls outside turns, unmetered).
+    let in_turns = tools
+        .iter()
+        .filter(|x| turns.iter().any(|t| t.span_id == x.parent))
+        .count() as u64;
+    assert_eq!(counted(&points, "gen_ai.execute_tool.duration", &[]), in_turns);
+}
+
+/// A collector that takes connections and never answers: exports hang until their timeout, the
+/// queue fills, spans are dropped and counted, and the turns do not notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_costs_dropped_spans_not_turns() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", hole.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hole.incoming() {
+            held.push(c);
+        }
+    });
+    let dir = tmp("otel-hole");
+    let summary = dir.join("s.json");
+    let out = {
+        let summary = summary.clone();
+        tokio::task::spawn_blocking(move || {
+            command(&[
+                "perf",
+                "run",
+                "--scenario",
+                "burst_load",
+                "--iterations",
+                "2000",
+                "--concurrency",
+                "8",
+                "--time-scale",
+                "0",
+                "-q",
+                "-o",
+                summary.to_str().unwrap(),
+            ])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &url)
+            .env("OTEL_BSP_MAX_QUEUE_SIZE", "64")
+            .env("OTEL_EXPORTER_OTLP_TIMEOUT", "500")
+            .output()
+            .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let stderr = text_of(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(s["requests"]["failed"], 0, "no turn failed: {}", s["requests"]);
+    let e = &s["span_export"];
+    assert_eq!(e["queue_capacity"], 64, "{e}");
+    assert!(
+        e["queue_high_water"].as_u64().unwrap() <= 64,
+        "the queue stays bounded: {e}"
+    );
+    assert!(e["dropped_queue_full"].as_u64().unwrap() > 0, "a full queue drops: {e}");
+    assert_eq!(
+        stderr.matches("spans are being dropped").count(),
+        1,
+        "one warning, not one per span: {stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -133,6 +133,7 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
         timeline: w.timeline,
         merged_from: Vec::new(),
         cpu_profile: None,
+        span_export: aether_runtime::telemetry::SPAN_EXPORT.read(),
         measurement: MEASUREMENT_NOTES,
         iterations: f.total,
         concurrency: cfg.concurrency,

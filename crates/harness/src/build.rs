@@ -67,6 +67,7 @@ pub(crate) struct Sources<'a> {
     pub mcp: Vec<McpServerConfig>,
     pub tool_call_samples: u32,
     pub per_call_session_samples: u32,
+    pub meter: Option<Arc<dyn aether_runtime::meter::GenAiMeter>>,
 }
 
 /// The built target and what was measured while building it.
@@ -101,6 +102,11 @@ pub(crate) async fn build(
                 |(_, p)| p.info().clone(),
             );
             let runtime = build_runtime(cfg, src.profiles, store, src.provider)?;
+            if let Some(m) = src.meter {
+                runtime
+                    .install_meter(m)
+                    .map_err(|e| HarnessError::Runtime(e.to_string()))?;
+            }
             if !src.mcp.is_empty() {
                 hub = Some(
                     McpHub::attach(Arc::clone(runtime.tools()), src.mcp)

@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub interval: Duration,
     /// Written into the summary: the build, the machine, the command.
     pub provenance: Provenance,
+    /// Where the in-process runtime's GenAI metrics go (e.g. an OTLP export), if anywhere.
+    pub meter: Option<Arc<dyn aether_runtime::meter::GenAiMeter>>,
 }
 
 impl RunOptions {
@@ -72,6 +74,7 @@ impl RunOptions {
             endpoint: EndpointShape::default(),
             interval: Duration::from_secs(1),
             provenance: Provenance::current(),
+            meter: None,
         }
     }
 }
@@ -182,6 +185,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
             mcp: opts.mcp,
             tool_call_samples: opts.tool_call_samples,
             per_call_session_samples: opts.per_call_session_samples,
+            meter: opts.meter,
         },
         progress.as_ref(),
     )

@@ -324,6 +324,10 @@ pub struct Summary {
     pub merged_from: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_profile: Option<CpuProfileLinks>,
+    /// The OTLP span export of this process, when on: delivered, dropped at a full queue, lost
+    /// in failed exports (counted since the process started), and the queue's bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_export: Option<aether_runtime::telemetry::SpanExportStats>,
     pub measurement: &'static str,
     // The original harness's fields, for continuity.
     pub iterations: u64,
@@ -394,6 +398,18 @@ impl Summary {
                 s,
                 "   {:<22} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
                 "agent cleanup ms", c.p50, c.p90, c.p95, c.p99, c.max
+            );
+        }
+        if let Some(e) = &self.span_export {
+            let _ = writeln!(
+                s,
+                "   OTLP spans: {} exported, {} dropped (queue full {}, failed exports {}) · queue peak {} of {}",
+                e.exported,
+                e.dropped(),
+                e.dropped_queue_full,
+                e.dropped_export_failed,
+                e.queue_high_water,
+                e.queue_capacity
             );
         }
         let _ = writeln!(

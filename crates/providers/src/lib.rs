@@ -120,6 +120,16 @@ fn retry_after_text(ms: Option<u64>) -> String {
 }
 
 impl ModelError {
+    /// What kind of failure, for `error.type` on spans and metrics (a fixed, small set).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Server { .. } => "server_error",
+            Self::Timeout(_) => "timeout",
+            Self::Other(_) => "other",
+        }
+    }
+
     /// Structured details for the error payload.
     pub fn details(&self) -> serde_json::Value {
         match self {

@@ -13,6 +13,7 @@
 //! * [`live`]: live sessions that stream chunks and take approvals; [`approvals`]: who must
 //!   approve which tool calls.
 //! * [`sweeper`]: idle reclamation of sessions, then runners, then agents.
+//! * [`telemetry`]: the GenAI spans; [`meter`]: the GenAI metrics' one recording point.
 
 pub mod agents;
 pub mod approvals;
@@ -24,6 +25,7 @@ pub mod error;
 pub mod live;
 
 mod ids;
+pub mod meter;
 mod runtime;
 pub mod sessions;
 pub mod stats;

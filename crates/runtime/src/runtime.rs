@@ -13,6 +13,7 @@ use crate::config::RuntimeConfig;
 use crate::engine::{AdapterRegistry, Assistant, ExecutionEngine, FrameworkAdapter, NativeAdapter, TurnLimits};
 use crate::error::EngineError;
 use crate::ids::IdGen;
+use crate::meter::{GenAiMeter, MeterAlreadyInstalled, MeterSlot};
 use crate::model::{ModelProvider, SimConfig, SimulatedModel};
 use crate::sessions::{ChatSessions, SessionSettings};
 use crate::stats::{Stats, StatsSnapshot};
@@ -155,10 +156,12 @@ impl RuntimeBuilder {
         ));
 
         let mut adapters = AdapterRegistry::default();
+        let meter = Arc::new(MeterSlot::default());
         let native = NativeAdapter {
             agents: Arc::clone(&agents),
             sessions: Arc::clone(&sessions),
             stats: Arc::clone(&stats),
+            meter: Arc::clone(&meter),
             clock,
             limits: TurnLimits {
                 max_model_calls: config.max_model_calls_per_turn,
@@ -211,6 +214,7 @@ impl RuntimeBuilder {
             config,
             sweeper,
             sweeping: parking_lot::Mutex::new(sweeping),
+            meter,
         })
     }
 }
@@ -234,6 +238,7 @@ pub struct Runtime {
     tools: Arc<ToolRegistry>,
     sweeper: Arc<Sweeper>,
     sweeping: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    meter: Arc<MeterSlot>,
 }
 
 impl Drop for Runtime {
@@ -407,6 +412,12 @@ impl Runtime {
     }
 
     /// Counters and gauges.
+    /// Installs the meter that every turn's GenAI measurements go to (see [`crate::meter`]): one
+    /// per runtime, for its whole life (combine several with [`crate::meter::FanOut`]).
+    pub fn install_meter(&self, meter: Arc<dyn GenAiMeter>) -> Result<(), MeterAlreadyInstalled> {
+        self.meter.install(meter)
+    }
+
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot(
             self.agents.len() as u64,

@@ -22,12 +22,13 @@
 //! grow (its size is what the turn path's cost is most sensitive to; see part 8's notes).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tracing::field::Empty;
 use tracing::{Instrument as _, Span};
 
 use crate::agents::Agent;
-use crate::model::ModelResponse;
+use crate::model::{ModelError, ModelResponse};
 
 /// The target of every GenAI span (the CLI's exporter listens to it).
 pub const TARGET: &str = "aether::gen_ai";
@@ -129,7 +130,8 @@ pub(crate) fn answered(span: &Span, r: &ModelResponse) {
     span.record("gen_ai.usage.output_tokens", r.usage.completion_tokens);
 }
 
-/// Records a failure's error code (`model.upstream`, `framework.timeout`, …).
+/// Records a failure's kind: an error code (`framework.timeout`, …) on a turn, a
+/// [`ModelError::kind`] on a model call.
 pub(crate) fn failed(span: &Span, code: &str) {
     if !span.is_disabled() {
         span.record("error.type", code);
@@ -138,16 +140,16 @@ pub(crate) fn failed(span: &Span, code: &str) {
 
 /// Runs one model call in its `chat` span and records its outcome (the traced branch of a model
 /// call; the caller boxes it).
-pub(crate) async fn chat_call<T>(
+pub(crate) async fn chat_call(
     agent: &Agent,
     conversation: &str,
-    call: impl Future<Output = Result<ModelResponse, T>>,
-) -> Result<ModelResponse, T> {
+    call: impl Future<Output = Result<ModelResponse, ModelError>>,
+) -> Result<ModelResponse, ModelError> {
     let span = chat(agent, conversation);
     let r = call.instrument(span.clone()).await;
     match &r {
         Ok(response) => answered(&span, response),
-        Err(_) => failed(&span, aether_contracts::ErrorCode::ModelUpstream.as_str()),
+        Err(e) => failed(&span, e.kind()),
     }
     r
 }
@@ -165,4 +167,61 @@ pub(crate) async fn invoke_call<O>(
         failed(&span, e.code().as_str());
     }
     r
+}
+
+/// What became of the finished spans handed to the exporter (the CLI's OTLP export counts into
+/// [`SPAN_EXPORT`]; the server's `/metrics` and the perf summary read it). Process-wide, as the
+/// exporter is.
+#[derive(Debug)]
+pub struct SpanExport {
+    /// The export queue's bound (0: no export).
+    pub capacity: AtomicU64,
+    /// The most spans that were ever waiting at once (≤ `capacity`).
+    pub high_water: AtomicU64,
+    /// Delivered to the collector.
+    pub exported: AtomicU64,
+    /// Dropped because the queue was full (the collector slow or down): turns never wait.
+    pub dropped_queue_full: AtomicU64,
+    /// Lost in an export that failed (refused, timed out, unreachable).
+    pub dropped_export_failed: AtomicU64,
+}
+
+/// The process's span export counters.
+pub static SPAN_EXPORT: SpanExport = SpanExport {
+    capacity: AtomicU64::new(0),
+    high_water: AtomicU64::new(0),
+    exported: AtomicU64::new(0),
+    dropped_queue_full: AtomicU64::new(0),
+    dropped_export_failed: AtomicU64::new(0),
+};
+
+/// A reading of [`SPAN_EXPORT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SpanExportStats {
+    pub queue_capacity: u64,
+    pub queue_high_water: u64,
+    pub exported: u64,
+    pub dropped_queue_full: u64,
+    pub dropped_export_failed: u64,
+}
+
+impl SpanExportStats {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full + self.dropped_export_failed
+    }
+}
+
+impl SpanExport {
+    /// The counters now; `None` when spans are not exported.
+    pub fn read(&self) -> Option<SpanExportStats> {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let capacity = get(&self.capacity);
+        (capacity > 0).then(|| SpanExportStats {
+            queue_capacity: capacity,
+            queue_high_water: get(&self.high_water),
+            exported: get(&self.exported),
+            dropped_queue_full: get(&self.dropped_queue_full),
+            dropped_export_failed: get(&self.dropped_export_failed),
+        })
+    }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 mod directory;
 pub mod error;
+mod gen_ai_metrics;
 pub mod limits;
 pub mod metrics;
 pub mod profiling;

@@ -2,14 +2,19 @@
 //! servers can live in one process), label sets bounded by construction (route template, method,
 //! status class and code; never an agent, session or tenant id).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use aether_runtime::meter::GenAiMeter;
 
 use aether_contracts::{ErrorCode, TaskChunkType, TaskResult, TaskStreamChunk, TurnReport};
 use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use serde_json::Value;
 
-const META: Metadata<'static> = Metadata::new("aether_server", Level::INFO, None);
+use crate::gen_ai_metrics::GenAiSeries;
+
+pub(crate) const META: Metadata<'static> = Metadata::new("aether_server", Level::INFO, None);
 
 /// Latency buckets in seconds: 50 µs to 60 s.
 const BUCKETS: &[f64] = &[
@@ -18,22 +23,22 @@ const BUCKETS: &[f64] = &[
 ];
 
 pub struct Metrics {
-    recorder: PrometheusRecorder,
+    recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
     process: metrics_process::Collector,
     turns: TurnSeries,
+    gen_ai: Arc<GenAiSeries>,
 }
 
 /// The series every turn moves, registered once (so they exist at zero before the first turn)
 /// and kept as handles: recording one is an atomic update, with no key built or looked up.
+/// The turn's own duration, its model calls, tools and tokens are the GenAI series
+/// ([`crate::gen_ai_metrics`]); these are the turn report's breakdown.
 struct TurnSeries {
-    /// Turn, model, tool and framework-overhead time (seconds).
-    turn: Histogram,
+    /// A turn's model, tool and framework-overhead time (seconds).
     model: Histogram,
     tool: Histogram,
     overhead: Histogram,
-    prompt_tokens: Counter,
-    completion_tokens: Counter,
     /// A summary: its `_sum` is the spend (cost is a float; counters here are integers).
     cost: Histogram,
     /// `aether_turn_errors_total`, one per code of `ErrorCode::ALL`, in its order.
@@ -47,12 +52,9 @@ impl TurnSeries {
             r.register_counter(&Key::from_parts(name, vec![Label::new(label, value)]), &META)
         };
         Self {
-            turn: histogram("aether_turn_duration_seconds"),
             model: histogram("aether_model_duration_seconds"),
             tool: histogram("aether_tool_duration_seconds"),
             overhead: histogram("aether_framework_overhead_seconds"),
-            prompt_tokens: labelled("aether_tokens_total", "kind", "prompt"),
-            completion_tokens: labelled("aether_tokens_total", "kind", "completion"),
             cost: histogram("aether_turn_cost_usd"),
             errors: ErrorCode::ALL
                 .iter()
@@ -79,19 +81,33 @@ impl Metrics {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
             .expect("static, non-empty buckets")
+            .set_buckets_for_metric(
+                Matcher::Full("gen_ai_client_token_usage".into()),
+                crate::gen_ai_metrics::TOKEN_BUCKETS,
+            )
+            .expect("static, non-empty buckets")
             .build_recorder();
+        let recorder = Arc::new(recorder);
         let handle = recorder.handle();
         let process = metrics_process::Collector::default();
-        metrics::with_local_recorder(&recorder, || process.describe());
+        metrics::with_local_recorder(&*recorder, || process.describe());
         let turns = TurnSeries::register(&recorder);
+        let gen_ai = Arc::new(GenAiSeries::new(Arc::clone(&recorder)));
         let m = Self {
             recorder,
             handle,
             process,
             turns,
+            gen_ai,
         };
         m.register_zeros();
         m
+    }
+
+    /// The GenAI series' meter, for the runtime's recording point
+    /// ([`aether_runtime::Runtime::install_meter`]).
+    pub fn gen_ai_meter(&self) -> Arc<dyn GenAiMeter> {
+        Arc::clone(&self.gen_ai) as Arc<dyn GenAiMeter>
     }
 
     /// One finished HTTP request.
@@ -147,7 +163,7 @@ impl Metrics {
     }
 
     /// One finished request of `/v1/tasks`: a failure counts under its error code; a completed
-    /// turn records its time breakdown (turn, model, tools, framework overhead), tokens and cost.
+    /// turn records its time breakdown (model, tools, framework overhead) and cost.
     pub fn task(&self, result: &TaskResult) {
         if let Some(e) = &result.error {
             self.turns.error(e.code);
@@ -181,19 +197,16 @@ impl Metrics {
             return;
         };
         let (t, s) = (&f.timing, &self.turns);
-        s.turn.record(t.total_us / 1e6);
         s.model.record(t.model_us / 1e6);
         s.tool.record(t.tool_us / 1e6);
         s.overhead.record(t.overhead_us / 1e6);
-        s.prompt_tokens.increment(f.token_usage.prompt_tokens);
-        s.completion_tokens.increment(f.token_usage.completion_tokens);
         s.cost.record(f.cost_usd);
     }
 
     /// The process's own series (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
     /// open files, threads), read from the OS. File I/O: call it off the async threads.
     pub fn collect_process(&self) {
-        metrics::with_local_recorder(&self.recorder, || self.process.collect());
+        metrics::with_local_recorder(&*self.recorder, || self.process.collect());
     }
 
     pub fn gauge(&self, name: &'static str, value: f64) {

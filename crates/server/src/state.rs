@@ -11,6 +11,7 @@ use crate::control::LiveTurns;
 use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::tenants::Tenants;
+use aether_runtime::meter::{FanOut, GenAiMeter};
 
 /// The services outside the process an instance uses: what it shares with other instances, and
 /// the MCP servers behind its tools.
@@ -25,6 +26,8 @@ pub struct Shared {
     pub mcp: Vec<aether_mcp::McpClient>,
     /// The runtime's store timings (see [`crate::store_timing::timed`]); `/metrics` renders them.
     pub store_timings: Option<Arc<crate::store_timing::StoreTimings>>,
+    /// Another GenAI meter to feed beside `/metrics` (the CLI's OTLP metrics export).
+    pub meter: Option<Arc<dyn GenAiMeter>>,
 }
 
 /// Shared state; cheap to clone.
@@ -38,7 +41,7 @@ pub struct Inner {
     /// Live turns running on this instance, by `TENANT:task_id`. Bounded by
     /// `limits.max_live_sessions`; an entry leaves when its stream ends or its client goes away.
     pub live: Arc<LiveTurns>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub limits: Limits,
     /// Membership of a cluster of instances on one PostgreSQL, when configured.
     pub cluster: Option<Arc<Cluster>>,
@@ -65,13 +68,24 @@ impl AppState {
             redis,
             mcp,
             store_timings,
+            meter,
         } = shared;
+        // The runtime's GenAI measurements feed /metrics (and `meter`, when given). A runtime
+        // serves one AppState: a second one keeps its own HTTP series but not these.
+        let metrics = Arc::new(Metrics::new());
+        let gen_ai = match meter {
+            Some(other) => Arc::new(FanOut(vec![metrics.gen_ai_meter(), other])) as Arc<dyn GenAiMeter>,
+            None => metrics.gen_ai_meter(),
+        };
+        if rt.install_meter(gen_ai).is_err() {
+            tracing::warn!("this runtime already reports GenAI metrics elsewhere: /metrics will not have them");
+        }
         Self(Arc::new(Inner {
             rt,
             tenants: Tenants::new(cfg, redis.as_ref()),
             admission: Admission::new(cfg.limits.max_in_flight, cfg.limits.admission_queue),
             live: Arc::new(LiveTurns::new()),
-            metrics: Metrics::new(),
+            metrics,
             limits: cfg.limits.clone(),
             cluster,
             mcp,

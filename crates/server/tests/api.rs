@@ -824,10 +824,16 @@ mod dashboard {
             .collect()
     }
 
-    /// The series names a query reads (`aether_*` and `process_*`).
+    /// The series names a query reads (`aether_*`, `gen_ai_*` and `process_*`).
     fn series(expr: &str) -> BTreeSet<String> {
         expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .filter(|w| w.starts_with("aether_") || w.starts_with("process_"))
+            .filter(|w| {
+                (w.starts_with("aether_") || w.starts_with("gen_ai_") || w.starts_with("process_"))
+                    && !w.starts_with("gen_ai_token_type")
+                    && !w.starts_with("gen_ai_provider_name")
+                    && !w.starts_with("gen_ai_request_model")
+                    && !w.starts_with("gen_ai_tool_name")
+            })
             .map(str::to_owned)
             .collect()
     }
@@ -860,7 +866,17 @@ mod dashboard {
     async fn every_panel_query_reads_series_and_labels_that_exist() {
         // The store timed as `aether serve` times it (store latency panel).
         let (store, store_timings) = aether_server::store_timing::timed(Arc::new(aether_store::MemoryStore::new()));
-        let rt = common::builder(instant()).store(store).build().unwrap();
+        // A second provider whose every call fails (failures by error type).
+        let failing = aether_runtime::model::SimulatedModel::new(aether_runtime::model::SimConfig {
+            error_rate: 1.0,
+            error_kinds: vec![aether_runtime::model::sim::SimErrorKind::ServerError],
+            ..instant()
+        });
+        let rt = common::builder(instant())
+            .store(store)
+            .provider("failing", Arc::new(failing))
+            .build()
+            .unwrap();
         let mcp = everything();
         let hub = match &mcp {
             Some(c) => Some(McpHub::attach(Arc::clone(rt.tools()), vec![c.clone()]).await.unwrap()),
@@ -896,6 +912,22 @@ mod dashboard {
         bad["execution_config"] = json!({"timeout": 0});
         let (_, r) = s.post("/v1/tasks", "key-acme", bad).await;
         assert_eq!(r["error"]["code"], "request.validation", "{r}");
+
+        // A turn whose model call fails.
+        let mut failing = agent_body(&[]);
+        failing["framework_config"] = json!({"provider": "failing"});
+        let (_, created) = s
+            .post(
+                "/v1/tasks",
+                "key-acme",
+                json!({"task_id": "create-failing", "agent_config": failing}),
+            )
+            .await;
+        let failing_agent = created["agent_id"].as_str().expect("the failing agent").to_owned();
+        let (_, r) = s
+            .post("/v1/tasks", "key-acme", turn(&failing_agent, "dash-4", "t4"))
+            .await;
+        assert_eq!(r["error"]["code"], "model.upstream", "{r}");
 
         // A live turn: its turn.complete chunk counts like a sync turn.
         let mut resp = s.stream(turn(&agent, "dash-3", "t3")).await;
@@ -938,9 +970,67 @@ mod dashboard {
         }
         assert!(checked >= 20, "{checked} series checked");
         // The figures behind the panels moved with the load.
+        // The GenAI series, from the runtime's one recording point.
+        let count = |name: &str, has: &[&str]| -> Vec<u64> {
+            lines(&metrics, name)
+                .into_iter()
+                .filter(|l| has.iter().all(|h| l.contains(h)))
+                .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+                .collect()
+        };
+        let ok_model = "gen_ai_request_model=\"gpt-4o-mini\"";
+        let turns = count("gen_ai_invoke_agent_duration_seconds_count", &[ok_model, "simulated"]);
+        assert_eq!(
+            turns.iter().sum::<u64>(),
+            3,
+            "a sync, a live and a failed turn: {turns:?}"
+        );
+        assert_eq!(
+            count(
+                "gen_ai_invoke_agent_duration_seconds_count",
+                &["error_type=\"model.upstream\""]
+            ),
+            vec![1],
+            "the failed turn, by its error code"
+        );
+        assert_eq!(
+            count(
+                "gen_ai_client_operation_duration_seconds_count",
+                &["error_type=\"server_error\""]
+            ),
+            vec![1],
+            "the failed model call, by its kind"
+        );
+        let calls: u64 = count(
+            "gen_ai_client_operation_duration_seconds_count",
+            &["gen_ai_operation_name=\"chat\"", "gen_ai_provider_name=\"simulated\""],
+        )
+        .iter()
+        .sum();
+        assert!(calls >= 2, "a model call per sync and live turn at least: {calls}");
+        let input: u64 = count("gen_ai_client_token_usage_count", &["gen_ai_token_type=\"input\""])
+            .iter()
+            .sum();
+        assert_eq!(
+            input,
+            calls - 1,
+            "input tokens recorded once per answered call (not the failed one)"
+        );
+        let tools: u64 = count("gen_ai_execute_tool_duration_seconds_count", &["crm_lookup"])
+            .iter()
+            .sum();
+        assert!(tools >= 1, "the tool calls, by tool name:\n{metrics}");
+        let first: u64 = count(
+            "gen_ai_client_operation_time_to_first_chunk_seconds_count",
+            &["simulated"],
+        )
+        .iter()
+        .sum();
+        assert!(first >= 1, "the live turn's streamed call");
         assert!(
-            lines(&metrics, "aether_turn_duration_seconds_count")[0].ends_with(" 2"),
-            "a sync and a live turn"
+            lines(&metrics, "aether_turn_duration_seconds").is_empty()
+                && lines(&metrics, "aether_tokens_total").is_empty(),
+            "no second turn histogram or token count beside the GenAI ones"
         );
         assert!(lines(&metrics, "aether_turn_errors_total")
             .iter()

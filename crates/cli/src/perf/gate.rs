@@ -87,7 +87,10 @@ fn thresholds(list: &[String]) -> Result<BTreeMap<String, f64>, CliError> {
         .collect()
 }
 
-pub(super) async fn gate(a: GateArgs) -> Result<(), CliError> {
+pub(super) async fn gate(
+    a: GateArgs,
+    meter: Option<std::sync::Arc<dyn aether_runtime::meter::GenAiMeter>>,
+) -> Result<(), CliError> {
     if !a.fail_on_regression.is_finite() || a.fail_on_regression < 0.0 {
         return Err(CliError::usage(
             "--fail-on-regression: must be a number of percent >= 0",
@@ -101,7 +104,7 @@ pub(super) async fn gate(a: GateArgs) -> Result<(), CliError> {
         true => collect(std::slice::from_ref(&a.baseline), false, quiet)?,
         false => Vec::new(),
     };
-    let Some(runner) = Runner::new(&a.run, &configs).await? else {
+    let Some(runner) = Runner::new(&a.run, &configs, meter).await? else {
         return Ok(());
     };
     let out = a.run.output.clone().unwrap_or_else(|| {

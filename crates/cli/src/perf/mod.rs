@@ -12,6 +12,7 @@ use aether_harness::endpoint::{EndpointShape, Slo};
 use aether_harness::kpi::KpiTargets;
 use aether_harness::scenario::{self, Mode, Overrides, ScenarioConfig, ScenarioKind, CATALOG};
 use aether_harness::{run_scenario, Choices, HarnessError, Progress, Report, RunOptions};
+use aether_runtime::meter::GenAiMeter;
 use aether_runtime::model::NamedProvider;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -510,15 +511,16 @@ impl Providers {
     }
 }
 
-pub async fn run(cmd: PerfCommand) -> Result<(), CliError> {
+/// `meter`: where the in-process runtime's GenAI metrics go (the OTLP export), if anywhere.
+pub async fn run(cmd: PerfCommand, meter: Option<Arc<dyn GenAiMeter>>) -> Result<(), CliError> {
     match cmd {
         PerfCommand::List(a) => list(a),
         PerfCommand::Compare(a) => compare(a),
-        PerfCommand::Run(a) => run_scenarios(*a).await,
+        PerfCommand::Run(a) => run_scenarios(*a, meter).await,
         PerfCommand::Report(a) => analyse::report(a),
         PerfCommand::Merge(a) => analyse::merge(a),
         PerfCommand::History(a) => analyse::history(a),
-        PerfCommand::Gate(a) => gate::gate(*a).await,
+        PerfCommand::Gate(a) => gate::gate(*a, meter).await,
     }
 }
 
@@ -536,6 +538,7 @@ pub(crate) struct Runner {
     tool_call_samples: u32,
     per_call_session_samples: u32,
     interval: Duration,
+    meter: Option<Arc<dyn GenAiMeter>>,
     /// Holds the default SQLite file; removed when the runner goes.
     _scratch: ScratchDir,
 }
@@ -543,7 +546,11 @@ pub(crate) struct Runner {
 impl Runner {
     /// Checks the flags against every scenario of `configs`, builds the providers and connects
     /// the target. `dry_run`: prints the plan and returns `None`.
-    pub(crate) async fn new(a: &RunArgs, configs: &[ScenarioConfig]) -> Result<Option<Self>, CliError> {
+    pub(crate) async fn new(
+        a: &RunArgs,
+        configs: &[ScenarioConfig],
+        meter: Option<Arc<dyn GenAiMeter>>,
+    ) -> Result<Option<Self>, CliError> {
         let kpis = match &a.kpi_file {
             Some(p) => KpiTargets::from_file(p).map_err(CliError::usage)?,
             None => KpiTargets::default(),
@@ -607,6 +614,7 @@ impl Runner {
             tool_call_samples: a.tool_call_samples,
             per_call_session_samples: a.per_call_session_samples,
             interval: Duration::from_secs_f64(a.interval),
+            meter,
             _scratch: scratch,
         }))
     }
@@ -625,6 +633,7 @@ impl Runner {
             endpoint: self.shape.clone(),
             interval: self.interval,
             provenance: provenance(),
+            meter: self.meter.clone(),
             ..RunOptions::new(cfg)
         };
         run_scenario(opts, Arc::clone(&self.progress))
@@ -723,14 +732,14 @@ pub(crate) fn write_report(report: &Report, path: &Path) -> Result<(), CliError>
         .map_err(|e| CliError::failed(format!("cannot write the summary to `{}`: {e}", path.display())))
 }
 
-async fn run_scenarios(a: RunArgs) -> Result<(), CliError> {
+async fn run_scenarios(a: RunArgs, meter: Option<Arc<dyn GenAiMeter>>) -> Result<(), CliError> {
     if a.scenario.is_none() && !a.all {
         return Err(CliError::usage(
             "give --scenario NAME (see `aether perf list`) or --all",
         ));
     }
     let configs = resolve(&a, None)?;
-    let Some(runner) = Runner::new(&a, &configs).await? else {
+    let Some(runner) = Runner::new(&a, &configs, meter).await? else {
         return Ok(());
     };
     let mut failed_gates = Vec::new();

@@ -27,6 +27,7 @@ use crate::agents::{Agent, AgentManager, TaskGuard};
 use crate::approvals::ApprovalConfig;
 use crate::clock::Clock;
 use crate::error::EngineError;
+use crate::meter::{self, MeterSlot, TimedSink};
 use crate::model::{HistoryView, ModelRequest};
 use crate::sessions::{ChatSessions, OpenChat};
 use crate::stats::Stats;
@@ -51,6 +52,8 @@ pub(crate) struct NativeAdapter {
     pub agents: Arc<AgentManager>,
     pub sessions: Arc<ChatSessions>,
     pub stats: Arc<Stats>,
+    /// Where the GenAI metrics go, once installed.
+    pub meter: Arc<MeterSlot>,
     pub clock: Clock,
     pub limits: TurnLimits,
 }
@@ -240,7 +243,16 @@ impl NativeAdapter {
         let outcome = match telemetry::on() {
             true => Box::pin(telemetry::invoke_call(&agent, &chat_id, work)).await,
             false => work.await,
-        }?;
+        };
+        if let Some(m) = self.meter.get() {
+            m.turn(&meter::TurnDone {
+                provider: agent.provider.info().name.as_str(),
+                model: &agent.config.model_config.model,
+                duration: turn.started.elapsed() + turn.media_time,
+                error: outcome.as_ref().err().map(|e| e.code().as_str()),
+            });
+        }
+        let outcome = outcome?;
 
         let total = turn.started.elapsed() + turn.media_time;
         let context = AgentContext {
@@ -346,18 +358,36 @@ impl NativeAdapter {
                 metadata: scope.metadata,
             };
             let t = Instant::now();
-            let call = match observer.sink() {
-                Some(sink) => agent.provider.generate_stream(request, sink),
-                None => agent.provider.generate(request),
+            let metered = self.meter.get();
+            // Metered and streamed: chunk times noted on the way (boxed, off the unmetered path).
+            let mut timed: Option<Box<TimedSink<'_>>> = None;
+            let call = match (observer.sink(), metered) {
+                (Some(sink), Some(_)) => {
+                    let timed = timed.insert(Box::new(TimedSink::new(sink, t)));
+                    agent.provider.generate_stream(request, &mut **timed)
+                }
+                (Some(sink), None) => agent.provider.generate_stream(request, sink),
+                (None, _) => agent.provider.generate(request),
             };
             // Traced: boxed, so that this future does not grow for the untraced path.
             let response = match telemetry::on() {
                 true => Box::pin(telemetry::chat_call(agent, scope.session_id, call)).await,
                 false => call.await,
             };
-            o.model_time += t.elapsed();
+            let elapsed = t.elapsed();
+            o.model_time += elapsed;
             o.model_calls += 1;
             Stats::incr(&self.stats.model_calls);
+            if let Some(m) = metered {
+                m.model_call(&meter::ModelCall {
+                    provider: agent.provider.info().name.as_str(),
+                    model: &agent.config.model_config.model,
+                    duration: elapsed,
+                    error: response.as_ref().err().map(|e| e.kind()),
+                    usage: response.as_ref().ok().map(|r| r.usage),
+                    stream: timed.and_then(|s| s.timing()),
+                });
+            }
             let response = response?;
             o.usage += response.usage;
             o.cost_usd += response.cost_usd;
@@ -420,6 +450,16 @@ impl NativeAdapter {
             };
             o.tool_time += t.elapsed();
             o.tool_calls += results.len() as u64;
+            if let Some(m) = metered {
+                // Calls that ran (a denied call has no execution time).
+                for r in results.iter().filter(|r| r.execution_time.is_some()) {
+                    m.tool_call(&meter::ToolCall {
+                        name: &r.tool_name,
+                        duration: Duration::from_secs_f64(r.execution_time.unwrap_or_default().max(0.0)),
+                        error: r.error.as_ref().map(|e| e.code.as_str()),
+                    });
+                }
+            }
             observer.tool_results(&results).await;
             Stats::add(&self.stats.tool_calls, results.len() as u64);
             let ok = results.iter().filter(|r| r.is_success()).count();

@@ -58,6 +58,22 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         m.labeled_total("aether_mcp_sessions_opened_total", server, st.sessions_opened);
         m.labeled_total("aether_mcp_restarts_total", server, st.restarts);
     }
+    // The OTLP span export, when on (process-wide): what it delivered and what it dropped.
+    if let Some(e) = aether_runtime::telemetry::SPAN_EXPORT.read() {
+        m.labeled_total(
+            "aether_otel_spans_dropped_total",
+            ("reason", "queue_full"),
+            e.dropped_queue_full,
+        );
+        m.labeled_total(
+            "aether_otel_spans_dropped_total",
+            ("reason", "export_failed"),
+            e.dropped_export_failed,
+        );
+        m.counter_total("aether_otel_spans_exported_total".into(), e.exported);
+        m.gauge("aether_otel_queue_capacity", e.queue_capacity as f64);
+        m.gauge("aether_otel_queue_high_water", e.queue_high_water as f64);
+    }
     let mut text = m.render();
     if let Some(t) = &s.store_timings {
         text.push_str(&t.render());

@@ -23,10 +23,17 @@
 //! continues an incoming `traceparent`; see `aether_server::trace_context`). Logs are not
 //! exported.
 
+mod meter;
+mod queue;
+
+use std::sync::Arc;
 use std::time::Duration;
+
+use aether_runtime::meter::GenAiMeter;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -41,12 +48,19 @@ pub const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 /// The target of the runtime's GenAI spans.
 const GEN_AI_TARGET: &str = aether_runtime::telemetry::TARGET;
 
-/// Where spans go, from the flags and the standard variables.
+/// The export queue's bound when `OTEL_BSP_MAX_QUEUE_SIZE` is not set (the SDK's default).
+const DEFAULT_QUEUE: usize = 2048;
+
+/// Where spans and metrics go, from the flags and the standard variables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExportSettings {
-    /// The traces endpoint (`…/v1/traces`); `None`: no export.
+    /// The traces endpoint (`…/v1/traces`); `None`: no span export.
     pub endpoint: Option<String>,
+    /// The metrics endpoint (`…/v1/metrics`); `None`: no metric export.
+    pub metrics_endpoint: Option<String>,
     pub protocol: Protocol,
+    /// The span queue's bound (`OTEL_BSP_MAX_QUEUE_SIZE`).
+    pub queue: usize,
 }
 
 /// Reads the settings: flags first, then `OTEL_*`. `env` looks a variable up (the process's
@@ -76,44 +90,98 @@ pub fn settings(
             )))
         }
     };
-    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
-        return Ok(ExportSettings {
-            endpoint: None,
-            protocol,
-        });
-    }
-    let endpoint = match endpoint_flag.map(str::to_owned) {
-        // A flag, like the generic variable, names the collector: the path is added.
-        Some(base) => Some(traces_url(&base)),
-        None => set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|b| traces_url(&b))),
+    let queue = match set("OTEL_BSP_MAX_QUEUE_SIZE") {
+        None => DEFAULT_QUEUE,
+        Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+            CliError::usage(format!(
+                "OTEL_BSP_MAX_QUEUE_SIZE `{v}`: expected a whole number of spans above 0"
+            ))
+        })?,
     };
-    if let Some(url) = &endpoint {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(CliError::usage(format!(
-                "OTLP endpoint `{url}`: expected an http:// or https:// URL"
-            )));
-        }
+    let off = ExportSettings {
+        endpoint: None,
+        metrics_endpoint: None,
+        protocol,
+        queue,
+    };
+    if set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        return Ok(off);
     }
-    Ok(ExportSettings { endpoint, protocol })
+    // A flag, like the generic variable, names the collector: the signal's path is added; a
+    // signal's own variable is used as is.
+    let signal = |own: &str, path: &str| match endpoint_flag {
+        Some(base) => Some(signal_url(base, path)),
+        None => set(own).or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|b| signal_url(&b, path))),
+    };
+    let exporter_off = |name: &str| set(name).is_some_and(|v| v.eq_ignore_ascii_case("none"));
+    let endpoint =
+        signal("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "traces").filter(|_| !exporter_off("OTEL_TRACES_EXPORTER"));
+    let metrics_endpoint =
+        signal("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "metrics").filter(|_| !exporter_off("OTEL_METRICS_EXPORTER"));
+    for url in endpoint.iter().chain(metrics_endpoint.iter()) {
+        check_url(url)?;
+    }
+    Ok(ExportSettings {
+        endpoint,
+        metrics_endpoint,
+        ..off
+    })
+}
+
+/// An endpoint is an absolute http(s) URL with a host.
+fn check_url(url: &str) -> Result<(), CliError> {
+    let bad = |why: &str| Err(CliError::usage(format!("OTLP endpoint `{url}`: {why}")));
+    let Some(rest) = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")) else {
+        return bad("expected an http:// or https:// URL");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, rest)) => (h, rest.strip_prefix(':')),
+            None => return bad("an IPv6 host needs its closing `]`"),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return bad("expected a host after the scheme (e.g. http://localhost:4318)");
+    }
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return bad("the port is not a number from 0 to 65535");
+    }
+    Ok(())
 }
 
 /// `http://collector:4318` → `http://collector:4318/v1/traces` (the generic endpoint's rule).
-fn traces_url(base: &str) -> String {
-    format!("{}/v1/traces", base.trim_end_matches('/'))
+fn signal_url(base: &str, signal: &str) -> String {
+    format!("{}/v1/{signal}", base.trim_end_matches('/'))
 }
 
 /// The installed subscriber's export side; [`shutdown`](Self::shutdown) it before exiting.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    meters: Option<SdkMeterProvider>,
+    meter: Option<Arc<dyn GenAiMeter>>,
 }
 
 impl Telemetry {
-    /// Flushes the queued spans (within [`FLUSH_DEADLINE`]) and stops the exporter.
+    /// The GenAI meter to install in the runtime, when metrics are exported.
+    pub fn meter(&self) -> Option<Arc<dyn GenAiMeter>> {
+        self.meter.clone()
+    }
+
+    /// Flushes the queued spans and metrics (within [`FLUSH_DEADLINE`]) and stops the exporters.
     pub fn shutdown(self) {
         if let Some(p) = self.provider {
             if let Err(e) = p.shutdown_with_timeout(FLUSH_DEADLINE) {
                 eprintln!("warning: OpenTelemetry: the last spans were not all delivered: {e}");
+            }
+        }
+        if let Some(m) = self.meters {
+            if let Err(e) = m.shutdown_with_timeout(FLUSH_DEADLINE) {
+                eprintln!("warning: OpenTelemetry: the last metrics were not delivered: {e}");
             }
         }
     }
@@ -131,26 +199,52 @@ pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetr
         true => logs.json().with_filter(filter).boxed(),
         false => logs.with_filter(filter).boxed(),
     };
+    if export.endpoint.is_some() || export.metrics_endpoint.is_some() {
+        // The exporters' reqwest 0.13 has no TLS crypto provider of its own.
+        aether_mcp::ensure_tls_provider();
+    }
+    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "aether".to_owned());
+    let resource = || {
+        opentelemetry_sdk::Resource::builder()
+            .with_service_name(service.clone())
+            .build()
+    };
+    let (meters, meter) = match &export.metrics_endpoint {
+        None => (None, None),
+        Some(url) => {
+            let exporter = opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_endpoint(url)
+                .with_protocol(export.protocol)
+                .build()
+                .map_err(|e| CliError::usage(format!("OTLP metrics exporter for `{url}`: {e}")))?;
+            let provider = SdkMeterProvider::builder()
+                .with_resource(resource())
+                .with_periodic_exporter(exporter)
+                .build();
+            let meter: Arc<dyn GenAiMeter> = Arc::new(meter::OtlpMeter::new(
+                &opentelemetry::metrics::MeterProvider::meter(&provider, "aether"),
+            ));
+            (Some(provider), Some(meter))
+        }
+    };
     let Some(endpoint) = &export.endpoint else {
         tracing_subscriber::registry().with(logs).init();
-        return Ok(Telemetry { provider: None });
+        return Ok(Telemetry {
+            provider: None,
+            meters,
+            meter,
+        });
     };
-    // The exporter's reqwest 0.13 has no TLS crypto provider of its own.
-    aether_mcp::ensure_tls_provider();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(endpoint)
         .with_protocol(export.protocol)
         .build()
         .map_err(|e| CliError::usage(format!("OTLP exporter for `{endpoint}`: {e}")))?;
-    let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "aether".to_owned());
     let provider = SdkTracerProvider::builder()
-        .with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name(service)
-                .build(),
-        )
-        .with_batch_exporter(exporter)
+        .with_resource(resource())
+        .with_span_processor(queue::counted(exporter, export.queue))
         .build();
     let tracer = provider.tracer("aether");
     let spans = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(
@@ -161,6 +255,8 @@ pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetr
     tracing_subscriber::registry().with(logs).with(spans).init();
     Ok(Telemetry {
         provider: Some(provider),
+        meters,
+        meter,
     })
 }
 
@@ -206,6 +302,26 @@ mod tests {
         );
         let off = settings(Some("http://flag:4318"), None, with(&[("OTEL_SDK_DISABLED", "TRUE")])).unwrap();
         assert_eq!(off.endpoint, None, "OTEL_SDK_DISABLED turns export off");
+        assert_eq!(off.metrics_endpoint, None);
+        let s = settings(Some("http://flag:4318/"), None, with(&[])).unwrap();
+        assert_eq!(s.metrics_endpoint.as_deref(), Some("http://flag:4318/v1/metrics"));
+        assert_eq!(s.queue, 2048);
+        let s = settings(
+            None,
+            None,
+            with(&[
+                ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:4318/v1/traces"),
+                ("OTEL_BSP_MAX_QUEUE_SIZE", "64"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.metrics_endpoint, None, "a traces endpoint alone exports no metrics");
+        assert_eq!(s.queue, 64);
+        let s = settings(Some("http://c:4318"), None, with(&[("OTEL_METRICS_EXPORTER", "none")])).unwrap();
+        assert!(
+            s.endpoint.is_some() && s.metrics_endpoint.is_none(),
+            "OTEL_METRICS_EXPORTER=none"
+        );
     }
 
     #[test]
@@ -219,5 +335,18 @@ mod tests {
         assert!(e.to_string().contains("not built into aether"), "{e}");
         assert!(settings(None, Some("carrier-pigeon"), with(&[])).is_err());
         assert!(settings(Some("ftp://x"), None, with(&[])).is_err());
+        for bad in [
+            "http://",
+            "http:///v1",
+            "http://host:port",
+            "http://host:99999",
+            "http://a b",
+        ] {
+            let e = settings(Some(bad), None, with(&[])).unwrap_err();
+            assert!(e.to_string().contains(bad), "{bad}: {e}");
+        }
+        assert!(settings(Some("http://[::1]:4318"), None, with(&[])).is_ok());
+        let e = settings(None, None, with(&[("OTEL_BSP_MAX_QUEUE_SIZE", "lots")])).unwrap_err();
+        assert!(e.to_string().contains("OTEL_BSP_MAX_QUEUE_SIZE"), "{e}");
     }
 }

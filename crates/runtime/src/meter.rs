@@ -1,0 +1,196 @@
+//! The GenAI metrics' one recording point: the turn path reports each model call, tool call and
+//! turn to a [`GenAiMeter`] once, and the meter's owner turns that into its histograms (the
+//! server's Prometheus series in `/metrics`, the CLI's OTLP export, or both through [`FanOut`]).
+//! Nothing else records turn histograms, so no figure is counted twice.
+//!
+//! The measurements follow the OpenTelemetry GenAI metrics (the conventions named in
+//! [`crate::telemetry`]):
+//!
+//! | measurement | metric | unit |
+//! |---|---|---|
+//! | [`ModelCall::duration`] | `gen_ai.client.operation.duration` (`gen_ai.operation.name` = `chat`) | s |
+//! | [`ModelCall::usage`] | `gen_ai.client.token.usage` (`gen_ai.token.type` = `input` / `output`) | {token} |
+//! | [`StreamTiming::first_chunk`] | `gen_ai.client.operation.time_to_first_chunk` | s |
+//! | [`StreamTiming::per_chunk`] | `gen_ai.client.operation.time_per_output_chunk` | s |
+//! | [`ToolCall`] | `gen_ai.execute_tool.duration` | s |
+//! | [`TurnDone`] | `gen_ai.invoke_agent.duration` | s |
+//!
+//! `time_per_output_chunk` is recorded once per streamed call, as the mean interval between its
+//! chunks (not once per chunk): a chunk's own cost is the streaming benchmark's business.
+//!
+//! **Cost.** With no meter installed the turn path pays one atomic load per model call, tool
+//! batch and turn. A meter must not block: it is called on the turn's task.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use aether_contracts::TokenUsage;
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::model::{DeltaSink, ModelError};
+
+/// One model call, finished.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelCall<'a> {
+    /// `gen_ai.provider.name`.
+    pub provider: &'a str,
+    /// `gen_ai.request.model`.
+    pub model: &'a str,
+    pub duration: Duration,
+    /// `error.type` ([`ModelError::kind`]); `None` when it answered.
+    pub error: Option<&'static str>,
+    /// The tokens of an answer (none for a failure).
+    pub usage: Option<TokenUsage>,
+    /// Set for a streamed call that produced at least one chunk.
+    pub stream: Option<StreamTiming>,
+}
+
+/// When a streamed call's chunks came.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamTiming {
+    /// From the call's start to its first chunk.
+    pub first_chunk: Duration,
+    /// The mean interval between its chunks after the first; `None` with one chunk.
+    pub per_chunk: Option<Duration>,
+}
+
+/// One tool call, finished.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolCall<'a> {
+    /// `gen_ai.tool.name`.
+    pub name: &'a str,
+    pub duration: Duration,
+    /// `error.type`: the error code of a failed call.
+    pub error: Option<&'a str>,
+}
+
+/// One turn (`invoke_agent`), finished.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnDone<'a> {
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub duration: Duration,
+    /// `error.type`: the error code of a failed turn.
+    pub error: Option<&'a str>,
+}
+
+/// Where the turn path's measurements go. Called on the turn's task: it must be quick and never
+/// block (update histograms, nothing more). Label values it derives from these (provider, model,
+/// tool names) come from configuration; a meter bounds how many it keeps.
+pub trait GenAiMeter: Send + Sync + 'static {
+    fn model_call(&self, call: &ModelCall<'_>);
+    fn tool_call(&self, call: &ToolCall<'_>);
+    fn turn(&self, turn: &TurnDone<'_>);
+}
+
+/// Several meters as one.
+pub struct FanOut(pub Vec<Arc<dyn GenAiMeter>>);
+
+impl GenAiMeter for FanOut {
+    fn model_call(&self, call: &ModelCall<'_>) {
+        self.0.iter().for_each(|m| m.model_call(call));
+    }
+    fn tool_call(&self, call: &ToolCall<'_>) {
+        self.0.iter().for_each(|m| m.tool_call(call));
+    }
+    fn turn(&self, turn: &TurnDone<'_>) {
+        self.0.iter().for_each(|m| m.turn(turn));
+    }
+}
+
+/// The runtime's meter, installed at most once (`Runtime::install_meter`).
+#[derive(Default)]
+pub(crate) struct MeterSlot(OnceLock<Arc<dyn GenAiMeter>>);
+
+impl MeterSlot {
+    #[inline]
+    pub fn get(&self) -> Option<&Arc<dyn GenAiMeter>> {
+        self.0.get()
+    }
+
+    pub fn install(&self, meter: Arc<dyn GenAiMeter>) -> Result<(), MeterAlreadyInstalled> {
+        self.0.set(meter).map_err(|_| MeterAlreadyInstalled)
+    }
+}
+
+/// A runtime takes one meter; combine several with [`FanOut`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this runtime already has a GenAI meter: install one FanOut of all of them")]
+pub struct MeterAlreadyInstalled;
+
+/// A stream sink that notes when chunks pass (for a metered streamed call), then hands them on.
+pub(crate) struct TimedSink<'a> {
+    inner: &'a mut dyn DeltaSink,
+    started: Instant,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    chunks: u32,
+}
+
+impl<'a> TimedSink<'a> {
+    pub fn new(inner: &'a mut dyn DeltaSink, started: Instant) -> Self {
+        Self {
+            inner,
+            started,
+            first: None,
+            last: None,
+            chunks: 0,
+        }
+    }
+
+    /// The call's chunk timing; `None` when nothing was streamed.
+    pub fn timing(&self) -> Option<StreamTiming> {
+        stream_timing(self.started, self.first?, self.last?, self.chunks)
+    }
+}
+
+/// The timing of `chunks` chunks, the first at `first` and the last at `last`.
+fn stream_timing(started: Instant, first: Instant, last: Instant, chunks: u32) -> Option<StreamTiming> {
+    Some(StreamTiming {
+        first_chunk: first.saturating_duration_since(started),
+        per_chunk: (chunks > 1).then(|| last.saturating_duration_since(first) / (chunks - 1)),
+    })
+}
+
+#[async_trait]
+impl DeltaSink for TimedSink<'_> {
+    async fn delta(&mut self, text: &str) -> Result<(), ModelError> {
+        let now = Instant::now();
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        self.chunks += 1;
+        self.inner.delta(text).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_timing_is_first_chunk_and_mean_interval() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let t = stream_timing(t0, t0 + ms(100), t0 + ms(130), 4).unwrap();
+        assert_eq!(t.first_chunk, ms(100));
+        assert_eq!(t.per_chunk, Some(ms(10)), "3 intervals over 30 ms");
+        let one = stream_timing(t0, t0 + ms(5), t0 + ms(5), 1).unwrap();
+        assert_eq!(one.per_chunk, None, "one chunk has no interval");
+    }
+
+    #[test]
+    fn a_slot_takes_one_meter() {
+        struct Nothing;
+        impl GenAiMeter for Nothing {
+            fn model_call(&self, _: &ModelCall<'_>) {}
+            fn tool_call(&self, _: &ToolCall<'_>) {}
+            fn turn(&self, _: &TurnDone<'_>) {}
+        }
+        let slot = MeterSlot::default();
+        assert!(slot.get().is_none());
+        slot.install(Arc::new(Nothing)).unwrap();
+        assert_eq!(slot.install(Arc::new(Nothing)), Err(MeterAlreadyInstalled));
+        assert!(slot.get().is_some());
+    }
+}

@@ -1,0 +1,197 @@
+//! The OpenTelemetry GenAI metrics in `/metrics`: the server's [`GenAiMeter`], fed by the
+//! runtime's one recording point ([`aether_runtime::meter`]) for every turn, sync or live.
+//!
+//! | series (Prometheus) | labels |
+//! |---|---|
+//! | `gen_ai_client_operation_duration_seconds` | `gen_ai_operation_name="chat"`, `gen_ai_provider_name`, `gen_ai_request_model`, `error_type` on failures |
+//! | `gen_ai_client_token_usage` | the same, with `gen_ai_token_type` = `input` / `output` |
+//! | `gen_ai_client_operation_time_to_first_chunk_seconds` | as the duration (streamed calls) |
+//! | `gen_ai_client_operation_time_per_output_chunk_seconds` | as the duration (streamed calls; the call's mean interval) |
+//! | `gen_ai_execute_tool_duration_seconds` | `gen_ai_operation_name="execute_tool"`, `gen_ai_tool_name`, `error_type` |
+//! | `gen_ai_invoke_agent_duration_seconds` | `gen_ai_operation_name="invoke_agent"`, `gen_ai_provider_name`, `gen_ai_request_model`, `error_type` |
+//!
+//! **Bounded.** Models and tools come from configuration, but agents name their own models: at
+//! most [`MAX_LABEL_SETS`] label sets are kept; past that a new model or tool is recorded as
+//! `_other` and counted in `aether_gen_ai_label_overflow_total`. Series are never evicted (a
+//! Prometheus series that vanishes breaks its rates). Recording a known label set is a shared
+//! read of the set's map and atomic updates of its histograms.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aether_runtime::meter::{GenAiMeter, ModelCall, ToolCall, TurnDone};
+use metrics::{Counter, Histogram, Key, Label, Recorder as _};
+use metrics_exporter_prometheus::PrometheusRecorder;
+use parking_lot::RwLock;
+
+use crate::metrics::META;
+
+/// The most label sets kept across the GenAI series.
+pub const MAX_LABEL_SETS: usize = 256;
+
+/// The value a label takes once [`MAX_LABEL_SETS`] is reached.
+const OTHER: &str = "_other";
+
+/// Token-count buckets of the conventions: 1, 4, 16, … 67108864.
+pub const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    67108864.0,
+];
+
+/// The series of one model-call label set.
+struct ModelSeries {
+    duration: Histogram,
+    input_tokens: Histogram,
+    output_tokens: Histogram,
+    first_chunk: Histogram,
+    per_chunk: Histogram,
+}
+
+pub(crate) struct GenAiSeries {
+    recorder: Arc<PrometheusRecorder>,
+    models: RwLock<HashMap<String, Arc<ModelSeries>>>,
+    /// Tools and turns, by series name and labels.
+    single: RwLock<HashMap<String, Histogram>>,
+    overflow: Counter,
+}
+
+/// `name="value"` pairs → a label list.
+fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
+    pairs.iter().map(|(k, v)| Label::new(*k, (*v).to_owned())).collect()
+}
+
+impl GenAiSeries {
+    pub fn new(recorder: Arc<PrometheusRecorder>) -> Self {
+        let overflow = recorder.register_counter(&Key::from_name("aether_gen_ai_label_overflow_total"), &META);
+        overflow.increment(0);
+        Self {
+            recorder,
+            models: RwLock::default(),
+            single: RwLock::default(),
+            overflow,
+        }
+    }
+
+    fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {
+        self.recorder.register_histogram(&Key::from_parts(name, labels), &META)
+    }
+
+    fn used(&self) -> usize {
+        self.models.read().len() + self.single.read().len()
+    }
+
+    /// The series of a model call's label set, made on first use.
+    fn model(&self, provider: &str, model: &str, error: Option<&str>) -> Arc<ModelSeries> {
+        let key = format!("{provider}\u{1f}{model}\u{1f}{}", error.unwrap_or_default());
+        if let Some(s) = self.models.read().get(&key) {
+            return Arc::clone(s);
+        }
+        let (key, model) = match self.used() < MAX_LABEL_SETS {
+            true => (key, model),
+            false => {
+                self.overflow.increment(1);
+                (
+                    format!("{provider}\u{1f}{OTHER}\u{1f}{}", error.unwrap_or_default()),
+                    OTHER,
+                )
+            }
+        };
+        let mut map = self.models.write();
+        let series = map.entry(key).or_insert_with(|| {
+            let mut base = vec![
+                ("gen_ai_operation_name", "chat"),
+                ("gen_ai_provider_name", provider),
+                ("gen_ai_request_model", model),
+            ];
+            if let Some(e) = error {
+                base.push(("error_type", e));
+            }
+            let tokens = |kind: &'static str| {
+                let mut l = base.clone();
+                l.push(("gen_ai_token_type", kind));
+                self.histogram("gen_ai_client_token_usage", labels(&l))
+            };
+            Arc::new(ModelSeries {
+                duration: self.histogram("gen_ai_client_operation_duration_seconds", labels(&base)),
+                input_tokens: tokens("input"),
+                output_tokens: tokens("output"),
+                first_chunk: self.histogram("gen_ai_client_operation_time_to_first_chunk_seconds", labels(&base)),
+                per_chunk: self.histogram("gen_ai_client_operation_time_per_output_chunk_seconds", labels(&base)),
+            })
+        });
+        Arc::clone(series)
+    }
+
+    /// A single histogram of `name` with `pairs` (the last pair's value is the one that overflows
+    /// to `_other`), then `error_type` when set.
+    fn single(&self, name: &'static str, pairs: &[(&'static str, &str)], error: Option<&str>, seconds: f64) {
+        let key = |pairs: &[(&'static str, &str)]| {
+            let mut key = String::with_capacity(64);
+            key.push_str(name);
+            for (_, v) in pairs.iter().chain([("", error.unwrap_or_default())].iter()) {
+                key.push('\u{1f}');
+                key.push_str(v);
+            }
+            key
+        };
+        let mut k = key(pairs);
+        if let Some(h) = self.single.read().get(&k) {
+            h.record(seconds);
+            return;
+        }
+        let mut pairs = pairs.to_vec();
+        if self.used() >= MAX_LABEL_SETS {
+            self.overflow.increment(1);
+            if let Some(last) = pairs.last_mut() {
+                last.1 = OTHER;
+            }
+            k = key(&pairs);
+        }
+        if let Some(e) = error {
+            pairs.push(("error_type", e));
+        }
+        let mut map = self.single.write();
+        map.entry(k)
+            .or_insert_with(|| self.histogram(name, labels(&pairs)))
+            .record(seconds);
+    }
+}
+
+impl GenAiMeter for GenAiSeries {
+    fn model_call(&self, c: &ModelCall<'_>) {
+        let s = self.model(c.provider, c.model, c.error);
+        s.duration.record(c.duration.as_secs_f64());
+        if let Some(u) = c.usage {
+            s.input_tokens.record(u.prompt_tokens as f64);
+            s.output_tokens.record(u.completion_tokens as f64);
+        }
+        if let Some(t) = c.stream {
+            s.first_chunk.record(t.first_chunk.as_secs_f64());
+            if let Some(p) = t.per_chunk {
+                s.per_chunk.record(p.as_secs_f64());
+            }
+        }
+    }
+
+    fn tool_call(&self, c: &ToolCall<'_>) {
+        self.single(
+            "gen_ai_execute_tool_duration_seconds",
+            &[("gen_ai_operation_name", "execute_tool"), ("gen_ai_tool_name", c.name)],
+            c.error,
+            c.duration.as_secs_f64(),
+        );
+    }
+
+    fn turn(&self, t: &TurnDone<'_>) {
+        self.single(
+            "gen_ai_invoke_agent_duration_seconds",
+            &[
+                ("gen_ai_operation_name", "invoke_agent"),
+                ("gen_ai_provider_name", t.provider),
+                ("gen_ai_request_model", t.model),
+            ],
+            t.error,
+            t.duration.as_secs_f64(),
+        );
+    }
+}
