@@ -362,13 +362,25 @@ async fn nothing_is_exported_without_an_endpoint_or_with_the_sdk_disabled() {
 }
 
 /// `aether serve` continues the caller's W3C trace: its HTTP server span is a child of the
-/// `traceparent`'s span, and the turn's spans are children of the server span.
+/// `traceparent`'s span, and the turn's spans are children of the server span. Its JSON log
+/// line of the request names the trace and the span.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_continues_the_callers_trace() {
     let (collector, got) = receiver().await;
     let served = tokio::task::spawn_blocking(move || {
         start_serve(
-            &["--bind", "127.0.0.1:0", "--time-scale", "0", "--store", "memory"],
+            &[
+                "--bind",
+                "127.0.0.1:0",
+                "--time-scale",
+                "0",
+                "--store",
+                "memory",
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+            ],
             &[
                 ("AETHER_API_KEYS", "k=team"),
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
@@ -407,10 +419,15 @@ async fn serve_continues_the_callers_trace() {
     assert_eq!(turn.status(), 200);
     // SIGTERM: the server drains, flushes its spans and exits.
     let mut child = served.child;
+    let mut stderr = served.stderr;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let (status, logs) = tokio::task::spawn_blocking(move || {
+        let mut logs = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut logs).unwrap();
+        (child.wait().unwrap(), logs)
+    })
+    .await
+    .unwrap();
     assert!(status.success());
 
     let spans = got.lock().clone();
@@ -427,6 +444,15 @@ async fn serve_continues_the_callers_trace() {
     assert_eq!(turn.parent, server.span_id, "the turn runs inside the request");
     let create = spans.iter().find(|s| s.name == "POST /v1/agents").unwrap();
     assert_eq!(hex(&create.trace_id), trace);
+
+    // The request's JSON log line carries its trace and the server span's id.
+    let line: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["route"] == "/v1/tasks")
+        .unwrap_or_else(|| panic!("no JSON log line of POST /v1/tasks:\n{logs}"));
+    assert_eq!(line["trace_id"], trace, "{line}");
+    assert_eq!(line["span_id"], hex(&server.span_id), "{line}");
 }
 
 fn names(spans: &[Span]) -> Vec<&str> {
@@ -435,4 +461,144 @@ fn names(spans: &[Span]) -> Vec<&str> {
 
 fn text_of(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// A model request carries the `chat` span's context: an OpenAI-compatible server (a fake on
+/// loopback that notes the header) sees a `traceparent` whose trace and parent are the exported
+/// `chat` span's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_requests_carry_the_chat_spans_traceparent() {
+    let (collector, got) = receiver().await;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let app = {
+        let seen = Arc::clone(&seen);
+        axum::Router::new().route(
+            "/v1/chat/completions",
+            post(move |headers: axum::http::HeaderMap| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+                        seen.lock().push(tp.to_owned());
+                    }
+                    axum::Json(serde_json::json!({
+                        "id": "c1", "object": "chat.completion", "model": "fake-model",
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": "Hello there."}}],
+                        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+                    }))
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let out = tokio::task::spawn_blocking(move || {
+        command(&[
+            "chat",
+            "--provider",
+            "openai",
+            "--base-url",
+            &base,
+            "--store",
+            "memory",
+            "-p",
+            "Hi",
+        ])
+        .env("OPENAI_API_KEY", "sk-test")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
+        .output()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    let seen = seen.lock().clone();
+    assert_eq!(seen.len(), 1, "one model request, with its traceparent: {seen:?}");
+    assert!(aether_contracts::trace::is_traceparent(&seen[0]), "{}", seen[0]);
+    let parts: Vec<&str> = seen[0].split('-').collect();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let spans = got.lock().clone();
+    let chat = spans
+        .iter()
+        .find(|s| s.name.starts_with("chat "))
+        .unwrap_or_else(|| panic!("no chat span: {:?}", names(&spans)));
+    assert_eq!(hex(&chat.trace_id), parts[1], "the model server joins the turn's trace");
+    assert_eq!(hex(&chat.span_id), parts[2], "as a child of the chat span");
+    assert_eq!(chat.attrs["gen_ai.provider.name"], "openai");
+    assert_eq!(chat.attrs["gen_ai.response.model"], "fake-model", "{:?}", chat.attrs);
+}
+
+/// Over `--target`, each request carries a `traceparent`; the server continues those traces, and
+/// the summary names the trace ids of the slowest requests, which are the server's spans' traces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_runs_slowest_requests_lead_to_the_servers_traces() {
+    let (collector, got) = receiver().await;
+    let served = tokio::task::spawn_blocking(move || {
+        start_serve(
+            &["--bind", "127.0.0.1:0", "--time-scale", "0", "--store", "memory"],
+            &[
+                ("AETHER_API_KEYS", "k=team"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let dir = tmp("otel-target");
+    let summary = dir.join("s.json");
+    let out = {
+        let (summary, url) = (summary.clone(), served.url.clone());
+        tokio::task::spawn_blocking(move || {
+            command(&[
+                "perf",
+                "run",
+                "--scenario",
+                "burst_load",
+                "--target",
+                &url,
+                "--api-key",
+                "k",
+                "--iterations",
+                "30",
+                "--concurrency",
+                "3",
+                "-q",
+                "-o",
+                summary.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    let mut child = served.child;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let slowest = s["slowest"].as_array().expect("the slowest requests");
+    assert_eq!(slowest.len(), 10, "{slowest:?}");
+    let ms: Vec<f64> = slowest.iter().map(|r| r["latency_ms"].as_f64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "slowest first: {ms:?}");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let spans = got.lock().clone();
+    for r in slowest {
+        let trace = r["trace_id"].as_str().expect("a trace id over --target");
+        let server = spans
+            .iter()
+            .find(|sp| sp.name == "POST /v1/tasks" && hex(&sp.trace_id) == trace)
+            .unwrap_or_else(|| panic!("no server span of trace {trace} ({})", r["task_id"]));
+        assert!(
+            spans
+                .iter()
+                .any(|sp| sp.name.starts_with("invoke_agent ") && sp.parent == server.span_id),
+            "the turn's spans are in the same trace"
+        );
+    }
 }

@@ -15,6 +15,7 @@ pub mod report;
 pub mod stream;
 pub mod task;
 pub mod tool;
+pub mod trace;
 
 #[cfg(feature = "schema")]
 pub use schemars;

@@ -22,6 +22,8 @@ pub(crate) struct Context {
     /// session_warm_switch: the turn after a forced expiry.
     pub forced_expire: Option<ForcedExpire>,
     pub provenance: Provenance,
+    /// The slowest requests, slowest first.
+    pub slowest: Vec<crate::slowest::SlowRequest>,
 }
 
 /// The summary of a run of `cfg`.
@@ -134,6 +136,7 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
         merged_from: Vec::new(),
         cpu_profile: None,
         span_export: aether_runtime::telemetry::SPAN_EXPORT.read(),
+        slowest: ctx.slowest,
         measurement: MEASUREMENT_NOTES,
         iterations: f.total,
         concurrency: cfg.concurrency,

@@ -1,6 +1,7 @@
 //! [`HttpTarget`]: the runtime behind `aether serve`, driven through its HTTP API exactly as a
 //! client would (bearer key, `/v1/tasks`, `/v1/tasks/stream` as server-sent events), so one
-//! summary format compares in-process and over-HTTP cost.
+//! summary format compares in-process and over-HTTP cost. Each turn request carries a W3C
+//! `traceparent` derived from its task id ([`crate::trace_ids`]).
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::target::{LiveStream, Target, TargetInfo};
 use crate::timeline::ServerSample;
+use crate::trace_ids;
 
 /// A server at `base_url` (`http://HOST:PORT`), with an API key.
 pub struct HttpTarget {
@@ -25,6 +27,8 @@ pub struct HttpTarget {
     provider: Mutex<Option<ProviderInfo>>,
     /// An operator's key: the harness reads `/v1/admin/stats` with it at each interval.
     admin_key: Option<String>,
+    /// The run's trace salt: each turn request carries a `traceparent` derived from its task id.
+    trace_salt: u64,
 }
 
 impl HttpTarget {
@@ -44,6 +48,11 @@ impl HttpTarget {
             http,
             provider: Mutex::new(None),
             admin_key: None,
+            // Distinct per run and process (trace ids must not repeat across runs).
+            trace_salt: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                ^ u64::from(std::process::id()).rotate_left(32),
         })
     }
 
@@ -134,10 +143,15 @@ impl Target for HttpTarget {
         })
     }
 
+    fn trace_id(&self, task_id: &str) -> Option<String> {
+        Some(trace_ids::trace_id(self.trace_salt, task_id))
+    }
+
     async fn process(&self, request: TaskRequest) -> TaskResult {
         let task_id = request.task_id.clone();
         let sent = self
             .request(reqwest::Method::POST, "/v1/tasks")
+            .header("traceparent", trace_ids::traceparent(self.trace_salt, &task_id))
             .json(&request)
             .send()
             .await;
@@ -241,6 +255,7 @@ impl Target for HttpTarget {
         let task_id = request.task_id.clone();
         let resp = self
             .request(reqwest::Method::POST, "/v1/tasks/stream")
+            .header("traceparent", trace_ids::traceparent(self.trace_salt, &task_id))
             .json(&request)
             .send()
             .await

@@ -37,12 +37,14 @@ pub mod report;
 pub mod resources;
 pub mod run;
 pub mod scenario;
+pub mod slowest;
 pub mod stats;
 pub mod stored;
 pub mod summary;
 pub mod target;
 pub mod timeline;
 pub mod tool_calls;
+mod trace_ids;
 
 pub use build::{check_options, Choices};
 pub use report::Report;

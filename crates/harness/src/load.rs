@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use crate::progress::Progress;
 use crate::scenario::{Mode, ScenarioConfig, SessionMode};
+use crate::slowest::Slowest;
 use crate::stats::DurationHist;
 use crate::target::Target;
 use crate::timeline::{bounded_entry, count_code, Intervals, Series, MAX_CODES};
@@ -81,6 +82,8 @@ pub struct Recorder {
     /// This stripe's open intervals of the time series (moved to the [`Series`] as they close;
     /// never merged here).
     pub intervals: Intervals,
+    /// The slowest requests, by task id.
+    pub slowest: Slowest,
 }
 
 pub const MAX_ERRORS: usize = 5;
@@ -172,6 +175,7 @@ impl Recorder {
         self.attachments += o.attachments;
         self.attachments_intact += o.attachments_intact;
         self.simulated_turns += o.simulated_turns;
+        self.slowest.merge(&o.slowest);
         for e in &o.errors {
             if self.errors.len() < MAX_ERRORS {
                 self.errors.push(e.clone());
@@ -468,6 +472,12 @@ struct RequestSample {
     elapsed: Duration,
 }
 
+impl RequestSample {
+    fn failed(&self) -> bool {
+        self.create_error.is_some() || matches!(self.turn, Some(Err(_))) || matches!(self.cleanup, Some(Err(_)))
+    }
+}
+
 struct TurnSample {
     latency: Duration,
     /// The turn step alone.
@@ -732,9 +742,12 @@ pub async fn drive(
                         .fetch_min(shared.offset_ns(due), Ordering::Relaxed);
                     shared.last_done_ns.fetch_max(shared.offset_ns(done), Ordering::Relaxed);
                     let bucket = series.clock.bucket(done);
+                    let (elapsed, failed) = (sample.elapsed, sample.failed());
+                    let step = if sample.turn.is_some() { 't' } else { 'c' };
                     let closed = {
                         let mut r = stripe.lock();
                         r.apply(sample, bucket);
+                        r.slowest.offer(elapsed, failed, || format!("{}-{step}{i}", phase.tag));
                         r.intervals.take_before(bucket)
                     };
                     series.absorb(closed);

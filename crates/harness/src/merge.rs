@@ -238,7 +238,17 @@ pub fn merge(inputs: &[StoredSummary], targets: &KpiTargets) -> Result<Summary, 
         &w,
     );
     let v = &first.value;
+    // The slowest of all the segments.
+    let mut slowest: Vec<crate::slowest::SlowRequest> = inputs
+        .iter()
+        .filter_map(|i| i.value.get("slowest").cloned())
+        .filter_map(|v| serde_json::from_value::<Vec<crate::slowest::SlowRequest>>(v).ok())
+        .flatten()
+        .collect();
+    slowest.sort_by(|a, b| b.latency_ms.total_cmp(&a.latency_ms));
+    slowest.truncate(crate::slowest::KEEP);
     let context = Context {
+        slowest,
         provider: ProviderInfo {
             name: v
                 .pointer("/provider/name")
@@ -424,6 +434,7 @@ mod tests {
         m.drift = Drift::Given(None, 0.0);
         let figures = figures::derive(cfg, &KpiTargets::default(), m, &w);
         let ctx = Context {
+            slowest: Vec::new(),
             provider: ProviderInfo {
                 name: "simulated".into(),
                 simulated: true,

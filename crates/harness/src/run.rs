@@ -256,6 +256,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
     };
     let figures = figures::derive(&cfg, &opts.kpis, figures::Measured::of_phases(&phases), &window);
     let context = Context {
+        slowest: figures.rec.slowest.sorted(|id| target.trace_id(id)),
         provider: target.provider(),
         target: target.info(),
         call_costs,

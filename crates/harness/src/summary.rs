@@ -328,6 +328,10 @@ pub struct Summary {
     /// in failed exports (counted since the process started), and the queue's bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub span_export: Option<aether_runtime::telemetry::SpanExportStats>,
+    /// The slowest requests, slowest first, with their task ids and (over `--target`) the trace
+    /// ids they were sent with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slowest: Vec<crate::slowest::SlowRequest>,
     pub measurement: &'static str,
     // The original harness's fields, for continuity.
     pub iterations: u64,
@@ -398,6 +402,18 @@ impl Summary {
                 s,
                 "   {:<22} {:>10.3} {:>10.3} {:>10.3} {:>10.3} {:>10.3}",
                 "agent cleanup ms", c.p50, c.p90, c.p95, c.p99, c.max
+            );
+        }
+        if let Some(slow) = self.slowest.first() {
+            let _ = writeln!(
+                s,
+                "   slowest request: {:.3} ms, task {}{}",
+                slow.latency_ms,
+                slow.task_id,
+                slow.trace_id
+                    .as_deref()
+                    .map(|t| format!(", trace {t}"))
+                    .unwrap_or_default()
             );
         }
         if let Some(e) = &self.span_export {

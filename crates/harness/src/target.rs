@@ -29,6 +29,11 @@ pub trait Target: Send + Sync + 'static {
     fn provider(&self) -> ProviderInfo;
 
     async fn process(&self, request: TaskRequest) -> TaskResult;
+    /// The trace id the request of `task_id` was sent with, when the target is reached by a
+    /// traced protocol (over HTTP: its `traceparent`).
+    fn trace_id(&self, _task_id: &str) -> Option<String> {
+        None
+    }
 
     async fn cleanup_agent(&self, agent_id: &str) -> Result<bool, String>;
 

@@ -513,6 +513,12 @@ impl Inner {
                 meta.0 .0.insert(key.to_owned(), Value::from(&**v));
             }
         }
+        // The caller's trace (the `execute_tool` span is current) continues at the server.
+        if let Some(tp) = aether_contracts::trace::traceparent() {
+            meta.0
+                 .0
+                .insert(aether_contracts::trace::TRACEPARENT.to_owned(), Value::from(tp));
+        }
         let params = CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments.clone());
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let mut options = PeerRequestOptions::no_options();

@@ -1,7 +1,8 @@
 //! The streamable-HTTP client: rmcp's reqwest client, plus per-request headers. A call's
 //! `aether/*` request `_meta` entries (task, session, call and user ids) also travel as
-//! `x-aether-*` HTTP headers, so gateways and servers can route and trace without parsing the
-//! body, and without a new session or handshake per call.
+//! `x-aether-*` HTTP headers, and its `traceparent` as the W3C header, so gateways and servers
+//! can route and trace without parsing the body, and without a new session or handshake per
+//! call.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,12 +17,13 @@ use sse_stream::Sse;
 
 use crate::{META_CALL_ID, META_SESSION_ID, META_TASK_ID, META_USER_ID};
 
-/// Request-meta keys and the headers they become.
-const HEADERS: [(&str, &str); 4] = [
+/// Request-meta keys and the headers they become (the W3C `traceparent` as itself).
+const HEADERS: [(&str, &str); 5] = [
     (META_TASK_ID, "x-aether-task-id"),
     (META_SESSION_ID, "x-aether-session-id"),
     (META_CALL_ID, "x-aether-call-id"),
     (META_USER_ID, "x-aether-user-id"),
+    (aether_contracts::trace::TRACEPARENT, "traceparent"),
 ];
 
 /// Installs the ring crypto provider for rustls once per process (reqwest 0.13 is built

@@ -185,6 +185,10 @@ impl Endpoint {
 
     async fn send(&self, url: &str, body: &Value, auth: Auth) -> Result<reqwest::Response, Attempt> {
         let mut rb = self.client.post(url).json(body);
+        // The caller's trace continues at the model server (the `chat` span is current).
+        if let Some(tp) = aether_contracts::trace::traceparent() {
+            rb = rb.header(aether_contracts::trace::TRACEPARENT, tp);
+        }
         if let Some(key) = &self.cfg.api_key {
             rb = match auth {
                 Auth::Bearer => rb.bearer_auth(key),

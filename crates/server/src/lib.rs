@@ -92,27 +92,34 @@ async fn observe(State(s): State<AppState>, mut req: Request, next: Next) -> Res
     };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     // Traced: boxed, so that the untraced request's future does not grow.
-    let mut response = match trace_context::on() {
+    let (mut response, span) = match trace_context::on() {
         true => {
             use tracing::Instrument as _;
             let span = trace_context::server_span(method.as_str(), route, req.headers());
             let response = Box::pin(next.run(req).instrument(span.clone())).await;
             span.record("http.response.status_code", response.status().as_u16());
-            response
+            (response, Some(span))
         }
-        false => next.run(req).await,
+        false => (next.run(req).await, None),
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     s.metrics.request(route, method.as_str(), status, elapsed);
-    tracing::info!(
-        request_id = request_id.to_str().unwrap_or(""),
-        method = %method,
-        route,
-        status,
-        elapsed_us = elapsed.as_micros() as u64,
-        "request"
-    );
+    let log = || {
+        tracing::info!(
+            request_id = request_id.to_str().unwrap_or(""),
+            method = %method,
+            route,
+            status,
+            elapsed_us = elapsed.as_micros() as u64,
+            "request"
+        )
+    };
+    // Inside the request's span when traced: its log line names the trace.
+    match span {
+        Some(span) => span.in_scope(log),
+        None => log(),
+    }
     response.headers_mut().insert("x-request-id", request_id);
     response
 }

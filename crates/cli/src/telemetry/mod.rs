@@ -17,12 +17,16 @@
 //! panics without a runtime). A full queue drops spans; a turn never waits. On exit the queue is
 //! flushed within [`FLUSH_DEADLINE`].
 //!
+//! **Propagation out.** With span export on, model requests over HTTP and MCP tool calls carry
+//! the current span's W3C `traceparent` (see `aether_contracts::trace`).
+//!
 //! Which spans: target `aether::gen_ai` (the runtime's `invoke_agent`, `chat`, `execute_tool`,
 //! `create_agent`), named and attributed after the OpenTelemetry GenAI semantic conventions (see
 //! `aether_runtime::telemetry`), and target `aether::http` (`aether serve`'s server span, which
 //! continues an incoming `traceparent`; see `aether_server::trace_context`). Logs are not
 //! exported.
 
+mod json_log;
 mod meter;
 mod queue;
 
@@ -196,7 +200,13 @@ pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetr
         .with_writer(std::io::stderr)
         .with_target(false);
     let logs = match json {
-        true => logs.json().with_filter(filter).boxed(),
+        true => logs
+            .fmt_fields(json_log::fields())
+            .event_format(json_log::JsonWithTrace(
+                tracing_subscriber::fmt::format().with_target(false).json(),
+            ))
+            .with_filter(filter)
+            .boxed(),
         false => logs.with_filter(filter).boxed(),
     };
     if export.endpoint.is_some() || export.metrics_endpoint.is_some() {
@@ -253,11 +263,28 @@ pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetr
             .with_target(aether_server::trace_context::TARGET, tracing::Level::DEBUG),
     );
     tracing_subscriber::registry().with(logs).with(spans).init();
+    json_log::installed();
+    // Outgoing calls (model requests, MCP tool calls) carry the current span's context.
+    aether_contracts::trace::set_traceparent_source(current_traceparent);
     Ok(Telemetry {
         provider: Some(provider),
         meters,
         meter,
     })
+}
+
+/// The current span's W3C `traceparent`, when it is part of an exported trace.
+fn current_traceparent() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return None;
+    }
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid()
+        .then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
 }
 
 #[cfg(test)]

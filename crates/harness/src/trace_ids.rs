@@ -1,0 +1,52 @@
+//! The W3C trace context the harness sends with each request over `--target`: a `traceparent`
+//! derived from the request's task id and a per-run salt, so the summary can name the trace of
+//! any request it keeps (its slowest) without storing an id per request. A server that exports
+//! spans (`aether serve` with an OTLP endpoint) continues these traces, so a slow percentile in
+//! the summary leads to its spans in Jaeger or Tempo.
+
+/// SplitMix64's finaliser: a well-mixed 64-bit value.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// FNV-1a over the task id, salted.
+fn hash(salt: u64, task_id: &str) -> u64 {
+    task_id.bytes().fold(0xcbf2_9ce4_8422_2325 ^ salt, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The trace id (32 hex digits) of `task_id` in the run salted with `salt`.
+pub fn trace_id(salt: u64, task_id: &str) -> String {
+    let h = hash(salt, task_id);
+    format!("{:016x}{:016x}", mix(h) | 1, mix(h ^ 0x5555_5555_5555_5555))
+}
+
+/// The `traceparent` of `task_id`'s request: its trace, a span of the harness's own (the
+/// client side of the request), sampled.
+pub fn traceparent(salt: u64, task_id: &str) -> String {
+    let h = hash(salt, task_id);
+    format!("00-{}-{:016x}-01", trace_id(salt, task_id), mix(h ^ 0xAAAA) | 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_ids_trace_is_stable_distinct_and_well_formed() {
+        let tp = traceparent(7, "burst-t1");
+        assert!(aether_contracts::trace::is_traceparent(&tp), "{tp}");
+        assert_eq!(tp.split('-').nth(1).unwrap(), trace_id(7, "burst-t1"));
+        assert_eq!(trace_id(7, "burst-t1"), trace_id(7, "burst-t1"));
+        assert_ne!(trace_id(7, "burst-t1"), trace_id(7, "burst-t2"));
+        assert_ne!(
+            trace_id(7, "burst-t1"),
+            trace_id(8, "burst-t1"),
+            "each run its own traces"
+        );
+    }
+}
