@@ -220,6 +220,10 @@ async fn perf_run_exports_gen_ai_spans_to_an_otlp_endpoint() {
             "{finish:?}"
         );
         for c in &my_chats {
+            assert!(
+                !c.attrs.contains_key("gen_ai.input.messages") && !c.attrs.contains_key("gen_ai.output.messages"),
+                "no message content unless asked for"
+            );
             assert!(c.attrs["gen_ai.usage.input_tokens"].parse::<u64>().unwrap() > 0);
             assert!(c.attrs.contains_key("gen_ai.response.model") && c.attrs.contains_key("gen_ai.request.model"));
         }
@@ -601,4 +605,44 @@ async fn a_target_runs_slowest_requests_lead_to_the_servers_traces() {
             "the turn's spans are in the same trace"
         );
     }
+}
+
+/// With `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`, chat spans carry the system
+/// instructions, the messages sent and the answer, as JSON in the conventions' shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_content_is_recorded_only_on_opt_in() {
+    let (url, got) = receiver().await;
+    let out = run_with(vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", url),
+        ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true".into()),
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    let spans = got.lock().clone();
+    let chats: Vec<_> = spans.iter().filter(|s| s.name.starts_with("chat ")).collect();
+    assert!(!chats.is_empty());
+    for c in &chats {
+        let input: serde_json::Value = serde_json::from_str(&c.attrs["gen_ai.input.messages"]).unwrap();
+        assert_eq!(input[0]["role"], "user", "{input}");
+        assert_eq!(input[0]["parts"][0]["type"], "text");
+        assert!(!input[0]["parts"][0]["content"].as_str().unwrap().is_empty());
+        let system: serde_json::Value = serde_json::from_str(&c.attrs["gen_ai.system_instructions"]).unwrap();
+        assert_eq!(system[0]["type"], "text");
+        let output: serde_json::Value = serde_json::from_str(&c.attrs["gen_ai.output.messages"]).unwrap();
+        assert_eq!(output[0]["role"], "assistant");
+        let finish = output[0]["finish_reason"].as_str().unwrap();
+        if finish == "tool_calls" {
+            let parts = output[0]["parts"].as_array().unwrap();
+            assert!(
+                parts.iter().any(|p| p["type"] == "tool_call" && p["name"].is_string()),
+                "{output}"
+            );
+        }
+    }
+    assert!(
+        chats
+            .iter()
+            .any(|c| c.attrs["gen_ai.input.messages"].contains("\"role\":\"tool\"")),
+        "the answering call sees the tool results"
+    );
 }

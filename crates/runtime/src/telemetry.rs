@@ -13,7 +13,10 @@
 //! `gen_ai.response.model`, `gen_ai.response.finish_reasons`, `gen_ai.usage.input_tokens` /
 //! `output_tokens`, `gen_ai.agent.id` / `name`, `gen_ai.conversation.id` (the chat session),
 //! `gen_ai.tool.name` / `call.id` / `type`, `error.type`; and `aether.model.simulated = true` when
-//! the simulated model answered. Message content is not recorded.
+//! the simulated model answered. Message content (`gen_ai.system_instructions`,
+//! `gen_ai.input.messages`, `gen_ai.output.messages`, JSON in the conventions' shape) is recorded
+//! on `chat` spans only when the process opts in ([`set_capture_content`]: the CLI does when
+//! `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`).
 //!
 //! **Cost.** The spans are `tracing` spans at DEBUG on target [`TARGET`], made only when a
 //! subscriber asks for that target ([`on`]: the CLI's OpenTelemetry export does, when an OTLP
@@ -22,7 +25,7 @@
 //! grow (its size is what the turn path's cost is most sensitive to; see part 8's notes).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tracing::field::Empty;
 use tracing::{Instrument as _, Span};
@@ -107,8 +110,49 @@ pub(crate) fn chat(agent: &Agent, conversation: &str) -> Span {
         gen_ai.response.finish_reasons = Empty,
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
+        gen_ai.system_instructions = Empty,
+        gen_ai.input.messages = Empty,
+        gen_ai.output.messages = Empty,
         error.type = Empty,
     )
+}
+
+static CAPTURE: AtomicBool = AtomicBool::new(false);
+
+/// Records message content on `chat` spans from now on (off by default: prompts and answers may
+/// hold personal data).
+pub fn set_capture_content(on: bool) {
+    CAPTURE.store(on, Ordering::Relaxed);
+}
+
+/// Whether message content is recorded.
+#[inline]
+pub(crate) fn capture() -> bool {
+    CAPTURE.load(Ordering::Relaxed)
+}
+
+/// A request's content, for a `chat` span that records it.
+pub(crate) struct Content {
+    system: String,
+    input: String,
+}
+
+/// `{"role": …, "parts": [{"type": "text", "content": …}]}`, the conventions' message shape.
+fn message(role: impl serde::Serialize, text: &str) -> serde_json::Value {
+    serde_json::json!({"role": role, "parts": [{"type": "text", "content": text}]})
+}
+
+/// What the model is sent: the system instructions and the history window.
+pub(crate) fn content(r: &crate::model::ModelRequest<'_>) -> Content {
+    let input: Vec<serde_json::Value> = r
+        .history
+        .iter()
+        .map(|e| message(e.message.role, &e.message.text_content()))
+        .collect();
+    Content {
+        system: serde_json::json!([{"type": "text", "content": &*r.system.text}]).to_string(),
+        input: serde_json::Value::Array(input).to_string(),
+    }
 }
 
 /// Records a model answer: the model (profile or deployment) that served it, why it stopped
@@ -128,6 +172,23 @@ pub(crate) fn answered(span: &Span, r: &ModelResponse) {
     );
     span.record("gen_ai.usage.input_tokens", r.usage.prompt_tokens);
     span.record("gen_ai.usage.output_tokens", r.usage.completion_tokens);
+    if capture() {
+        let mut out = message("assistant", &r.text);
+        out["finish_reason"] = match r.tool_calls.is_empty() {
+            true => "stop".into(),
+            false => "tool_calls".into(),
+        };
+        if !r.tool_calls.is_empty() {
+            let calls = r
+                .tool_calls
+                .iter()
+                .map(|c| serde_json::json!({"type": "tool_call", "id": c.call_id, "name": c.tool_name, "arguments": c.parameters}));
+            if let Some(parts) = out["parts"].as_array_mut() {
+                parts.extend(calls);
+            }
+        }
+        span.record("gen_ai.output.messages", serde_json::json!([out]).to_string());
+    }
 }
 
 /// Records a failure's kind: an error code (`framework.timeout`, …) on a turn, a
@@ -143,9 +204,14 @@ pub(crate) fn failed(span: &Span, code: &str) {
 pub(crate) async fn chat_call(
     agent: &Agent,
     conversation: &str,
+    content: Option<Content>,
     call: impl Future<Output = Result<ModelResponse, ModelError>>,
 ) -> Result<ModelResponse, ModelError> {
     let span = chat(agent, conversation);
+    if let (Some(c), false) = (content, span.is_disabled()) {
+        span.record("gen_ai.system_instructions", c.system);
+        span.record("gen_ai.input.messages", c.input);
+    }
     let r = call.instrument(span.clone()).await;
     match &r {
         Ok(response) => answered(&span, response),

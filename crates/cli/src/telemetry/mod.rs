@@ -17,6 +17,9 @@
 //! panics without a runtime). A full queue drops spans; a turn never waits. On exit the queue is
 //! flushed within [`FLUSH_DEADLINE`].
 //!
+//! **Message content** (prompts, answers, tool-call arguments) is recorded on `chat` spans only
+//! with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.
+//!
 //! **Propagation out.** With span export on, model requests over HTTP and MCP tool calls carry
 //! the current span's W3C `traceparent` (see `aether_contracts::trace`).
 //!
@@ -264,6 +267,11 @@ pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetr
     );
     tracing_subscriber::registry().with(logs).with(spans).init();
     json_log::installed();
+    // Message content on chat spans, only when asked for (it may hold personal data).
+    aether_runtime::telemetry::set_capture_content(
+        std::env::var("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")),
+    );
     // Outgoing calls (model requests, MCP tool calls) carry the current span's context.
     aether_contracts::trace::set_traceparent_source(current_traceparent);
     Ok(Telemetry {

@@ -357,6 +357,11 @@ impl NativeAdapter {
                 tools: &agent.declarations,
                 metadata: scope.metadata,
             };
+            let traced = telemetry::on();
+            let content = match traced && telemetry::capture() {
+                true => Some(telemetry::content(&request)),
+                false => None,
+            };
             let t = Instant::now();
             let metered = self.meter.get();
             // Metered and streamed: chunk times noted on the way (boxed, off the unmetered path).
@@ -370,8 +375,8 @@ impl NativeAdapter {
                 (None, _) => agent.provider.generate(request),
             };
             // Traced: boxed, so that this future does not grow for the untraced path.
-            let response = match telemetry::on() {
-                true => Box::pin(telemetry::chat_call(agent, scope.session_id, call)).await,
+            let response = match traced {
+                true => Box::pin(telemetry::chat_call(agent, scope.session_id, content, call)).await,
                 false => call.await,
             };
             let elapsed = t.elapsed();
