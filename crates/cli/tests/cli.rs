@@ -407,6 +407,11 @@ mod wire {
         let rows = v["timeline"]["rows"].as_array_mut().unwrap();
         rows.retain(|r| r["requests"].as_u64() > Some(0));
         rows.truncate(1);
+        // Which requests were slowest is the machine's business: one stands for their shape.
+        let slowest = v["slowest"].as_array_mut().unwrap();
+        assert_eq!(slowest.len(), 10, "the ten slowest of the run's requests");
+        slowest.truncate(1);
+        slowest[0]["task_id"] = Value::from("<task id>");
         check("perf-summary.json", v, true);
         std::fs::remove_dir_all(dir).ok();
     }

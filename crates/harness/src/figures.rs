@@ -63,6 +63,10 @@ pub(crate) struct Figures {
     pub multimodal: Option<MultimodalSummary>,
     pub drift_bytes_per_hour: Option<f64>,
     pub drift_window_s: f64,
+    /// The allocator's allocated bytes over the same window as the RSS drift: their fit, and
+    /// the RSS fit's standard error (runs of one process; merged runs have neither).
+    pub heap_drift: Option<resources::Fit>,
+    pub rss_drift_error: Option<f64>,
     pub rss_delta_per_cycle: Option<f64>,
     /// Little's law: the throughput `concurrency` workers at the mean latency allow.
     pub bound_rps: f64,
@@ -153,16 +157,19 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         window,
         drift,
     } = m;
-    let (drift, drift_window_s) = match drift {
+    let (drift, drift_window_s, heap_drift, rss_drift_error) = match drift {
         Drift::FitFrom(from_s) => {
             let drift_samples: Vec<_> = w.samples.iter().copied().filter(|s| s.t_s >= from_s).collect();
             let window_s = match (drift_samples.first(), drift_samples.last()) {
                 (Some(a), Some(b)) => b.t_s - a.t_s,
                 _ => 0.0,
             };
-            (resources::drift_bytes_per_hour(&drift_samples), window_s)
+            let rss = resources::fit_per_hour(drift_samples.iter().map(|s| (s.t_s, s.rss_bytes as f64)));
+            let heap =
+                resources::fit_per_hour(drift_samples.iter().filter_map(|s| Some((s.t_s, s.heap_bytes? as f64))));
+            (rss.map(|f| f.slope), window_s, heap, rss.map(|f| f.stderr))
         }
-        Drift::Given(d, window_s) => (d, window_s),
+        Drift::Given(d, window_s) => (d, window_s, None, None),
     };
 
     let total = rec.total();
@@ -261,6 +268,8 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         multimodal,
         drift_bytes_per_hour: drift,
         drift_window_s,
+        heap_drift,
+        rss_drift_error,
         rss_delta_per_cycle,
         bound_rps,
         ideal_rps,

@@ -15,6 +15,9 @@ pub struct Sample {
     pub t_s: f64,
     pub rss_bytes: u64,
     pub cpu_seconds: f64,
+    /// The allocator's allocated bytes ([`aether_runtime::stats::heap_allocated_bytes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap_bytes: Option<u64>,
 }
 
 /// Resident set size now, from `/proc/self/statm` (Linux); `None` elsewhere.
@@ -63,12 +66,20 @@ impl Sampler {
             loop {
                 ticker.tick().await;
                 // The sample is read on a blocking thread: /proc reads are file I/O.
-                let reading = tokio::task::spawn_blocking(|| (rss_bytes(), cpu_seconds())).await;
-                if let Ok((Some(rss), cpu)) = reading {
+                let reading = tokio::task::spawn_blocking(|| {
+                    (
+                        rss_bytes(),
+                        cpu_seconds(),
+                        aether_runtime::stats::heap_allocated_bytes(),
+                    )
+                })
+                .await;
+                if let Ok((Some(rss), cpu, heap)) = reading {
                     sink.lock().push(Sample {
                         t_s: started.elapsed().as_secs_f64(),
                         rss_bytes: rss,
                         cpu_seconds: cpu,
+                        heap_bytes: heap,
                     });
                 }
             }
@@ -88,16 +99,53 @@ impl Sampler {
 
 /// Least-squares slope of RSS over time, in bytes per hour; `None` with fewer than 3 samples.
 pub fn drift_bytes_per_hour(samples: &[Sample]) -> Option<f64> {
-    if samples.len() < 3 {
+    fit_per_hour(samples.iter().map(|s| (s.t_s, s.rss_bytes as f64))).map(|f| f.slope)
+}
+
+/// A straight line fitted to (seconds, bytes) points: its slope per hour and the slope's
+/// standard error (how far the growth figure can be trusted).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fit {
+    pub slope: f64,
+    pub stderr: f64,
+}
+
+/// Least squares over `points`; `None` with fewer than 3 points or no spread in time.
+pub fn fit_per_hour(points: impl Iterator<Item = (f64, f64)>) -> Option<Fit> {
+    let pts: Vec<(f64, f64)> = points.collect();
+    if pts.len() < 3 {
         return None;
     }
-    let n = samples.len() as f64;
-    let mt = samples.iter().map(|s| s.t_s).sum::<f64>() / n;
-    let mr = samples.iter().map(|s| s.rss_bytes as f64).sum::<f64>() / n;
+    let n = pts.len() as f64;
+    let mt = pts.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
     let (mut num, mut den) = (0.0, 0.0);
-    for s in samples {
-        num += (s.t_s - mt) * (s.rss_bytes as f64 - mr);
-        den += (s.t_s - mt).powi(2);
+    for (t, y) in &pts {
+        num += (t - mt) * (y - my);
+        den += (t - mt).powi(2);
     }
-    (den > 0.0).then(|| num / den * 3600.0)
+    if den <= 0.0 {
+        return None;
+    }
+    let slope = num / den;
+    let residuals: f64 = pts.iter().map(|(t, y)| (y - (my + slope * (t - mt))).powi(2)).sum();
+    let stderr = (residuals / (n - 2.0) / den).sqrt();
+    Some(Fit {
+        slope: slope * 3600.0,
+        stderr: stderr * 3600.0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fit_gives_the_slope_per_hour_and_its_error() {
+        let exact = fit_per_hour((0..10).map(|i| (i as f64, 100.0 + 2.0 * i as f64))).unwrap();
+        assert!((exact.slope - 7200.0).abs() < 1e-6 && exact.stderr < 1e-6, "{exact:?}");
+        let noisy = fit_per_hour((0..10).map(|i| (i as f64, if i % 2 == 0 { 0.0 } else { 10.0 }))).unwrap();
+        assert!(noisy.stderr > 0.0, "{noisy:?}");
+        assert!(fit_per_hour([(0.0, 1.0), (1.0, 2.0)].into_iter()).is_none());
+    }
 }

@@ -233,6 +233,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
             t_s: duration_s,
             rss_bytes: rss,
             cpu_seconds: resources::cpu_seconds(),
+            heap_bytes: aether_runtime::stats::heap_allocated_bytes(),
         });
     }
     let mut window = Window {

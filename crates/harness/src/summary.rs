@@ -114,8 +114,21 @@ pub struct Resources {
     pub rss_end_bytes: Option<u64>,
     pub rss_peak_bytes: Option<u64>,
     pub cpu_seconds: f64,
-    /// Least-squares slope of the RSS samples taken after warm-up.
+    /// Least-squares slope of the RSS samples taken after warm-up, and its standard error.
     pub rss_drift_bytes_per_hour: Option<f64>,
+    #[serde(default)]
+    pub rss_drift_error_bytes_per_hour: Option<f64>,
+    /// The allocator's allocated bytes (glibc `mallinfo2`) at the start and end, and their
+    /// slope (with its standard error) over the same window as the RSS drift: growth that RSS
+    /// hides (freed pages kept) or shows falsely (allocator caches) is told apart here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_start_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_end_bytes: Option<u64>,
+    #[serde(default)]
+    pub heap_drift_bytes_per_hour: Option<f64>,
+    #[serde(default)]
+    pub heap_drift_error_bytes_per_hour: Option<f64>,
     pub drift_window_s: f64,
     /// (end − start) / requests: memory kept per cycle (runner_lifecycle).
     pub rss_delta_per_cycle_bytes: Option<f64>,
@@ -528,6 +541,21 @@ impl Summary {
             mb(self.resources.rss_peak_bytes),
             self.resources.cpu_seconds
         );
+        if self.resources.heap_end_bytes.is_some() {
+            let per_hour = match (
+                self.resources.heap_drift_bytes_per_hour,
+                self.resources.heap_drift_error_bytes_per_hour,
+            ) {
+                (Some(d), Some(e)) => format!(" · drift {:.2} ± {:.2} MB/h", d / 1e6, e / 1e6),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "   heap allocated: start {}, end {}{per_hour}",
+                mb(self.resources.heap_start_bytes),
+                mb(self.resources.heap_end_bytes),
+            );
+        }
         if let Some(d) = self.resources.rss_delta_per_cycle_bytes {
             let _ = writeln!(s, "   rss delta per cycle: {:.0} bytes", d);
         }

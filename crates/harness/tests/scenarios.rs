@@ -50,6 +50,9 @@ async fn latency_smoke_counts_what_it_did() {
     assert_eq!(kpi(&s, "error_rate").pass, Some(true));
     assert_eq!(kpi(&s, "rss_drift").pass, None, "a run of a second cannot judge drift");
     assert!(s.passed);
+    // The allocator's counters beside RSS (glibc mallinfo2 on this platform).
+    let heap = s.resources.heap_end_bytes.expect("allocated bytes at the end");
+    assert!(heap > 0 && heap < s.resources.rss_peak_bytes.unwrap(), "{heap}");
     // The original harness's fields are there too.
     assert_eq!((s.success_count, s.error_count, s.iterations), (5, 0, 5));
 }

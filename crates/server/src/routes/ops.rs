@@ -30,8 +30,18 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
 pub async fn metrics(State(s): State<AppState>) -> Response {
     // /proc reads are file I/O: off the async threads.
     let process = s.clone();
-    let _ = tokio::task::spawn_blocking(move || process.metrics.collect_process()).await;
+    let heap = tokio::task::spawn_blocking(move || {
+        process.metrics.collect_process();
+        aether_runtime::stats::heap_allocated_bytes()
+    })
+    .await
+    .ok()
+    .flatten();
     let m = &s.metrics;
+    if let Some(bytes) = heap {
+        // The allocator's allocated bytes (glibc mallinfo2), beside process_resident_memory_bytes.
+        m.gauge("process_heap_allocated_bytes", bytes as f64);
+    }
     let stats = s.rt.stats();
     m.gauge("aether_active_sessions", stats.active_sessions as f64);
     m.gauge("aether_active_agents", stats.active_agents as f64);
