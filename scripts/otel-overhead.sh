@@ -28,23 +28,7 @@ N=${N:-20000}
 out=$(mktemp -d)
 trap 'kill $receiver 2>/dev/null || true; rm -rf "$out"' EXIT
 
-# A minimal OTLP/HTTP receiver: answers every export with an empty (valid) protobuf response.
-python3 - "$out/port" <<'PY' &
-import http.server, socketserver, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-    def log_message(self, *a):
-        pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-open(sys.argv[1], "w").write(str(s.server_address[1]))
-s.serve_forever()
-PY
+python3 scripts/otlp-sink.py "$out/port" &
 receiver=$!
 for _ in $(seq 50); do [[ -s $out/port ]] && break; sleep 0.1; done
 port=$(cat "$out/port")

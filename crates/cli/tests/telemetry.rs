@@ -75,13 +75,7 @@ async fn receiver_with_metrics() -> (String, Arc<Mutex<Vec<Span>>>, Arc<Mutex<Ve
                         for m in sm.metrics {
                             if let Some(Data::Histogram(h)) = m.data {
                                 for dp in h.data_points {
-                                    let attrs = dp
-                                        .attributes
-                                        .iter()
-                                        .filter_map(|kv| {
-                                            Some((kv.key.clone(), text(kv.value.as_ref()?.value.as_ref()?)))
-                                        })
-                                        .collect();
+                                    let attrs = attributes(&dp.attributes);
                                     sink.lock().push(Point {
                                         name: m.name.clone(),
                                         attrs,
@@ -112,11 +106,7 @@ async fn receiver_with_metrics() -> (String, Arc<Mutex<Vec<Span>>>, Arc<Mutex<Ve
                         .unwrap_or_default();
                     for ss in rs.scope_spans {
                         for s in ss.spans {
-                            let attrs = s
-                                .attributes
-                                .iter()
-                                .filter_map(|kv| Some((kv.key.clone(), text(kv.value.as_ref()?.value.as_ref()?))))
-                                .collect();
+                            let attrs = attributes(&s.attributes);
                             sink.lock().push(Span {
                                 name: s.name,
                                 trace_id: s.trace_id,
@@ -138,6 +128,13 @@ async fn receiver_with_metrics() -> (String, Arc<Mutex<Vec<Span>>>, Arc<Mutex<Ve
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, got, points)
+}
+
+/// Key-value attributes as strings.
+fn attributes(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> HashMap<String, String> {
+    kvs.iter()
+        .filter_map(|kv| Some((kv.key.clone(), text(kv.value.as_ref()?.value.as_ref()?))))
+        .collect()
 }
 
 fn text(v: &Any) -> String {
