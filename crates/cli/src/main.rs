@@ -41,14 +41,16 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value = "text", env = "AETHER_LOG_FORMAT")]
     log_format: LogFormat,
 
-    /// Export the runtime's GenAI spans (OpenTelemetry semantic conventions) to this OTLP
-    /// collector, e.g. http://127.0.0.1:4318 (spans go to /v1/traces). Default: the standard
-    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT; with neither, nothing is
-    /// exported. OTEL_SDK_DISABLED=true turns export off.
+    /// Export the runtime's GenAI spans and metrics (OpenTelemetry semantic conventions) to this
+    /// OTLP collector, e.g. http://127.0.0.1:4318 (spans go to /v1/traces, metrics to
+    /// /v1/metrics). Default: the standard OTEL_EXPORTER_OTLP_ENDPOINT (or _TRACES_ENDPOINT /
+    /// _METRICS_ENDPOINT); with none, nothing is exported. OTEL_SDK_DISABLED=true turns export
+    /// off; OTEL_BSP_MAX_QUEUE_SIZE bounds the span queue (full: spans dropped and counted).
     #[arg(long, global = true, value_name = "URL")]
     otlp_endpoint: Option<String>,
 
-    /// OTLP protocol: http/protobuf (default) or http/json. Default: OTEL_EXPORTER_OTLP_PROTOCOL.
+    /// OTLP protocol: http/protobuf (default), http/json or grpc (then the endpoint is the
+    /// collector's gRPC port, e.g. http://127.0.0.1:4317). Default: OTEL_EXPORTER_OTLP_PROTOCOL.
     #[arg(long, global = true, value_name = "PROTOCOL")]
     otlp_protocol: Option<String>,
 

@@ -354,9 +354,6 @@ async fn headers_reach_an_http_server_and_cancelling_a_live_turn_cancels_the_mcp
     let url = format!("http://{}/mcp", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    // The process's trace context (the CLI's comes from its OpenTelemetry export).
-    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    aether_contracts::trace::set_traceparent_source(|| Some(TP.to_owned()));
     let rt = runtime();
     let hub = McpHub::attach(Arc::clone(rt.tools()), vec![McpServerConfig::http("inproc", &url)])
         .await
@@ -384,7 +381,6 @@ async fn headers_reach_an_http_server_and_cancelling_a_live_turn_cancels_the_mcp
         ("x-aether-session-id", "session-7"),
         ("x-aether-call-id", "call-7"),
         ("x-aether-user-id", "user-7"),
-        ("traceparent", TP),
     ] {
         assert_eq!(with_ids[h], v);
     }

@@ -143,6 +143,16 @@ fn text(v: &Any) -> String {
         Any::BoolValue(b) => b.to_string(),
         Any::IntValue(i) => i.to_string(),
         Any::DoubleValue(d) => d.to_string(),
+        // An array of strings as JSON (`gen_ai.response.finish_reasons`).
+        Any::ArrayValue(a) => {
+            let items: Vec<String> = a
+                .values
+                .iter()
+                .filter_map(|v| v.value.as_ref())
+                .map(|v| format!("{:?}", text(v)))
+                .collect();
+            format!("[{}]", items.join(","))
+        }
         other => format!("{other:?}"),
     }
 }
@@ -150,7 +160,12 @@ fn text(v: &Any) -> String {
 /// `aether perf run` of tool_regression (turns with one tool, then with several at once) with
 /// `env`; waits for it to exit (it flushes its spans first).
 async fn run_with(env: Vec<(&'static str, String)>) -> std::process::Output {
-    let dir = tmp(&format!("otel-{}", env.len()));
+    // A directory per run: tests run at once.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let dir = tmp(&format!(
+        "otel-run-{}",
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     tokio::task::spawn_blocking(move || {
         let mut c = command(&[
             "perf",
@@ -353,13 +368,44 @@ async fn nothing_is_exported_without_an_endpoint_or_with_the_sdk_disabled() {
         "",
         "no endpoint: no warning about a missing collector"
     );
-    let out = run_with(vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into())]).await;
-    assert_eq!(out.status.code(), Some(2));
+    // A collector that is not there: a warning and dropped spans, never a failed turn.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let out = run_with(vec![("OTEL_EXPORTER_OTLP_ENDPOINT", closed)]).await;
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
     assert!(
-        text_of(&out.stderr).contains("not built into aether"),
+        text_of(&out.stderr).contains("spans are being dropped"),
         "{}",
         text_of(&out.stderr)
     );
+    // Bad settings are refused at start, with exit 2 and the setting named.
+    for (var, value, says) in [
+        (
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "carrier-pigeon",
+            "expected http/protobuf, http/json or grpc",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "collector:4318",
+            "expected an http:// or https:// URL",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector:43180000",
+            "the port is not a number",
+        ),
+    ] {
+        let out = run_with(vec![(var, value.into())]).await;
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        assert!(
+            text_of(&out.stderr).contains(says),
+            "{var}={value}: {}",
+            text_of(&out.stderr)
+        );
+    }
 }
 
 /// `aether serve` continues the caller's W3C trace: its HTTP server span is a child of the
@@ -642,4 +688,123 @@ async fn message_content_is_recorded_only_on_opt_in() {
             .any(|c| c.attrs["gen_ai.input.messages"].contains("\"role\":\"tool\"")),
         "the answering call sees the tool results"
     );
+}
+
+/// `OTEL_EXPORTER_OTLP_PROTOCOL=grpc`: spans reach a gRPC collector (tonic's, in process), and
+/// the turns' exports run on the exporter's own runtime (no "no reactor running" panic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_grpc_collector() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+
+    #[derive(Clone, Default)]
+    struct Collector(Arc<Mutex<Vec<String>>>);
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let names = request
+                .into_inner()
+                .resource_spans
+                .into_iter()
+                .flat_map(|rs| rs.scope_spans)
+                .flat_map(|ss| ss.spans)
+                .map(|s| s.name);
+            self.0.lock().extend(names);
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let service = TraceServiceServer::new(collector.clone());
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    let out = run_with(vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", url),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+    ])
+    .await;
+    let stderr = text_of(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let names = collector.0.lock().clone();
+    assert_eq!(
+        names.iter().filter(|n| n.starts_with("invoke_agent ")).count(),
+        6,
+        "every turn's span, over gRPC: {names:?}"
+    );
+    assert!(names.iter().any(|n| n.starts_with("execute_tool ")));
+}
+
+/// An MCP tool call carries the `execute_tool` span's context: an MCP server over streamable
+/// HTTP (in this process, so the test sees its requests) gets a `traceparent` header whose trace
+/// and parent are the exported `execute_tool` span's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_calls_carry_the_execute_tool_spans_traceparent() {
+    let (collector, got) = receiver().await;
+    let echo = aether_runtime::Runtime::builder()
+        .build()
+        .unwrap()
+        .tools()
+        .resolve("builtin.echo")
+        .unwrap();
+    let server = aether_mcp::ToolServer::new(vec![echo], 50);
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let app = axum::Router::new()
+        .nest_service("/mcp", aether_mcp::streamable_http_service(server, &[]))
+        .layer(axum::middleware::from_fn({
+            let seen = Arc::clone(&seen);
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+                    seen.lock().push(tp.to_owned());
+                }
+                next.run(req)
+            }
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mcp = format!("inproc=http://{}/mcp", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let out = tokio::task::spawn_blocking(move || {
+        command(&[
+            "chat",
+            "--mcp",
+            &mcp,
+            "--tools",
+            "inproc.builtin_echo",
+            "--store",
+            "memory",
+            "--time-scale",
+            "0",
+            "-p",
+            "Echo this.",
+        ])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
+        .output()
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    let seen = seen.lock().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "the tools/call request alone carries the turn's context: {seen:?}"
+    );
+    let parts: Vec<&str> = seen[0].split('-').collect();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let spans = got.lock().clone();
+    let tool = spans
+        .iter()
+        .find(|s| s.name == "execute_tool inproc.builtin_echo")
+        .unwrap_or_else(|| panic!("no execute_tool span: {:?}", names(&spans)));
+    assert_eq!(hex(&tool.trace_id), parts[1], "the MCP server joins the turn's trace");
+    assert_eq!(hex(&tool.span_id), parts[2], "as a child of the execute_tool span");
 }

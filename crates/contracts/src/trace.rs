@@ -1,26 +1,108 @@
-//! The W3C trace context that outgoing calls carry (`traceparent`): model requests over HTTP
-//! (OpenAI-compatible, Gemini) and MCP tool calls (in the request's `_meta`, and as an HTTP
-//! header). The process's tracing setup names where the current context comes from
-//! ([`set_traceparent_source`]; the CLI does when it exports spans); with none, calls carry
-//! nothing and pay one atomic load.
+//! The process's OpenTelemetry tracing, in one place for every crate that makes spans (the
+//! runtime's GenAI spans, the tool executor's, the server's HTTP span) and for every outgoing
+//! call that carries the trace on (`traceparent`: model requests over HTTP, MCP tool calls in
+//! their `_meta` and as an HTTP header).
+//!
+//! **Off unless enabled.** [`enable`] (the CLI calls it when it exports spans) takes the global
+//! tracer provider's `aether` tracer; until then [`on`] is one atomic load and nothing is made.
+//!
+//! **Spans are OpenTelemetry spans, made directly** with the API crate (not `tracing` spans
+//! bridged by `tracing-opentelemetry`): measured on the turn path (`scripts/otel-overhead.sh`),
+//! the bridge cost ~1.8 µs per span (a registry entry, its extensions, every attribute formatted
+//! into a `String`), where a direct span shares the ids it is given as `Arc<str>`. A span's
+//! context travels with the future that runs inside it (`opentelemetry::context::FutureExt`), so
+//! its children, and [`traceparent`], find it as the current context.
 
-use std::sync::OnceLock;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
+
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue, Value};
 
 /// The header (and MCP `_meta` key) of the W3C trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
-static SOURCE: OnceLock<fn() -> Option<String>> = OnceLock::new();
+static TRACER: OnceLock<BoxedTracer> = OnceLock::new();
 
-/// Names the function that renders the current span's context as a `traceparent`
-/// (`00-{trace id}-{span id}-{flags}`). Once per process; `false` when one was already set.
-pub fn set_traceparent_source(source: fn() -> Option<String>) -> bool {
-    SOURCE.set(source).is_ok()
+/// Makes spans from now on, with the global tracer provider's `aether` tracer (set the provider
+/// first). Once per process.
+pub fn enable() {
+    let _ = TRACER.set(opentelemetry::global::tracer("aether"));
 }
 
-/// The current context's `traceparent`, when a source is set and a span is current.
+/// Whether spans are made.
 #[inline]
+pub fn on() -> bool {
+    TRACER.get().is_some()
+}
+
+/// Starts `name` as a child of the current context; the returned context holds it (run the work
+/// `.with_context(cx)`, then [`end`] it). `None` when spans are off.
+pub fn start(name: impl Into<Cow<'static, str>>, kind: SpanKind, attributes: Vec<KeyValue>) -> Option<Context> {
+    let tracer = TRACER.get()?;
+    let span = tracer
+        .span_builder(name)
+        .with_kind(kind)
+        .with_attributes(attributes)
+        .start(tracer);
+    Some(Context::current_with_span(span))
+}
+
+/// Starts `name` as a child of `parent` (an incoming request's extracted context).
+pub fn start_with_parent(
+    name: impl Into<Cow<'static, str>>,
+    kind: SpanKind,
+    attributes: Vec<KeyValue>,
+    parent: &Context,
+) -> Option<Context> {
+    let tracer = TRACER.get()?;
+    let span = tracer
+        .span_builder(name)
+        .with_kind(kind)
+        .with_attributes(attributes)
+        .start_with_context(tracer, parent);
+    Some(parent.with_span(span))
+}
+
+/// Sets an attribute on the span of `cx`.
+pub fn set(cx: &Context, key: &'static str, value: impl Into<Value>) {
+    cx.span().set_attribute(KeyValue::new(key, value));
+}
+
+/// Ends the span of `cx`.
+pub fn end(cx: &Context) {
+    cx.span().end();
+}
+
+/// An attribute value sharing `s` (no copy).
+pub fn shared(s: &Arc<str>) -> Value {
+    Value::String(Arc::clone(s).into())
+}
+
+/// The current span's `traceparent` (`00-{trace id}-{span id}-{flags}`), when spans are made
+/// and one is current.
 pub fn traceparent() -> Option<String> {
-    SOURCE.get().and_then(|f| f())
+    if !on() {
+        return None;
+    }
+    Context::map_current(|cx| {
+        let sc = cx.span().span_context().clone();
+        sc.is_valid()
+            .then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
+    })
+}
+
+/// The current span's trace and span ids (hex), for log lines.
+pub fn current_ids() -> Option<(String, String)> {
+    if !on() {
+        return None;
+    }
+    Context::map_current(|cx| {
+        let sc = cx.span().span_context().clone();
+        sc.is_valid()
+            .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    })
 }
 
 /// A valid `traceparent`: version `00`, 32 and 16 lowercase hex digits (not all zero), 2 of
@@ -53,5 +135,12 @@ mod tests {
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
         ));
         assert!(!is_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"));
+    }
+
+    #[test]
+    fn nothing_is_made_or_sent_while_off() {
+        assert!(!on());
+        assert!(start("x", SpanKind::Internal, Vec::new()).is_none());
+        assert_eq!(traceparent(), None);
     }
 }

@@ -18,28 +18,27 @@
 //! on `chat` spans only when the process opts in ([`set_capture_content`]: the CLI does when
 //! `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`).
 //!
-//! **Cost.** The spans are `tracing` spans at DEBUG on target [`TARGET`], made only when a
-//! subscriber asks for that target ([`on`]: the CLI's OpenTelemetry export does, when an OTLP
-//! endpoint is set). Otherwise the turn path pays one cached check per span and nothing else: the
-//! instrumented futures are boxed on the traced branch only, so the turn's own future does not
-//! grow (its size is what the turn path's cost is most sensitive to; see part 8's notes).
+//! **Cost.** The spans are OpenTelemetry spans made directly (see `aether_contracts::trace`),
+//! only when the process turned them on ([`on`]: the CLI does when an OTLP endpoint is set).
+//! Otherwise the turn path pays one atomic load per span site and nothing else: the traced
+//! futures are boxed on the traced branch only, so the turn's own future does not grow (its size
+//! is what the turn path's cost is most sensitive to; see part 8's notes).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tracing::field::Empty;
-use tracing::{Instrument as _, Span};
+use aether_contracts::trace::{self as otel, shared};
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{Context, KeyValue};
 
 use crate::agents::Agent;
 use crate::model::{ModelError, ModelResponse};
 
-/// The target of every GenAI span (the CLI's exporter listens to it).
-pub const TARGET: &str = "aether::gen_ai";
-
-/// Whether a subscriber records the GenAI spans (a cached check of a callsite).
+/// Whether spans are made (one atomic load).
 #[inline]
 pub fn on() -> bool {
-    tracing::enabled!(target: TARGET, tracing::Level::DEBUG)
+    otel::on()
 }
 
 /// The agent's name for span names: its configured name, else its type.
@@ -47,73 +46,68 @@ fn agent_name(agent: &Agent) -> &str {
     agent.config.name.as_deref().unwrap_or(agent.config.agent_type.as_str())
 }
 
+fn text(s: &str) -> opentelemetry::Value {
+    opentelemetry::Value::from(s.to_owned())
+}
+
 /// `create_agent {agent}`: the first step of the protocol (the agent's id is recorded after).
-pub(crate) fn create_agent(config: &aether_contracts::AgentConfig) -> Span {
+pub(crate) fn create_agent(config: &aether_contracts::AgentConfig) -> Option<Context> {
     let name = config.name.as_deref().unwrap_or(config.agent_type.as_str());
-    tracing::debug_span!(
-        target: TARGET,
-        "create_agent",
-        otel.name = %format_args!("create_agent {name}"),
-        otel.kind = "client",
-        gen_ai.operation.name = "create_agent",
-        gen_ai.agent.name = name,
-        gen_ai.request.model = config.model_config.model.as_str(),
-        gen_ai.agent.id = Empty,
-        gen_ai.provider.name = Empty,
-        error.type = Empty,
+    otel::start(
+        format!("create_agent {name}"),
+        SpanKind::Client,
+        vec![
+            KeyValue::new("gen_ai.operation.name", "create_agent"),
+            KeyValue::new("gen_ai.agent.name", text(name)),
+            KeyValue::new("gen_ai.request.model", text(&config.model_config.model)),
+        ],
     )
 }
 
-/// Records what the first step decided.
-pub(crate) fn created(span: &Span, agent: &Agent) {
-    if span.is_disabled() {
-        return;
+/// Records what the first step decided, and ends the span.
+pub(crate) fn created(cx: &Option<Context>, outcome: Result<&Agent, &str>) {
+    let Some(cx) = cx else { return };
+    match outcome {
+        Ok(agent) => {
+            otel::set(cx, "gen_ai.agent.id", shared(&agent.id));
+            otel::set(cx, "gen_ai.provider.name", text(agent.provider.info().name.as_str()));
+        }
+        Err(code) => otel::set(cx, "error.type", text(code)),
     }
-    span.record("gen_ai.agent.id", &*agent.id);
-    span.record("gen_ai.provider.name", agent.provider.info().name.as_str());
+    otel::end(cx);
+}
+
+/// The attributes every span of an agent's turn shares.
+fn agent_attributes(agent: &Agent, operation: &'static str, conversation: &std::sync::Arc<str>) -> Vec<KeyValue> {
+    let info = agent.provider.info();
+    let mut a = Vec::with_capacity(12);
+    a.push(KeyValue::new("gen_ai.operation.name", operation));
+    a.push(KeyValue::new("gen_ai.provider.name", text(info.name.as_str())));
+    a.push(KeyValue::new(
+        "gen_ai.request.model",
+        text(&agent.config.model_config.model),
+    ));
+    a.push(KeyValue::new("gen_ai.conversation.id", shared(conversation)));
+    if info.simulated {
+        a.push(KeyValue::new("aether.model.simulated", true));
+    }
+    a
 }
 
 /// `invoke_agent {agent}`: one turn.
-pub(crate) fn invoke_agent(agent: &Agent, conversation: &str) -> Span {
-    let info = agent.provider.info();
-    tracing::debug_span!(
-        target: TARGET,
-        "invoke_agent",
-        otel.name = %format_args!("invoke_agent {}", agent_name(agent)),
-        otel.kind = "internal",
-        gen_ai.operation.name = "invoke_agent",
-        gen_ai.provider.name = info.name.as_str(),
-        gen_ai.agent.id = &*agent.id,
-        gen_ai.agent.name = agent_name(agent),
-        gen_ai.conversation.id = conversation,
-        gen_ai.request.model = agent.config.model_config.model.as_str(),
-        aether.model.simulated = info.simulated,
-        error.type = Empty,
-    )
+fn invoke_agent(agent: &Agent, conversation: &std::sync::Arc<str>) -> Option<Context> {
+    let mut a = agent_attributes(agent, "invoke_agent", conversation);
+    a.push(KeyValue::new("gen_ai.agent.id", shared(&agent.id)));
+    a.push(KeyValue::new("gen_ai.agent.name", text(agent_name(agent))));
+    otel::start(format!("invoke_agent {}", agent_name(agent)), SpanKind::Internal, a)
 }
 
-/// `chat {model}`: one model call; [`answered`] or [`failed`] records its outcome.
-pub(crate) fn chat(agent: &Agent, conversation: &str) -> Span {
-    let info = agent.provider.info();
-    let model = agent.config.model_config.model.as_str();
-    tracing::debug_span!(
-        target: TARGET,
-        "chat",
-        otel.name = %format_args!("chat {model}"),
-        otel.kind = "client",
-        gen_ai.operation.name = "chat",
-        gen_ai.provider.name = info.name.as_str(),
-        gen_ai.request.model = model,
-        gen_ai.conversation.id = conversation,
-        aether.model.simulated = info.simulated,
-        gen_ai.response.model = Empty,
-        gen_ai.response.finish_reasons = Empty,
-        gen_ai.usage.input_tokens = Empty,
-        gen_ai.usage.output_tokens = Empty,
-        gen_ai.system_instructions = Empty,
-        gen_ai.input.messages = Empty,
-        gen_ai.output.messages = Empty,
-        error.type = Empty,
+/// `chat {model}`: one model call; [`answered`] or the failure's kind records its outcome.
+fn chat(agent: &Agent, conversation: &std::sync::Arc<str>) -> Option<Context> {
+    otel::start(
+        format!("chat {}", agent.config.model_config.model),
+        SpanKind::Client,
+        agent_attributes(agent, "chat", conversation),
     )
 }
 
@@ -157,45 +151,28 @@ pub(crate) fn content(r: &crate::model::ModelRequest<'_>) -> Content {
 
 /// Records a model answer: the model (profile or deployment) that served it, why it stopped
 /// (`tool_calls` when it asked for tools, else `stop`) and the tokens.
-pub(crate) fn answered(span: &Span, r: &ModelResponse) {
-    if span.is_disabled() {
-        return;
-    }
-    span.record("gen_ai.response.model", &*r.served_by);
-    span.record(
+fn answered(cx: &Context, r: &ModelResponse) {
+    otel::set(cx, "gen_ai.response.model", shared(&r.served_by));
+    let reason = if r.tool_calls.is_empty() { "stop" } else { "tool_calls" };
+    otel::set(
+        cx,
         "gen_ai.response.finish_reasons",
-        if r.tool_calls.is_empty() {
-            "[\"stop\"]"
-        } else {
-            "[\"tool_calls\"]"
-        },
+        opentelemetry::Value::Array(vec![opentelemetry::StringValue::from(reason)].into()),
     );
-    span.record("gen_ai.usage.input_tokens", r.usage.prompt_tokens);
-    span.record("gen_ai.usage.output_tokens", r.usage.completion_tokens);
+    otel::set(cx, "gen_ai.usage.input_tokens", r.usage.prompt_tokens as i64);
+    otel::set(cx, "gen_ai.usage.output_tokens", r.usage.completion_tokens as i64);
     if capture() {
         let mut out = message("assistant", &r.text);
-        out["finish_reason"] = match r.tool_calls.is_empty() {
-            true => "stop".into(),
-            false => "tool_calls".into(),
-        };
+        out["finish_reason"] = reason.into();
         if !r.tool_calls.is_empty() {
-            let calls = r
-                .tool_calls
-                .iter()
-                .map(|c| serde_json::json!({"type": "tool_call", "id": c.call_id, "name": c.tool_name, "arguments": c.parameters}));
+            let calls = r.tool_calls.iter().map(|c| {
+                serde_json::json!({"type": "tool_call", "id": c.call_id, "name": c.tool_name, "arguments": c.parameters})
+            });
             if let Some(parts) = out["parts"].as_array_mut() {
                 parts.extend(calls);
             }
         }
-        span.record("gen_ai.output.messages", serde_json::json!([out]).to_string());
-    }
-}
-
-/// Records a failure's kind: an error code (`framework.timeout`, …) on a turn, a
-/// [`ModelError::kind`] on a model call.
-pub(crate) fn failed(span: &Span, code: &str) {
-    if !span.is_disabled() {
-        span.record("error.type", code);
+        otel::set(cx, "gen_ai.output.messages", serde_json::json!([out]).to_string());
     }
 }
 
@@ -203,20 +180,23 @@ pub(crate) fn failed(span: &Span, code: &str) {
 /// call; the caller boxes it).
 pub(crate) async fn chat_call(
     agent: &Agent,
-    conversation: &str,
-    content: Option<Content>,
+    conversation: &std::sync::Arc<str>,
+    content: Option<Box<Content>>,
     call: impl Future<Output = Result<ModelResponse, ModelError>>,
 ) -> Result<ModelResponse, ModelError> {
-    let span = chat(agent, conversation);
-    if let (Some(c), false) = (content, span.is_disabled()) {
-        span.record("gen_ai.system_instructions", c.system);
-        span.record("gen_ai.input.messages", c.input);
+    let Some(cx) = chat(agent, conversation) else {
+        return call.await;
+    };
+    if let Some(c) = content {
+        otel::set(&cx, "gen_ai.system_instructions", c.system);
+        otel::set(&cx, "gen_ai.input.messages", c.input);
     }
-    let r = call.instrument(span.clone()).await;
+    let r = call.with_context(cx.clone()).await;
     match &r {
-        Ok(response) => answered(&span, response),
-        Err(e) => failed(&span, e.kind()),
+        Ok(response) => answered(&cx, response),
+        Err(e) => otel::set(&cx, "error.type", e.kind()),
     }
+    otel::end(&cx);
     r
 }
 
@@ -224,14 +204,17 @@ pub(crate) async fn chat_call(
 /// turn; the caller boxes it).
 pub(crate) async fn invoke_call<O>(
     agent: &Agent,
-    conversation: &str,
+    conversation: &std::sync::Arc<str>,
     work: impl Future<Output = Result<O, crate::EngineError>>,
 ) -> Result<O, crate::EngineError> {
-    let span = invoke_agent(agent, conversation);
-    let r = work.instrument(span.clone()).await;
+    let Some(cx) = invoke_agent(agent, conversation) else {
+        return work.await;
+    };
+    let r = work.with_context(cx.clone()).await;
     if let Err(e) = &r {
-        failed(&span, e.code().as_str());
+        otel::set(&cx, "error.type", e.code().as_str());
     }
+    otel::end(&cx);
     r
 }
 

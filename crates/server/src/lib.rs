@@ -92,15 +92,16 @@ async fn observe(State(s): State<AppState>, mut req: Request, next: Next) -> Res
     };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     // Traced: boxed, so that the untraced request's future does not grow.
-    let (mut response, span) = match trace_context::on() {
-        true => {
-            use tracing::Instrument as _;
-            let span = trace_context::server_span(method.as_str(), route, req.headers());
-            let response = Box::pin(next.run(req).instrument(span.clone())).await;
-            span.record("http.response.status_code", response.status().as_u16());
-            (response, Some(span))
+    let traced = match aether_contracts::trace::on() {
+        true => trace_context::server_span(method.as_str(), route, req.headers()),
+        false => None,
+    };
+    let mut response = match &traced {
+        Some(cx) => {
+            use opentelemetry::context::FutureExt as _;
+            Box::pin(next.run(req).with_context(cx.clone())).await
         }
-        false => (next.run(req).await, None),
+        None => next.run(req).await,
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
@@ -116,8 +117,15 @@ async fn observe(State(s): State<AppState>, mut req: Request, next: Next) -> Res
         )
     };
     // Inside the request's span when traced: its log line names the trace.
-    match span {
-        Some(span) => span.in_scope(log),
+    match traced {
+        Some(cx) => {
+            aether_contracts::trace::set(&cx, "http.response.status_code", i64::from(status));
+            {
+                let _current = cx.clone().attach();
+                log();
+            }
+            aether_contracts::trace::end(&cx);
+        }
         None => log(),
     }
     response.headers_mut().insert("x-request-id", request_id);

@@ -3,25 +3,16 @@
 //! GenAI spans (`invoke_agent`, `chat`, `execute_tool`) are its children, so a client's trace
 //! runs through the server.
 //!
-//! Like the runtime's spans these are `tracing` spans at DEBUG, on target [`TARGET`], made only
-//! when a subscriber asks for them (`aether serve` with an OTLP endpoint): otherwise a request
-//! pays one cached check.
+//! Like the runtime's spans these are OpenTelemetry spans made only when spans are on
+//! (`aether_contracts::trace`: `aether serve` with an OTLP endpoint); otherwise a request pays
+//! one atomic load.
 
+use aether_contracts::trace as otel;
 use axum::http::HeaderMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tracing::field::Empty;
-use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-
-/// The target of the HTTP server spans (the CLI's exporter listens to it).
-pub const TARGET: &str = "aether::http";
-
-/// Whether a subscriber records the HTTP server spans.
-#[inline]
-pub fn on() -> bool {
-    tracing::enabled!(target: TARGET, tracing::Level::DEBUG)
-}
 
 /// Reads the propagation headers out of a request's headers.
 struct Headers<'a>(&'a HeaderMap);
@@ -37,21 +28,20 @@ impl Extractor for Headers<'_> {
 }
 
 /// The server span of a request to `route`, a child of the caller's span when `headers` carry
-/// a valid `traceparent` (an invalid one starts a new trace, as the W3C spec says).
-pub fn server_span(method: &str, route: &str, headers: &HeaderMap) -> Span {
-    let span = tracing::debug_span!(
-        target: TARGET,
-        "http",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        http.request.method = method,
-        http.route = route,
-        http.response.status_code = Empty,
-    );
-    if headers.contains_key("traceparent") {
-        let parent = TraceContextPropagator::new().extract(&Headers(headers));
-        // Fails only when no OpenTelemetry layer is installed; the span then has no parent.
-        let _ = span.set_parent(parent);
-    }
-    span
+/// a valid `traceparent` (an invalid one starts a new trace, as the W3C spec says); `None` when
+/// spans are off.
+pub fn server_span(method: &str, route: &str, headers: &HeaderMap) -> Option<Context> {
+    let parent = match headers.contains_key("traceparent") {
+        true => TraceContextPropagator::new().extract(&Headers(headers)),
+        false => Context::new(),
+    };
+    otel::start_with_parent(
+        format!("{method} {route}"),
+        SpanKind::Server,
+        vec![
+            KeyValue::new("http.request.method", method.to_owned()),
+            KeyValue::new("http.route", route.to_owned()),
+        ],
+        &parent,
+    )
 }

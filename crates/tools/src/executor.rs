@@ -5,19 +5,21 @@
 //! calls run concurrently, each under its own timeout; a panic, an error or a timeout becomes a
 //! `ToolResult` too. Results come back in the order of the calls.
 //!
-//! Each call runs in an `execute_tool {tool}` span (OpenTelemetry GenAI conventions, target
-//! `aether::gen_ai`, DEBUG: free unless a subscriber asks for it), a child of the span the calls
-//! were made in; spans of calls that fan out overlap in time.
+//! Each call runs in an `execute_tool {tool}` span (OpenTelemetry GenAI conventions; made only
+//! when spans are on, see `aether_contracts::trace`), a child of the span the calls were made in;
+//! spans of calls that fan out overlap in time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use aether_contracts::trace as otel;
 use aether_contracts::{ErrorCode, ErrorPayload, Metadata, ToolCall, ToolResult, ToolStatus};
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{Context, KeyValue};
 use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::field::Empty;
-use tracing::Instrument as _;
 
 use super::{resolve_among, Decision, ProgressSink, RegisteredTool, ToolContext};
 
@@ -42,24 +44,29 @@ struct Prepared {
     timeout: Duration,
 }
 
-/// Whether a subscriber records the GenAI spans (target `aether::gen_ai`).
-fn traced() -> bool {
-    tracing::enabled!(target: "aether::gen_ai", tracing::Level::DEBUG)
+/// `execute_tool {tool}`, a child of the current context (see `aether_runtime::telemetry` for
+/// the conventions followed); `None` when spans are off.
+fn execute_tool_span(tool: &RegisteredTool, call_id: &Arc<str>) -> Option<Context> {
+    otel::start(
+        format!("execute_tool {}", tool.full_name),
+        SpanKind::Internal,
+        vec![
+            KeyValue::new("gen_ai.operation.name", "execute_tool"),
+            KeyValue::new("gen_ai.tool.name", otel::shared(&tool.full_name)),
+            KeyValue::new("gen_ai.tool.call.id", otel::shared(call_id)),
+            KeyValue::new("gen_ai.tool.type", "function"),
+        ],
+    )
 }
 
-/// `execute_tool {tool}` (see `aether_runtime::telemetry` for the conventions followed).
-fn execute_tool_span(tool: &RegisteredTool, call_id: &str) -> tracing::Span {
-    tracing::debug_span!(
-        target: "aether::gen_ai",
-        "execute_tool",
-        otel.name = %format_args!("execute_tool {}", tool.full_name),
-        otel.kind = "internal",
-        gen_ai.operation.name = "execute_tool",
-        gen_ai.tool.name = &*tool.full_name,
-        gen_ai.tool.call.id = call_id,
-        gen_ai.tool.type = "function",
-        error.type = Empty,
-    )
+/// Runs a call in its span (made before, in the caller's context) and ends it.
+async fn traced(p: Prepared, cx: Context) -> (usize, ToolResult) {
+    let (i, r) = run_one(p).with_context(cx.clone()).await;
+    if let Some(e) = &r.error {
+        otel::set(&cx, "error.type", e.code.as_str());
+    }
+    otel::end(&cx);
+    (i, r)
 }
 
 /// Runs one validated call under its timeout; never panics.
@@ -91,12 +98,6 @@ async fn run_one(p: Prepared) -> (usize, ToolResult) {
             r
         }
     };
-    if let Some(e) = &result.error {
-        let span = tracing::Span::current();
-        if !span.is_disabled() {
-            span.record("error.type", e.code.as_str());
-        }
-    }
     (p.index, result)
 }
 
@@ -198,11 +199,11 @@ pub async fn execute_calls(
         1 => {
             if let Some(p) = runnable.pop() {
                 // Traced: boxed, so that the caller's future does not grow for the untraced path.
-                let (i, r) = match traced() {
-                    true => {
-                        let span = execute_tool_span(&p.tool, &p.ctx.call_id);
-                        Box::pin(run_one(p).instrument(span)).await
-                    }
+                let (i, r) = match otel::on() {
+                    true => match execute_tool_span(&p.tool, &p.ctx.call_id) {
+                        Some(cx) => Box::pin(traced(p, cx)).await,
+                        None => run_one(p).await,
+                    },
                     false => run_one(p).await,
                 };
                 results[i] = Some(r);
@@ -212,15 +213,13 @@ pub async fn execute_calls(
             // Spawned, so CPU-bound async tools also run in parallel on the worker threads.
             // Dropping the set (a cancelled turn) aborts every call still running.
             let mut set = JoinSet::new();
-            let traced = traced();
+            let on = otel::on();
             for p in runnable {
-                if traced {
-                    // Made here, in the caller's span, so that the spawned call is its child.
-                    let span = execute_tool_span(&p.tool, &p.ctx.call_id);
-                    set.spawn(run_one(p).instrument(span));
-                } else {
-                    set.spawn(run_one(p));
-                }
+                // Made here, in the caller's context, so that the spawned call is its child.
+                match on.then(|| execute_tool_span(&p.tool, &p.ctx.call_id)).flatten() {
+                    Some(cx) => set.spawn(traced(p, cx)),
+                    None => set.spawn(run_one(p)),
+                };
             }
             while let Some(joined) = set.join_next().await {
                 if let Ok((i, r)) = joined {

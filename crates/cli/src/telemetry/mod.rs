@@ -1,34 +1,32 @@
-//! Logs and traces of every command: the `tracing` subscriber (logs to stderr, `--log-level`,
-//! `--log-format`) and, when asked for, the OpenTelemetry export of the runtime's `gen_ai` spans.
+//! Logs, traces and metrics of every command: the `tracing` subscriber (logs to stderr,
+//! `--log-level`, `--log-format`; JSON lines carry the current trace's ids, `json_log`) and, when
+//! asked for, the OpenTelemetry export of the runtime's spans and GenAI metrics.
 //!
 //! **Off by default.** Export starts only when an endpoint is given: `--otlp-endpoint URL`, or the
-//! standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT`. An embedded run
-//! never looks for a collector. `OTEL_SDK_DISABLED=true` turns it off whatever else is set (the
-//! Rust SDK does not read that variable; this module does).
+//! standard `OTEL_EXPORTER_OTLP_ENDPOINT` (or `_TRACES_ENDPOINT` / `_METRICS_ENDPOINT`). An
+//! embedded run never looks for a collector. `OTEL_SDK_DISABLED=true` turns it off whatever else
+//! is set (the Rust SDK does not read that variable; this module does).
 //!
 //! **The standard variables** are honoured through the SDK: `OTEL_SERVICE_NAME` (default
 //! `aether`), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` / `_ARG`, `OTEL_BSP_MAX_QUEUE_SIZE`
-//! (and the other `OTEL_BSP_*`), `OTEL_EXPORTER_OTLP_HEADERS`, `_TIMEOUT`, `_COMPRESSION`.
-//! `OTEL_EXPORTER_OTLP_PROTOCOL` (or `--otlp-protocol`): `http/protobuf` (the default) or
-//! `http/json`; `grpc` is refused with a clear error (not built in).
+//! (and the other `OTEL_BSP_*`), `OTEL_EXPORTER_OTLP_HEADERS`, `_TIMEOUT`, `_COMPRESSION`,
+//! `OTEL_METRIC_EXPORT_INTERVAL`. `OTEL_EXPORTER_OTLP_PROTOCOL` (or `--otlp-protocol`):
+//! `http/protobuf` (the default), `http/json` or `grpc` (tonic, on a runtime of its own: `grpc`).
 //!
-//! **Never in a turn's way.** Spans go to the SDK's batch processor: a bounded queue drained by
-//! its own thread, which exports with a blocking HTTP client (an async client on that thread
-//! panics without a runtime). A full queue drops spans; a turn never waits. On exit the queue is
-//! flushed within [`FLUSH_DEADLINE`].
+//! **Never in a turn's way.** Spans go to the SDK's batch processor behind a counted gate
+//! (`queue`): a bounded queue drained by its own thread, which exports with a blocking HTTP
+//! client (an async client on that thread panics without a runtime). A full queue drops spans,
+//! counted; a turn never waits. On exit the queue is flushed within [`FLUSH_DEADLINE`].
 //!
-//! **Message content** (prompts, answers, tool-call arguments) is recorded on `chat` spans only
-//! with `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`.
-//!
-//! **Propagation out.** With span export on, model requests over HTTP and MCP tool calls carry
-//! the current span's W3C `traceparent` (see `aether_contracts::trace`).
-//!
-//! Which spans: target `aether::gen_ai` (the runtime's `invoke_agent`, `chat`, `execute_tool`,
-//! `create_agent`), named and attributed after the OpenTelemetry GenAI semantic conventions (see
-//! `aether_runtime::telemetry`), and target `aether::http` (`aether serve`'s server span, which
-//! continues an incoming `traceparent`; see `aether_server::trace_context`). Logs are not
-//! exported.
+//! **Which spans.** OpenTelemetry spans made directly by the runtime, the tool executor and the
+//! server (`aether_contracts::trace`, enabled here once the global provider is set): `create_agent`,
+//! `invoke_agent`, `chat`, `execute_tool` after the GenAI conventions (`aether_runtime::telemetry`)
+//! and `aether serve`'s server span, which continues an incoming `traceparent`
+//! (`aether_server::trace_context`). Message content only with
+//! `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`. Outgoing model requests and MCP
+//! calls carry the current span's `traceparent`. Logs are not exported.
 
+mod grpc;
 mod json_log;
 mod meter;
 mod queue;
@@ -38,11 +36,9 @@ use std::time::Duration;
 
 use aether_runtime::meter::GenAiMeter;
 
-use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
@@ -51,9 +47,6 @@ use crate::exit::CliError;
 
 /// How long the exit waits for the last spans to leave.
 pub const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
-
-/// The target of the runtime's GenAI spans.
-const GEN_AI_TARGET: &str = aether_runtime::telemetry::TARGET;
 
 /// The export queue's bound when `OTEL_BSP_MAX_QUEUE_SIZE` is not set (the SDK's default).
 const DEFAULT_QUEUE: usize = 2048;
@@ -86,14 +79,10 @@ pub fn settings(
     {
         None | Some("http/protobuf") => Protocol::HttpBinary,
         Some("http/json") => Protocol::HttpJson,
-        Some("grpc") => {
-            return Err(CliError::usage(
-                "OTLP protocol `grpc` is not built into aether: use http/protobuf (the default) or http/json",
-            ))
-        }
+        Some("grpc") => Protocol::Grpc,
         Some(other) => {
             return Err(CliError::usage(format!(
-                "OTLP protocol `{other}`: expected http/protobuf or http/json"
+                "OTLP protocol `{other}`: expected http/protobuf, http/json or grpc"
             )))
         }
     };
@@ -117,8 +106,8 @@ pub fn settings(
     // A flag, like the generic variable, names the collector: the signal's path is added; a
     // signal's own variable is used as is.
     let signal = |own: &str, path: &str| match endpoint_flag {
-        Some(base) => Some(signal_url(base, path)),
-        None => set(own).or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|b| signal_url(&b, path))),
+        Some(base) => Some(signal_url(base, path, protocol)),
+        None => set(own).or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT").map(|b| signal_url(&b, path, protocol))),
     };
     let exporter_off = |name: &str| set(name).is_some_and(|v| v.eq_ignore_ascii_case("none"));
     let endpoint =
@@ -161,9 +150,13 @@ fn check_url(url: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `http://collector:4318` → `http://collector:4318/v1/traces` (the generic endpoint's rule).
-fn signal_url(base: &str, signal: &str) -> String {
-    format!("{}/v1/{signal}", base.trim_end_matches('/'))
+/// `http://collector:4318` → `http://collector:4318/v1/traces` (the generic endpoint's rule over
+/// HTTP); over gRPC the endpoint is the collector itself (`http://collector:4317`).
+fn signal_url(base: &str, signal: &str, protocol: Protocol) -> String {
+    match protocol {
+        Protocol::Grpc => base.to_owned(),
+        _ => format!("{}/v1/{signal}", base.trim_end_matches('/')),
+    }
 }
 
 /// The installed subscriber's export side; [`shutdown`](Self::shutdown) it before exiting.
@@ -217,6 +210,17 @@ pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetr
         aether_mcp::ensure_tls_provider();
     }
     let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "aether".to_owned());
+    // gRPC exports run on a runtime of their own (see `grpc`).
+    let grpc = match (
+        export.protocol,
+        export.endpoint.is_some() || export.metrics_endpoint.is_some(),
+    ) {
+        (Protocol::Grpc, true) => Some(
+            grpc::runtime()
+                .map_err(|e| CliError::failed(format!("cannot start the OTLP gRPC exporter's runtime: {e}")))?,
+        ),
+        _ => None,
+    };
     let resource = || {
         opentelemetry_sdk::Resource::builder()
             .with_service_name(service.clone())
@@ -225,16 +229,31 @@ pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetr
     let (meters, meter) = match &export.metrics_endpoint {
         None => (None, None),
         Some(url) => {
-            let exporter = opentelemetry_otlp::MetricExporter::builder()
-                .with_http()
-                .with_endpoint(url)
-                .with_protocol(export.protocol)
-                .build()
-                .map_err(|e| CliError::usage(format!("OTLP metrics exporter for `{url}`: {e}")))?;
-            let provider = SdkMeterProvider::builder()
-                .with_resource(resource())
-                .with_periodic_exporter(exporter)
-                .build();
+            let bad = |e: opentelemetry_otlp::ExporterBuildError| {
+                CliError::usage(format!("OTLP metrics exporter for `{url}`: {e}"))
+            };
+            let builder = SdkMeterProvider::builder().with_resource(resource());
+            let builder = match (export.protocol, &grpc) {
+                (Protocol::Grpc, Some(rt)) => {
+                    let e = grpc::OnRuntime::<()>::build(rt, || {
+                        opentelemetry_otlp::MetricExporter::builder()
+                            .with_tonic()
+                            .with_endpoint(url)
+                            .build()
+                    })
+                    .map_err(bad)?;
+                    builder.with_periodic_exporter(grpc::OnRuntime::new(e, Arc::clone(rt)))
+                }
+                (protocol, _) => builder.with_periodic_exporter(
+                    opentelemetry_otlp::MetricExporter::builder()
+                        .with_http()
+                        .with_endpoint(url)
+                        .with_protocol(protocol)
+                        .build()
+                        .map_err(bad)?,
+                ),
+            };
+            let provider = builder.build();
             let meter: Arc<dyn GenAiMeter> = Arc::new(meter::OtlpMeter::new(
                 &opentelemetry::metrics::MeterProvider::meter(&provider, "aether"),
             ));
@@ -249,50 +268,49 @@ pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetr
             meter,
         });
     };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(endpoint)
-        .with_protocol(export.protocol)
-        .build()
-        .map_err(|e| CliError::usage(format!("OTLP exporter for `{endpoint}`: {e}")))?;
+    let bad =
+        |e: opentelemetry_otlp::ExporterBuildError| CliError::usage(format!("OTLP exporter for `{endpoint}`: {e}"));
+    let queue = match (export.protocol, &grpc) {
+        (Protocol::Grpc, Some(rt)) => {
+            let e = grpc::OnRuntime::<()>::build(rt, || {
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint)
+                    .build()
+            })
+            .map_err(bad)?;
+            queue::counted(grpc::OnRuntime::new(e, Arc::clone(rt)), export.queue)
+        }
+        (protocol, _) => queue::counted(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(endpoint)
+                .with_protocol(protocol)
+                .build()
+                .map_err(bad)?,
+            export.queue,
+        ),
+    };
     let provider = SdkTracerProvider::builder()
         .with_resource(resource())
-        .with_span_processor(queue::counted(exporter, export.queue))
+        .with_span_processor(queue)
         .build();
-    let tracer = provider.tracer("aether");
-    let spans = tracing_opentelemetry::layer().with_tracer(tracer).with_filter(
-        Targets::new()
-            .with_target(GEN_AI_TARGET, tracing::Level::DEBUG)
-            .with_target(aether_server::trace_context::TARGET, tracing::Level::DEBUG),
-    );
-    tracing_subscriber::registry().with(logs).with(spans).init();
-    json_log::installed();
+    // The spans are OpenTelemetry spans made directly (`aether_contracts::trace`), from the
+    // global provider's tracer: not `tracing` spans through a bridge, which cost the turn path
+    // more per span (see scripts/otel-overhead.sh and the README's table).
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    aether_contracts::trace::enable();
+    tracing_subscriber::registry().with(logs).init();
     // Message content on chat spans, only when asked for (it may hold personal data).
     aether_runtime::telemetry::set_capture_content(
         std::env::var("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
             .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")),
     );
-    // Outgoing calls (model requests, MCP tool calls) carry the current span's context.
-    aether_contracts::trace::set_traceparent_source(current_traceparent);
     Ok(Telemetry {
         provider: Some(provider),
         meters,
         meter,
     })
-}
-
-/// The current span's W3C `traceparent`, when it is part of an exported trace.
-fn current_traceparent() -> Option<String> {
-    use opentelemetry::trace::TraceContextExt as _;
-    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-    let span = tracing::Span::current();
-    if span.is_disabled() {
-        return None;
-    }
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
 }
 
 #[cfg(test)]
@@ -366,8 +384,21 @@ mod tests {
             settings(None, Some("http/json"), with(&[])).unwrap().protocol,
             Protocol::HttpJson
         );
-        let e = settings(None, None, with(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])).unwrap_err();
-        assert!(e.to_string().contains("not built into aether"), "{e}");
+        let g = settings(
+            None,
+            None,
+            with(&[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(g.protocol, Protocol::Grpc);
+        assert_eq!(
+            g.endpoint.as_deref(),
+            Some("http://c:4317"),
+            "over gRPC the collector itself"
+        );
         assert!(settings(None, Some("carrier-pigeon"), with(&[])).is_err());
         assert!(settings(Some("ftp://x"), None, with(&[])).is_err());
         for bad in [

@@ -111,14 +111,13 @@ fn create_agent(
 ) -> Result<TaskResult, EngineError> {
     let span = match telemetry::on() {
         true => telemetry::create_agent(&config),
-        false => tracing::Span::none(),
+        false => None,
     };
-    let _entered = span.enter();
     let started = Instant::now();
     let (agent, reused) = agents
         .create_or_reuse(config)
-        .inspect_err(|e| telemetry::failed(&span, e.code().as_str()))?;
-    telemetry::created(&span, &agent);
+        .inspect_err(|e| telemetry::created(&span, Err(e.code().as_str())))?;
+    telemetry::created(&span, Ok(&agent));
     let elapsed = started.elapsed();
     let mut r = TaskResult::success(task_id);
     r.agent_id = Some(agent.id.to_string());
@@ -358,8 +357,9 @@ impl NativeAdapter {
                 metadata: scope.metadata,
             };
             let traced = telemetry::on();
+            // Boxed: it lives across the call, and the turn's future must not grow.
             let content = match traced && telemetry::capture() {
-                true => Some(telemetry::content(&request)),
+                true => Some(Box::new(telemetry::content(&request))),
                 false => None,
             };
             let t = Instant::now();
