@@ -464,6 +464,23 @@ async fn serve_continues_the_callers_trace() {
     .await
     .unwrap();
     assert_eq!(turn.status(), 200);
+    // A live turn (server-sent events) continues the trace too: its turn runs after the
+    // response has begun, on the live session's task, as a child of the request's span.
+    let live_parent = "b7ad6b7169203331";
+    let live = http
+        .post(format!("{}/v1/tasks/stream", served.url))
+        .bearer_auth("k")
+        .header("traceparent", format!("00-{trace}-{live_parent}-01"))
+        .json(
+            &serde_json::json!({"task_id": "t2", "agent_id": agent, "session_id": "s1",
+                                  "messages": [{"role": "user", "content": "Again"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let events = live.text().await.unwrap();
+    assert!(events.contains("turn.complete"), "{events}");
     // SIGTERM: the server drains, flushes its spans and exits.
     let mut child = served.child;
     let mut stderr = served.stderr;
@@ -486,11 +503,23 @@ async fn serve_continues_the_callers_trace() {
     assert_eq!(hex(&server.trace_id), trace, "the caller's trace continues");
     assert_eq!(hex(&server.parent), parent, "a child of the caller's span");
     assert_eq!(server.attrs["http.response.status_code"], "200");
-    let turn = spans.iter().find(|s| s.name.starts_with("invoke_agent ")).unwrap();
+    let turn = spans
+        .iter()
+        .find(|s| s.name.starts_with("invoke_agent ") && s.parent == server.span_id)
+        .expect("the turn runs inside the request");
     assert_eq!(hex(&turn.trace_id), trace);
-    assert_eq!(turn.parent, server.span_id, "the turn runs inside the request");
     let create = spans.iter().find(|s| s.name == "POST /v1/agents").unwrap();
     assert_eq!(hex(&create.trace_id), trace);
+    let stream = spans.iter().find(|s| s.name == "POST /v1/tasks/stream").unwrap();
+    assert_eq!(hex(&stream.parent), live_parent);
+    let turns: Vec<_> = spans.iter().filter(|s| s.name.starts_with("invoke_agent ")).collect();
+    assert_eq!(turns.len(), 2, "{:?}", names(&spans));
+    assert!(
+        turns
+            .iter()
+            .any(|t| t.parent == stream.span_id && hex(&t.trace_id) == trace),
+        "the live turn is a child of its request's span"
+    );
 
     // The request's JSON log line carries its trace and the server span's id.
     let line: serde_json::Value = logs

@@ -27,6 +27,7 @@ use aether_contracts::{
 };
 use async_trait::async_trait;
 use chrono::Utc;
+use opentelemetry::Context;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 
@@ -64,8 +65,15 @@ pub enum LiveError {
 }
 
 enum Control {
-    Message(UniversalMessage),
+    /// A follow-up message, with the trace context it was sent in (when spans are on), so that
+    /// its turn is a child of the request that sent it.
+    Message(UniversalMessage, Option<Context>),
     Close,
+}
+
+/// The current trace context, when spans are on (a turn started from here continues it).
+fn current_context() -> Option<Context> {
+    aether_contracts::trace::on().then(Context::current)
 }
 
 /// The consumer's end of a live session. Control methods (`send_message`, `respond`,
@@ -117,7 +125,7 @@ impl LiveController {
     /// Sends a follow-up user message: the next turn of the same session.
     pub async fn send_message(&self, message: UniversalMessage) -> Result<(), LiveError> {
         self.control
-            .send(Control::Message(message))
+            .send(Control::Message(message, current_context()))
             .await
             .map_err(|_| LiveError::Ended)
     }
@@ -404,7 +412,8 @@ pub(crate) fn start(
         broker: Arc::clone(&broker),
         approvals,
     };
-    tokio::spawn(session.run(first, emitter, control_rx, cancel_rx));
+    // The first turn continues the trace of the request that started the session.
+    tokio::spawn(session.run(first, current_context(), emitter, control_rx, cancel_rx));
     Ok(LiveSession {
         task_id,
         chunks,
@@ -442,6 +451,7 @@ impl Session {
     async fn run(
         self,
         first: ValidRequest,
+        mut trace: Option<Context>,
         mut emitter: Emitter,
         mut control: mpsc::Receiver<Control>,
         mut cancel: watch::Receiver<u64>,
@@ -458,7 +468,7 @@ impl Session {
                     };
                     let fut = self.assistant.process_stream(request, &mut observer);
                     tokio::select! {
-                        r = fut => Some(r),
+                        r = in_context(fut, trace.take()) => Some(r),
                         _ = cancel.changed() => None,
                     }
                 }
@@ -478,10 +488,23 @@ impl Session {
                 return;
             }
             next = match control.recv().await {
-                Some(Control::Message(m)) => self.follow_up(turn + 1, m),
+                Some(Control::Message(m, cx)) => {
+                    trace = cx;
+                    self.follow_up(turn + 1, m)
+                }
                 Some(Control::Close) | None => return,
             };
         }
+    }
+}
+
+/// Runs `fut` in `cx` when there is one (traced: boxed, so that the untraced turn's future does
+/// not grow).
+async fn in_context<F: std::future::Future>(fut: F, cx: Option<Context>) -> F::Output {
+    use opentelemetry::context::FutureExt as _;
+    match cx {
+        Some(cx) => Box::pin(fut.with_context(cx)).await,
+        None => fut.await,
     }
 }
 
