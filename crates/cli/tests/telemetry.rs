@@ -495,7 +495,6 @@ async fn serve_continues_the_callers_trace() {
     assert!(status.success());
 
     let spans = got.lock().clone();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let server = spans
         .iter()
         .find(|s| s.name == "POST /v1/tasks")
@@ -529,6 +528,24 @@ async fn serve_continues_the_callers_trace() {
         .unwrap_or_else(|| panic!("no JSON log line of POST /v1/tasks:\n{logs}"));
     assert_eq!(line["trace_id"], trace, "{line}");
     assert_eq!(line["span_id"], hex(&server.span_id), "{line}");
+}
+
+/// Lowercase hex of an id.
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The exported span that a `traceparent` a server received names as its parent (checked to be
+/// in the same trace).
+fn parent_of<'a>(traceparent: &str, spans: &'a [Span]) -> &'a Span {
+    assert!(aether_contracts::trace::is_traceparent(traceparent), "{traceparent}");
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    let parent = spans
+        .iter()
+        .find(|s| hex(&s.span_id) == parts[2])
+        .unwrap_or_else(|| panic!("no exported span {}: {:?}", parts[2], names(spans)));
+    assert_eq!(hex(&parent.trace_id), parts[1], "the server joins the turn's trace");
+    parent
 }
 
 fn names(spans: &[Span]) -> Vec<&str> {
@@ -591,16 +608,12 @@ async fn model_requests_carry_the_chat_spans_traceparent() {
     assert!(out.status.success(), "{}", text_of(&out.stderr));
     let seen = seen.lock().clone();
     assert_eq!(seen.len(), 1, "one model request, with its traceparent: {seen:?}");
-    assert!(aether_contracts::trace::is_traceparent(&seen[0]), "{}", seen[0]);
-    let parts: Vec<&str> = seen[0].split('-').collect();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let spans = got.lock().clone();
-    let chat = spans
-        .iter()
-        .find(|s| s.name.starts_with("chat "))
-        .unwrap_or_else(|| panic!("no chat span: {:?}", names(&spans)));
-    assert_eq!(hex(&chat.trace_id), parts[1], "the model server joins the turn's trace");
-    assert_eq!(hex(&chat.span_id), parts[2], "as a child of the chat span");
+    let chat = parent_of(&seen[0], &spans);
+    assert!(
+        chat.name.starts_with("chat "),
+        "the model server is a child of the chat span"
+    );
     assert_eq!(chat.attrs["gen_ai.provider.name"], "openai");
     assert_eq!(chat.attrs["gen_ai.response.model"], "fake-model", "{:?}", chat.attrs);
 }
@@ -662,7 +675,6 @@ async fn a_target_runs_slowest_requests_lead_to_the_servers_traces() {
     assert_eq!(slowest.len(), 10, "{slowest:?}");
     let ms: Vec<f64> = slowest.iter().map(|r| r["latency_ms"].as_f64().unwrap()).collect();
     assert!(ms.windows(2).all(|w| w[0] >= w[1]), "slowest first: {ms:?}");
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let spans = got.lock().clone();
     for r in slowest {
         let trace = r["trace_id"].as_str().expect("a trace id over --target");
@@ -827,13 +839,10 @@ async fn mcp_calls_carry_the_execute_tool_spans_traceparent() {
         1,
         "the tools/call request alone carries the turn's context: {seen:?}"
     );
-    let parts: Vec<&str> = seen[0].split('-').collect();
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let spans = got.lock().clone();
-    let tool = spans
-        .iter()
-        .find(|s| s.name == "execute_tool inproc.builtin_echo")
-        .unwrap_or_else(|| panic!("no execute_tool span: {:?}", names(&spans)));
-    assert_eq!(hex(&tool.trace_id), parts[1], "the MCP server joins the turn's trace");
-    assert_eq!(hex(&tool.span_id), parts[2], "as a child of the execute_tool span");
+    let tool = parent_of(&seen[0], &spans);
+    assert_eq!(
+        tool.name, "execute_tool inproc.builtin_echo",
+        "the MCP server is a child of the execute_tool span"
+    );
 }
