@@ -20,11 +20,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aether_runtime::meter::{GenAiMeter, ModelCall, ToolCall, TurnDone};
-use metrics::{Counter, Histogram, Key, Label, Recorder as _};
+use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder as _};
 use metrics_exporter_prometheus::PrometheusRecorder;
 use parking_lot::RwLock;
 
-use crate::metrics::META;
+/// The series' metadata (as the server's other series').
+const META: Metadata<'static> = Metadata::new("aether_server", Level::INFO, None);
 
 /// The most label sets kept across the GenAI series.
 pub const MAX_LABEL_SETS: usize = 256;

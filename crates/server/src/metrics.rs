@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::gen_ai_metrics::GenAiSeries;
 
-pub(crate) const META: Metadata<'static> = Metadata::new("aether_server", Level::INFO, None);
+const META: Metadata<'static> = Metadata::new("aether_server", Level::INFO, None);
 
 /// Latency buckets in seconds: 50 µs to 60 s.
 const BUCKETS: &[f64] = &[
