@@ -11,9 +11,10 @@
 # creation (reused) plus a turn of two model calls and one tool call: five spans
 # (create_agent, invoke_agent, chat ×2, execute_tool).
 #
-# Prints a Markdown table: the medians over rounds of the turn latency P50 and the framework
-# overhead P50, their difference from `off`, that difference per span, and what the export
-# delivered or dropped.
+# Prints a Markdown table: the medians over rounds of the request latency P50 (agent creation
+# and turn: five spans), the turn step's alone (four spans: invoke_agent, chat ×2, execute_tool)
+# and the framework overhead P50, their differences from `off`, and what the export delivered or
+# dropped.
 #
 #   scripts/otel-overhead.sh                         # this build: off, receiver, down
 #   BASE=/tmp/aether-base scripts/otel-overhead.sh   # and the previous build
@@ -59,22 +60,23 @@ rows = {}
 for c in configs:
     runs = [json.load(open(f)) for f in sorted(glob.glob(f"{out}/{c}-*.json"))]
     lat = statistics.median(r["latency_ms"]["p50"] * 1000 for r in runs)
+    turn = statistics.median(r["breakdowns"]["latency_by_phase_ms"]["turn"]["p50"] * 1000 for r in runs)
     ovh = statistics.median(r["overhead_us"]["p50"] for r in runs)
     spread = max(r["latency_ms"]["p50"] * 1000 for r in runs) - min(r["latency_ms"]["p50"] * 1000 for r in runs)
     exp = [r.get("span_export") or {} for r in runs]
     rows[c] = (lat, ovh, spread, sum(e.get("exported", 0) for e in exp),
-               sum(e.get("dropped_queue_full", 0) + e.get("dropped_export_failed", 0) for e in exp), runs[0])
+               sum(e.get("dropped_queue_full", 0) + e.get("dropped_export_failed", 0) for e in exp), runs[0], turn)
 first = rows[configs[0]][5]
 calls = first["runtime_stats"]
 print(f"burst_load, 1 tool, concurrency 1, time scale 0; {first['requests']['total']} requests per run, "
       f"{len(glob.glob(out + '/off-*.json'))} rounds; per turn: "
       f"{calls['model_calls'] / calls['turns']:.0f} model calls, {calls['tool_calls'] / calls['turns']:.0f} tool call")
 print()
-print("| configuration | turn latency P50 µs | spread µs | vs off µs | per span µs | overhead P50 µs | spans exported | dropped |")
-print("|---|---|---|---|---|---|---|---|")
-off = rows["off"][0]
+print("| configuration | request P50 µs | spread µs | vs off µs | per span µs | turn alone P50 µs | turn vs off µs | overhead P50 µs | spans exported | dropped |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+off, off_turn = rows["off"][0], rows["off"][6]
 for c in configs:
-    lat, ovh, spread, ex, dr, _ = rows[c]
+    lat, ovh, spread, ex, dr, _, turn = rows[c]
     d = lat - off
-    print(f"| {c} | {lat:.1f} | {spread:.1f} | {d:+.1f} | {d / 5:+.2f} | {ovh:.2f} | {ex} | {dr} |")
+    print(f"| {c} | {lat:.1f} | {spread:.1f} | {d:+.1f} | {d / 5:+.2f} | {turn:.1f} | {turn - off_turn:+.1f} | {ovh:.2f} | {ex} | {dr} |")
 PY
