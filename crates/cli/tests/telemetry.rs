@@ -160,6 +160,11 @@ fn text(v: &Any) -> String {
 /// `aether perf run` of tool_regression (turns with one tool, then with several at once) with
 /// `env`; waits for it to exit (it flushes its spans first).
 async fn run_with(env: Vec<(&'static str, String)>) -> std::process::Output {
+    run_with_summary(env).await.0
+}
+
+/// [`run_with`], and the summary it wrote (if it wrote one).
+async fn run_with_summary(env: Vec<(&'static str, String)>) -> (std::process::Output, Option<serde_json::Value>) {
     // A directory per run: tests run at once.
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = tmp(&format!(
@@ -185,7 +190,11 @@ async fn run_with(env: Vec<(&'static str, String)>) -> std::process::Output {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.output().unwrap()
+        let out = c.output().unwrap();
+        let summary = std::fs::read(dir.join("s.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        (out, summary)
     })
     .await
     .unwrap()
@@ -194,7 +203,7 @@ async fn run_with(env: Vec<(&'static str, String)>) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn perf_run_exports_gen_ai_spans_to_an_otlp_endpoint() {
     let (url, got, points) = receiver_with_metrics().await;
-    let out = run_with(vec![
+    let (out, summary) = run_with_summary(vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", url.clone()),
         ("OTEL_SERVICE_NAME", "aether-test".into()),
     ])
@@ -286,6 +295,18 @@ async fn perf_run_exports_gen_ai_spans_to_an_otlp_endpoint() {
         .filter(|x| turns.iter().any(|t| t.span_id == x.parent))
         .count() as u64;
     assert_eq!(counted(&points, "gen_ai.execute_tool.duration", &[]), in_turns);
+
+    // The summary's slowest requests name their turns' traces (each result's `metadata.trace_id`).
+    let summary = summary.expect("a summary");
+    let slowest = summary["slowest"].as_array().expect("slowest requests");
+    assert!(!slowest.is_empty());
+    for r in slowest {
+        let trace = r["trace_id"].as_str().unwrap_or_else(|| panic!("no trace id: {r}"));
+        assert!(
+            turns.iter().any(|t| hex(&t.trace_id) == trace),
+            "{trace} is an exported turn's trace"
+        );
+    }
 }
 
 /// A collector that takes connections and never answers: exports hang until their timeout, the
@@ -464,6 +485,12 @@ async fn serve_continues_the_callers_trace() {
     .await
     .unwrap();
     assert_eq!(turn.status(), 200);
+    let answer: serde_json::Value = turn.json().await.unwrap();
+    assert_eq!(
+        answer["metadata"]["trace_id"], trace,
+        "the answer names its trace: {}",
+        answer["metadata"]
+    );
     // A live turn (server-sent events) continues the trace too: its turn runs after the
     // response has begun, on the live session's task, as a child of the request's span.
     let live_parent = "b7ad6b7169203331";

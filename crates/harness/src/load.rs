@@ -289,6 +289,8 @@ const REPORT_CODE: &str = "harness.report";
 /// How a turn ended, whether it ran synchronously or streamed.
 enum TurnOutcome {
     Done {
+        /// The turn's trace (its result's `metadata.trace_id`), when it was traced.
+        trace_id: Option<String>,
         report: TurnFigures,
         tool_calls: u64,
         /// Each tool's name and execution time.
@@ -311,6 +313,7 @@ impl TurnOutcome {
         }
         match TurnReport::figures(&r.metadata) {
             Ok(report) => TurnOutcome::Done {
+                trace_id: r.metadata.get("trace_id").and_then(Value::as_str).map(str::to_owned),
                 tool_calls: r.tool_results.len() as u64,
                 tool_times: r
                     .tool_results
@@ -415,6 +418,12 @@ async fn live_turn(target: &dyn Target, req: TaskRequest, think: Duration) -> (T
                 };
                 outcome = match report {
                     Ok(report) => TurnOutcome::Done {
+                        trace_id: c
+                            .content
+                            .get("metadata")
+                            .and_then(|m| m.get("trace_id"))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned),
                         report,
                         tool_calls,
                         tool_times: std::mem::take(&mut tool_times),
@@ -470,6 +479,8 @@ struct RequestSample {
     /// From the due time to the end of the request's last step that counts (its latency, or how
     /// long it took to fail).
     elapsed: Duration,
+    /// The turn's trace id, when the runtime traced it (its result's `metadata.trace_id`).
+    trace_id: Option<String>,
 }
 
 impl RequestSample {
@@ -641,11 +652,13 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
     sample.elapsed = latency;
     sample.turn = Some(match outcome {
         TurnOutcome::Done {
+            trace_id,
             report,
             tool_calls,
             tool_times,
             text,
         } => {
+            sample.trace_id = trace_id;
             let timing = &report.timing;
             let media = phase.payload.as_ref().map(|p| MediaSample {
                 attachments: p.expected.len() as u64,
@@ -733,7 +746,7 @@ pub async fn drive(
                     break;
                 }
                 series.request_started();
-                let sample = one_request(target.as_ref(), &phase, i, due).await;
+                let mut sample = one_request(target.as_ref(), &phase, i, due).await;
                 series.request_done();
                 if i >= phase.warmup {
                     let done = Instant::now();
@@ -742,12 +755,13 @@ pub async fn drive(
                         .fetch_min(shared.offset_ns(due), Ordering::Relaxed);
                     shared.last_done_ns.fetch_max(shared.offset_ns(done), Ordering::Relaxed);
                     let bucket = series.clock.bucket(done);
-                    let (elapsed, failed) = (sample.elapsed, sample.failed());
+                    let (elapsed, failed, trace) = (sample.elapsed, sample.failed(), sample.trace_id.take());
                     let step = if sample.turn.is_some() { 't' } else { 'c' };
                     let closed = {
                         let mut r = stripe.lock();
                         r.apply(sample, bucket);
-                        r.slowest.offer(elapsed, failed, || format!("{}-{step}{i}", phase.tag));
+                        r.slowest
+                            .offer(elapsed, failed, trace, || format!("{}-{step}{i}", phase.tag));
                         r.intervals.take_before(bucket)
                     };
                     series.absorb(closed);

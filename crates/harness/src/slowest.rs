@@ -1,5 +1,6 @@
-//! The slowest requests of a run, kept by task id (and, over `--target`, trace id) so that a slow
-//! percentile in the summary leads to the request itself: its spans, its server logs.
+//! The slowest requests of a run, kept by task id and trace id (the one the turn's result names
+//! when the runtime traced it, else, over `--target`, the one the request was sent with) so that
+//! a slow percentile in the summary leads to the request itself: its spans, its server logs.
 //! Bounded: [`KEEP`] per recorder; offering a request allocates only when it is kept.
 
 use std::time::Duration;
@@ -21,15 +22,19 @@ pub struct SlowRequest {
     pub trace_id: Option<String>,
 }
 
+/// One kept request: latency, task id, failed, the trace id its result named.
+type Kept = (Duration, String, bool, Option<String>);
+
 /// The [`KEEP`] slowest, in no order until [`Slowest::sorted`].
 #[derive(Debug, Clone, Default)]
-pub struct Slowest(Vec<(Duration, String, bool)>);
+pub struct Slowest(Vec<Kept>);
 
 impl Slowest {
-    /// Offers a request that took `latency`; `task_id` is made only when it is kept.
-    pub fn offer(&mut self, latency: Duration, failed: bool, task_id: impl FnOnce() -> String) {
+    /// Offers a request that took `latency` (with the trace id its result named, if any);
+    /// `task_id` is made only when it is kept.
+    pub fn offer(&mut self, latency: Duration, failed: bool, trace: Option<String>, task_id: impl FnOnce() -> String) {
         if self.0.len() < KEEP {
-            self.0.push((latency, task_id(), failed));
+            self.0.push((latency, task_id(), failed, trace));
             return;
         }
         let (i, least) = self
@@ -40,24 +45,25 @@ impl Slowest {
             .map(|(i, e)| (i, e.0))
             .unwrap_or_default();
         if latency > least {
-            self.0[i] = (latency, task_id(), failed);
+            self.0[i] = (latency, task_id(), failed, trace);
         }
     }
 
     pub fn merge(&mut self, o: &Slowest) {
-        for (latency, id, failed) in &o.0 {
-            self.offer(*latency, *failed, || id.clone());
+        for (latency, id, failed, trace) in &o.0 {
+            self.offer(*latency, *failed, trace.clone(), || id.clone());
         }
     }
 
-    /// Slowest first, with trace ids from `trace_id`.
+    /// Slowest first; a request whose result named no trace gets one from `trace_id` (the
+    /// `traceparent` it was sent with, over `--target`).
     pub fn sorted(&self, trace_id: impl Fn(&str) -> Option<String>) -> Vec<SlowRequest> {
         let mut v = self.0.clone();
         v.sort_by_key(|e| std::cmp::Reverse(e.0));
         v.into_iter()
-            .map(|(latency, task_id, failed)| SlowRequest {
+            .map(|(latency, task_id, failed, trace)| SlowRequest {
                 latency_ms: latency.as_secs_f64() * 1000.0,
-                trace_id: trace_id(&task_id),
+                trace_id: trace.or_else(|| trace_id(&task_id)),
                 task_id,
                 failed,
             })
@@ -73,21 +79,28 @@ mod tests {
     fn keeps_the_slowest_and_allocates_only_for_them() {
         let mut s = Slowest::default();
         for ms in 0..100u64 {
-            s.offer(Duration::from_millis(ms), false, || format!("t{ms}"));
+            s.offer(Duration::from_millis(ms), false, None, || format!("t{ms}"));
         }
         let mut made = 0;
-        s.offer(Duration::from_millis(1), false, || {
+        s.offer(Duration::from_millis(1), false, None, || {
             made += 1;
             "fast".into()
         });
         assert_eq!(made, 0, "a fast request is not kept, so no id is made");
         let mut other = Slowest::default();
-        other.offer(Duration::from_millis(500), true, || "slow".into());
+        other.offer(Duration::from_millis(500), true, Some("from-the-result".into()), || {
+            "slow".into()
+        });
         s.merge(&other);
         let top = s.sorted(|id| Some(format!("trace-of-{id}")));
         assert_eq!(top.len(), KEEP);
         assert_eq!((top[0].task_id.as_str(), top[0].failed), ("slow", true));
-        assert_eq!(top[0].trace_id.as_deref(), Some("trace-of-slow"));
+        assert_eq!(
+            top[0].trace_id.as_deref(),
+            Some("from-the-result"),
+            "the result's trace id comes first"
+        );
+        assert_eq!(top[1].trace_id.as_deref(), Some("trace-of-t99"));
         assert_eq!(top[1].task_id, "t99");
         assert_eq!(top[KEEP - 1].task_id, "t91");
     }

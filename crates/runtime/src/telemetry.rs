@@ -201,21 +201,24 @@ pub(crate) async fn chat_call(
 }
 
 /// Runs a turn's work in its `invoke_agent` span and records a failure (the traced branch of a
-/// turn; the caller boxes it).
+/// turn; the caller boxes it). Also returns the span's trace id (hex), which the turn's result
+/// carries as `metadata.trace_id`.
 pub(crate) async fn invoke_call<O>(
     agent: &Agent,
     conversation: &std::sync::Arc<str>,
     work: impl Future<Output = Result<O, crate::EngineError>>,
-) -> Result<O, crate::EngineError> {
+) -> (Result<O, crate::EngineError>, Option<String>) {
+    use opentelemetry::trace::TraceContextExt as _;
     let Some(cx) = invoke_agent(agent, conversation) else {
-        return work.await;
+        return (work.await, None);
     };
     let r = work.with_context(cx.clone()).await;
     if let Err(e) = &r {
         otel::set(&cx, "error.type", e.code().as_str());
     }
     otel::end(&cx);
-    r
+    let trace = cx.span().span_context().trace_id().to_string();
+    (r, Some(trace))
 }
 
 /// What became of the finished spans handed to the exporter (the CLI's OTLP export counts into

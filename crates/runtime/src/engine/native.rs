@@ -239,9 +239,9 @@ impl NativeAdapter {
             Ok::<_, EngineError>(outcome)
         };
         // Traced: boxed, so that this future does not grow for the untraced path.
-        let outcome = match telemetry::on() {
+        let (outcome, trace_id) = match telemetry::on() {
             true => Box::pin(telemetry::invoke_call(&agent, &chat_id, work)).await,
-            false => work.await,
+            false => (work.await, None),
         };
         if let Some(m) = self.meter.get() {
             m.turn(&meter::TurnDone {
@@ -282,6 +282,10 @@ impl NativeAdapter {
         result.session_id = Some(turn.session_id);
         result.agent_id = Some(agent.id.to_string());
         report.write_into(&mut result.metadata);
+        if let Some(t) = trace_id {
+            // The turn's trace, so that a client (or the harness) can find its spans.
+            result.metadata.insert("trace_id".into(), t.into());
+        }
         Ok(result)
     }
 
