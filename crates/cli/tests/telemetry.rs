@@ -583,66 +583,85 @@ fn text_of(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A model request carries the `chat` span's context: an OpenAI-compatible server (a fake on
-/// loopback that notes the header) sees a `traceparent` whose trace and parent are the exported
-/// `chat` span's.
+/// A model request carries the `chat` span's context: an OpenAI-compatible server and a Gemini
+/// one (fakes on loopback that note the header) see a `traceparent` whose trace and parent are the
+/// exported `chat` span's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_requests_carry_the_chat_spans_traceparent() {
-    let (collector, got) = receiver().await;
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let app = {
-        let seen = Arc::clone(&seen);
-        axum::Router::new().route(
-            "/v1/chat/completions",
-            post(move |headers: axum::http::HeaderMap| {
-                let seen = Arc::clone(&seen);
-                async move {
-                    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
-                        seen.lock().push(tp.to_owned());
+    let openai = serde_json::json!({
+        "id": "c1", "object": "chat.completion", "model": "fake-model",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "Hello there."}}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    });
+    let gemini = serde_json::json!({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "Hello there."}]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 3},
+        "modelVersion": "fake-model"
+    });
+    for (provider, route, answer, key, convention) in [
+        ("openai", "/v1/chat/completions", openai, "OPENAI_API_KEY", "openai"),
+        ("gemini", "/v1/models/{call}", gemini, "GEMINI_API_KEY", "gcp.gemini"),
+    ] {
+        let (collector, got) = receiver().await;
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let app = {
+            let seen = Arc::clone(&seen);
+            axum::Router::new().route(
+                route,
+                post(move |headers: axum::http::HeaderMap| {
+                    let (seen, answer) = (Arc::clone(&seen), answer.clone());
+                    async move {
+                        if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+                            seen.lock().push(tp.to_owned());
+                        }
+                        axum::Json(answer)
                     }
-                    axum::Json(serde_json::json!({
-                        "id": "c1", "object": "chat.completion", "model": "fake-model",
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": "Hello there."}}],
-                        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
-                    }))
-                }
-            }),
-        )
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let out = tokio::task::spawn_blocking(move || {
-        command(&[
-            "chat",
-            "--provider",
-            "openai",
-            "--base-url",
-            &base,
-            "--store",
-            "memory",
-            "-p",
-            "Hi",
-        ])
-        .env("OPENAI_API_KEY", "sk-test")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
-        .output()
-        .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success(), "{}", text_of(&out.stderr));
-    let seen = seen.lock().clone();
-    assert_eq!(seen.len(), 1, "one model request, with its traceparent: {seen:?}");
-    let spans = got.lock().clone();
-    let chat = parent_of(&seen[0], &spans);
-    assert!(
-        chat.name.starts_with("chat "),
-        "the model server is a child of the chat span"
-    );
-    assert_eq!(chat.attrs["gen_ai.provider.name"], "openai");
-    assert_eq!(chat.attrs["gen_ai.response.model"], "fake-model", "{:?}", chat.attrs);
+                }),
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let out = tokio::task::spawn_blocking(move || {
+            command(&[
+                "chat",
+                "--provider",
+                provider,
+                "--base-url",
+                &base,
+                "--store",
+                "memory",
+                "-p",
+                "Hi",
+            ])
+            .env(key, "test-key")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
+            .output()
+            .unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{provider}: {}", text_of(&out.stderr));
+        let seen = seen.lock().clone();
+        assert_eq!(
+            seen.len(),
+            1,
+            "{provider}: one model request, with its traceparent: {seen:?}"
+        );
+        let spans = got.lock().clone();
+        let chat = parent_of(&seen[0], &spans);
+        assert!(
+            chat.name.starts_with("chat "),
+            "{provider}: the model server is a child of the chat span"
+        );
+        assert_eq!(chat.attrs["gen_ai.provider.name"], convention, "the conventions' value");
+        assert_eq!(
+            chat.attrs["gen_ai.response.model"], "fake-model",
+            "{provider}: {:?}",
+            chat.attrs
+        );
+    }
 }
 
 /// Over `--target`, each request carries a `traceparent`; the server continues those traces, and

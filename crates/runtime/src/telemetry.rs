@@ -41,6 +41,15 @@ pub fn on() -> bool {
     otel::on()
 }
 
+/// `gen_ai.provider.name` of a provider: the conventions' well-known value where there is one
+/// (`gcp.gemini` for Gemini), else the provider's own name (`openai`, `simulated`, `local`).
+pub fn provider_name(agent: &Agent) -> &str {
+    match agent.provider.info().name.as_str() {
+        "gemini" => "gcp.gemini",
+        other => other,
+    }
+}
+
 /// The agent's name for span names: its configured name, else its type.
 fn agent_name(agent: &Agent) -> &str {
     agent.config.name.as_deref().unwrap_or(agent.config.agent_type.as_str())
@@ -70,7 +79,7 @@ pub(crate) fn created(cx: &Option<Context>, outcome: Result<&Agent, &str>) {
     match outcome {
         Ok(agent) => {
             otel::set(cx, "gen_ai.agent.id", shared(&agent.id));
-            otel::set(cx, "gen_ai.provider.name", text(agent.provider.info().name.as_str()));
+            otel::set(cx, "gen_ai.provider.name", text(provider_name(agent)));
         }
         Err(code) => otel::set(cx, "error.type", text(code)),
     }
@@ -82,7 +91,7 @@ fn agent_attributes(agent: &Agent, operation: &'static str, conversation: &std::
     let info = agent.provider.info();
     let mut a = Vec::with_capacity(12);
     a.push(KeyValue::new("gen_ai.operation.name", operation));
-    a.push(KeyValue::new("gen_ai.provider.name", text(info.name.as_str())));
+    a.push(KeyValue::new("gen_ai.provider.name", text(provider_name(agent))));
     a.push(KeyValue::new(
         "gen_ai.request.model",
         text(&agent.config.model_config.model),

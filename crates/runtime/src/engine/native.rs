@@ -245,7 +245,7 @@ impl NativeAdapter {
         };
         if let Some(m) = self.meter.get() {
             m.turn(&meter::TurnDone {
-                provider: agent.provider.info().name.as_str(),
+                provider: telemetry::provider_name(&agent),
                 model: &agent.config.model_config.model,
                 duration: turn.started.elapsed() + turn.media_time,
                 error: outcome.as_ref().err().map(|e| e.code().as_str()),
@@ -389,7 +389,7 @@ impl NativeAdapter {
             Stats::incr(&self.stats.model_calls);
             if let Some(m) = metered {
                 m.model_call(&meter::ModelCall {
-                    provider: agent.provider.info().name.as_str(),
+                    provider: telemetry::provider_name(&agent),
                     model: &agent.config.model_config.model,
                     duration: elapsed,
                     error: response.as_ref().err().map(|e| e.kind()),
