@@ -389,7 +389,7 @@ impl NativeAdapter {
             Stats::incr(&self.stats.model_calls);
             if let Some(m) = metered {
                 m.model_call(&meter::ModelCall {
-                    provider: telemetry::provider_name(&agent),
+                    provider: telemetry::provider_name(agent),
                     model: &agent.config.model_config.model,
                     duration: elapsed,
                     error: response.as_ref().err().map(|e| e.kind()),
