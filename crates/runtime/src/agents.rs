@@ -51,6 +51,19 @@ pub struct Agent {
     runner: Mutex<Option<Arc<Runner>>>,
     chats: Mutex<HashSet<Arc<str>>>,
     retired: AtomicBool,
+    /// What every span of this agent's turns repeats, made on the first traced turn.
+    pub(crate) span_parts: std::sync::OnceLock<Box<SpanParts>>,
+}
+
+/// An agent's span names and attribute values, made once and shared by its spans (a value is an
+/// `Arc<str>`: a span takes a reference, not a copy).
+pub(crate) struct SpanParts {
+    pub provider: opentelemetry::Value,
+    pub model: opentelemetry::Value,
+    pub name: opentelemetry::Value,
+    pub simulated: bool,
+    pub invoke_name: Arc<str>,
+    pub chat_name: Arc<str>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -327,6 +340,7 @@ impl AgentManager {
             runner: Mutex::new(None),
             chats: Mutex::new(HashSet::new()),
             retired: AtomicBool::new(false),
+            span_parts: std::sync::OnceLock::new(),
         }))
     }
 

@@ -32,7 +32,7 @@ use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Context, KeyValue};
 
-use crate::agents::Agent;
+use crate::agents::{Agent, SpanParts};
 use crate::model::{ModelError, ModelResponse};
 
 /// Whether spans are made (one atomic load).
@@ -86,18 +86,29 @@ pub(crate) fn created(cx: &Option<Context>, outcome: Result<&Agent, &str>) {
     otel::end(cx);
 }
 
+/// The agent's span parts, made on its first traced turn.
+fn parts(agent: &Agent) -> &SpanParts {
+    agent.span_parts.get_or_init(|| {
+        let arc = |s: &str| opentelemetry::Value::String(std::sync::Arc::<str>::from(s).into());
+        Box::new(SpanParts {
+            provider: arc(provider_name(agent)),
+            model: arc(&agent.config.model_config.model),
+            name: arc(agent_name(agent)),
+            simulated: agent.provider.info().simulated,
+            invoke_name: format!("invoke_agent {}", agent_name(agent)).into(),
+            chat_name: format!("chat {}", agent.config.model_config.model).into(),
+        })
+    })
+}
+
 /// The attributes every span of an agent's turn shares.
-fn agent_attributes(agent: &Agent, operation: &'static str, conversation: &std::sync::Arc<str>) -> Vec<KeyValue> {
-    let info = agent.provider.info();
-    let mut a = Vec::with_capacity(12);
+fn agent_attributes(p: &SpanParts, operation: &'static str, conversation: &std::sync::Arc<str>) -> Vec<KeyValue> {
+    let mut a = Vec::with_capacity(8);
     a.push(KeyValue::new("gen_ai.operation.name", operation));
-    a.push(KeyValue::new("gen_ai.provider.name", text(provider_name(agent))));
-    a.push(KeyValue::new(
-        "gen_ai.request.model",
-        text(&agent.config.model_config.model),
-    ));
+    a.push(KeyValue::new("gen_ai.provider.name", p.provider.clone()));
+    a.push(KeyValue::new("gen_ai.request.model", p.model.clone()));
     a.push(KeyValue::new("gen_ai.conversation.id", shared(conversation)));
-    if info.simulated {
+    if p.simulated {
         a.push(KeyValue::new("aether.model.simulated", true));
     }
     a
@@ -105,18 +116,20 @@ fn agent_attributes(agent: &Agent, operation: &'static str, conversation: &std::
 
 /// `invoke_agent {agent}`: one turn.
 fn invoke_agent(agent: &Agent, conversation: &std::sync::Arc<str>) -> Option<Context> {
-    let mut a = agent_attributes(agent, "invoke_agent", conversation);
+    let p = parts(agent);
+    let mut a = agent_attributes(p, "invoke_agent", conversation);
     a.push(KeyValue::new("gen_ai.agent.id", shared(&agent.id)));
-    a.push(KeyValue::new("gen_ai.agent.name", text(agent_name(agent))));
-    otel::start(format!("invoke_agent {}", agent_name(agent)), SpanKind::Internal, a)
+    a.push(KeyValue::new("gen_ai.agent.name", p.name.clone()));
+    otel::start(p.invoke_name.to_string(), SpanKind::Internal, a)
 }
 
 /// `chat {model}`: one model call; [`answered`] or the failure's kind records its outcome.
 fn chat(agent: &Agent, conversation: &std::sync::Arc<str>) -> Option<Context> {
+    let p = parts(agent);
     otel::start(
-        format!("chat {}", agent.config.model_config.model),
+        p.chat_name.to_string(),
         SpanKind::Client,
-        agent_attributes(agent, "chat", conversation),
+        agent_attributes(p, "chat", conversation),
     )
 }
 
