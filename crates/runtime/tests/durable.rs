@@ -20,8 +20,23 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos:x}", std::process::id())
 }
 
-fn sqlite_path() -> std::path::PathBuf {
-    std::env::temp_dir().join(unique("aether-durable")).join("sessions.db")
+/// A SQLite file in a directory of its own, removed when the test is done with it.
+struct TempDb(std::path::PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(unique("aether-durable")))
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        self.0.join("sessions.db")
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn runtime_on(store: Arc<dyn SessionStore>, cfg: RuntimeConfig) -> Runtime {
@@ -30,7 +45,8 @@ fn runtime_on(store: Arc<dyn SessionStore>, cfg: RuntimeConfig) -> Runtime {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_continues_every_session_from_sqlite() {
-    let path = sqlite_path();
+    let db = TempDb::new();
+    let path = db.path();
     {
         let rt = runtime_on(Arc::new(SqliteStore::open(&path).await.unwrap()), quiet_config());
         let agent = create(&rt, config(&["crm_lookup"])).await;
@@ -87,7 +103,8 @@ async fn sixty_four_writers_on_one_session(store: Arc<dyn SessionStore>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_turns_on_one_session_stay_ordered_on_sqlite() {
-    sixty_four_writers_on_one_session(Arc::new(SqliteStore::open(&sqlite_path()).await.unwrap())).await;
+    let db = TempDb::new();
+    sixty_four_writers_on_one_session(Arc::new(SqliteStore::open(&db.path()).await.unwrap())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -107,7 +124,8 @@ async fn concurrent_turns_on_one_session_stay_ordered_on_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_expire_to_sqlite_and_come_back() {
-    let store: Arc<dyn SessionStore> = Arc::new(SqliteStore::open(&sqlite_path()).await.unwrap());
+    let db = TempDb::new();
+    let store: Arc<dyn SessionStore> = Arc::new(SqliteStore::open(&db.path()).await.unwrap());
     let cfg = RuntimeConfig {
         session_idle_ttl: Duration::from_secs(60),
         ..quiet_config()
@@ -151,10 +169,8 @@ async fn keep_alive_restarts_the_idle_clock() {
 
 #[tokio::test]
 async fn session_api_creates_lists_pages_expires_and_deletes() {
-    let rt = runtime_on(
-        Arc::new(SqliteStore::open(&sqlite_path()).await.unwrap()),
-        quiet_config(),
-    );
+    let db = TempDb::new();
+    let rt = runtime_on(Arc::new(SqliteStore::open(&db.path()).await.unwrap()), quiet_config());
     let a = create(&rt, config(&[])).await;
     let b = create(&rt, aether_contracts::AgentConfig::new("gpt-4o", "other")).await;
     let rec = rt.create_session("api-1", &a, Some("ada")).await.unwrap();
