@@ -508,18 +508,7 @@ async fn serve_continues_the_callers_trace() {
     assert_eq!(live.status(), 200);
     let events = live.text().await.unwrap();
     assert!(events.contains("turn.complete"), "{events}");
-    // SIGTERM: the server drains, flushes its spans and exits.
-    let mut child = served.child;
-    let mut stderr = served.stderr;
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let (status, logs) = tokio::task::spawn_blocking(move || {
-        let mut logs = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut logs).unwrap();
-        (child.wait().unwrap(), logs)
-    })
-    .await
-    .unwrap();
-    assert!(status.success());
+    let logs = stop(served).await;
 
     let spans = got.lock().clone();
     let server = spans
@@ -555,6 +544,58 @@ async fn serve_continues_the_callers_trace() {
         .unwrap_or_else(|| panic!("no JSON log line of POST /v1/tasks:\n{logs}"));
     assert_eq!(line["trace_id"], trace, "{line}");
     assert_eq!(line["span_id"], hex(&server.span_id), "{line}");
+}
+
+/// SIGTERM: the server drains, flushes its spans and exits 0; what it logged after starting.
+async fn stop(served: Served) -> String {
+    let (mut child, mut stderr) = (served.child, served.stderr);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (status, logs) = tokio::task::spawn_blocking(move || {
+        let mut logs = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut logs).unwrap();
+        (child.wait().unwrap(), logs)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{logs}");
+    logs
+}
+
+/// Serves `app` on a loopback port, noting the `traceparent` header of every request it gets.
+async fn serve_noting_traceparents(app: axum::Router) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let app = app.layer(axum::middleware::from_fn({
+        let seen = Arc::clone(&seen);
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
+                seen.lock().push(tp.to_owned());
+            }
+            next.run(req)
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+/// `aether chat ARGS` with spans exported to `collector` (and `var` set, if given); waits for it to
+/// exit (it flushes its spans first).
+async fn chat_exporting_to(
+    collector: String,
+    args: &[&str],
+    var: Option<(&'static str, &'static str)>,
+) -> std::process::Output {
+    let mut full = vec!["chat".to_owned()];
+    full.extend(args.iter().map(|a| (*a).to_owned()));
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = full.iter().map(String::as_str).collect();
+        let mut c = command(&args);
+        c.envs(var).env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector);
+        c.output().unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 /// Lowercase hex of an id.
@@ -604,28 +645,12 @@ async fn model_requests_carry_the_chat_spans_traceparent() {
         ("gemini", "/v1/models/{call}", gemini, "GEMINI_API_KEY", "gcp.gemini"),
     ] {
         let (collector, got) = receiver().await;
-        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let app = {
-            let seen = Arc::clone(&seen);
-            axum::Router::new().route(
-                route,
-                post(move |headers: axum::http::HeaderMap| {
-                    let (seen, answer) = (Arc::clone(&seen), answer.clone());
-                    async move {
-                        if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
-                            seen.lock().push(tp.to_owned());
-                        }
-                        axum::Json(answer)
-                    }
-                }),
-            )
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}/v1", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let out = tokio::task::spawn_blocking(move || {
-            command(&[
-                "chat",
+        let app = axum::Router::new().route(route, post(move || async move { axum::Json(answer) }));
+        let (addr, seen) = serve_noting_traceparents(app).await;
+        let base = format!("http://{addr}/v1");
+        let out = chat_exporting_to(
+            collector,
+            &[
                 "--provider",
                 provider,
                 "--base-url",
@@ -634,14 +659,10 @@ async fn model_requests_carry_the_chat_spans_traceparent() {
                 "memory",
                 "-p",
                 "Hi",
-            ])
-            .env(key, "test-key")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
-            .output()
-            .unwrap()
-        })
-        .await
-        .unwrap();
+            ],
+            Some((key, "test-key")),
+        )
+        .await;
         assert!(out.status.success(), "{provider}: {}", text_of(&out.stderr));
         let seen = seen.lock().clone();
         assert_eq!(
@@ -709,12 +730,7 @@ async fn a_target_runs_slowest_requests_lead_to_the_servers_traces() {
         .unwrap()
     };
     assert!(out.status.success(), "{}", text_of(&out.stderr));
-    let mut child = served.child;
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success());
+    stop(served).await;
 
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     let slowest = s["slowest"].as_array().expect("the slowest requests");
@@ -843,24 +859,12 @@ async fn mcp_calls_carry_the_execute_tool_spans_traceparent() {
         .resolve("builtin.echo")
         .unwrap();
     let server = aether_mcp::ToolServer::new(vec![echo], 50);
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let app = axum::Router::new()
-        .nest_service("/mcp", aether_mcp::streamable_http_service(server, &[]))
-        .layer(axum::middleware::from_fn({
-            let seen = Arc::clone(&seen);
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                if let Some(tp) = req.headers().get("traceparent").and_then(|v| v.to_str().ok()) {
-                    seen.lock().push(tp.to_owned());
-                }
-                next.run(req)
-            }
-        }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mcp = format!("inproc=http://{}/mcp", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let out = tokio::task::spawn_blocking(move || {
-        command(&[
-            "chat",
+    let app = axum::Router::new().nest_service("/mcp", aether_mcp::streamable_http_service(server, &[]));
+    let (addr, seen) = serve_noting_traceparents(app).await;
+    let mcp = format!("inproc=http://{addr}/mcp");
+    let out = chat_exporting_to(
+        collector,
+        &[
             "--mcp",
             &mcp,
             "--tools",
@@ -871,13 +875,10 @@ async fn mcp_calls_carry_the_execute_tool_spans_traceparent() {
             "0",
             "-p",
             "Echo this.",
-        ])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
-        .output()
-        .unwrap()
-    })
-    .await
-    .unwrap();
+        ],
+        None,
+    )
+    .await;
     assert!(out.status.success(), "{}", text_of(&out.stderr));
     let seen = seen.lock().clone();
     assert_eq!(

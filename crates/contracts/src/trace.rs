@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{SpanKind, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue, Value};
 
 /// The header (and MCP `_meta` key) of the W3C trace context.
@@ -80,29 +80,23 @@ pub fn shared(s: &Arc<str>) -> Value {
     Value::String(Arc::clone(s).into())
 }
 
-/// The current span's `traceparent` (`00-{trace id}-{span id}-{flags}`), when spans are made
-/// and one is current.
-pub fn traceparent() -> Option<String> {
+/// The current span's context, when spans are made and a valid one is current.
+fn current() -> Option<SpanContext> {
     if !on() {
         return None;
     }
-    Context::map_current(|cx| {
-        let sc = cx.span().span_context().clone();
-        sc.is_valid()
-            .then(|| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
-    })
+    Context::map_current(|cx| Some(cx.span().span_context().clone())).filter(SpanContext::is_valid)
+}
+
+/// The current span's `traceparent` (`00-{trace id}-{span id}-{flags}`), when spans are made
+/// and one is current.
+pub fn traceparent() -> Option<String> {
+    current().map(|sc| format!("00-{}-{}-{:02x}", sc.trace_id(), sc.span_id(), sc.trace_flags().to_u8()))
 }
 
 /// The current span's trace and span ids (hex), for log lines.
 pub fn current_ids() -> Option<(String, String)> {
-    if !on() {
-        return None;
-    }
-    Context::map_current(|cx| {
-        let sc = cx.span().span_context().clone();
-        sc.is_valid()
-            .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
-    })
+    current().map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 /// A valid `traceparent`: version `00`, 32 and 16 lowercase hex digits (not all zero), 2 of

@@ -17,7 +17,8 @@ pub struct SlowRequest {
     /// The task id of its last step (the turn's, or the agent creation's when that failed).
     pub task_id: String,
     pub failed: bool,
-    /// The W3C trace id it was sent with (`--target` runs).
+    /// Its W3C trace id: the one its result named (`metadata.trace_id`, when the runtime traced
+    /// it), else the one it was sent with (`--target` runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
 }

@@ -341,8 +341,8 @@ pub struct Summary {
     /// in failed exports (counted since the process started), and the queue's bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub span_export: Option<aether_runtime::telemetry::SpanExportStats>,
-    /// The slowest requests, slowest first, with their task ids and (over `--target`) the trace
-    /// ids they were sent with.
+    /// The slowest requests, slowest first, with their task ids and trace ids (see
+    /// [`crate::slowest::SlowRequest`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slowest: Vec<crate::slowest::SlowRequest>,
     pub measurement: &'static str,

@@ -62,8 +62,8 @@ pub(crate) struct SpanParts {
     pub model: opentelemetry::Value,
     pub name: opentelemetry::Value,
     pub simulated: bool,
-    pub invoke_name: Arc<str>,
-    pub chat_name: Arc<str>,
+    pub invoke_name: String,
+    pub chat_name: String,
 }
 
 impl std::fmt::Debug for Agent {

@@ -411,13 +411,13 @@ impl Runtime {
         self.sweeper.sweep(now).await
     }
 
-    /// Counters and gauges.
     /// Installs the meter that every turn's GenAI measurements go to (see [`crate::meter`]): one
     /// per runtime, for its whole life (combine several with [`crate::meter::FanOut`]).
     pub fn install_meter(&self, meter: Arc<dyn GenAiMeter>) -> Result<(), MeterAlreadyInstalled> {
         self.meter.install(meter)
     }
 
+    /// Counters and gauges.
     pub fn stats(&self) -> StatsSnapshot {
         self.stats.snapshot(
             self.agents.len() as u64,

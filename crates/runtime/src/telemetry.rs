@@ -95,8 +95,8 @@ fn parts(agent: &Agent) -> &SpanParts {
             model: arc(&agent.config.model_config.model),
             name: arc(agent_name(agent)),
             simulated: agent.provider.info().simulated,
-            invoke_name: format!("invoke_agent {}", agent_name(agent)).into(),
-            chat_name: format!("chat {}", agent.config.model_config.model).into(),
+            invoke_name: format!("invoke_agent {}", agent_name(agent)),
+            chat_name: format!("chat {}", agent.config.model_config.model),
         })
     })
 }
@@ -120,14 +120,14 @@ fn invoke_agent(agent: &Agent, conversation: &std::sync::Arc<str>) -> Option<Con
     let mut a = agent_attributes(p, "invoke_agent", conversation);
     a.push(KeyValue::new("gen_ai.agent.id", shared(&agent.id)));
     a.push(KeyValue::new("gen_ai.agent.name", p.name.clone()));
-    otel::start(p.invoke_name.to_string(), SpanKind::Internal, a)
+    otel::start(p.invoke_name.clone(), SpanKind::Internal, a)
 }
 
 /// `chat {model}`: one model call; [`answered`] or the failure's kind records its outcome.
 fn chat(agent: &Agent, conversation: &std::sync::Arc<str>) -> Option<Context> {
     let p = parts(agent);
     otel::start(
-        p.chat_name.to_string(),
+        p.chat_name.clone(),
         SpanKind::Client,
         agent_attributes(p, "chat", conversation),
     )

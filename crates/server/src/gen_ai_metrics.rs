@@ -83,20 +83,18 @@ impl GenAiSeries {
 
     /// The series of a model call's label set, made on first use.
     fn model(&self, provider: &str, model: &str, error: Option<&str>) -> Arc<ModelSeries> {
-        let key = format!("{provider}\u{1f}{model}\u{1f}{}", error.unwrap_or_default());
-        if let Some(s) = self.models.read().get(&key) {
-            return Arc::clone(s);
+        let error_part = error.unwrap_or_default();
+        if let Some(s) = with_key([provider, model, error_part], |k| self.models.read().get(k).cloned()) {
+            return s;
         }
-        let (key, model) = match self.used() < MAX_LABEL_SETS {
-            true => (key, model),
+        let model = match self.used() < MAX_LABEL_SETS {
+            true => model,
             false => {
                 self.overflow.increment(1);
-                (
-                    format!("{provider}\u{1f}{OTHER}\u{1f}{}", error.unwrap_or_default()),
-                    OTHER,
-                )
+                OTHER
             }
         };
+        let key = with_key([provider, model, error_part], str::to_owned);
         let mut map = self.models.write();
         let series = map.entry(key).or_insert_with(|| {
             let mut base = vec![
@@ -126,17 +124,10 @@ impl GenAiSeries {
     /// A single histogram of `name` with `pairs` (the last pair's value is the one that overflows
     /// to `_other`), then `error_type` when set.
     fn single(&self, name: &'static str, pairs: &[(&'static str, &str)], error: Option<&str>, seconds: f64) {
-        let key = |pairs: &[(&'static str, &str)]| {
-            let mut key = String::with_capacity(64);
-            key.push_str(name);
-            for (_, v) in pairs.iter().chain([("", error.unwrap_or_default())].iter()) {
-                key.push('\u{1f}');
-                key.push_str(v);
-            }
-            key
-        };
-        let mut k = key(pairs);
-        if let Some(h) = self.single.read().get(&k) {
+        let error_part = error.unwrap_or_default();
+        if let Some(h) = with_key(single_parts(name, pairs, error_part), |k| {
+            self.single.read().get(k).cloned()
+        }) {
             h.record(seconds);
             return;
         }
@@ -146,16 +137,46 @@ impl GenAiSeries {
             if let Some(last) = pairs.last_mut() {
                 last.1 = OTHER;
             }
-            k = key(&pairs);
         }
+        let key = with_key(single_parts(name, &pairs, error_part), str::to_owned);
         if let Some(e) = error {
             pairs.push(("error_type", e));
         }
         let mut map = self.single.write();
-        map.entry(k)
+        map.entry(key)
             .or_insert_with(|| self.histogram(name, labels(&pairs)))
             .record(seconds);
     }
+}
+
+/// The parts of a single histogram's key: its name, its label values, its error.
+fn single_parts<'a>(
+    name: &'a str,
+    pairs: &'a [(&'static str, &'a str)],
+    error: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    std::iter::once(name)
+        .chain(pairs.iter().map(|p| p.1))
+        .chain(std::iter::once(error))
+}
+
+thread_local! {
+    /// The lookup key of a label set, built here rather than in a new `String` per record.
+    static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs `f` on the key of `parts` (joined by U+001F, which no label value holds).
+fn with_key<'a, R>(parts: impl IntoIterator<Item = &'a str>, f: impl FnOnce(&str) -> R) -> R {
+    KEY.with_borrow_mut(|k| {
+        k.clear();
+        for (i, p) in parts.into_iter().enumerate() {
+            if i > 0 {
+                k.push('\u{1f}');
+            }
+            k.push_str(p);
+        }
+        f(k)
+    })
 }
 
 impl GenAiMeter for GenAiSeries {

@@ -41,7 +41,7 @@ pub struct Inner {
     /// Live turns running on this instance, by `TENANT:task_id`. Bounded by
     /// `limits.max_live_sessions`; an entry leaves when its stream ends or its client goes away.
     pub live: Arc<LiveTurns>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Metrics,
     pub limits: Limits,
     /// Membership of a cluster of instances on one PostgreSQL, when configured.
     pub cluster: Option<Arc<Cluster>>,
@@ -72,7 +72,7 @@ impl AppState {
         } = shared;
         // The runtime's GenAI measurements feed /metrics (and `meter`, when given). A runtime
         // serves one AppState: a second one keeps its own HTTP series but not these.
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Metrics::new();
         let gen_ai = match meter {
             Some(other) => Arc::new(FanOut(vec![metrics.gen_ai_meter(), other])) as Arc<dyn GenAiMeter>,
             None => metrics.gen_ai_meter(),

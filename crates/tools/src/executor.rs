@@ -45,8 +45,11 @@ struct Prepared {
 }
 
 /// `execute_tool {tool}`, a child of the current context (see `aether_runtime::telemetry` for
-/// the conventions followed); `None` when spans are off.
+/// the conventions followed); `None`, and nothing made, when spans are off.
 fn execute_tool_span(tool: &RegisteredTool, call_id: &Arc<str>) -> Option<Context> {
+    if !otel::on() {
+        return None;
+    }
     otel::start(
         format!("execute_tool {}", tool.full_name),
         SpanKind::Internal,
@@ -199,12 +202,9 @@ pub async fn execute_calls(
         1 => {
             if let Some(p) = runnable.pop() {
                 // Traced: boxed, so that the caller's future does not grow for the untraced path.
-                let (i, r) = match otel::on() {
-                    true => match execute_tool_span(&p.tool, &p.ctx.call_id) {
-                        Some(cx) => Box::pin(traced(p, cx)).await,
-                        None => run_one(p).await,
-                    },
-                    false => run_one(p).await,
+                let (i, r) = match execute_tool_span(&p.tool, &p.ctx.call_id) {
+                    Some(cx) => Box::pin(traced(p, cx)).await,
+                    None => run_one(p).await,
                 };
                 results[i] = Some(r);
             }
@@ -213,10 +213,9 @@ pub async fn execute_calls(
             // Spawned, so CPU-bound async tools also run in parallel on the worker threads.
             // Dropping the set (a cancelled turn) aborts every call still running.
             let mut set = JoinSet::new();
-            let on = otel::on();
             for p in runnable {
                 // Made here, in the caller's context, so that the spawned call is its child.
-                match on.then(|| execute_tool_span(&p.tool, &p.ctx.call_id)).flatten() {
+                match execute_tool_span(&p.tool, &p.ctx.call_id) {
                     Some(cx) => set.spawn(traced(p, cx)),
                     None => set.spawn(run_one(p)),
                 };

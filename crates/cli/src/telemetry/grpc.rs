@@ -33,14 +33,16 @@ pub struct OnRuntime<E> {
 }
 
 impl<E> OnRuntime<E> {
-    /// Builds the exporter inside `rt`'s context.
-    pub fn build<T>(rt: &Arc<Runtime>, build: impl FnOnce() -> T) -> T {
-        let _in = rt.enter();
-        build()
-    }
-
-    pub fn new(inner: E, rt: Arc<Runtime>) -> Self {
-        Self { inner, rt }
+    /// The exporter `build` makes inside `rt`'s context, exporting on `rt`.
+    pub fn build<Er>(rt: &Arc<Runtime>, build: impl FnOnce() -> Result<E, Er>) -> Result<Self, Er> {
+        let inner = {
+            let _in = rt.enter();
+            build()?
+        };
+        Ok(Self {
+            inner,
+            rt: Arc::clone(rt),
+        })
     }
 }
 

@@ -187,6 +187,35 @@ impl Telemetry {
     }
 }
 
+/// Builds the OTLP exporter `$kind` (`SpanExporter` or `MetricExporter`) for `$url` and hands it
+/// to `$use` as `$e`: over gRPC on the exporters' own runtime (`grpc`), else over HTTP in the
+/// protocol asked for (the two are different types, hence a macro).
+macro_rules! with_exporter {
+    ($kind:ident, $url:expr, $protocol:expr, $grpc:expr, $bad:expr, |$e:ident| $use:expr) => {
+        match ($protocol, $grpc) {
+            (Protocol::Grpc, Some(rt)) => {
+                let $e = grpc::OnRuntime::build(rt, || {
+                    opentelemetry_otlp::$kind::builder()
+                        .with_tonic()
+                        .with_endpoint($url)
+                        .build()
+                })
+                .map_err($bad)?;
+                $use
+            }
+            (protocol, _) => {
+                let $e = opentelemetry_otlp::$kind::builder()
+                    .with_http()
+                    .with_endpoint($url)
+                    .with_protocol(protocol)
+                    .build()
+                    .map_err($bad)?;
+                $use
+            }
+        }
+    };
+}
+
 /// Installs logging, and the span export when `export` has an endpoint. Call it before the
 /// async runtime starts (the exporter's blocking HTTP client must not be built inside it).
 pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetry, CliError> {
@@ -205,16 +234,14 @@ pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetr
             .boxed(),
         false => logs.with_filter(filter).boxed(),
     };
-    if export.endpoint.is_some() || export.metrics_endpoint.is_some() {
+    let exporting = export.endpoint.is_some() || export.metrics_endpoint.is_some();
+    if exporting {
         // The exporters' reqwest 0.13 has no TLS crypto provider of its own.
         aether_mcp::ensure_tls_provider();
     }
     let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "aether".to_owned());
     // gRPC exports run on a runtime of their own (see `grpc`).
-    let grpc = match (
-        export.protocol,
-        export.endpoint.is_some() || export.metrics_endpoint.is_some(),
-    ) {
+    let grpc = match (export.protocol, exporting) {
         (Protocol::Grpc, true) => Some(
             grpc::runtime()
                 .map_err(|e| CliError::failed(format!("cannot start the OTLP gRPC exporter's runtime: {e}")))?,
@@ -226,88 +253,50 @@ pub fn init(level: &str, json: bool, export: &ExportSettings) -> Result<Telemetr
             .with_service_name(service.clone())
             .build()
     };
+    let bad = |url: &str| {
+        let url = url.to_owned();
+        move |e: opentelemetry_otlp::ExporterBuildError| CliError::usage(format!("OTLP exporter for `{url}`: {e}"))
+    };
     let (meters, meter) = match &export.metrics_endpoint {
         None => (None, None),
         Some(url) => {
-            let bad = |e: opentelemetry_otlp::ExporterBuildError| {
-                CliError::usage(format!("OTLP metrics exporter for `{url}`: {e}"))
-            };
             let builder = SdkMeterProvider::builder().with_resource(resource());
-            let builder = match (export.protocol, &grpc) {
-                (Protocol::Grpc, Some(rt)) => {
-                    let e = grpc::OnRuntime::<()>::build(rt, || {
-                        opentelemetry_otlp::MetricExporter::builder()
-                            .with_tonic()
-                            .with_endpoint(url)
-                            .build()
-                    })
-                    .map_err(bad)?;
-                    builder.with_periodic_exporter(grpc::OnRuntime::new(e, Arc::clone(rt)))
-                }
-                (protocol, _) => builder.with_periodic_exporter(
-                    opentelemetry_otlp::MetricExporter::builder()
-                        .with_http()
-                        .with_endpoint(url)
-                        .with_protocol(protocol)
-                        .build()
-                        .map_err(bad)?,
-                ),
-            };
-            let provider = builder.build();
+            let provider = with_exporter!(MetricExporter, url, export.protocol, &grpc, bad(url), |e| builder
+                .with_periodic_exporter(e))
+            .build();
             let meter: Arc<dyn GenAiMeter> = Arc::new(meter::OtlpMeter::new(
                 &opentelemetry::metrics::MeterProvider::meter(&provider, "aether"),
             ));
             (Some(provider), Some(meter))
         }
     };
-    let Some(endpoint) = &export.endpoint else {
-        tracing_subscriber::registry().with(logs).init();
-        return Ok(Telemetry {
-            provider: None,
-            meters,
-            meter,
-        });
-    };
-    let bad =
-        |e: opentelemetry_otlp::ExporterBuildError| CliError::usage(format!("OTLP exporter for `{endpoint}`: {e}"));
-    let queue = match (export.protocol, &grpc) {
-        (Protocol::Grpc, Some(rt)) => {
-            let e = grpc::OnRuntime::<()>::build(rt, || {
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint)
-                    .build()
-            })
-            .map_err(bad)?;
-            queue::counted(grpc::OnRuntime::new(e, Arc::clone(rt)), export.queue)
+    let provider = match &export.endpoint {
+        None => None,
+        Some(url) => {
+            let queue = with_exporter!(SpanExporter, url, export.protocol, &grpc, bad(url), |e| queue::counted(
+                e,
+                export.queue
+            ));
+            let provider = SdkTracerProvider::builder()
+                .with_resource(resource())
+                .with_span_processor(queue)
+                .build();
+            // The spans are OpenTelemetry spans made directly (`aether_contracts::trace`), from
+            // the global provider's tracer: not `tracing` spans through a bridge, which cost the
+            // turn path more per span (see scripts/otel-overhead.sh and the README's table).
+            opentelemetry::global::set_tracer_provider(provider.clone());
+            aether_contracts::trace::enable();
+            // Message content on chat spans, only when asked for (it may hold personal data).
+            aether_runtime::telemetry::set_capture_content(
+                std::env::var("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+                    .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")),
+            );
+            Some(provider)
         }
-        (protocol, _) => queue::counted(
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_endpoint(endpoint)
-                .with_protocol(protocol)
-                .build()
-                .map_err(bad)?,
-            export.queue,
-        ),
     };
-    let provider = SdkTracerProvider::builder()
-        .with_resource(resource())
-        .with_span_processor(queue)
-        .build();
-    // The spans are OpenTelemetry spans made directly (`aether_contracts::trace`), from the
-    // global provider's tracer: not `tracing` spans through a bridge, which cost the turn path
-    // more per span (see scripts/otel-overhead.sh and the README's table).
-    opentelemetry::global::set_tracer_provider(provider.clone());
-    aether_contracts::trace::enable();
     tracing_subscriber::registry().with(logs).init();
-    // Message content on chat spans, only when asked for (it may hold personal data).
-    aether_runtime::telemetry::set_capture_content(
-        std::env::var("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
-            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true")),
-    );
     Ok(Telemetry {
-        provider: Some(provider),
+        provider,
         meters,
         meter,
     })

@@ -243,17 +243,17 @@ impl NativeAdapter {
             true => Box::pin(telemetry::invoke_call(&agent, &chat_id, work)).await,
             false => (work.await, None),
         };
+        let total = turn.started.elapsed() + turn.media_time;
         if let Some(m) = self.meter.get() {
             m.turn(&meter::TurnDone {
                 provider: telemetry::provider_name(&agent),
                 model: &agent.config.model_config.model,
-                duration: turn.started.elapsed() + turn.media_time,
+                duration: total,
                 error: outcome.as_ref().err().map(|e| e.code().as_str()),
             });
         }
         let outcome = outcome?;
 
-        let total = turn.started.elapsed() + turn.media_time;
         let context = AgentContext {
             session_id: &*chat_id,
             internal_session_id: &*internal_id,
