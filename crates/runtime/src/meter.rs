@@ -30,6 +30,12 @@ use tokio::time::Instant;
 
 use crate::model::{DeltaSink, ModelError};
 
+/// `gen_ai.client.token.usage`'s bucket boundaries in the conventions: 1, 4, 16, … 67108864.
+pub const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    67108864.0,
+];
+
 /// One model call, finished.
 #[derive(Debug, Clone, Copy)]
 pub struct ModelCall<'a> {

@@ -33,12 +33,6 @@ pub const MAX_LABEL_SETS: usize = 256;
 /// The value a label takes once [`MAX_LABEL_SETS`] is reached.
 const OTHER: &str = "_other";
 
-/// Token-count buckets of the conventions: 1, 4, 16, … 67108864.
-pub const TOKEN_BUCKETS: &[f64] = &[
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
-    67108864.0,
-];
-
 /// The series of one model-call label set.
 struct ModelSeries {
     duration: Histogram,

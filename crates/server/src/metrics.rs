@@ -83,7 +83,7 @@ impl Metrics {
             .expect("static, non-empty buckets")
             .set_buckets_for_metric(
                 Matcher::Full("gen_ai_client_token_usage".into()),
-                crate::gen_ai_metrics::TOKEN_BUCKETS,
+                aether_runtime::meter::TOKEN_BUCKETS,
             )
             .expect("static, non-empty buckets")
             .build_recorder();

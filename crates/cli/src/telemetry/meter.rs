@@ -7,19 +7,13 @@
 use opentelemetry::metrics::{Histogram, Meter};
 use opentelemetry::KeyValue;
 
-use aether_runtime::meter::{GenAiMeter, ModelCall, ToolCall, TurnDone};
+use aether_runtime::meter::{GenAiMeter, ModelCall, ToolCall, TurnDone, TOKEN_BUCKETS};
 
 /// Duration buckets of the conventions: 0.01 s … 81.92 s, with finer ones below for a runtime
 /// whose own cost is microseconds.
 const SECONDS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12,
     10.24, 20.48, 40.96, 81.92,
-];
-
-/// Token buckets of the conventions: 1, 4, 16, … 67108864.
-const TOKENS: &[f64] = &[
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
-    67108864.0,
 ];
 
 pub struct OtlpMeter {
@@ -47,7 +41,7 @@ impl OtlpMeter {
                 .u64_histogram("gen_ai.client.token.usage")
                 .with_unit("{token}")
                 .with_description("Number of input and output tokens used")
-                .with_boundaries(TOKENS.to_vec())
+                .with_boundaries(TOKEN_BUCKETS.to_vec())
                 .build(),
             first_chunk: seconds(
                 "gen_ai.client.operation.time_to_first_chunk",
