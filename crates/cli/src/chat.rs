@@ -6,6 +6,7 @@ use aether_runtime::{Runtime, RuntimeConfig};
 use clap::Args;
 
 use crate::exit::CliError;
+use crate::framework_args::{self, FrameworkArgs};
 use crate::mcp_args::McpArgs;
 use crate::provider_args::ProviderArgs;
 use crate::sim_args::{comma_list, SimArgs};
@@ -54,6 +55,9 @@ pub struct ChatArgs {
     sim: SimArgs,
 
     #[command(flatten)]
+    framework: FrameworkArgs,
+
+    #[command(flatten)]
     mcp: McpArgs,
 }
 
@@ -62,9 +66,12 @@ pub async fn run(
     args: ChatArgs,
     meter: Option<std::sync::Arc<dyn aether_runtime::meter::GenAiMeter>>,
 ) -> Result<(), CliError> {
+    let framework = args.framework.chosen()?.map(str::to_owned);
     let store = store_args::open(&args.store.config(StoreKind::Sqlite, StoreArgs::default_sqlite_path)?).await?;
     let store_info = store.info();
-    let (builder, provider) = args.provider.apply(Runtime::builder().store(store))?;
+    let (builder, provider) = args
+        .provider
+        .apply(framework_args::install(Runtime::builder().store(store)))?;
     let rt = builder
         .config(RuntimeConfig {
             sweep_interval: None,
@@ -80,7 +87,10 @@ pub async fn run(
     }
     let _mcp = args.mcp.attach(rt.tools()).await?;
 
-    let config = AgentConfig::new(&args.model, &args.system_prompt).with_tools(comma_list(&args.tools));
+    let mut config = AgentConfig::new(&args.model, &args.system_prompt).with_tools(comma_list(&args.tools));
+    if let Some(f) = framework {
+        config.framework_config.insert("framework".into(), f.into());
+    }
     let created = rt.process(TaskRequest::create_agent("create-1", config)).await;
     let Some(agent_id) = created.agent_id.clone().filter(|_| created.is_success()) else {
         let msg = created

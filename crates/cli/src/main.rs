@@ -4,6 +4,7 @@
 
 mod chat;
 mod exit;
+mod framework_args;
 mod info;
 mod mcp_args;
 mod mcp_serve;

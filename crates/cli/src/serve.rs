@@ -10,6 +10,7 @@ use aether_server::{AppState, ServerConfig};
 use clap::Args;
 
 use crate::exit::CliError;
+use crate::framework_args::{self, FrameworkArgs};
 use crate::mcp_args::McpArgs;
 use crate::provider_args::ProviderArgs;
 use crate::sim_args::SimArgs;
@@ -106,6 +107,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     sim: SimArgs,
 
+    /// Sets the default framework: the one agents created without `framework_config.framework`
+    /// (or `metadata.framework`) run on.
+    #[command(flatten)]
+    framework: FrameworkArgs,
+
     #[command(flatten)]
     provider: ProviderArgs,
 
@@ -115,6 +121,7 @@ pub struct ServeArgs {
 
 /// `meter`: a GenAI meter to feed beside `/metrics` (the OTLP export), if any.
 pub async fn run(a: ServeArgs, meter: Option<Arc<dyn aether_runtime::meter::GenAiMeter>>) -> Result<(), CliError> {
+    let default_framework = a.framework.chosen()?.unwrap_or("native").to_owned();
     let mut cfg = match &a.config {
         Some(p) => ServerConfig::from_file(p).map_err(|e| CliError::usage(e.to_string()))?,
         None => ServerConfig::default(),
@@ -158,10 +165,13 @@ pub async fn run(a: ServeArgs, meter: Option<Arc<dyn aether_runtime::meter::GenA
     let store_info = store.info();
     // Every store call timed, for /metrics (aether_store_duration_seconds).
     let (store, store_timings) = aether_server::store_timing::timed(store);
-    let (builder, provider) = a.provider.apply(Runtime::builder().store(store))?;
+    let (builder, provider) = a
+        .provider
+        .apply(framework_args::install(Runtime::builder().store(store)))?;
     let rt = builder
         .config(RuntimeConfig {
             shared_store: cluster.is_some(),
+            default_framework,
             ..RuntimeConfig::default()
         })
         .simulated_model(a.sim.sim_config()?)

@@ -58,6 +58,9 @@ pub fn check_options(c: &Choices<'_>) -> Result<(), HarnessError> {
     Ok(())
 }
 
+/// Adds frameworks to a runtime being built (the CLI adds `adk`; the harness knows none).
+pub type FrameworkHook = Arc<dyn Fn(aether_runtime::RuntimeBuilder) -> aether_runtime::RuntimeBuilder + Send + Sync>;
+
 /// What the target is built from.
 pub(crate) struct Sources<'a> {
     pub target: Option<Arc<dyn Target>>,
@@ -68,6 +71,7 @@ pub(crate) struct Sources<'a> {
     pub tool_call_samples: u32,
     pub per_call_session_samples: u32,
     pub meter: Option<Arc<dyn aether_runtime::meter::GenAiMeter>>,
+    pub frameworks: Option<FrameworkHook>,
 }
 
 /// The built target and what was measured while building it.
@@ -101,7 +105,7 @@ pub(crate) async fn build(
                 },
                 |(_, p)| p.info().clone(),
             );
-            let runtime = build_runtime(cfg, src.profiles, store, src.provider)?;
+            let runtime = build_runtime(cfg, src.profiles, store, src.provider, src.frameworks.as_ref())?;
             if let Some(m) = src.meter {
                 runtime
                     .install_meter(m)
@@ -148,6 +152,7 @@ fn build_runtime(
     profiles: ProfileSet,
     store: Arc<dyn SessionStore>,
     provider: Option<NamedProvider>,
+    frameworks: Option<&FrameworkHook>,
 ) -> Result<Runtime, HarnessError> {
     let secs = |s: f64| Duration::from_secs_f64(s);
     let sim = SimConfig {
@@ -178,6 +183,9 @@ fn build_runtime(
         ..RuntimeConfig::default()
     };
     let mut builder = Runtime::builder();
+    if let Some(add) = frameworks {
+        builder = add(builder);
+    }
     if let Some((name, p)) = provider {
         builder = builder.provider(name.clone(), p).default_provider(name);
     }

@@ -45,6 +45,7 @@ pub mod target;
 pub mod timeline;
 pub mod tool_calls;
 mod trace_ids;
+pub mod versus;
 
 pub use build::{check_options, Choices};
 pub use report::Report;

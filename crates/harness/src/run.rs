@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::assemble::{self, Context};
+pub use crate::build::FrameworkHook;
 use crate::build::{build, check_options, Built, Choices, Sources};
 use crate::endpoint::{self, EndpointShape};
 pub use crate::error::HarnessError;
@@ -56,6 +57,8 @@ pub struct RunOptions {
     pub provenance: Provenance,
     /// Where the in-process runtime's GenAI metrics go (e.g. an OTLP export), if anywhere.
     pub meter: Option<Arc<dyn aether_runtime::meter::GenAiMeter>>,
+    /// Registers more agent frameworks on the in-process runtime (the CLI adds `adk` here).
+    pub frameworks: Option<FrameworkHook>,
 }
 
 impl RunOptions {
@@ -75,12 +78,17 @@ impl RunOptions {
             interval: Duration::from_secs(1),
             provenance: Provenance::current(),
             meter: None,
+            frameworks: None,
         }
     }
 }
 
 /// The agent a scenario creates: `perf-<scenario>` with the scenario's model, prompt and tools.
 pub fn agent_config(cfg: &ScenarioConfig, tools: &[String]) -> AgentConfig {
+    let mut framework_config = serde_json::Map::new();
+    if let Some(f) = &cfg.framework {
+        framework_config.insert("framework".into(), f.as_str().into());
+    }
     AgentConfig {
         agent_type: "perf".into(),
         system_prompt: cfg.system_prompt.clone(),
@@ -88,7 +96,7 @@ pub fn agent_config(cfg: &ScenarioConfig, tools: &[String]) -> AgentConfig {
         available_tools: tools.to_vec(),
         name: Some(format!("perf-{}", cfg.scenario)),
         description: None,
-        framework_config: Default::default(),
+        framework_config,
     }
 }
 
@@ -186,6 +194,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
             tool_call_samples: opts.tool_call_samples,
             per_call_session_samples: opts.per_call_session_samples,
             meter: opts.meter,
+            frameworks: opts.frameworks,
         },
         progress.as_ref(),
     )

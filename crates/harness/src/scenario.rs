@@ -317,6 +317,10 @@ pub struct ScenarioConfig {
     /// This run's share of a run split over several processes (`--segment i/n`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<Segment>,
+    /// The agent framework the scenario's agent runs on (`native`, `adk`); `None`: the target's
+    /// default (`native` in process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework: Option<String>,
 }
 
 impl ScenarioConfig {
@@ -376,6 +380,8 @@ pub struct Overrides {
     pub mode: Option<Mode>,
     pub approval_think_ms: Option<u64>,
     pub multimodal_payload: Option<std::path::PathBuf>,
+    /// `--framework`: `native` when `None`.
+    pub framework: Option<String>,
 }
 
 /// A flag value that makes no sense.
@@ -485,6 +491,15 @@ impl ScenarioConfig {
             approval_think_ms: o.approval_think_ms.unwrap_or(50),
             multimodal_payload: o.multimodal_payload.clone(),
             segment: None,
+            framework: match &o.framework {
+                Some(f) if f.is_empty() || !f.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => {
+                    return Err(invalid(
+                        "--framework",
+                        format!("`{f}` is not a framework name (letters, digits, `_`, `-`)"),
+                    ))
+                }
+                f => f.clone(),
+            },
         })
     }
 }

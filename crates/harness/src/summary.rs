@@ -270,6 +270,10 @@ pub struct Provenance {
     /// The command line that ran it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub command: String,
+    /// Agent frameworks linked into the build besides the native one, with their versions
+    /// (`adk-rust` → `2.3.0`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub frameworks: BTreeMap<String, String>,
 }
 
 impl Provenance {
@@ -286,6 +290,7 @@ impl Provenance {
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
             command: String::new(),
+            frameworks: BTreeMap::new(),
         }
     }
 }
@@ -378,6 +383,16 @@ impl Summary {
         };
         let _ = writeln!(s, "\n== {} — {}", self.scenario, self.config.description);
         let _ = writeln!(s, "   {src}");
+        if let Some(f) = &self.config.framework {
+            match self.provenance.frameworks.get(&format!("{f}-rust")) {
+                Some(v) => {
+                    let _ = writeln!(s, "   framework `{f}` ({f}-rust {v})");
+                }
+                None => {
+                    let _ = writeln!(s, "   framework `{f}`");
+                }
+            }
+        }
         let _ = writeln!(
             s,
             "   {} requests ({} ok, {} failed, {:.2} % errors) in {:.2} s · concurrency {} · {:.1} req/s",

@@ -26,10 +26,46 @@ use crate::model::{ModelProvider, SystemPrompt};
 use crate::stats::Stats;
 use crate::tools::{RegisteredTool, ToolRegistry};
 
-/// An agent's execution context.
-#[derive(Debug)]
+/// An agent's execution context: made when its first session binds, reused by the sessions that
+/// follow, recycled when idle (`sweeper`). A framework keeps its own per-runner state in
+/// [`Runner::framework_state`] (the `adk` framework keeps an ADK runner there), so that state
+/// lives and dies with the runner.
 pub struct Runner {
     pub id: Arc<str>,
+    framework: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    pub(crate) fn new(id: Arc<str>) -> Self {
+        Self {
+            id,
+            framework: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The framework's state for this runner, made by `init` on first use. A runner serves one
+    /// agent, which runs on one framework, so one slot is enough; asking for another type than
+    /// the one stored is an error.
+    pub fn framework_state<T: Send + Sync + 'static, E>(
+        &self,
+        init: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Option<Arc<T>>, E> {
+        let any = match self.framework.get() {
+            Some(any) => any,
+            None => {
+                let made: Arc<dyn std::any::Any + Send + Sync> = Arc::new(init()?);
+                // A racing turn of another session may have stored one first: that one is kept.
+                self.framework.get_or_init(|| made)
+            }
+        };
+        Ok(Arc::clone(any).downcast::<T>().ok())
+    }
 }
 
 /// A live agent.
@@ -362,9 +398,7 @@ impl AgentManager {
             match &*slot {
                 Some(r) => Arc::clone(r),
                 None => {
-                    let r = Arc::new(Runner {
-                        id: self.ids.next("runner"),
-                    });
+                    let r = Arc::new(Runner::new(self.ids.next("runner")));
                     *slot = Some(Arc::clone(&r));
                     self.live_runners.fetch_add(1, Ordering::Relaxed);
                     Stats::incr(&self.stats.runners_created);

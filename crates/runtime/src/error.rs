@@ -30,6 +30,9 @@ pub enum EngineError {
     Tool(#[from] ResolveError),
     #[error("session store failed: {0}")]
     Store(#[from] aether_store::StoreError),
+    /// A framework failed the turn, or was asked for something it cannot do.
+    #[error("framework `{framework}`: {message}")]
+    Framework { framework: String, message: String },
     #[error("the turn exceeded its timeout of {0:?}")]
     Timeout(Duration),
     #[error("internal error: {0}")]
@@ -37,7 +40,7 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    pub(crate) fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation {
             field: field.into(),
             message: message.into(),
@@ -57,7 +60,7 @@ impl EngineError {
             Self::Validation { .. } | Self::UnknownAgent(_) | Self::SessionWithoutAgent(_) => {
                 ErrorCode::RequestValidation
             }
-            Self::AgentAtCapacity { .. } | Self::Timeout(_) => ErrorCode::FrameworkExecution,
+            Self::AgentAtCapacity { .. } | Self::Timeout(_) | Self::Framework { .. } => ErrorCode::FrameworkExecution,
             Self::FrameworkUnavailable(..) | Self::ProviderUnavailable(..) => ErrorCode::FrameworkUnavailable,
             Self::Model(_) => ErrorCode::ModelUpstream,
             Self::Tool(_) => ErrorCode::ToolNotDeclared,

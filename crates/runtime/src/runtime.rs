@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use crate::agents::{AgentCleanup, AgentManager, ProviderSet};
 use crate::clock::Clock;
 use crate::config::RuntimeConfig;
-use crate::engine::{AdapterRegistry, Assistant, ExecutionEngine, FrameworkAdapter, NativeAdapter, TurnLimits};
+use crate::engine::{
+    AdapterRegistry, Assistant, ExecutionEngine, FrameworkAdapter, NativeAdapter, TurnKit, TurnLimits, TurnLoop,
+};
 use crate::error::EngineError;
 use crate::ids::IdGen;
 use crate::meter::{GenAiMeter, MeterAlreadyInstalled, MeterSlot};
@@ -44,11 +46,15 @@ pub struct RuntimeBuilder {
     providers: Vec<(String, Arc<dyn ModelProvider>)>,
     default_provider: Option<String>,
     frameworks: Vec<(String, FrameworkFactory)>,
+    loops: Vec<(String, LoopFactory)>,
 }
 
 /// Builds a framework adapter from the runtime's native one (which it may delegate to).
 type FrameworkFactory =
     Box<dyn Fn(Arc<dyn FrameworkAdapter>) -> Result<Arc<dyn FrameworkAdapter>, String> + Send + Sync>;
+
+/// Builds a framework's model↔tool loop from the runtime's turn kit.
+type LoopFactory = Box<dyn Fn(TurnKit) -> Result<Arc<dyn TurnLoop>, String> + Send + Sync>;
 
 impl RuntimeBuilder {
     pub fn config(mut self, config: RuntimeConfig) -> Self {
@@ -109,6 +115,18 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Registers another agent framework under `name` that runs inside the runtime's turn frame
+    /// (sessions, runners, spans, metrics, commit, report: see `engine::TurnLoop`) and brings
+    /// only its model↔tool loop. The loop is built on first use.
+    pub fn framework_loop(
+        mut self,
+        name: impl Into<String>,
+        build: impl Fn(TurnKit) -> Result<Arc<dyn TurnLoop>, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.loops.push((name.into(), Box::new(build)));
+        self
+    }
+
     pub fn build(self) -> Result<Runtime, BuildError> {
         let registry = Arc::new(ToolRegistry::new());
         registry.register(builtin::echo())?;
@@ -158,17 +176,35 @@ impl RuntimeBuilder {
         let mut adapters = AdapterRegistry::default();
         let meter = Arc::new(MeterSlot::default());
         let native = NativeAdapter {
+            name: Arc::from("native"),
             agents: Arc::clone(&agents),
             sessions: Arc::clone(&sessions),
             stats: Arc::clone(&stats),
             meter: Arc::clone(&meter),
             clock,
-            limits: TurnLimits {
-                max_model_calls: config.max_model_calls_per_turn,
-                tool_timeout: config.tool_timeout,
-                approvals: config.approvals.clone(),
+            kit: TurnKit {
+                stats: Arc::clone(&stats),
+                meter: Arc::clone(&meter),
+                limits: TurnLimits {
+                    max_model_calls: config.max_model_calls_per_turn,
+                    tool_timeout: config.tool_timeout,
+                    approvals: config.approvals.clone(),
+                },
             },
+            turn_loop: None,
         };
+        for (name, build) in self.loops {
+            let frame = native.clone();
+            adapters.register(name.clone(), move || {
+                let turn_loop = build(frame.kit.clone())?;
+                let adapter = NativeAdapter {
+                    name: Arc::from(name.as_str()),
+                    turn_loop: Some(turn_loop),
+                    ..frame.clone()
+                };
+                Ok(Arc::new(adapter) as Arc<dyn FrameworkAdapter>)
+            });
+        }
         let native: Arc<dyn FrameworkAdapter> = Arc::new(native);
         for (name, build) in self.frameworks {
             let native = Arc::clone(&native);

@@ -3,6 +3,7 @@
 
 mod analyse;
 mod gate;
+mod versus;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::exit::CliError;
+use crate::framework_args::{self, FrameworkArgs};
 use crate::mcp_args::McpArgs;
 use crate::provider_args::{ProviderArgs, ProviderKind};
 use crate::sim_args::{comma_list, SimArgs};
@@ -60,6 +62,9 @@ pub enum PerfCommand {
     Gate(Box<gate::GateArgs>),
     /// The trend of each KPI over the stored runs of a directory, grouped by comparable runs.
     History(analyse::HistoryArgs),
+    /// One scenario on several frameworks (native, adk), interleaved in rounds, each run in its
+    /// own process: a table of ratios with their spread (Markdown, JSON, HTML).
+    Versus(versus::VersusArgs),
 }
 
 #[derive(Args)]
@@ -222,6 +227,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     sim: SimArgs,
+
+    #[command(flatten)]
+    framework: FrameworkArgs,
 
     #[command(flatten)]
     store: StoreArgs,
@@ -405,6 +413,7 @@ fn overrides(a: &RunArgs, tools: Option<Vec<String>>) -> Overrides {
         }),
         approval_think_ms: a.approval_think_ms,
         multimodal_payload: a.multimodal_payload.clone(),
+        framework: a.framework.framework.clone(),
     }
 }
 
@@ -412,6 +421,7 @@ fn overrides(a: &RunArgs, tools: Option<Vec<String>>) -> Overrides {
 /// `--scenario`, else every scenario that applies (`--all`).
 pub(crate) fn resolve(a: &RunArgs, names: Option<&[String]>) -> Result<Vec<ScenarioConfig>, CliError> {
     a.sim.validate()?;
+    a.framework.chosen()?;
     let tools = a.tools.as_deref().map(comma_list);
     let find = |name: &str| {
         scenario::find(name)
@@ -521,6 +531,7 @@ pub async fn run(cmd: PerfCommand, meter: Option<Arc<dyn GenAiMeter>>) -> Result
         PerfCommand::Merge(a) => analyse::merge(a),
         PerfCommand::History(a) => analyse::history(a),
         PerfCommand::Gate(a) => gate::gate(*a, meter).await,
+        PerfCommand::Versus(a) => versus::versus(a).await,
     }
 }
 
@@ -634,6 +645,7 @@ impl Runner {
             interval: self.interval,
             provenance: provenance(),
             meter: self.meter.clone(),
+            frameworks: Some(framework_args::hook()),
             ..RunOptions::new(cfg)
         };
         run_scenario(opts, Arc::clone(&self.progress))
@@ -662,6 +674,7 @@ fn provenance() -> aether_harness::summary::Provenance {
     aether_harness::summary::Provenance {
         git_commit: env!("AETHER_GIT_COMMIT").to_owned(),
         command: redacted_command_line(std::env::args()),
+        frameworks: framework_args::versions(),
         ..aether_harness::summary::Provenance::current()
     }
 }

@@ -11,6 +11,7 @@
 mod assistant;
 mod native;
 mod observer;
+mod turn_loop;
 mod validate;
 
 use std::sync::Arc;
@@ -20,9 +21,10 @@ use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
 pub use assistant::Assistant;
-pub(crate) use native::{NativeAdapter, TurnLimits};
+pub(crate) use native::NativeAdapter;
 pub(crate) use observer::tool_of;
 pub use observer::{TurnObserver, Unattended};
+pub use turn_loop::{LoopInput, LoopOutcome, Pending, TurnKit, TurnLimits, TurnLoop, TurnScope};
 pub(crate) use validate::framework_of;
 pub use validate::{RequestPlan, ValidRequest};
 

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{
-    AgentContext, AgentReport, ExecutionStats, Metadata, ProviderName, ProviderReport, Role, TaskRequest, TaskResult,
-    TaskStatus, TokenUsage, ToolResult, TurnReport, TurnTiming, UniversalMessage,
+    AgentContext, AgentReport, ExecutionStats, ProviderName, ProviderReport, Role, TaskRequest, TaskResult, TaskStatus,
+    TurnReport, TurnTiming, UniversalMessage,
 };
 use aether_store::SessionEvent;
 use async_trait::async_trait;
@@ -22,12 +22,12 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::observer::TurnObserver;
+use super::turn_loop::{LoopInput, LoopOutcome, Pending, TurnKit, TurnLoop, TurnScope};
 use super::{FrameworkAdapter, RequestPlan, ValidRequest};
 use crate::agents::{Agent, AgentManager, TaskGuard};
-use crate::approvals::ApprovalConfig;
 use crate::clock::Clock;
 use crate::error::EngineError;
-use crate::meter::{self, MeterSlot, TimedSink};
+use crate::meter::{self, MeterSlot};
 use crate::model::{HistoryView, ModelRequest};
 use crate::sessions::{ChatSessions, OpenChat};
 use crate::stats::Stats;
@@ -38,30 +38,26 @@ use crate::tools::ProgressSink;
 /// Progress updates of one response's tool calls that may wait for a live observer.
 const TOOL_PROGRESS_BUFFER: usize = 64;
 
-/// The bounds of one turn.
+/// The runtime's own framework: agents, chat sessions and their counters. With a `turn_loop`,
+/// the same frame runs another framework's loop (see `turn_loop`).
 #[derive(Clone)]
-pub(crate) struct TurnLimits {
-    pub max_model_calls: usize,
-    /// For tools that set no timeout of their own, unless the agent sets one.
-    pub tool_timeout: Duration,
-    pub approvals: ApprovalConfig,
-}
-
-/// The runtime's own framework: agents, chat sessions and their counters.
 pub(crate) struct NativeAdapter {
+    pub name: Arc<str>,
     pub agents: Arc<AgentManager>,
     pub sessions: Arc<ChatSessions>,
     pub stats: Arc<Stats>,
     /// Where the GenAI metrics go, once installed.
     pub meter: Arc<MeterSlot>,
     pub clock: Clock,
-    pub limits: TurnLimits,
+    pub kit: TurnKit,
+    /// Another framework's model↔tool loop; `None` runs the native one.
+    pub turn_loop: Option<Arc<dyn TurnLoop>>,
 }
 
 #[async_trait]
 impl FrameworkAdapter for NativeAdapter {
     fn name(&self) -> &str {
-        "native"
+        &self.name
     }
 
     async fn execute_stream(
@@ -153,57 +149,14 @@ struct Turn {
     media_time: Duration,
 }
 
-/// This turn's new events, numbered after the committed ones.
-struct Pending {
-    events: Vec<Arc<SessionEvent>>,
-    base_seq: u64,
-    internal_id: Arc<str>,
-    agent_id: Arc<str>,
-}
-
-impl Pending {
-    fn push(&mut self, message: UniversalMessage, results: Vec<ToolResult>) {
-        let seq = self.base_seq + self.events.len() as u64;
-        self.events.push(Arc::new(SessionEvent::new(
-            seq,
-            Arc::clone(&self.internal_id),
-            Arc::clone(&self.agent_id),
-            message,
-            results,
-        )));
-    }
-}
-
-/// What the model↔tool loop measured and how it ended.
-#[derive(Default)]
-struct LoopOutcome {
-    usage: TokenUsage,
-    cost_usd: f64,
-    model_time: Duration,
-    tool_time: Duration,
-    approval_time: Duration,
-    model_calls: u32,
-    tool_calls: u64,
-    served_by: Option<Arc<str>>,
-    /// The pending event holding the model's answer; `None` when it was still calling tools.
-    answer: Option<usize>,
-}
-
-/// Who the turn runs for, as its tools see it.
-struct TurnScope<'a> {
-    task_id: &'a Arc<str>,
-    session_id: &'a Arc<str>,
-    user_id: Option<Arc<str>>,
-    metadata: &'a Metadata,
-}
-
 impl NativeAdapter {
     async fn converse(&self, turn: Turn, observer: &mut dyn TurnObserver) -> Result<TaskResult, EngineError> {
         let started_at = Utc::now();
         let mut chat = self.sessions.open(&turn.session_id, turn.request.user_id()).await?;
         let binding = chat.bind(&self.agents, turn.agent_id.as_deref(), turn.agent).await?;
         let agent = Arc::clone(&binding.slot.agent);
-        let runner_id = Arc::clone(&binding.slot.runner.id);
+        let runner = Arc::clone(&binding.slot.runner);
+        let runner_id = Arc::clone(&runner.id);
         let internal_id = Arc::clone(&binding.internal_id);
         let _active = TaskGuard::new(&agent, self.clock);
 
@@ -232,9 +185,25 @@ impl NativeAdapter {
             metadata: &metadata,
         };
         let work = async {
-            let outcome = self
-                .model_tool_loop(&agent, chat.history(), &mut pending, scope, observer)
-                .await?;
+            let committed = chat.history();
+            let outcome = match &self.turn_loop {
+                Some(other) => {
+                    let input = LoopInput {
+                        agent: &agent,
+                        runner: &runner,
+                        committed,
+                        pending: &mut pending,
+                        scope,
+                        observer,
+                        kit: &self.kit,
+                    };
+                    other.run(input).await?
+                }
+                None => {
+                    self.model_tool_loop(&agent, committed, &mut pending, scope, observer)
+                        .await?
+                }
+            };
             chat.commit(&pending.events).await?;
             Ok::<_, EngineError>(outcome)
         };
@@ -348,8 +317,8 @@ impl NativeAdapter {
         observer: &mut dyn TurnObserver,
     ) -> Result<LoopOutcome, EngineError> {
         let mut o = LoopOutcome::default();
-        let tool_timeout = agent.tool_timeout.unwrap_or(self.limits.tool_timeout);
-        for _ in 0..self.limits.max_model_calls.max(1) {
+        let tool_timeout = self.kit.tool_timeout(agent);
+        for _ in 0..self.kit.limits.max_model_calls.max(1) {
             let request = ModelRequest {
                 model: &agent.config.model_config,
                 system: &agent.system,
@@ -360,47 +329,13 @@ impl NativeAdapter {
                 tools: &agent.declarations,
                 metadata: scope.metadata,
             };
-            let traced = telemetry::on();
-            // Boxed: it lives across the call, and the turn's future must not grow.
-            let content = match traced && telemetry::capture() {
-                true => Some(Box::new(telemetry::content(&request))),
-                false => None,
-            };
-            let t = Instant::now();
-            let metered = self.meter.get();
-            // Metered and streamed: chunk times noted on the way (boxed, off the unmetered path).
-            let mut timed: Option<Box<TimedSink<'_>>> = None;
-            let call = match (observer.sink(), metered) {
-                (Some(sink), Some(_)) => {
-                    let timed = timed.insert(Box::new(TimedSink::new(sink, t)));
-                    agent.provider.generate_stream(request, &mut **timed)
-                }
-                (Some(sink), None) => agent.provider.generate_stream(request, sink),
-                (None, _) => agent.provider.generate(request),
-            };
-            // Traced: boxed, so that this future does not grow for the untraced path.
-            let response = match traced {
-                true => Box::pin(telemetry::chat_call(agent, scope.session_id, content, call)).await,
-                false => call.await,
-            };
-            let elapsed = t.elapsed();
-            o.model_time += elapsed;
+            let (response, elapsed) = self
+                .kit
+                .call_model(agent, scope.session_id, request, observer.sink())
+                .await;
             o.model_calls += 1;
-            Stats::incr(&self.stats.model_calls);
-            if let Some(m) = metered {
-                m.model_call(&meter::ModelCall {
-                    provider: telemetry::provider_name(agent),
-                    model: &agent.config.model_config.model,
-                    duration: elapsed,
-                    error: response.as_ref().err().map(|e| e.kind()),
-                    usage: response.as_ref().ok().map(|r| r.usage),
-                    stream: timed.and_then(|s| s.timing()),
-                });
-            }
             let response = response?;
-            o.usage += response.usage;
-            o.cost_usd += response.cost_usd;
-            o.served_by = Some(response.served_by);
+            o.model_answered(&response, elapsed);
 
             let mut message = UniversalMessage::assistant(response.text);
             message.author = Some(agent.id.to_string());
@@ -418,7 +353,7 @@ impl NativeAdapter {
                 .unwrap_or_default();
             observer.planned(calls).await;
             let t = Instant::now();
-            let decisions = observer.decide(&agent.tools, calls, &self.limits.approvals).await;
+            let decisions = observer.decide(&agent.tools, calls, &self.kit.limits.approvals).await;
             o.approval_time += t.elapsed();
             let t = Instant::now();
             let (progress, mut updates) = match observer.wants_tool_progress() {
@@ -452,25 +387,15 @@ impl NativeAdapter {
                         observer.tool_progress(update).await;
                     }
                     if let Some(sink) = progress_seen {
-                        Stats::add(&self.stats.tool_progress_dropped, sink.dropped());
+                        self.kit.progress_dropped(sink.dropped());
                     }
                     results
                 }
             };
             o.tool_time += t.elapsed();
             o.tool_calls += results.len() as u64;
-            if let Some(m) = metered {
-                // Calls that ran (a denied call has no execution time).
-                for r in results.iter().filter(|r| r.execution_time.is_some()) {
-                    m.tool_call(&meter::ToolCall {
-                        name: &r.tool_name,
-                        duration: Duration::from_secs_f64(r.execution_time.unwrap_or_default().max(0.0)),
-                        error: r.error.as_ref().map(|e| e.code.as_str()),
-                    });
-                }
-            }
             observer.tool_results(&results).await;
-            Stats::add(&self.stats.tool_calls, results.len() as u64);
+            self.kit.tools_done(&results);
             let ok = results.iter().filter(|r| r.is_success()).count();
             let summary = UniversalMessage::text(Role::Tool, format!("{ok} of {} tool calls succeeded", results.len()));
             pending.push(summary, results);
