@@ -324,3 +324,125 @@ async fn a_turn_that_names_the_other_framework_is_refused() {
     let e = r.error.expect("refused");
     assert!(e.message.contains("created on `adk`"), "{}", e.message);
 }
+
+/// The ADK runner of an agent's Aether runner, if one was built.
+fn adk_runner_of(rt: &Runtime, agent: &str) -> Option<Arc<adk_runner::Runner>> {
+    let runner = rt.agent(agent)?.runner()?;
+    runner
+        .framework_state::<adk_runner::Runner, ()>(|| Err(()))
+        .ok()
+        .flatten()
+}
+
+#[tokio::test]
+async fn adk_runners_are_built_once_reused_by_sessions_and_recycled_when_idle() {
+    let rt = runtime_with(RuntimeConfig {
+        session_idle_ttl: Duration::from_secs(60),
+        runner_idle_ttl: Duration::ZERO,
+        agent_idle_ttl: Duration::from_secs(24 * 3600),
+        ..RuntimeConfig::default()
+    });
+    let adk = agent_on(&rt, "adk", &["crm_lookup"]).await;
+    assert!(adk_runner_of(&rt, &adk).is_none(), "no runner before the first turn");
+    turn(&rt, &adk, "one", "go").await;
+    let first = adk_runner_of(&rt, &adk).expect("the first turn built an ADK runner");
+    turn(&rt, &adk, "two", "go").await;
+    let again = adk_runner_of(&rt, &adk).unwrap();
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "a second session reuses the agent's ADK runner"
+    );
+
+    // Idle: the sessions are archived, then the runner (and its ADK runner) recycled.
+    let report = rt
+        .sweep_at(tokio::time::Instant::now() + Duration::from_secs(3600))
+        .await;
+    assert_eq!((report.sessions, report.runners), (2, 1));
+    assert!(adk_runner_of(&rt, &adk).is_none());
+    drop(again);
+    assert_eq!(
+        Arc::strong_count(&first),
+        1,
+        "nothing else holds the recycled ADK runner"
+    );
+
+    // The next turn (an archived session, recovered from the store) builds a new one.
+    let r = turn(&rt, &adk, "one", "and now?").await;
+    let session = &r.metadata["session"];
+    assert_eq!(session["recovered"], json!(true), "{session}");
+    assert_eq!(
+        session["events"],
+        json!(8),
+        "history continued after the first turn's four: {session}"
+    );
+    let fresh = adk_runner_of(&rt, &adk).unwrap();
+    assert!(!Arc::ptr_eq(&first, &fresh));
+}
+
+/// Sets its flag when dropped: proof that a cancelled tool's future went away.
+struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn cancelling_a_live_adk_turn_stops_adks_invocation_and_stores_nothing() {
+    use aether_runtime::tools::{FnTool, RegisteredTool, ToolContext, ToolError};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let started = Arc::new(tokio::sync::Notify::new());
+    let dropped = Arc::new(AtomicBool::new(false));
+    let (s2, d2) = (Arc::clone(&started), Arc::clone(&dropped));
+    let stuck = RegisteredTool::new_async(
+        aether_contracts::UniversalTool::new("test.stuck", "never finishes", json!({"type": "object"})),
+        FnTool(move |_p: Metadata, _c: ToolContext| {
+            let (started, guard) = (Arc::clone(&s2), Dropped(Arc::clone(&d2)));
+            async move {
+                let _guard = guard;
+                started.notify_one();
+                std::future::pending::<()>().await;
+                Ok::<_, ToolError>(json!({}))
+            }
+        }),
+    )
+    .unwrap();
+    let builder = Runtime::builder()
+        .config(RuntimeConfig {
+            sweep_interval: None,
+            ..RuntimeConfig::default()
+        })
+        .simulated_model(SimConfig {
+            fixed_latency: Some(Duration::ZERO),
+            ..SimConfig::default()
+        })
+        .tool(stuck);
+    let rt = aether_adk::with_adk(builder).build().unwrap();
+    let agent = agent_on(&rt, "adk", &["test.stuck"]).await;
+    let request = TaskRequest::converse("c", &agent, "cancel", vec![UniversalMessage::user("go")]);
+    let mut s = rt.start_live(request, LiveOptions::default()).unwrap();
+    started.notified().await;
+    s.cancel();
+    let end = read_turn(&mut s).await;
+    assert_eq!(
+        end.last().unwrap().chunk_type,
+        aether_contracts::TaskChunkType::Cancelled
+    );
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the running tool was dropped with adk's invocation"
+    );
+    assert!(events(&rt, "cancel").await.is_empty(), "nothing half-written");
+
+    // The session goes on: a follow-up runs (its tool call is cancelled again, by hand).
+    s.send_message(UniversalMessage::user("again")).await.unwrap();
+    started.notified().await;
+    s.cancel();
+    let again = read_turn(&mut s).await;
+    assert_eq!(
+        again.last().unwrap().chunk_type,
+        aether_contracts::TaskChunkType::Cancelled
+    );
+    s.close().await;
+}

@@ -141,7 +141,10 @@ fn serve_defaults_agents_to_adk_and_perf_drives_them_over_http() {
     let dir = tmp("fw-serve");
     let db = dir.join("served.db");
     let Served {
-        child: mut server, url, ..
+        child: mut server,
+        url,
+        mut stderr,
+        ..
     } = start_serve(
         &[
             "--bind",

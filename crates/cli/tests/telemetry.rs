@@ -893,3 +893,51 @@ async fn mcp_calls_carry_the_execute_tool_spans_traceparent() {
         "the MCP server is a child of the execute_tool span"
     );
 }
+
+/// The adk framework makes the same spans as the native one, in the same tree: the runtime's
+/// GenAI spans, once each (adk-rust's own tracing spans are not exported beside them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adk_turn_makes_the_same_spans_as_a_native_one() {
+    let mut trees = Vec::new();
+    for framework in ["native", "adk"] {
+        let (collector, got) = receiver().await;
+        let out = chat_exporting_to(
+            collector,
+            &[
+                "--framework",
+                framework,
+                "--time-scale",
+                "0",
+                "--tools",
+                "crm_lookup,fx_quote",
+                "--store",
+                "memory",
+                "-p",
+                "go",
+            ],
+            None,
+        )
+        .await;
+        assert!(out.status.success(), "{framework}: {}", text_of(&out.stderr));
+        let spans = got.lock().clone();
+        let invoke = spans
+            .iter()
+            .find(|s| s.name.starts_with("invoke_agent "))
+            .unwrap_or_else(|| panic!("{framework}: no invoke_agent span in {:?}", names(&spans)));
+        for s in spans
+            .iter()
+            .filter(|s| s.name.starts_with("chat ") || s.name.starts_with("execute_tool "))
+        {
+            assert_eq!(s.parent, invoke.span_id, "{framework}: {} is the turn's child", s.name);
+        }
+        let mut tree: Vec<String> = names(&spans).iter().map(|n| (*n).to_owned()).collect();
+        tree.sort();
+        trees.push(tree);
+    }
+    assert_eq!(trees[0], trees[1], "the same spans on both frameworks");
+    let count = |prefix: &str| trees[1].iter().filter(|n| n.starts_with(prefix)).count();
+    assert_eq!(
+        (count("chat "), count("execute_tool "), count("invoke_agent ")),
+        (2, 2, 1)
+    );
+}
