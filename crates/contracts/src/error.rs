@@ -58,6 +58,29 @@ impl ErrorCode {
             }
         }
     }
+
+    /// The HTTP status of a failed result with this code (`aether serve`): one per code, so
+    /// that a client that trusts the status never takes a failed turn for an answer. A result
+    /// whose `status` is `timeout` answers 504 whatever its code ([`failure_status`]).
+    pub const fn http_status(self) -> u16 {
+        match self {
+            Self::RequestValidation | Self::ToolNotDeclared | Self::ToolInvalidParameters => 400,
+            Self::ApprovalTimeout => 408,
+            Self::InternalError | Self::FrameworkExecution => 500,
+            Self::FrameworkUnavailable => 501,
+            Self::ModelUpstream | Self::StreamInterrupted | Self::ToolExecution => 502,
+        }
+    }
+}
+
+/// The HTTP status of a result: 504 when it timed out, its error code's status when it failed
+/// with one, else 200 (an answer, or a partial result that says why it stopped).
+pub fn failure_status(timed_out: bool, error: Option<&ErrorPayload>) -> u16 {
+    match (timed_out, error) {
+        (true, _) => 504,
+        (false, Some(e)) => e.code.http_status(),
+        (false, None) => 200,
+    }
 }
 
 /// `ErrorPayload {code, message, source?, details?}`.
@@ -97,5 +120,35 @@ impl ErrorPayload {
 impl std::fmt::Display for ErrorPayload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_answers_a_non_2xx_status() {
+        let codes = [
+            ErrorCode::InternalError,
+            ErrorCode::RequestValidation,
+            ErrorCode::FrameworkUnavailable,
+            ErrorCode::FrameworkExecution,
+            ErrorCode::ModelUpstream,
+            ErrorCode::StreamInterrupted,
+            ErrorCode::ApprovalTimeout,
+            ErrorCode::ToolNotDeclared,
+            ErrorCode::ToolExecution,
+            ErrorCode::ToolInvalidParameters,
+        ];
+        for code in codes {
+            let e = ErrorPayload::new(code, "x");
+            let status = failure_status(false, Some(&e));
+            assert!((400..600).contains(&status), "{code:?}: {status}");
+            assert_eq!(failure_status(true, Some(&e)), 504, "{code:?} timed out");
+        }
+        assert_eq!(ErrorCode::RequestValidation.http_status(), 400);
+        assert_eq!(ErrorCode::ModelUpstream.http_status(), 502);
+        assert_eq!(failure_status(false, None), 200);
     }
 }

@@ -570,7 +570,7 @@ mod turn_path {
         let sync_elapsed = t.elapsed();
         assert_eq!(
             (status, sync["status"].as_str()),
-            (StatusCode::OK, Some("timeout")),
+            (StatusCode::GATEWAY_TIMEOUT, Some("timeout")),
             "{sync}"
         );
 
@@ -667,7 +667,7 @@ mod turn_path {
         let mut body = agent_body(&[]);
         body["framework_config"] = json!({"provider": "panicky"});
         let agent = create(&s, body).await;
-        let (_, sync) = s
+        let (status, sync) = s
             .post(
                 "/v1/tasks",
                 "key-acme",
@@ -675,6 +675,11 @@ mod turn_path {
             )
             .await;
         assert_eq!(sync["error"]["code"], "internal.error", "{sync}");
+        assert_eq!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a failed turn never answers 2xx"
+        );
         let mut resp = open_live(&s, turn_with(&agent, "model-1", "model-1", json!({}))).await;
         let chunks = read_sse(&mut resp, |c| c["is_final"] == true).await;
         let last = chunks.last().unwrap();
@@ -756,7 +761,11 @@ mod turn_path {
                 turn_with(&agent, "f-1", "t4", json!({"metadata": {"framework": "native"}})),
             )
             .await;
-        assert_eq!((status, r["status"].as_str()), (StatusCode::OK, Some("error")), "{r}");
+        assert_eq!(
+            (status, r["status"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("error")),
+            "{r}"
+        );
         assert_eq!(r["error"]["code"], "request.validation", "{r}");
         assert_eq!(r["error"]["details"]["field"], "metadata.framework", "{r}");
         assert_eq!(runs.load(Ordering::Relaxed), 4, "the refused turn ran nowhere");
@@ -924,10 +933,11 @@ mod dashboard {
             )
             .await;
         let failing_agent = created["agent_id"].as_str().expect("the failing agent").to_owned();
-        let (_, r) = s
+        let (status, r) = s
             .post("/v1/tasks", "key-acme", turn(&failing_agent, "dash-4", "t4"))
             .await;
         assert_eq!(r["error"]["code"], "model.upstream", "{r}");
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{r}");
 
         // A live turn: its turn.complete chunk counts like a sync turn.
         let mut resp = s.stream(turn(&agent, "dash-3", "t3")).await;

@@ -138,6 +138,27 @@ pub fn document() -> Value {
         }
         o
     };
+    // A failed turn's TaskResult, under the status of its error code (or 504 when it timed out).
+    let with_failed_results = |mut o: Value, schema: &Value| {
+        let codes: [(u16, &str); 5] = [
+            (400, "request.validation, tool.not_declared, tool.invalid_parameters"),
+            (408, "approval.timeout"),
+            (500, "internal.error, framework.execution"),
+            (501, "framework.unavailable"),
+            (502, "model.upstream, stream.interrupted, tool.execution"),
+        ];
+        for (status, which) in codes {
+            o["responses"][status.to_string()] = json!({
+                "description": format!("a TaskResult that failed with {which} (or an error body for a request refused before it ran)"),
+                "content": {"application/json": {"schema": schema}},
+            });
+        }
+        o["responses"]["504"] = json!({
+            "description": "a TaskResult with status timeout: the turn's execution_config.timeout or the server's limit",
+            "content": {"application/json": {"schema": schema}},
+        });
+        o
+    };
     json!({
         "openapi": "3.0.3",
         "info": {"title": "Aether Frame", "version": env!("CARGO_PKG_VERSION"),
@@ -152,7 +173,7 @@ pub fn document() -> Value {
                 "get": op("Show an agent and its config", None, ok("agent", json!({"agent_id": "agent-1", "config": agent}))),
                 "delete": op("Remove an agent; its sessions are archived (204)", None, json!({"description": "deleted"})),
             },
-            "/v1/tasks": {"post": op("Run a turn (or create an agent by the two-step protocol); 504 with a TaskResult when the turn outlives the server's limit", Some(json_body(&task_schema, &task)), typed("TaskResult", &result_schema, result.clone()))},
+            "/v1/tasks": {"post": with_failed_results(op("Run a turn (or create an agent by the two-step protocol). The body is always a TaskResult; a failed one never answers 2xx: 504 when it timed out (the turn's execution_config.timeout or the server's limit), else by its error code: request.validation, tool.not_declared, tool.invalid_parameters 400; approval.timeout 408; internal.error, framework.execution 500; framework.unavailable 501; model.upstream, stream.interrupted, tool.execution 502", Some(json_body(&task_schema, &task)), typed("TaskResult", &result_schema, result.clone())), &result_schema)},
             "/v1/tasks/stream": {"post": op("Run a live turn: server-sent events, one TaskStreamChunk each (`?keep_open=true` keeps the session for follow-up messages); closing the connection cancels it", Some(json_body(&task_schema, &task)), json!({"description": "text/event-stream; each event's data is a TaskStreamChunk", "content": {"text/event-stream": {"schema": chunk_schema}}}))},
             "/v1/live/{task_id}/messages": {"post": op("Send a follow-up message (a UniversalMessage) to a live session (202)", Some(json_body(&message_schema, &example(&UniversalMessage::user("and then?")))), json!({"description": "accepted"}))},
             "/v1/live/{task_id}/approvals/{interaction_id}": {"post": op("Answer a tool approval request (202)", Some(json_body(&json!({"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}, "user_message": {"type": "string"}, "response_data": {}}}), &json!({"approved": true, "user_message": "go ahead"}))), json!({"description": "accepted"}))},

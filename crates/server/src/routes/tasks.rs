@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use aether_contracts::{ErrorCode, ErrorPayload, TaskRequest, TaskResult, TaskStatus, TaskStreamChunk};
+use aether_contracts::{failure_status, ErrorCode, ErrorPayload, TaskRequest, TaskResult, TaskStatus, TaskStreamChunk};
 use aether_runtime::live::{LiveController, LiveOptions, LiveSession};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
@@ -43,7 +43,10 @@ pub async fn run(
         Ok(mut result) => {
             s.metrics.task(&result);
             unscope_result(&t, &mut result);
-            Ok(Json(result).into_response())
+            // A failed turn never answers 2xx: its error code's status (504 for a timeout).
+            let status = failure_status(result.status == TaskStatus::Timeout, result.error.as_ref());
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Ok((status, Json(result)).into_response())
         }
         Err(_) => {
             let error = ErrorPayload::new(
