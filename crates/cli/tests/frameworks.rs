@@ -238,6 +238,7 @@ fn perf_versus_interleaves_frameworks_and_writes_the_table() {
         "adk-r2.json",
         "versus.json",
         "versus.html",
+        "report.html",
     ] {
         assert!(dir.join(f).exists(), "{f}");
     }
@@ -250,6 +251,10 @@ fn perf_versus_interleaves_frameworks_and_writes_the_table() {
         .find(|r| r["metric"] == "framework overhead p50 (µs)")
         .unwrap();
     assert!(overhead["ratios"][0]["median"].as_f64().unwrap() > 0.0);
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    for run in ["native-r1", "adk-r1", "native-r2", "adk-r2"] {
+        assert!(report.contains(run), "the report overlays every run: {run}");
+    }
     let adk: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("adk-r2.json")).unwrap()).unwrap();
     assert_eq!(adk["config"]["framework"], "adk");
     std::fs::remove_dir_all(&dir).unwrap();

@@ -34,7 +34,8 @@ pub struct VersusArgs {
     #[arg(long, default_value_t = 3)]
     rounds: usize,
 
-    /// Directory for the runs' summaries and the table (versus.json, versus.md, versus.html).
+    /// Directory for the runs' summaries, the table (versus.json, versus.md, versus.html) and the
+    /// runs' HTML report, overlaid (report.html).
     /// Default: logs/perf/versus-<scenario>-<time>.
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
@@ -86,6 +87,7 @@ pub async fn versus(a: VersusArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&dir).map_err(|e| CliError::usage(format!("--output {}: {e}", dir.display())))?;
     let exe = std::env::current_exe().map_err(|e| CliError::failed(format!("cannot find this binary: {e}")))?;
     let mut runs = Vec::with_capacity(a.rounds * a.frameworks.len());
+    let mut stored = Vec::with_capacity(a.rounds * a.frameworks.len());
     for round in 0..a.rounds {
         for f in &a.frameworks {
             let out = dir.join(format!("{f}-r{}.json", round + 1));
@@ -129,6 +131,10 @@ pub async fn versus(a: VersusArgs) -> Result<(), CliError> {
             })?;
             let summary = serde_json::from_str(&text)
                 .map_err(|e| CliError::failed(format!("{}: not a summary: {e}", out.display())))?;
+            stored.push(
+                aether_harness::stored::parse_summary(&out, &text)
+                    .map_err(|e| CliError::failed(format!("{}: {e}", out.display())))?,
+            );
             runs.push(Run {
                 framework: f.clone(),
                 round,
@@ -139,17 +145,23 @@ pub async fn versus(a: VersusArgs) -> Result<(), CliError> {
     let table = versus::table(&a.scenario, &a.frameworks, &runs);
     let md = table.markdown();
     let json = serde_json::to_string_pretty(&table).map_err(|e| CliError::failed(e.to_string()))?;
+    // Part 10's report of every run, overlaid (each labelled by its file: `adk-r2`, …).
+    let report = aether_harness::html::render(&stored, None, &aether_harness::html::DEFAULT_PERCENTILES);
     for (name, body) in [
         ("versus.md", md.as_str()),
         ("versus.json", json.as_str()),
         ("versus.html", &table.html()),
+        ("report.html", &report),
     ] {
         std::fs::write(dir.join(name), body)
             .map_err(|e| CliError::failed(format!("cannot write {}: {e}", dir.join(name).display())))?;
     }
     println!("{md}");
     if !a.quiet {
-        eprintln!("wrote {}/versus.{{md,json,html}} and each run's summary", dir.display());
+        eprintln!(
+            "wrote {0}/versus.{{md,json,html}}, {0}/report.html (every run's report, overlaid) and each run's summary",
+            dir.display()
+        );
     }
     Ok(())
 }
