@@ -128,15 +128,12 @@ struct Ask {
 }
 
 /// adk's confirmation handler: hands each question to the loop, which asks the observer.
-#[derive(Debug)]
-struct Confirmer(mpsc::Sender<AskEnvelope>);
+struct Confirmer(mpsc::Sender<Ask>);
 
-/// `Ask` is not `Debug` (a oneshot sender); the handler must be.
-struct AskEnvelope(Ask);
-
-impl std::fmt::Debug for AskEnvelope {
+// adk requires its handler to be `Debug`; an `Ask` (a oneshot sender) is not.
+impl std::fmt::Debug for Confirmer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ask").field("tool", &self.0.request.tool_name).finish()
+        f.write_str("Confirmer")
     }
 }
 
@@ -149,7 +146,7 @@ impl ToolConfirmationHandler for Confirmer {
             reply,
         };
         self.0
-            .send(AskEnvelope(ask))
+            .send(ask)
             .await
             .map_err(|_| AdkError::tool("the Aether turn stopped before the approval was asked"))?;
         answer
@@ -193,7 +190,7 @@ impl TurnLoop for AdkLoop {
             staged: Mutex::new(Vec::new()),
             tally: Mutex::new(Tally::default()),
         });
-        let (ask_tx, mut asks) = mpsc::channel::<AskEnvelope>(4);
+        let (ask_tx, mut asks) = mpsc::channel::<Ask>(4);
         let mut config: RunConfig = adk.run_config().clone();
         config.streaming_mode = match streaming {
             true => StreamingMode::SSE,
@@ -258,22 +255,25 @@ impl TurnLoop for AdkLoop {
                                 }
                                 out.flush(pending, observer).await;
                                 message.author = Some(agent.id.to_string());
-                                match message.tool_calls.clone() {
-                                    Some(calls) => {
-                                        pending.push(message, Vec::new());
-                                        observer.planned(&calls).await;
-                                        out.batch = Some(Batch::new(calls.len(), Instant::now()));
-                                        out.answer = None;
-                                    }
-                                    None => {
-                                        out.answer = Some(pending.len());
-                                        pending.push(message, Vec::new());
-                                    }
+                                let answers = message.tool_calls.is_none();
+                                pending.push(message, Vec::new());
+                                if answers {
+                                    out.answer = Some(pending.len() - 1);
+                                    continue;
                                 }
+                                // The calls, borrowed from the event just pushed (not copied).
+                                let calls = pending
+                                    .events()
+                                    .last()
+                                    .and_then(|e| e.message.tool_calls.as_deref())
+                                    .unwrap_or_default();
+                                observer.planned(calls).await;
+                                out.batch = Some(Batch::new(calls.len(), Instant::now()));
+                                out.answer = None;
                             }
                         }
                     },
-                    Some(AskEnvelope(ask)) = asks.recv() => {
+                    Some(ask) = asks.recv() => {
                         let t = Instant::now();
                         let call = ToolCall {
                             tool_name: ask.request.tool_name.clone(),

@@ -179,8 +179,6 @@ impl RuntimeBuilder {
             name: Arc::from("native"),
             agents: Arc::clone(&agents),
             sessions: Arc::clone(&sessions),
-            stats: Arc::clone(&stats),
-            meter: Arc::clone(&meter),
             clock,
             kit: TurnKit {
                 stats: Arc::clone(&stats),

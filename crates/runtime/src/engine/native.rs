@@ -27,7 +27,7 @@ use super::{FrameworkAdapter, RequestPlan, ValidRequest};
 use crate::agents::{Agent, AgentManager, TaskGuard};
 use crate::clock::Clock;
 use crate::error::EngineError;
-use crate::meter::{self, MeterSlot};
+use crate::meter;
 use crate::model::{HistoryView, ModelRequest};
 use crate::sessions::{ChatSessions, OpenChat};
 use crate::stats::Stats;
@@ -45,10 +45,8 @@ pub(crate) struct NativeAdapter {
     pub name: Arc<str>,
     pub agents: Arc<AgentManager>,
     pub sessions: Arc<ChatSessions>,
-    pub stats: Arc<Stats>,
-    /// Where the GenAI metrics go, once installed.
-    pub meter: Arc<MeterSlot>,
     pub clock: Clock,
+    /// The counters, the GenAI meter and the turn's bounds, shared with every framework's loop.
     pub kit: TurnKit,
     /// Another framework's model↔tool loop; `None` runs the native one.
     pub turn_loop: Option<Arc<dyn TurnLoop>>,
@@ -85,9 +83,9 @@ impl FrameworkAdapter for NativeAdapter {
                     media_time,
                 };
                 let result = self.converse(turn, observer).await;
-                Stats::incr(&self.stats.turns);
+                Stats::incr(&self.kit.stats.turns);
                 if result.as_ref().map_or(true, |r| !r.is_success()) {
-                    Stats::incr(&self.stats.turns_failed);
+                    Stats::incr(&self.kit.stats.turns_failed);
                 }
                 result
             }
@@ -213,7 +211,7 @@ impl NativeAdapter {
             false => (work.await, None),
         };
         let total = turn.started.elapsed() + turn.media_time;
-        if let Some(m) = self.meter.get() {
+        if let Some(m) = self.kit.meter.get() {
             m.turn(&meter::TurnDone {
                 provider: telemetry::provider_name(&agent),
                 model: &agent.config.model_config.model,
