@@ -101,6 +101,12 @@ pub struct ServeArgs {
     #[arg(long)]
     request_timeout_s: Option<f64>,
 
+    /// Longest a turn waits for its session, in seconds: behind earlier turns of the same session
+    /// on this instance and, on PostgreSQL, for another instance's turn to give the session's
+    /// lease back. Past it the turn answers 503 `session.busy` with Retry-After.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    session_wait_s: f64,
+
     #[command(flatten)]
     store: StoreArgs,
 
@@ -143,6 +149,12 @@ pub async fn run(a: ServeArgs, meter: Option<Arc<dyn aether_runtime::meter::GenA
         tracing::warn!("--allow-anonymous: requests without an API key are served as tenant `default`");
     }
 
+    if !(a.session_wait_s.is_finite() && a.session_wait_s > 0.0 && a.session_wait_s <= 3600.0) {
+        return Err(CliError::usage(format!(
+            "--session-wait-s: expected seconds in (0, 3600], got {}",
+            a.session_wait_s
+        )));
+    }
     let store_cfg = a.store.config(StoreKind::Sqlite, StoreArgs::default_sqlite_path)?;
     // On PostgreSQL, instances form a cluster: shared agents, sessions and live-turn control.
     let cluster = match &store_cfg {
@@ -171,6 +183,7 @@ pub async fn run(a: ServeArgs, meter: Option<Arc<dyn aether_runtime::meter::GenA
     let rt = builder
         .config(RuntimeConfig {
             shared_store: cluster.is_some(),
+            session_wait: std::time::Duration::from_secs_f64(a.session_wait_s),
             default_framework,
             ..RuntimeConfig::default()
         })

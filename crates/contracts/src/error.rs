@@ -28,6 +28,9 @@ pub enum ErrorCode {
     ToolExecution,
     #[serde(rename = "tool.invalid_parameters")]
     ToolInvalidParameters,
+    /// The session stayed busy with earlier turns past the server's wait; retry later.
+    #[serde(rename = "session.busy")]
+    SessionBusy,
 }
 
 impl_as_str!(ErrorCode {
@@ -41,6 +44,7 @@ impl_as_str!(ErrorCode {
     ToolNotDeclared => "tool.not_declared",
     ToolExecution => "tool.execution",
     ToolInvalidParameters => "tool.invalid_parameters",
+    SessionBusy => "session.busy",
 });
 
 impl ErrorCode {
@@ -48,7 +52,7 @@ impl ErrorCode {
     pub const fn category(self) -> ErrorCategory {
         match self {
             Self::InternalError => ErrorCategory::System,
-            Self::RequestValidation => ErrorCategory::RuntimeContext,
+            Self::RequestValidation | Self::SessionBusy => ErrorCategory::RuntimeContext,
             Self::FrameworkUnavailable => ErrorCategory::Initialization,
             Self::FrameworkExecution => ErrorCategory::RuntimeContext,
             Self::ModelUpstream => ErrorCategory::ModelInvocation,
@@ -69,6 +73,7 @@ impl ErrorCode {
             Self::InternalError | Self::FrameworkExecution => 500,
             Self::FrameworkUnavailable => 501,
             Self::ModelUpstream | Self::StreamInterrupted | Self::ToolExecution => 502,
+            Self::SessionBusy => 503,
         }
     }
 }

@@ -141,6 +141,7 @@ fn enum_values_are_the_originals() {
         (ErrorCode::ToolNotDeclared, "tool.not_declared"),
         (ErrorCode::ToolExecution, "tool.execution"),
         (ErrorCode::ToolInvalidParameters, "tool.invalid_parameters"),
+        (ErrorCode::SessionBusy, "session.busy"),
     ];
     for (code, s) in codes {
         assert_eq!(v(&code), json!(s));

@@ -39,6 +39,13 @@ pub struct RuntimeConfig {
     /// re-reads the session's record and reloads its window when another instance has appended
     /// since. Costs one store read per turn; off for a store this runtime owns alone.
     pub shared_store: bool,
+    /// How long a turn may wait for its session: behind the turns before it on this instance and,
+    /// with a shared store, for another instance's turn to give the session's lease back. Past
+    /// it the turn fails with `session.busy` (HTTP 503 with Retry-After).
+    pub session_wait: Duration,
+    /// A session lease's time to live (shared store only): renewed every third of it while a
+    /// turn runs; the lease of an instance that died lapses after it.
+    pub session_lease_ttl: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -55,6 +62,8 @@ impl Default for RuntimeConfig {
             sweep_interval: Some(Duration::from_secs(30)),
             max_active_sessions: 100_000,
             shared_store: false,
+            session_wait: Duration::from_secs(30),
+            session_lease_ttl: Duration::from_secs(5),
             default_framework: "native".to_owned(),
             approvals: ApprovalConfig::default(),
             media: MediaLimits::default(),

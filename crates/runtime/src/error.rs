@@ -33,6 +33,10 @@ pub enum EngineError {
     /// A framework failed the turn, or was asked for something it cannot do.
     #[error("framework `{framework}`: {message}")]
     Framework { framework: String, message: String },
+    /// The session stayed busy (turns before this one, here or on another instance) past
+    /// `session_wait`.
+    #[error("the session is busy: earlier turns held it for {:.1} s, longer than this server's session wait; retry later", waited.as_secs_f64())]
+    SessionBusy { waited: Duration },
     #[error("the turn exceeded its timeout of {0:?}")]
     Timeout(Duration),
     #[error("internal error: {0}")]
@@ -63,6 +67,7 @@ impl EngineError {
             Self::AgentAtCapacity { .. } | Self::Timeout(_) | Self::Framework { .. } => ErrorCode::FrameworkExecution,
             Self::FrameworkUnavailable(..) | Self::ProviderUnavailable(..) => ErrorCode::FrameworkUnavailable,
             Self::Model(_) => ErrorCode::ModelUpstream,
+            Self::SessionBusy { .. } => ErrorCode::SessionBusy,
             Self::Tool(_) => ErrorCode::ToolNotDeclared,
             Self::Store(_) | Self::Internal(_) => ErrorCode::InternalError,
         }
@@ -86,6 +91,7 @@ impl EngineError {
                 Some(json!({ "tool": name, "candidates": candidates }))
             }
             Self::Timeout(d) => Some(json!({ "timeout_s": d.as_secs_f64() })),
+            Self::SessionBusy { waited } => Some(json!({ "waited_s": waited.as_secs_f64(), "retry_after_s": 1 })),
             _ => None,
         };
         p.details = details;

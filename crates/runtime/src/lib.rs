@@ -25,6 +25,7 @@ pub mod error;
 pub mod live;
 
 mod ids;
+mod lease;
 pub mod meter;
 mod runtime;
 pub mod sessions;

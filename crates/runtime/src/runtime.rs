@@ -167,6 +167,8 @@ impl RuntimeBuilder {
                 window: config.history_window,
                 max_active: config.max_active_sessions,
                 shared_store: config.shared_store,
+                wait: config.session_wait,
+                lease_ttl: config.session_lease_ttl,
             },
             clock,
             ids,

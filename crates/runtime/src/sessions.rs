@@ -8,7 +8,8 @@
 //! turn's cost does not grow with the conversation.
 //!
 //! A turn works through an [`OpenChat`], which this module alone can change:
-//! * [`ChatSessions::open`] takes the chat's turn lock and makes its state current: the first use
+//! * [`ChatSessions::open`] takes the chat's turn lock (and, with a shared store, the session's
+//!   lease: see `lease`), waiting at most `session_wait`, and makes its state current: the first use
 //!   reads the record and the window from the store (recovery after an archive or a restart);
 //!   with a shared store, a later use catches up with turns other instances appended.
 //! * [`OpenChat::bind`] picks the turn's agent and takes a session slot on it (a new session,
@@ -22,17 +23,20 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aether_contracts::SessionReport;
 use aether_store::{SessionEvent, SessionRecord, SessionState, SessionStore, StoreError};
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
+use tokio::time::Instant;
 
 use crate::agents::{Agent, AgentManager, SessionSlot};
 use crate::clock::Clock;
 use crate::error::EngineError;
 use crate::ids::IdGen;
+use crate::lease::{HeldLease, LeaseError, Leases};
 use crate::stats::Stats;
 
 /// A chat session's binding to an agent: the internal session id and the agent's slot.
@@ -123,6 +127,10 @@ pub struct ChatSessions {
     max_active: usize,
     /// Other instances append to the same store: every turn catches up first.
     shared_store: bool,
+    /// The store's session leases, with a shared store that offers them.
+    leases: Option<Arc<Leases>>,
+    /// The longest a turn waits for its session (lock and lease).
+    wait: Duration,
     pub(crate) pressure: Notify,
     clock: Clock,
     ids: Arc<IdGen>,
@@ -134,6 +142,8 @@ pub(crate) struct SessionSettings {
     pub window: usize,
     pub max_active: usize,
     pub shared_store: bool,
+    pub wait: Duration,
+    pub lease_ttl: Duration,
 }
 
 impl ChatSessions {
@@ -144,12 +154,21 @@ impl ChatSessions {
         ids: Arc<IdGen>,
         stats: Arc<Stats>,
     ) -> Self {
+        let leases = settings
+            .shared_store
+            .then(|| {
+                let instance = ids.next("instance").to_string();
+                Leases::of(&store, instance, settings.lease_ttl, Arc::clone(&stats))
+            })
+            .flatten();
         Self {
             map: DashMap::new(),
             store,
             window: settings.window.max(1),
             max_active: settings.max_active.max(1),
             shared_store: settings.shared_store,
+            leases,
+            wait: settings.wait,
             pressure: Notify::new(),
             clock,
             ids,
@@ -166,12 +185,27 @@ impl ChatSessions {
         self.map.is_empty()
     }
 
-    /// Locks chat `id` for a turn and makes its state current (see the module header).
-    pub(crate) async fn open(&self, id: &str, user_id: Option<&str>) -> Result<OpenChat<'_>, StoreError> {
-        let (chat, st) = self.lock(id).await;
+    /// Locks chat `id` for a turn and makes its state current (see the module header). With a
+    /// shared store the turn also takes the session's lease (see `lease`); the lock and the lease
+    /// together are waited for at most `session_wait`, then the turn fails with `session.busy`.
+    pub(crate) async fn open(&self, id: &str, user_id: Option<&str>) -> Result<OpenChat<'_>, EngineError> {
+        let started = Instant::now();
+        let deadline = started + self.wait;
+        let Ok((chat, st)) = tokio::time::timeout_at(deadline, self.lock(id)).await else {
+            return Err(self.busy(started));
+        };
+        let lease = match &self.leases {
+            Some(leases) => match leases.acquire(&chat.id, deadline).await {
+                Ok(held) => Some(held),
+                Err(LeaseError::Busy) => return Err(self.busy(started)),
+                Err(LeaseError::Store(e)) => return Err(e.into()),
+            },
+            None => None,
+        };
         let mut open = OpenChat {
             sessions: self,
             chat,
+            _lease: lease,
             st,
             flags: TurnFlags::default(),
         };
@@ -181,6 +215,13 @@ impl ChatSessions {
             open.refresh().await?;
         }
         Ok(open)
+    }
+
+    fn busy(&self, started: Instant) -> EngineError {
+        Stats::incr(&self.stats.session_busy);
+        EngineError::SessionBusy {
+            waited: started.elapsed(),
+        }
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<ChatSession>> {
@@ -279,6 +320,8 @@ struct TurnFlags {
 pub(crate) struct OpenChat<'s> {
     sessions: &'s ChatSessions,
     chat: Arc<ChatSession>,
+    /// The session's lease with a shared store, given back when the turn ends.
+    _lease: Option<HeldLease>,
     st: OwnedMutexGuard<ChatState>,
     flags: TurnFlags,
 }

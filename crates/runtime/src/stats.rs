@@ -63,6 +63,12 @@ counters! {
     reclaimed_agents,
     /// Archived sessions purged from the store.
     purged_sessions,
+    /// Turns that found their session's lease held by another instance and waited for it.
+    lease_waits,
+    /// Leases lost while their turn ran (the holder paused past the TTL).
+    leases_lost,
+    /// Turns refused with `session.busy`: their session stayed busy past `session_wait`.
+    session_busy,
 }
 
 impl Stats {

@@ -257,22 +257,25 @@ fn gate_tool(started: Arc<Notify>, release: Arc<Notify>) -> RegisteredTool {
     .unwrap()
 }
 
+/// A runtime with `cfg` and the gate tool, and the gate's two signals (started, release).
+fn gated(cfg: RuntimeConfig) -> (Shared, Arc<Notify>, Arc<Notify>) {
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let rt = builder(0, 0)
+        .config(cfg)
+        .tool(gate_tool(Arc::clone(&started), Arc::clone(&release)))
+        .build()
+        .unwrap();
+    (Arc::new(rt), started, release)
+}
+
 #[tokio::test(start_paused = true)]
 async fn sweeper_reclaims_sessions_then_runners_then_agents_and_never_a_busy_one() {
-    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let cfg = RuntimeConfig {
+    let (rt, started, release) = gated(RuntimeConfig {
         session_idle_ttl: Duration::from_secs(60),
         runner_idle_ttl: Duration::ZERO,
         agent_idle_ttl: Duration::ZERO,
         ..quiet_config()
-    };
-    let rt: Shared = Arc::new(
-        builder(0, 0)
-            .config(cfg)
-            .tool(gate_tool(Arc::clone(&started), Arc::clone(&release)))
-            .build()
-            .unwrap(),
-    );
+    });
     let agent = create(&rt, config(&["test.gate"])).await;
     let idle = create(&rt, config(&["crm_lookup"])).await;
     assert!(turn(&rt, &idle, "quiet", "hi").await.is_success());
@@ -363,4 +366,54 @@ async fn background_sweeper_runs_on_its_interval() {
     tokio::time::sleep(Duration::from_secs(32)).await;
     assert_eq!(rt.stats().reclaimed_sessions, 1);
     assert_eq!(rt.stats().active_sessions, 0);
+}
+
+/// A turn waits for the turns before it on its session at most `session_wait`; then it fails
+/// with `session.busy` (writing nothing), and the session serves the next turn normally.
+#[tokio::test(start_paused = true)]
+async fn a_turn_waits_for_its_session_at_most_session_wait_then_is_busy() {
+    let (rt, started, release) = gated(RuntimeConfig {
+        session_wait: Duration::from_millis(250),
+        ..quiet_config()
+    });
+    let agent = create(&rt, config(&["test.gate"])).await;
+    let held = {
+        let (rt, agent) = (Arc::clone(&rt), agent.clone());
+        tokio::spawn(async move { turn(&rt, &agent, "held", "run the gate").await })
+    };
+    started.notified().await;
+
+    let waited_from = Instant::now();
+    let busy = turn(&rt, &agent, "held", "me too").await;
+    let e = busy.error.expect("busy");
+    assert_eq!(e.code, aether_contracts::ErrorCode::SessionBusy, "{e:?}");
+    assert_eq!(
+        waited_from.elapsed(),
+        Duration::from_millis(250),
+        "exactly the wait (paused clock)"
+    );
+    assert_eq!(e.details.unwrap()["retry_after_s"], 1);
+    assert_eq!(rt.stats().session_busy, 1);
+    assert!(
+        turn(&rt, &agent, "other", "hi").await.is_success(),
+        "other sessions never wait"
+    );
+
+    release.notify_one();
+    assert!(held.await.unwrap().is_success());
+    let page = rt.store().events_page("held", None, 100).await.unwrap();
+    assert!(
+        page.events.iter().all(|e| e.message.text_content() != "me too"),
+        "the refused turn wrote nothing"
+    );
+    let gate_again = {
+        let (rt, agent) = (Arc::clone(&rt), agent.clone());
+        tokio::spawn(async move { turn(&rt, &agent, "held", "again").await })
+    };
+    started.notified().await;
+    release.notify_one();
+    assert!(
+        gate_again.await.unwrap().is_success(),
+        "the session serves its next turn"
+    );
 }

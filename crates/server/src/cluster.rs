@@ -3,11 +3,13 @@
 //! * **Agents** are recorded in `aether_agents` (id, tenant, config) when created; an instance
 //!   that meets an id it does not know adopts the agent from there under the same id. A deletion
 //!   is broadcast so every instance drops its copy.
-//! * **Sessions** live in the shared store. Each turn re-reads the session's record first
-//!   (`RuntimeConfig::shared_store`) and catches up with turns other instances appended; the
-//!   store's append is guarded by the event count, so two instances can never interleave a
-//!   session's events: of two truly concurrent turns on one session, the second to commit fails
-//!   (nothing of it is written) instead of reordering the history.
+//! * **Sessions** live in the shared store. A turn takes its session's lease in the store after
+//!   the instance's own FIFO lock (`aether_runtime`'s `lease` module): turns on one session sent
+//!   to several instances at once wait for each other (at most `--session-wait-s`, then 503
+//!   `session.busy` with Retry-After) instead of failing; a dead holder's lease lapses after its
+//!   TTL (5 s). Each turn then re-reads the session's record (`RuntimeConfig::shared_store`) and
+//!   catches up with turns other instances appended; the store's append is guarded by the event
+//!   count, so even a holder that lost its lease can never interleave a session's events.
 //! * **Live turns** run on the instance that accepted the stream, which records itself as the
 //!   owner in `aether_live_turns`. A message, approval, cancel or pending request that lands on
 //!   another instance is forwarded to the owner over `NOTIFY` on the owner's channel, and the

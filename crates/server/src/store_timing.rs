@@ -182,6 +182,10 @@ impl SessionStore for TimedStore {
         self.inner.info()
     }
 
+    fn leases(&self) -> Option<Arc<dyn aether_store::SessionLeases>> {
+        self.inner.leases()
+    }
+
     async fn put_session(&self, record: SessionRecord) -> Result<(), StoreError> {
         self.time(StoreOp::PutSession, self.inner.put_session(record)).await
     }

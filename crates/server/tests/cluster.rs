@@ -1,7 +1,8 @@
 //! Two `aether serve` instances on the real PostgreSQL (`AETHER_TEST_PG_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`; skipped with a printed reason when there is none):
 //! alternating turns of one session, an agent created on one used on the other, and live-turn
-//! control (pending, approval, cancel) sent to the instance that does not run the turn.
+//! control (pending, approval, cancel) sent to the instance that does not run the turn; turns on
+//! one session sent to both at once, which wait for the session's lease instead of failing.
 
 mod common;
 
@@ -26,11 +27,22 @@ fn pg_url() -> String {
 
 struct Instance {
     base: String,
+    rt: Arc<Runtime>,
     stop: oneshot::Sender<()>,
     done: tokio::task::JoinHandle<std::io::Result<usize>>,
 }
 
 async fn instance() -> Option<Instance> {
+    let instant = SimConfig {
+        time_scale: 0.0,
+        ..SimConfig::default()
+    };
+    instance_with(instant, RuntimeConfig::default().session_wait).await
+}
+
+/// An instance whose simulated model answers as `sim` says, whose turns wait at most
+/// `session_wait` for their session.
+async fn instance_with(sim: SimConfig, session_wait: std::time::Duration) -> Option<Instance> {
     let cluster = match Cluster::connect(&pg_url()).await {
         Ok(c) => c,
         Err(e) => {
@@ -57,16 +69,14 @@ async fn instance() -> Option<Instance> {
         .config(RuntimeConfig {
             sweep_interval: None,
             shared_store: true,
+            session_wait,
             approvals: ApprovalConfig {
                 tools: approvals,
                 ..ApprovalConfig::default()
             },
             ..RuntimeConfig::default()
         })
-        .simulated_model(SimConfig {
-            time_scale: 0.0,
-            ..SimConfig::default()
-        })
+        .simulated_model(sim)
         .demo_tools(DemoToolConfig {
             time_scale: 0.0,
             ..DemoToolConfig::default()
@@ -77,8 +87,9 @@ async fn instance() -> Option<Instance> {
     cfg.add_env_keys("key-acme=acme").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let rt = Arc::new(rt);
     let state = AppState::with(
-        Arc::new(rt),
+        Arc::clone(&rt),
         &cfg,
         Shared {
             cluster: Some(cluster),
@@ -89,7 +100,7 @@ async fn instance() -> Option<Instance> {
     let done = tokio::spawn(aether_server::serve(listener, state, async move {
         let _ = stopped.await;
     }));
-    Some(Instance { base, stop, done })
+    Some(Instance { base, rt, stop, done })
 }
 
 async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> (StatusCode, Value) {
@@ -349,4 +360,185 @@ async fn rate_limits_are_shared_through_redis() {
         let _ = stop.send(());
         done.await.unwrap().unwrap();
     }
+}
+
+/// A model that takes 10 ms a call, so that turns sent at once truly overlap.
+fn slow_model() -> SimConfig {
+    SimConfig {
+        time_scale: 1.0,
+        fixed_latency: Some(std::time::Duration::from_millis(10)),
+        ..SimConfig::default()
+    }
+}
+
+fn model_calls(instances: &[&Instance]) -> u64 {
+    instances.iter().map(|i| i.rt.stats().model_calls).sum()
+}
+
+async fn turn(base: &str, agent: &str, session: &str, text: &str) -> (StatusCode, Value) {
+    let body = json!({"task_id": unique("t"), "agent_id": agent, "session_id": session,
+                      "messages": [{"role": "user", "content": text}]});
+    call(reqwest::Method::POST, format!("{base}/v1/tasks"), Some(body)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_turns_on_one_session_across_instances_wait_their_turn() {
+    let wait = RuntimeConfig::default().session_wait;
+    let (Some(a), Some(b)) = (
+        instance_with(slow_model(), wait).await,
+        instance_with(slow_model(), wait).await,
+    ) else {
+        return;
+    };
+    let (st, created) = call(
+        reqwest::Method::POST,
+        format!("{}/v1/agents", a.base),
+        Some(json!({"agent_type": "support", "system_prompt": unique("Be brief"), "model_config": {"model": "gpt-4o-mini"}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{created}");
+    let agent = created["agent_id"].as_str().unwrap().to_owned();
+
+    // What one lone turn costs in model calls.
+    let before = model_calls(&[&a, &b]);
+    let (st, r) = turn(&b.base, &agent, &unique("lone"), "alone").await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let per_turn = model_calls(&[&a, &b]) - before;
+    assert!(per_turn >= 1);
+
+    // 8 clients at once, 4 turns each, one after another, alternating instances: 32 turns on one
+    // session, 16 sent to each instance.
+    let session = unique("contended");
+    let before = model_calls(&[&a, &b]);
+    let bases = [a.base.clone(), b.base.clone()];
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (bases, agent, session) = (bases.clone(), agent.clone(), session.clone());
+            tokio::spawn(async move {
+                for k in 0..4 {
+                    let base = &bases[(c + k) % 2];
+                    let (st, r) = turn(base, &agent, &session, &format!("client {c} turn {k}")).await;
+                    assert_eq!(
+                        (st, r["status"].as_str()),
+                        (StatusCode::OK, Some("success")),
+                        "client {c} turn {k}: {r}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(
+        model_calls(&[&a, &b]) - before,
+        32 * per_turn,
+        "the model was called as 32 lone turns would call it: no hidden retry"
+    );
+
+    let (_, page) = call(
+        reqwest::Method::GET,
+        format!("{}/v1/sessions/{session}/events?limit=1000", b.base),
+        None,
+    )
+    .await;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 64, "every turn's question and answer: {page}");
+    let mut next_turn = [0usize; 8];
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"], i as u64, "contiguous history");
+        let role = e["message"]["role"].as_str().unwrap();
+        if i % 2 == 1 {
+            assert_eq!(role, "assistant", "each question is followed by its answer: {e}");
+            continue;
+        }
+        assert_eq!(role, "user", "{e}");
+        let text = e["message"]["content"].as_str().unwrap();
+        let words: Vec<&str> = text.split(' ').collect();
+        let (c, k): (usize, usize) = (words[1].parse().unwrap(), words[3].parse().unwrap());
+        assert_eq!(k, next_turn[c], "client {c}'s turns are in its own order");
+        next_turn[c] += 1;
+    }
+    assert_eq!(next_turn, [4; 8]);
+    let waits = a.rt.stats().lease_waits + b.rt.stats().lease_waits;
+    assert!(waits > 0, "the instances did contend for the session");
+    assert_eq!(a.rt.stats().session_busy + b.rt.stats().session_busy, 0);
+
+    for i in [a, b] {
+        let _ = i.stop.send(());
+        assert_eq!(i.done.await.unwrap().unwrap(), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_held_past_the_wait_is_busy_and_a_dead_holders_lease_lapses() {
+    let Some(a) = instance_with(slow_model(), std::time::Duration::from_millis(300)).await else {
+        return;
+    };
+    let (_, created) = call(
+        reqwest::Method::POST,
+        format!("{}/v1/agents", a.base),
+        Some(json!({"agent_type": "support", "system_prompt": unique("Be brief"), "model_config": {"model": "gpt-4o-mini"}})),
+    )
+    .await;
+    let agent = created["agent_id"].as_str().unwrap().to_owned();
+    let session = unique("held");
+    let pool = sqlx::PgPool::connect(&pg_url()).await.unwrap();
+    // Another instance holds the session's lease for a minute.
+    sqlx::query(
+        "INSERT INTO aether_session_leases (session_id, instance, token, expires_at) \
+         VALUES ($1, 'i-elsewhere', 1, now() + interval '60 seconds')",
+    )
+    .bind(format!("acme:{session}"))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/tasks", a.base))
+        .bearer_auth("key-acme")
+        .json(
+            &json!({"task_id": unique("t"), "agent_id": agent, "session_id": session,
+                       "messages": [{"role": "user", "content": "hello?"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let r: Value = resp.json().await.unwrap();
+    assert_eq!(r["error"]["code"], "session.busy", "{r}");
+    assert!(r["error"]["details"]["waited_s"].as_f64().unwrap() >= 0.3, "{r}");
+    assert_eq!(a.rt.stats().session_busy, 1);
+
+    // The holder died: it stops renewing, and its lease lapses after its TTL (here 1 s from now).
+    // The next turn, allowed to wait longer, proceeds once it has lapsed.
+    sqlx::query("UPDATE aether_session_leases SET expires_at = now() + interval '1 second' WHERE session_id = $1")
+        .bind(format!("acme:{session}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    let _ = a.stop.send(());
+    assert_eq!(a.done.await.unwrap().unwrap(), 0);
+    let Some(patient) = instance_with(slow_model(), std::time::Duration::from_secs(10)).await else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let (st, r) = turn(&patient.base, &agent, &session, "hello again").await;
+    assert_eq!((st, r["status"].as_str()), (StatusCode::OK, Some("success")), "{r}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "within the instance-death timeout"
+    );
+    let held: Option<String> = sqlx::query_scalar("SELECT instance FROM aether_session_leases WHERE session_id = $1")
+        .bind(format!("acme:{session}"))
+        .fetch_optional(&pool)
+        .await
+        .unwrap();
+    assert_ne!(
+        held.as_deref(),
+        Some("i-elsewhere"),
+        "the dead holder's lease was taken over"
+    );
+    let _ = patient.stop.send(());
+    assert_eq!(patient.done.await.unwrap().unwrap(), 0);
 }

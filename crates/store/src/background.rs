@@ -183,6 +183,12 @@ impl SessionStore for BackgroundWrites {
         }
     }
 
+    /// The inner store's leases. A holder must flush before it releases one (the runtime does), or
+    /// the next holder could read the session before its queued writes land.
+    fn leases(&self) -> Option<Arc<dyn crate::SessionLeases>> {
+        self.inner.leases()
+    }
+
     async fn put_session(&self, record: SessionRecord) -> Result<(), StoreError> {
         let id = record.session_id.clone();
         self.enqueue(&id, Write::Put(record)).await

@@ -4,12 +4,14 @@
 //! [`SessionEvent`]s; a turn reads only a bounded [`HistoryWindow`] of the latest events, never the
 //! whole log. [`SessionStore`] is the trait every backend implements: [`MemoryStore`] (tests, the
 //! harness), [`SqliteStore`] (the embedded default: one file) and [`PostgresStore`] (sessions
-//! shared by several instances). [`BackgroundWrites`] gives any of them `async` durability.
+//! shared by several instances, with per-session [`SessionLeases`] that order their turns).
+//! [`BackgroundWrites`] gives any of them `async` durability.
 //! [`open`] builds one from a [`StoreConfig`].
 
 mod background;
 pub mod cluster;
 mod error;
+mod lease;
 mod memory;
 mod migrations;
 mod postgres;
@@ -21,6 +23,7 @@ pub use aether_contracts::SessionEvent;
 pub use background::BackgroundWrites;
 pub use cluster::{ClusterDirectory, ClusterError, LiveOwner, PgClusterDirectory};
 pub use error::StoreError;
+pub use lease::{LeaseHolder, SessionLeases};
 pub use memory::MemoryStore;
 #[doc(hidden)]
 pub use migrations::migrate_postgres_up_to;
@@ -78,6 +81,12 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Number of sessions held (a gauge for metrics).
     async fn session_count(&self) -> Result<u64, StoreError>;
+
+    /// The per-session leases of a store that several instances share (PostgreSQL); `None` for a
+    /// store one runtime owns alone.
+    fn leases(&self) -> Option<Arc<dyn SessionLeases>> {
+        None
+    }
 
     /// Waits until every write accepted so far is durable (a no-op for synchronous stores).
     async fn flush(&self) -> Result<(), StoreError> {

@@ -80,6 +80,17 @@ CREATE TABLE IF NOT EXISTS aether_instances (
 );
 "#;
 
+/// Per-session leases (see `lease`): which instance's turn may run a session's next turn, until
+/// when (in the database's clock).
+const POSTGRES_V3: &str = r#"
+CREATE TABLE IF NOT EXISTS aether_session_leases (
+    session_id TEXT PRIMARY KEY,
+    instance   TEXT NOT NULL,
+    token      BIGINT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL
+);
+"#;
+
 #[derive(Debug)]
 struct Embedded(Dialect);
 
@@ -101,6 +112,7 @@ impl<'s> MigrationSource<'s> for Embedded {
         let mut all = vec![migration(1, "sessions and events", sql)];
         if matches!(self.0, Dialect::Postgres) {
             all.push(migration(2, "cluster directory", POSTGRES_V2));
+            all.push(migration(3, "session leases", POSTGRES_V3));
         }
         Box::pin(async move { Ok(all) })
     }

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use crate::lease::PgLeases;
 use crate::migrations::{migrator, Dialect};
 use crate::record::{
     Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord, SessionState, StoreInfo,
@@ -20,11 +21,12 @@ use crate::rows::{
     append_conflict, backend, encode_event, event_page, record, session_page, state_str, window, SessionRow,
     SESSION_COLUMNS,
 };
-use crate::{SessionEvent, SessionStore, StoreError};
+use crate::{SessionEvent, SessionLeases, SessionStore, StoreError};
 
 /// A PostgreSQL database holding sessions and events.
 pub struct PostgresStore {
     pool: PgPool,
+    leases: Arc<PgLeases>,
     /// `host:port/database`, never the credentials.
     location: String,
 }
@@ -33,7 +35,8 @@ impl PostgresStore {
     /// Connects (pool of `max_connections`), and applies pending migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let (pool, location) = connect(url, max_connections).await?;
-        Ok(Self { pool, location })
+        let leases = Arc::new(PgLeases { pool: pool.clone() });
+        Ok(Self { pool, leases, location })
     }
 }
 
@@ -79,6 +82,10 @@ impl SessionStore for PostgresStore {
             durability: Durability::Sync,
             location: Some(self.location.clone()),
         }
+    }
+
+    fn leases(&self) -> Option<Arc<dyn SessionLeases>> {
+        Some(Arc::clone(&self.leases) as Arc<dyn SessionLeases>)
     }
 
     async fn put_session(&self, r: SessionRecord) -> Result<(), StoreError> {

@@ -559,7 +559,7 @@ mod cluster_directory {
             .fetch_all(dir.pool())
             .await
             .unwrap();
-        assert_eq!(versions, vec![1, 2], "migration 2 recorded on top of 1");
+        assert_eq!(versions, vec![1, 2, 3], "migrations 2 and 3 recorded on top of 1");
         assert_eq!(
             dir.get_agent("agent-old", "acme").await.unwrap(),
             Some(config()),
@@ -587,6 +587,65 @@ mod cluster_directory {
         drop(PostgresStore::open(&db.url, 1).await.unwrap());
         assert_eq!(dir.agent_ids("acme").await.unwrap().len(), 1);
         dir.pool().close().await;
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn a_session_lease_has_one_holder_is_taken_over_when_it_lapses_and_fences_a_late_release() {
+        use aether_store::{LeaseHolder, SessionStore};
+        let Some(db) = Scratch::new("lease").await else {
+            return;
+        };
+        let store = PostgresStore::open(&db.url, 2).await.unwrap();
+        let leases = store.leases().expect("a shared store has leases");
+        let ttl = Duration::from_secs(60);
+        let a1 = LeaseHolder {
+            instance: "i-a".into(),
+            token: 1,
+        };
+        let a2 = LeaseHolder {
+            instance: "i-a".into(),
+            token: 2,
+        };
+        let b1 = LeaseHolder {
+            instance: "i-b".into(),
+            token: 1,
+        };
+        assert!(leases.try_acquire("s", &a1, ttl).await.unwrap(), "free");
+        assert!(
+            !leases.try_acquire("s", &b1, ttl).await.unwrap(),
+            "held by another instance"
+        );
+        assert!(
+            leases.try_acquire("other", &b1, ttl).await.unwrap(),
+            "sessions are independent"
+        );
+        assert!(leases.renew("s", &a1, ttl).await.unwrap());
+        assert!(!leases.renew("s", &b1, ttl).await.unwrap(), "not b's to renew");
+
+        // The next turn of the same instance takes over at once; the first turn's late release
+        // and renewal no longer touch it.
+        assert!(leases.try_acquire("s", &a2, ttl).await.unwrap());
+        leases.release("s", &a1).await.unwrap();
+        assert!(!leases.renew("s", &a1, ttl).await.unwrap());
+        assert!(
+            !leases.try_acquire("s", &b1, ttl).await.unwrap(),
+            "a's second turn still holds it"
+        );
+
+        // a died: its lease lapses (its expiry passes), and b takes it.
+        let pool = PgPoolOptions::new().max_connections(1).connect(&db.url).await.unwrap();
+        sqlx::query("UPDATE aether_session_leases SET expires_at = now() - interval '1 second' WHERE session_id = 's'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert!(leases.try_acquire("s", &b1, ttl).await.unwrap(), "lapsed");
+        assert!(!leases.renew("s", &a2, ttl).await.unwrap(), "a's lease is gone");
+        leases.release("s", &b1).await.unwrap();
+        assert!(leases.try_acquire("s", &a1, ttl).await.unwrap(), "released");
+        pool.close().await;
+        drop(leases);
+        drop(store);
         db.drop_db().await;
     }
 

@@ -140,16 +140,15 @@ pub fn document() -> Value {
     };
     // A failed turn's TaskResult, under the status of its error code (or 504 when it timed out).
     let with_failed_results = |mut o: Value, schema: &Value| {
-        let codes: [(u16, &str); 5] = [
-            (400, "request.validation, tool.not_declared, tool.invalid_parameters"),
-            (408, "approval.timeout"),
-            (500, "internal.error, framework.execution"),
-            (501, "framework.unavailable"),
-            (502, "model.upstream, stream.interrupted, tool.execution"),
-        ];
+        let mut codes: std::collections::BTreeMap<u16, Vec<&str>> = std::collections::BTreeMap::new();
+        for code in aether_contracts::ErrorCode::ALL {
+            codes.entry(code.http_status()).or_default().push(code.as_str());
+        }
         for (status, which) in codes {
+            let which = which.join(", ");
+            let retry = if status == 503 { "; with Retry-After" } else { "" };
             o["responses"][status.to_string()] = json!({
-                "description": format!("a TaskResult that failed with {which} (or an error body for a request refused before it ran)"),
+                "description": format!("a TaskResult that failed with {which}{retry} (or an error body for a request refused before it ran)"),
                 "content": {"application/json": {"schema": schema}},
             });
         }
@@ -173,7 +172,7 @@ pub fn document() -> Value {
                 "get": op("Show an agent and its config", None, ok("agent", json!({"agent_id": "agent-1", "config": agent}))),
                 "delete": op("Remove an agent; its sessions are archived (204)", None, json!({"description": "deleted"})),
             },
-            "/v1/tasks": {"post": with_failed_results(op("Run a turn (or create an agent by the two-step protocol). The body is always a TaskResult; a failed one never answers 2xx: 504 when it timed out (the turn's execution_config.timeout or the server's limit), else by its error code: request.validation, tool.not_declared, tool.invalid_parameters 400; approval.timeout 408; internal.error, framework.execution 500; framework.unavailable 501; model.upstream, stream.interrupted, tool.execution 502", Some(json_body(&task_schema, &task)), typed("TaskResult", &result_schema, result.clone())), &result_schema)},
+            "/v1/tasks": {"post": with_failed_results(op("Run a turn (or create an agent by the two-step protocol). The body is always a TaskResult; a failed one never answers 2xx: 504 when it timed out (the turn's execution_config.timeout or the server's limit), else by its error code: request.validation, tool.not_declared, tool.invalid_parameters 400; approval.timeout 408; internal.error, framework.execution 500; framework.unavailable 501; model.upstream, stream.interrupted, tool.execution 502; session.busy 503 with Retry-After (the session stayed busy with earlier turns, on this instance or another, past the server's session wait)", Some(json_body(&task_schema, &task)), typed("TaskResult", &result_schema, result.clone())), &result_schema)},
             "/v1/tasks/stream": {"post": op("Run a live turn: server-sent events, one TaskStreamChunk each (`?keep_open=true` keeps the session for follow-up messages); closing the connection cancels it", Some(json_body(&task_schema, &task)), json!({"description": "text/event-stream; each event's data is a TaskStreamChunk", "content": {"text/event-stream": {"schema": chunk_schema}}}))},
             "/v1/live/{task_id}/messages": {"post": op("Send a follow-up message (a UniversalMessage) to a live session (202)", Some(json_body(&message_schema, &example(&UniversalMessage::user("and then?")))), json!({"description": "accepted"}))},
             "/v1/live/{task_id}/approvals/{interaction_id}": {"post": op("Answer a tool approval request (202)", Some(json_body(&json!({"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}, "user_message": {"type": "string"}, "response_data": {}}}), &json!({"approved": true, "user_message": "go ahead"}))), json!({"description": "accepted"}))},

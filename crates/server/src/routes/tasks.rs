@@ -46,7 +46,15 @@ pub async fn run(
             // A failed turn never answers 2xx: its error code's status (504 for a timeout).
             let status = failure_status(result.status == TaskStatus::Timeout, result.error.as_ref());
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Ok((status, Json(result)).into_response())
+            let mut response = (status, Json(result)).into_response();
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                // `session.busy`: the session's earlier turns outlasted the wait; try again soon.
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                );
+            }
+            Ok(response)
         }
         Err(_) => {
             let error = ErrorPayload::new(
