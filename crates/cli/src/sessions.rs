@@ -86,7 +86,19 @@ async fn store(args: &StoreArgs) -> Result<std::sync::Arc<dyn SessionStore>, Cli
             "--store memory holds nothing between runs; use sqlite or postgres",
         ));
     }
-    store_args::open(&args.config(StoreKind::Sqlite, StoreArgs::default_sqlite_path)?).await
+    match args.config(StoreKind::Sqlite, StoreArgs::default_sqlite_path)? {
+        // These commands read and manage stored sessions: they never create a store. A path with
+        // no store at it is bad input, not an empty list.
+        aether_store::StoreConfig::Sqlite { path, .. } => aether_store::SqliteStore::open_existing(&path)
+            .await
+            .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn SessionStore>)
+            .map_err(|e| {
+                CliError::usage(format!(
+                    "{e} (a store is made by `aether serve`, `aether chat` or `aether perf run --store sqlite`)"
+                ))
+            }),
+        config => store_args::open(&config).await,
+    }
 }
 
 fn failed(e: aether_store::StoreError) -> CliError {

@@ -97,6 +97,38 @@ fn bad_stores_exit_2_naming_the_path_or_host() {
         text(&out.stderr)
     );
 
+    // Read-only commands create nothing: a mistyped path is an error, not a new empty store.
+    let typo = dir.join("no-such-dir").join("typo.db");
+    for args in [
+        vec!["sessions", "list"],
+        vec!["sessions", "show", "alpha"],
+        vec!["sessions", "export", "alpha"],
+        vec!["sessions", "delete", "alpha"],
+    ] {
+        let out = aether(&[&args[..], &["--store-path", typo.to_str().unwrap()]].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("there is no session store here: the file does not exist") && err.contains("typo.db"),
+            "{err}"
+        );
+        assert!(!dir.join("no-such-dir").exists(), "{args:?} created the directory");
+    }
+    // An empty file is an empty SQLite database, not a store: refused, and left as it was.
+    let empty = dir.join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let out = aether(&["sessions", "list", "--store-path", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not an Aether session store"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "not migrated into a store");
+    let out = aether(&["sessions", "list", "--store-path", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("it is not a file"), "{}", text(&out.stderr));
+
     let blocker = dir.join("plain-file");
     std::fs::write(&blocker, b"x").unwrap();
     let unwritable = blocker.join("sessions.db");

@@ -86,3 +86,28 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
         ApiError::bad_request(e.to_string(), field)
     })
 }
+
+/// A query string parsed into `T`, or a 400 with the `Error` body naming the parameter (axum's own
+/// rejection would answer plain text, outside the API's documented error shape).
+pub fn parse_query<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query.map(|q| q.0).map_err(|r| {
+        let text = r.body_text();
+        // serde names the parameter either as "unknown field `name`" or as a "name: " prefix
+        // of the value's error; pick it out for `field`.
+        let detail = text.rsplit("query string: ").next().unwrap_or(&text);
+        let field = detail
+            .split("field `")
+            .nth(1)
+            .and_then(|rest| rest.split('`').next())
+            .or_else(|| {
+                detail
+                    .split_once(": ")
+                    .map(|(name, _)| name)
+                    .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            })
+            .map(str::to_owned);
+        ApiError::bad_request(format!("bad query string: {text}"), field)
+    })
+}

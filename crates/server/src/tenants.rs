@@ -3,10 +3,10 @@
 //! `framework_config.tenant` (set by the server, never by the client). A leaf: the
 //! authentication middleware (`auth`) and the shared state both build on it.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::http::{HeaderValue, StatusCode};
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::{digest_from_hex, key_digest, ServerConfig};
 use crate::error::ApiError;
@@ -54,25 +54,30 @@ impl Tenant {
 }
 
 /// Every tenant, by the hash of each of its keys.
+///
+/// A presented key is hashed (SHA-256) and its digest compared with *every* known digest in
+/// constant time (`subtle`), with no early exit and no hash-map probe: how long a check takes says
+/// nothing about how close a key came, nor which key matched.
 #[derive(Debug)]
 pub struct Tenants {
-    by_key_digest: HashMap<[u8; 32], Arc<Tenant>>,
+    by_key_digest: Vec<([u8; 32], Arc<Tenant>)>,
     anonymous: Option<Arc<Tenant>>,
     /// The operators' keys (`[admin]`), by hash.
-    admin_digests: HashSet<[u8; 32]>,
+    admin_digests: Vec<[u8; 32]>,
     names: Vec<Arc<str>>,
 }
 
 impl Tenants {
     pub fn new(cfg: &ServerConfig, redis: Option<&redis::aio::ConnectionManager>) -> Self {
-        let mut by_key_digest = HashMap::new();
+        let mut by_key_digest = Vec::new();
         for t in &cfg.tenants {
             let limit = t.rate_limit.or(cfg.rate_limit);
             let limiter = limit.map(|l| RateLimiter::new(&t.name, l, redis));
             let tenant = Arc::new(Tenant::new(&t.name, limiter));
             // Validated config: every hash is 64 hex digits.
             for digest in t.api_key_sha256.iter().filter_map(|h| digest_from_hex(h)) {
-                by_key_digest.insert(digest, Arc::clone(&tenant));
+                by_key_digest.retain(|(d, _)| *d != digest);
+                by_key_digest.push((digest, Arc::clone(&tenant)));
             }
         }
         let anonymous = cfg.allow_anonymous.then(|| {
@@ -81,7 +86,7 @@ impl Tenants {
                 cfg.rate_limit.map(|l| RateLimiter::new("default", l, redis)),
             ))
         });
-        let mut names: Vec<Arc<str>> = by_key_digest.values().map(|t| Arc::clone(&t.name)).collect();
+        let mut names: Vec<Arc<str>> = by_key_digest.iter().map(|(_, t)| Arc::clone(&t.name)).collect();
         names.extend(anonymous.iter().map(|t| Arc::clone(&t.name)));
         names.sort();
         names.dedup();
@@ -107,9 +112,13 @@ impl Tenants {
     pub(crate) fn admin(&self, authorization: Option<&HeaderValue>) -> Result<(), ApiError> {
         let key = bearer(authorization)?;
         let digest = key_digest(key);
-        if self.admin_digests.contains(&digest) {
+        let admin = self
+            .admin_digests
+            .iter()
+            .fold(Choice::from(0), |hit, d| hit | d.ct_eq(&digest));
+        if bool::from(admin) {
             Ok(())
-        } else if self.by_key_digest.contains_key(&digest) {
+        } else if self.tenant_of(&digest).is_some() {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "auth.admin_required",
@@ -135,10 +144,21 @@ impl Tenants {
             });
         };
         let key = bearer(Some(value))?;
-        self.by_key_digest
-            .get(&key_digest(key))
-            .cloned()
+        self.tenant_of(&key_digest(key))
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "auth.invalid", "unknown API key"))
+    }
+}
+
+impl Tenants {
+    /// The tenant whose key has this digest: every digest is compared, in constant time each.
+    fn tenant_of(&self, digest: &[u8; 32]) -> Option<Arc<Tenant>> {
+        let mut found = None;
+        for (d, tenant) in &self.by_key_digest {
+            if bool::from(d.ct_eq(digest)) {
+                found = Some(tenant);
+            }
+        }
+        found.cloned()
     }
 }
 

@@ -2,6 +2,8 @@
 //! cancel on disconnect, timeouts and graceful shutdown.
 
 mod common;
+#[path = "api/openapi.rs"]
+mod openapi;
 
 use aether_server::RateLimit;
 use common::{agent_body, config, instant, read_sse, runtime, slow, turn, Server};

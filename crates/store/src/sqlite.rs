@@ -171,6 +171,43 @@ impl SqliteStore {
         unreachable!("the loop returns")
     }
 
+    /// Opens the session store at `path` only if it is one already, creating nothing: for commands
+    /// that read or manage stored sessions, where a mistyped path must be an error rather than
+    /// a new, empty store.
+    pub async fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        if !path.is_file() {
+            let why = if path.exists() {
+                "it is not a file"
+            } else {
+                "the file does not exist"
+            };
+            return Err(open_error(path, format!("there is no session store here: {why}")));
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| open_error(path, e))?
+            .filename(path)
+            .read_only(true);
+        let mut probe = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(|e| open_error(path, e))?;
+        let tables: Result<i64, sqlx::Error> =
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'aether_sessions'")
+                .fetch_one(&mut probe)
+                .await;
+        let _ = probe.close().await;
+        match tables {
+            Ok(1) => Self::open(path).await,
+            Ok(_) => Err(open_error(
+                path,
+                "there is no session store here: the file is not an Aether session store (no aether_sessions table)",
+            )),
+            Err(e) => Err(open_error(
+                path,
+                format!("there is no session store here: the file is not a readable SQLite database ({e})"),
+            )),
+        }
+    }
+
     async fn try_open(path: &Path) -> Result<Self, OpenFailure> {
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)

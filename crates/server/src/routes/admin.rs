@@ -66,8 +66,9 @@ pub struct ProfileQuery {
 /// (default 30, at most [`crate::profiling::MAX_SECONDS`]), as pprof protobuf or, with
 /// `format=flamegraph`, an SVG flame graph. One at a time: another request meanwhile gets 409.
 pub async fn profile(
-    axum::extract::Query(q): axum::extract::Query<ProfileQuery>,
+    query: Result<axum::extract::Query<ProfileQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, crate::error::ApiError> {
+    let q = crate::error::parse_query(query)?;
     use crate::error::ApiError;
     use crate::profiling::{ProfileError, Profiling, MAX_SECONDS};
     let seconds = q.seconds.unwrap_or(30);

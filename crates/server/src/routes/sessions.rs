@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use aether_store::{PageRequest, SessionFilter, SessionRecord, SessionState};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
+use crate::error::{parse_query, ApiError};
 use crate::state::AppState;
 use crate::tenants::Tenant;
 
@@ -29,8 +30,9 @@ pub struct ListParams {
 pub async fn list(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Query(p): Query<ListParams>,
+    query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let p = parse_query(query)?;
     let limit = page_limit(p.limit)?;
     let state = match p.state.as_deref() {
         None => None,
@@ -123,8 +125,9 @@ pub async fn events(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
     Path(id): Path<String>,
-    Query(p): Query<EventParams>,
+    query: Result<Query<EventParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let p = parse_query(query)?;
     let limit = page_limit(p.limit)?;
     let scoped = t.scoped(&id);
     ensure_exists(&s, &scoped, &id).await?;

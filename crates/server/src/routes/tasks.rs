@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use aether_contracts::{failure_status, ErrorCode, ErrorPayload, TaskRequest, TaskResult, TaskStatus, TaskStreamChunk};
 use aether_runtime::live::{LiveController, LiveOptions, LiveSession};
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -82,9 +82,10 @@ pub struct StreamParams {
 pub async fn stream(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Query(params): Query<StreamParams>,
+    query: Result<Query<StreamParams>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let params = crate::error::parse_query(query)?;
     let mut req: TaskRequest = parse_body(body)?;
     scope_request(&s, &t, &mut req).await?;
     if s.live.len() >= s.limits.max_live_sessions {
