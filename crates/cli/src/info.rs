@@ -97,5 +97,20 @@ pub fn models(args: ModelsArgs) -> Result<(), CliError> {
             p.tokenizer
         );
     }
+    println!("{TIMING_MODEL}");
     Ok(())
 }
+
+/// How the simulated model spends its time, printed under the profiles.
+const TIMING_MODEL: &str = "
+Timing model (every delay is multiplied by --time-scale; 0 answers at once):
+  latency  = TTFT + ms/token × (answer tokens − 1) ± jitter (uniform, seeded per call by --seed);
+             with --model-latency-ms L, exactly L.
+  answer   = `tokens` tokens of canned text (a tool call or a tool summary when tools are in
+             play); the request's max_tokens cuts it to at most that many tokens, at a word.
+  plain    = one answer after the whole latency.
+  streamed = the same total latency: the first word at the time to first token, the others
+             spread evenly up to the total, each due at a time fixed from the start (timer
+             granularity never adds up). With --model-latency-ms L the first word comes at the
+             profile's share of it: L × TTFT / (TTFT + ms/token × (answer tokens − 1)).
+  usage    = prompt tokens counted with the profile's tokenizer; cost from the $/1K prices.";

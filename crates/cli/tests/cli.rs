@@ -97,6 +97,9 @@ fn tools_and_models_list_what_is_available() {
         "gpt-4o-mini",
         "deepseek-chat",
         "o200k_base",
+        "Timing model",
+        "max_tokens cuts it",
+        "streamed = the same total latency",
     ] {
         assert!(s.contains(m), "{m} missing from:\n{s}");
     }

@@ -327,6 +327,14 @@ impl SimulatedModel {
             (Arc::clone(&c.text), Vec::new(), c.tokens)
         };
 
+        // `max_tokens` bounds a text answer as it bounds a real model's (tool calls are not cut).
+        let (text, completion_tokens) = match req.model.max_tokens {
+            Some(max) if tool_calls.is_empty() && completion_tokens > max => {
+                truncate_to_tokens(&text, tokenizer, max.max(1))
+            }
+            _ => (text, completion_tokens),
+        };
+
         let prompt_tokens = u64::from(req.system.tokens_with(|t| tokens::count(tokenizer, t)))
             + req
                 .history
@@ -348,12 +356,14 @@ impl SimulatedModel {
             }
         };
         let latency = self.scaled(latency_ms);
-        let ttft = self
-            .scaled(match self.config.fixed_latency {
-                Some(_) => 0.0,
-                None => profile.ttft_ms,
-            })
-            .min(latency);
+        // The first token's share of the whole: the profile's, for this answer's length. A fixed
+        // latency keeps it, so a streamed answer takes the same total as a plain one.
+        let nominal = profile.ttft_ms + profile.per_token_ms * completion_tokens.saturating_sub(1) as f64;
+        let ttft = match self.config.fixed_latency {
+            Some(_) if nominal > 0.0 => latency.mul_f64((profile.ttft_ms / nominal).clamp(0.0, 1.0)),
+            Some(_) => Duration::ZERO,
+            None => self.scaled(profile.ttft_ms).min(latency),
+        };
 
         let cost_usd = prompt_tokens as f64 / 1000.0 * profile.prompt_price_per_1k
             + completion_tokens as f64 / 1000.0 * profile.completion_price_per_1k;
@@ -380,7 +390,7 @@ impl SimulatedModel {
 struct Planned {
     response: ModelResponse,
     latency: Duration,
-    /// Time to the first token (0 with a fixed latency: all of it is spread over the tokens).
+    /// Time to the first token: the profile's, or with a fixed latency the profile's share of it.
     ttft: Duration,
 }
 
@@ -414,13 +424,15 @@ impl ModelProvider for SimulatedModel {
         }
     }
 
-    /// Streams the text word by word: the first piece after the time to first token, the rest
-    /// spread evenly over the remaining latency.
+    /// Streams the text word by word: the first piece at the time to first token, the rest
+    /// spread evenly up to the whole latency. Each piece is due at a time fixed from the start,
+    /// so timer granularity never adds up: a streamed answer takes the latency a plain one does.
     async fn generate_stream(
         &self,
         req: ModelRequest<'_>,
         sink: &mut dyn DeltaSink,
     ) -> Result<ModelResponse, ModelError> {
+        let start = tokio::time::Instant::now();
         let p = match self.plan(&req) {
             Ok(p) => p,
             Err((e, waited)) => {
@@ -435,16 +447,50 @@ impl ModelProvider for SimulatedModel {
         }
         let pieces = text.split_inclusive(' ').count().max(1);
         let gap = (p.latency - p.ttft) / pieces as u32;
-        pause(p.ttft).await;
         for (i, piece) in text.split_inclusive(' ').enumerate() {
-            if i > 0 {
-                pause(gap).await;
-            }
+            due(start + p.ttft + gap * i as u32).await;
             sink.delta(piece).await?;
         }
-        pause(gap).await;
+        due(start + p.latency).await;
         Ok(p.response)
     }
+}
+
+/// Waits until `at` (at once when it has passed).
+async fn due(at: tokio::time::Instant) {
+    if at > tokio::time::Instant::now() {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// The longest prefix of `text`, cut at a word, of at most `max` tokens, and its token count
+/// (counted per word, as the answer is streamed).
+fn truncate_to_tokens(text: &str, tokenizer: tokens::Tokenizer, max: u32) -> (Arc<str>, u32) {
+    let mut end = 0;
+    let mut n = 0;
+    for piece in text.split_inclusive(' ') {
+        let t = tokens::count(tokenizer, piece);
+        if n + t > max {
+            if end == 0 {
+                // Not even the first word fits: its longest prefix that does.
+                let (cut, m) = piece
+                    .char_indices()
+                    .skip(1)
+                    .map(|(i, _)| (i, tokens::count(tokenizer, &piece[..i])))
+                    .take_while(|(_, m)| *m <= max)
+                    .last()
+                    .unwrap_or((piece.len(), t));
+                return (Arc::from(&piece[..cut]), m.max(1));
+            }
+            break;
+        }
+        n += t;
+        end += piece.len();
+        if n >= max {
+            break;
+        }
+    }
+    (Arc::from(text[..end].trim_end()), n.max(1))
 }
 
 /// `[simulated] Received 2 attachments: image/png 1234 bytes #0123456789abcdef; ...` — every
@@ -466,4 +512,111 @@ fn acknowledge(message: &aether_contracts::UniversalMessage) -> Option<String> {
         s.push(';');
     }
     Some(s)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The simulator's timing contract and `max_tokens`, on a paused clock (exact durations).
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use aether_contracts::{Metadata, ModelConfig, SessionEvent, UniversalMessage};
+    use tokio::time::Instant;
+
+    use super::{SimConfig, SimulatedModel};
+    use crate::{DeltaSink, HistoryView, ModelError, ModelProvider, ModelRequest, SystemPrompt};
+
+    /// Records when each piece arrived.
+    struct Arrivals(Instant, Vec<Duration>);
+
+    #[async_trait::async_trait]
+    impl DeltaSink for Arrivals {
+        async fn delta(&mut self, _text: &str) -> Result<(), ModelError> {
+            self.1.push(self.0.elapsed());
+            Ok(())
+        }
+    }
+
+    fn ask(model: &SimulatedModel, max_tokens: Option<u32>) -> (ModelConfig, SystemPrompt, Vec<Arc<SessionEvent>>) {
+        let _ = model;
+        let mut config = ModelConfig::new("gpt-4o-mini");
+        config.max_tokens = max_tokens;
+        let event = SessionEvent::new(
+            0,
+            Arc::from("s"),
+            Arc::from("a"),
+            UniversalMessage::user("hello"),
+            vec![],
+        );
+        (config, SystemPrompt::new("Be brief."), vec![Arc::new(event)])
+    }
+
+    fn request<'a>(c: &'a (ModelConfig, SystemPrompt, Vec<Arc<SessionEvent>>), m: &'a Metadata) -> ModelRequest<'a> {
+        ModelRequest {
+            model: &c.0,
+            system: &c.1,
+            history: HistoryView {
+                committed: &c.2,
+                pending: &[],
+            },
+            tools: &[],
+            metadata: m,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_latency_is_the_same_total_plain_and_streamed_with_the_profiles_first_token_share() {
+        let model = SimulatedModel::new(SimConfig {
+            fixed_latency: Some(Duration::from_millis(200)),
+            ..SimConfig::default()
+        });
+        let (c, m) = (ask(&model, None), Metadata::new());
+        let start = Instant::now();
+        let plain = model.generate(request(&c, &m)).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
+
+        let start = Instant::now();
+        let mut sink = Arrivals(start, Vec::new());
+        let streamed = model.generate_stream(request(&c, &m), &mut sink).await.unwrap();
+        let total = start.elapsed();
+        assert_eq!(streamed.text, plain.text);
+        assert!(sink.1.len() > 20, "many pieces: {}", sink.1.len());
+        // Timer granularity (1 ms per sleep) must not add up over the pieces.
+        assert!(
+            total >= Duration::from_millis(200) && total <= Duration::from_millis(201),
+            "streamed total {total:?}"
+        );
+        // The profile's share: ttft / (ttft + per_token × (tokens − 1)) of the 200 ms.
+        let p = model.config.profiles.lookup("gpt-4o-mini").1;
+        let n = plain.usage.completion_tokens as f64;
+        let share = p.ttft_ms / (p.ttft_ms + p.per_token_ms * (n - 1.0));
+        let first = sink.1[0].as_secs_f64() * 1000.0;
+        assert!(
+            (first - 200.0 * share).abs() <= 1.0,
+            "first piece at {first} ms, share {share}"
+        );
+        assert!(sink.1.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_tokens_bounds_the_answer() {
+        let model = SimulatedModel::new(SimConfig {
+            time_scale: 0.0,
+            ..SimConfig::default()
+        });
+        let m = Metadata::new();
+        let full = model.generate(request(&ask(&model, None), &m)).await.unwrap();
+        assert!(full.usage.completion_tokens > 10, "{}", full.usage.completion_tokens);
+        let cut = model.generate(request(&ask(&model, Some(10)), &m)).await.unwrap();
+        assert!(
+            cut.usage.completion_tokens <= 10 && cut.usage.completion_tokens >= 5,
+            "{:?}",
+            cut.usage
+        );
+        assert!(full.text.starts_with(&*cut.text), "a prefix, cut at a word");
+        assert!(cut.text.len() < full.text.len());
+        let one = model.generate(request(&ask(&model, Some(1)), &m)).await.unwrap();
+        assert_eq!(one.usage.completion_tokens, 1, "{:?}", one.text);
+    }
 }
