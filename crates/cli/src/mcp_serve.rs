@@ -1,5 +1,6 @@
 //! `aether mcp-serve`: the registry's tools (built-in and demo) as an MCP server, on stdio
-//! (the default; logs go to stderr) or streamable HTTP (`--http ADDR`, endpoint `/mcp`).
+//! (the default; logs go to stderr) or streamable HTTP (`--http ADDR`, endpoint `/mcp`), which
+//! needs a bearer API key of the tenants' configuration unless `--allow-anonymous` on loopback.
 
 use std::net::SocketAddr;
 
@@ -33,6 +34,43 @@ pub struct McpServeArgs {
     /// against DNS rebinding). Repeatable.
     #[arg(long = "allow-host", value_name = "HOST")]
     allow_hosts: Vec<String>,
+
+    /// Over HTTP, the API keys that may call the tools: the same tenants configuration as
+    /// `aether serve` (TOML `[[tenants]]` with SHA-256 hashes of the keys; also the keys in
+    /// `AETHER_API_KEYS=key=tenant,...`). Clients send `Authorization: Bearer KEY`
+    /// (`--mcp-header NAME=Authorization: Bearer ${VAR}` on the client side).
+    #[arg(long, value_name = "FILE", env = "AETHER_SERVE_CONFIG")]
+    config: Option<std::path::PathBuf>,
+
+    /// Development only: serve HTTP without API keys. Refused unless the address is a loopback
+    /// one.
+    #[arg(long)]
+    allow_anonymous: bool,
+}
+
+/// Who may call the tools over HTTP at `addr`: a key of the tenants' configuration, or anyone
+/// with `--allow-anonymous` on a loopback address. Bad input (no keys, anonymous on a public
+/// address) is an error at start.
+fn http_authorization(a: &McpServeArgs, addr: SocketAddr) -> Result<aether_mcp::Authorize, CliError> {
+    if a.allow_anonymous && !addr.ip().is_loopback() {
+        return Err(CliError::usage(format!(
+            "--allow-anonymous is refused on {addr}: without keys anyone who can reach it may call the tools; \
+             bind a loopback address (127.0.0.1) or configure API keys"
+        )));
+    }
+    let cfg = crate::serve::tenant_config(a.config.as_deref(), a.allow_anonymous)?;
+    if cfg.tenants.is_empty() && !cfg.allow_anonymous {
+        return Err(CliError::usage(
+            "mcp-serve --http needs API keys: [[tenants]] in --config FILE, or AETHER_API_KEYS=key=tenant \
+             (or --allow-anonymous on a loopback address, for development)",
+        ));
+    }
+    cfg.validate().map_err(|e| CliError::usage(e.to_string()))?;
+    if cfg.allow_anonymous {
+        tracing::warn!("--allow-anonymous: MCP requests without an API key are served");
+    }
+    let tenants = aether_server::tenants::Tenants::new(&cfg, None);
+    Ok(std::sync::Arc::new(move |authorization| tenants.accepts(authorization)))
 }
 
 pub async fn run(a: McpServeArgs) -> Result<(), CliError> {
@@ -67,6 +105,7 @@ pub async fn run(a: McpServeArgs) -> Result<(), CliError> {
     match a.http {
         None => serve_stdio(server).await.map_err(|e| CliError::failed(e.to_string())),
         Some(addr) => {
+            let authorize = http_authorization(&a, addr)?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| CliError::failed(format!("cannot listen on {addr}: {e}")))?;
@@ -76,7 +115,7 @@ pub async fn run(a: McpServeArgs) -> Result<(), CliError> {
             let stop = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            serve_http(listener, server, &a.allow_hosts, stop)
+            serve_http(listener, server, &a.allow_hosts, Some(authorize), stop)
                 .await
                 .map_err(|e| CliError::failed(e.to_string()))
         }

@@ -125,10 +125,10 @@ pub struct ServeArgs {
     mcp: McpArgs,
 }
 
-/// `meter`: a GenAI meter to feed beside `/metrics` (the OTLP export), if any.
-pub async fn run(a: ServeArgs, meter: Option<Arc<dyn aether_runtime::meter::GenAiMeter>>) -> Result<(), CliError> {
-    let default_framework = a.framework.chosen()?.unwrap_or("native").to_owned();
-    let mut cfg = match &a.config {
+/// The server's configuration file (or the defaults) with the keys of the environment
+/// (`AETHER_API_KEYS`, `AETHER_ADMIN_KEYS`): the tenants `serve` and `mcp-serve --http` share.
+pub fn tenant_config(file: Option<&std::path::Path>, allow_anonymous: bool) -> Result<ServerConfig, CliError> {
+    let mut cfg = match file {
         Some(p) => ServerConfig::from_file(p).map_err(|e| CliError::usage(e.to_string()))?,
         None => ServerConfig::default(),
     };
@@ -138,7 +138,14 @@ pub async fn run(a: ServeArgs, meter: Option<Arc<dyn aether_runtime::meter::GenA
     if let Ok(keys) = std::env::var("AETHER_ADMIN_KEYS") {
         cfg.add_env_admin_keys(&keys);
     }
-    cfg.allow_anonymous |= a.allow_anonymous;
+    cfg.allow_anonymous |= allow_anonymous;
+    Ok(cfg)
+}
+
+/// `meter`: a GenAI meter to feed beside `/metrics` (the OTLP export), if any.
+pub async fn run(a: ServeArgs, meter: Option<Arc<dyn aether_runtime::meter::GenAiMeter>>) -> Result<(), CliError> {
+    let default_framework = a.framework.chosen()?.unwrap_or("native").to_owned();
+    let mut cfg = tenant_config(a.config.as_deref(), a.allow_anonymous)?;
     let l = &mut cfg.limits;
     l.max_in_flight = a.max_in_flight.unwrap_or(l.max_in_flight);
     l.admission_queue = a.admission_queue.unwrap_or(l.admission_queue);

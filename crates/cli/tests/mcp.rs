@@ -56,6 +56,7 @@ impl HttpServe {
             "--page-size",
             "2",
         ])
+        .env("AETHER_API_KEYS", "mcp-key=ops")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -266,7 +267,55 @@ async fn aether_mcp_serve_over_stdio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aether_mcp_serve_over_streamable_http() {
     let server = HttpServe::start();
-    exercise_aether_server(McpServerConfig::http("aether", &server.url)).await;
+    let mut config = McpServerConfig::http("aether", &server.url);
+    config.headers.insert("Authorization".into(), "Bearer mcp-key".into());
+    exercise_aether_server(config).await;
+
+    // Without a key, or with another one: 401 before any MCP handling.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+                      "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    for key in [None, Some("wrong-key")] {
+        let mut r = reqwest::Client::new()
+            .post(&server.url)
+            .header("accept", "application/json, text/event-stream")
+            .json(&init);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        let resp = r.send().await.unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::UNAUTHORIZED, "{key:?}");
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    }
+}
+
+#[test]
+fn mcp_serve_over_http_needs_keys_and_anonymous_only_on_loopback() {
+    let out = command(&["mcp-serve", "--http", "127.0.0.1:0"])
+        .env_remove("AETHER_API_KEYS")
+        .env_remove("AETHER_SERVE_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("needs API keys"), "{}", text(&out.stderr));
+    let out = command(&["mcp-serve", "--http", "0.0.0.0:0", "--allow-anonymous"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--allow-anonymous is refused on 0.0.0.0:0"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A header for a server that is not there, or for a stdio one, is bad input too.
+    let out = command(&["tools", "--mcp-header", "nope=Authorization: Bearer x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("no MCP server named `nope`"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ pub use client::{CallOutcome, McpClient, McpStatsSnapshot};
 pub use config::{McpServerConfig, McpTransport, SessionMode};
 pub use http_client::ensure_tls_provider;
 pub use hub::McpHub;
-pub use server::{serve_http, serve_stdio, streamable_http_service, ServerStats, ToolServer};
+pub use server::{serve_http, serve_stdio, streamable_http_service, Authorize, ServerStats, ToolServer};
 
 /// Request `_meta` keys (and, over HTTP, `x-aether-*` headers) that tell a server who a call is for.
 pub const META_TASK_ID: &str = "aether/task_id";

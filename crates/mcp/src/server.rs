@@ -236,17 +236,44 @@ pub fn streamable_http_service(
     )
 }
 
+/// Decides whether a request's `Authorization` header may use the server (`None`: no header).
+pub type Authorize = Arc<dyn Fn(Option<&http::HeaderValue>) -> bool + Send + Sync>;
+
 /// Serves `server` over streamable HTTP at `/mcp` on `listener` until `shutdown` resolves.
+/// With `authorize`, a request it refuses gets 401 (`WWW-Authenticate: Bearer`) and a JSON-RPC
+/// error, before any MCP handling; the header itself is never logged.
 /// Responses go out at once (`TCP_NODELAY`): an MCP answer is a few small writes, which Nagle's
 /// algorithm and delayed ACKs would otherwise hold back by up to 40 ms each.
 pub async fn serve_http(
     listener: tokio::net::TcpListener,
     server: ToolServer,
     allowed_hosts: &[String],
+    authorize: Option<Authorize>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::response::IntoResponse;
     use axum::serve::ListenerExt;
-    let app = axum::Router::new().nest_service("/mcp", streamable_http_service(server, allowed_hosts));
+    let mut app = axum::Router::new().nest_service("/mcp", streamable_http_service(server, allowed_hosts));
+    if let Some(authorize) = authorize {
+        app = app.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let allowed = authorize(req.headers().get(http::header::AUTHORIZATION));
+                async move {
+                    if allowed {
+                        return next.run(req).await;
+                    }
+                    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32001,
+                        "message": "missing or unknown API key: send `Authorization: Bearer KEY`"}});
+                    (
+                        http::StatusCode::UNAUTHORIZED,
+                        [(http::header::WWW_AUTHENTICATE, "Bearer")],
+                        axum::Json(body),
+                    )
+                        .into_response()
+                }
+            },
+        ));
+    }
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");

@@ -150,6 +150,13 @@ impl Tenants {
 }
 
 impl Tenants {
+    /// Whether a request with this `Authorization` header is served (a tenant's key, or no key
+    /// when anonymous requests are allowed). For other servers that share the tenants'
+    /// configuration (`aether mcp-serve --http`).
+    pub fn accepts(&self, authorization: Option<&HeaderValue>) -> bool {
+        self.find(authorization).is_ok()
+    }
+
     /// The tenant whose key has this digest: every digest is compared, in constant time each.
     fn tenant_of(&self, digest: &[u8; 32]) -> Option<Arc<Tenant>> {
         let mut found = None;
