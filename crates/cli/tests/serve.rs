@@ -11,11 +11,31 @@ fn serve_runs_scenarios_over_http_and_stops_on_sigterm() {
         child: mut server,
         url,
         announced: line,
-        mut stderr,
+        stderr,
     } = start_serve(
-        &["--bind", "127.0.0.1:0", "--time-scale", "0", "--store", "memory"],
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--time-scale",
+            "0",
+            "--store",
+            "memory",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+        ],
         &[("AETHER_API_KEYS", "test-key=team"), ("AETHER_ADMIN_KEYS", "ops-key")],
     );
+    // Every output of the run, searched for the keys at the end. The server's log is read as it
+    // comes (at debug level it would fill the pipe and stall the server).
+    let mut outputs = vec![line.clone()];
+    let log = std::thread::spawn(move || {
+        let mut stderr = stderr;
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        rest
+    });
     assert!(line.contains("SIMULATED"), "{line}");
 
     let dir = tmp("serve");
@@ -37,6 +57,7 @@ fn serve_runs_scenarios_over_http_and_stops_on_sigterm() {
         summary.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    outputs.extend([text(&out.stdout), text(&out.stderr)]);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert_eq!(v["requests"]["succeeded"], 200, "{}", v["errors"]);
     assert_eq!(v["target"]["kind"], format!("http {url}"));
@@ -51,9 +72,10 @@ fn serve_runs_scenarios_over_http_and_stops_on_sigterm() {
         let base = ["perf", "run", "--scenario", "burst_load", "--target", &url];
         aether(&[&base[..], keys, extra].concat())
     };
-    let out = over_http(&["--api-key", "wrong"], &[]);
+    let out = over_http(&["--api-key", "wrong-key-guess"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("401"), "{}", text(&out.stderr));
+    outputs.extend([text(&out.stdout), text(&out.stderr)]);
 
     // With an admin key the time series holds the server's side: its memory, CPU and counters,
     // read at each interval.
@@ -72,6 +94,7 @@ fn serve_runs_scenarios_over_http_and_stops_on_sigterm() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+    outputs.extend([text(&out.stdout), text(&out.stderr)]);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&series).unwrap()).unwrap();
     assert_eq!(v["timeline"]["interval_s"], 0.5);
     let rows = v["timeline"]["rows"].as_array().unwrap();
@@ -90,14 +113,31 @@ fn serve_runs_scenarios_over_http_and_stops_on_sigterm() {
     let out = over_http(&["--api-key", "test-key", "--admin-key", "test-key"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("403"), "{}", text(&out.stderr));
+    outputs.extend([text(&out.stdout), text(&out.stderr)]);
 
     // SIGTERM: drains and exits 0.
     unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
     let status = server.wait().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let rest = log.join().unwrap();
     assert!(status.success(), "{rest}");
     assert!(rest.contains("stopped"), "{rest}");
+    assert!(rest.contains("\"level\":"), "the server logged JSON lines: {rest}");
+
+    // Keys stay secret: no key (right or wrong) in any log line, error, summary or report.
+    outputs.push(rest);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        outputs.push(format!(
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&std::fs::read(&path).unwrap())
+        ));
+    }
+    for key in ["test-key", "ops-key", "wrong-key-guess"] {
+        for o in &outputs {
+            assert!(!o.contains(key), "`{key}` appears in an output:\n{o}");
+        }
+    }
     std::fs::remove_dir_all(dir).ok();
 }
 
