@@ -2,7 +2,7 @@
 //! through Redis (one Lua script per request: both buckets refilled by Redis's own clock and taken
 //! atomically) — and the instance's admission queue.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -124,8 +124,23 @@ redis.call('PEXPIRE', KEYS[2], ttl)
 return {allowed, extra}
 "#;
 
-/// A tenant's buckets in Redis, shared by every instance. If Redis fails, requests pass (and the
-/// failure is logged): an outage of the limiter must not become an outage of the service.
+/// The longest a request waits for Redis's answer before it passes unlimited.
+const REDIS_DEADLINE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Requests let through because Redis failed or was slow (`aether_rate_limit_fail_open_total`).
+static FAIL_OPEN: AtomicU64 = AtomicU64::new(0);
+/// Redis is failing now: warned once per outage, and once more when it answers again.
+static REDIS_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Requests that passed without a limit because the shared limiter (Redis) failed.
+pub fn fail_open_total() -> u64 {
+    FAIL_OPEN.load(Ordering::Relaxed)
+}
+
+/// A tenant's buckets in Redis, shared by every instance. If Redis fails or takes longer than
+/// [`REDIS_DEADLINE`], requests pass, counted (`fail_open_total`) and warned about once per
+/// outage: an outage of the limiter must not become an outage of the service. The connection
+/// manager reconnects by itself; the first answer after an outage says so in the log.
 pub struct SharedLimiter {
     conn: redis::aio::ConnectionManager,
     soft_key: String,
@@ -139,15 +154,25 @@ impl SharedLimiter {
         let script = SCRIPT.get_or_init(|| redis::Script::new(SHARED_BUCKETS));
         let l = self.limit;
         let mut conn = self.conn.clone();
-        let reply: redis::RedisResult<(i64, i64)> = script
-            .key(&self.soft_key)
+        let mut invocation = script.key(&self.soft_key);
+        invocation
             .key(&self.hard_key)
             .arg(l.soft_rps)
             .arg(l.hard_rps)
             .arg(soft_capacity(&l))
-            .arg(l.burst)
-            .invoke_async(&mut conn)
-            .await;
+            .arg(l.burst);
+        let reply: redis::RedisResult<(i64, i64)> =
+            match tokio::time::timeout(REDIS_DEADLINE, invocation.invoke_async(&mut conn)).await {
+                Ok(r) => r,
+                Err(_) => Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "no answer within the rate limiter's deadline",
+                    format!("{REDIS_DEADLINE:?}"),
+                ))),
+            };
+        if reply.is_ok() && REDIS_DOWN.swap(false, Ordering::Relaxed) {
+            tracing::warn!("shared rate limit available again (Redis answers)");
+        }
         match reply {
             Ok((1, 0)) => RateDecision::Allow,
             Ok((1, _)) => RateDecision::AllowOverSoft,
@@ -155,7 +180,10 @@ impl SharedLimiter {
                 retry_after_s: retry_ms as f64 / 1000.0,
             },
             Err(e) => {
-                tracing::warn!(error = %e, "shared rate limit unavailable (Redis); letting the request through");
+                FAIL_OPEN.fetch_add(1, Ordering::Relaxed);
+                if !REDIS_DOWN.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "shared rate limit unavailable (Redis): requests pass unlimited and are counted in aether_rate_limit_fail_open_total until it answers again");
+                }
                 RateDecision::Allow
             }
         }

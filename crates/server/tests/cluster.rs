@@ -542,3 +542,143 @@ async fn a_session_held_past_the_wait_is_busy_and_a_dead_holders_lease_lapses() 
     let _ = patient.stop.send(());
     assert_eq!(patient.done.await.unwrap().unwrap(), 0);
 }
+
+/// A private `redis-server` on `port` (no persistence), killed on drop; `None` when it cannot
+/// be started (not installed), which fails the test under CI.
+struct PrivateRedis(std::process::Child);
+
+impl PrivateRedis {
+    fn start(port: u16) -> Option<Self> {
+        use std::io::BufRead;
+        let spawned = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "cannot start redis-server: {e} (CI is set: a test that needs it fails instead of skipping)"
+                );
+                eprintln!("SKIPPED: cannot start redis-server: {e}");
+                return None;
+            }
+        };
+        // Ready when it says so (no polling).
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("Ready to accept connections") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "redis-server exited before it was ready"
+            );
+        }
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Some(Self(child))
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limiting_fails_open_while_redis_is_down_then_recovers() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let Some(redis) = PrivateRedis::start(port) else {
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{port}");
+    let conn = aether_server::limits::connect_redis(&url).await.unwrap();
+    let mut cfg = ServerConfig::default();
+    cfg.add_env_keys("key-r=redis_tenant").unwrap();
+    cfg.rate_limit = Some(aether_server::RateLimit {
+        soft_rps: 0.001,
+        hard_rps: 0.001,
+        burst: 2.0,
+    });
+    let state = AppState::with(
+        Arc::new(Runtime::builder().build().unwrap()),
+        &cfg,
+        Shared {
+            redis: Some(conn),
+            ..Shared::default()
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(aether_server::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let status = || async {
+        http.get(format!("{base}/v1/agents"))
+            .bearer_auth("key-r")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(
+        [status().await, status().await, status().await],
+        [200, 200, 429],
+        "limited through Redis"
+    );
+
+    // Redis goes away: requests pass (fail open), each counted, none waits long.
+    drop(redis);
+    let before = aether_server::limits::fail_open_total();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        assert_eq!(status().await, 200, "fails open");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert!(aether_server::limits::fail_open_total() >= before + 3);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("aether_rate_limit_fail_open_total"), "{metrics}");
+
+    // Redis is back (empty): the limiter reconnects and limits again.
+    let _redis = PrivateRedis::start(port).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut statuses = Vec::new();
+    while !statuses.ends_with(&[429]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not limiting after Redis came back: {statuses:?}"
+        );
+        statuses.push(status().await);
+    }
+    let _ = stop.send(());
+    done.await.unwrap().unwrap();
+}

@@ -48,6 +48,10 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
     m.gauge("aether_admission_queue_depth", s.admission.queued() as f64);
     m.gauge("aether_turns_in_flight", s.admission.in_flight() as f64);
     m.gauge("aether_live_turns", s.live.len() as f64);
+    m.counter_total(
+        "aether_rate_limit_fail_open_total".into(),
+        crate::limits::fail_open_total(),
+    );
     if let Ok(Value::Object(fields)) = serde_json::to_value(&stats) {
         for (name, v) in fields {
             if name.starts_with("active_") {
