@@ -538,8 +538,7 @@ mod tests {
         }
     }
 
-    fn ask(model: &SimulatedModel, max_tokens: Option<u32>) -> (ModelConfig, SystemPrompt, Vec<Arc<SessionEvent>>) {
-        let _ = model;
+    fn ask(max_tokens: Option<u32>) -> (ModelConfig, SystemPrompt, Vec<Arc<SessionEvent>>) {
         let mut config = ModelConfig::new("gpt-4o-mini");
         config.max_tokens = max_tokens;
         let event = SessionEvent::new(
@@ -571,7 +570,7 @@ mod tests {
             fixed_latency: Some(Duration::from_millis(200)),
             ..SimConfig::default()
         });
-        let (c, m) = (ask(&model, None), Metadata::new());
+        let (c, m) = (ask(None), Metadata::new());
         let start = Instant::now();
         let plain = model.generate(request(&c, &m)).await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(200));
@@ -606,9 +605,9 @@ mod tests {
             ..SimConfig::default()
         });
         let m = Metadata::new();
-        let full = model.generate(request(&ask(&model, None), &m)).await.unwrap();
+        let full = model.generate(request(&ask(None), &m)).await.unwrap();
         assert!(full.usage.completion_tokens > 10, "{}", full.usage.completion_tokens);
-        let cut = model.generate(request(&ask(&model, Some(10)), &m)).await.unwrap();
+        let cut = model.generate(request(&ask(Some(10)), &m)).await.unwrap();
         assert!(
             cut.usage.completion_tokens <= 10 && cut.usage.completion_tokens >= 5,
             "{:?}",
@@ -616,7 +615,7 @@ mod tests {
         );
         assert!(full.text.starts_with(&*cut.text), "a prefix, cut at a word");
         assert!(cut.text.len() < full.text.len());
-        let one = model.generate(request(&ask(&model, Some(1)), &m)).await.unwrap();
+        let one = model.generate(request(&ask(Some(1)), &m)).await.unwrap();
         assert_eq!(one.usage.completion_tokens, 1, "{:?}", one.text);
     }
 }

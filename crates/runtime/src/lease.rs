@@ -46,7 +46,7 @@ pub(crate) struct Leases {
     store: Arc<dyn SessionLeases>,
     /// The session store, flushed before a release when it writes in the background.
     flush_first: Option<Arc<dyn SessionStore>>,
-    instance: String,
+    instance: Arc<str>,
     next_token: AtomicI64,
     ttl: Duration,
     stats: Arc<Stats>,
@@ -56,7 +56,7 @@ impl Leases {
     /// Leases of `store` when it offers them (a store shared by instances), else `None`.
     pub(crate) fn of(
         store: &Arc<dyn SessionStore>,
-        instance: String,
+        instance: Arc<str>,
         ttl: Duration,
         stats: Arc<Stats>,
     ) -> Option<Arc<Self>> {
@@ -79,7 +79,7 @@ impl Leases {
         deadline: Instant,
     ) -> Result<HeldLease, LeaseError> {
         let holder = LeaseHolder {
-            instance: self.instance.clone(),
+            instance: Arc::clone(&self.instance),
             token: self.next_token.fetch_add(1, Ordering::Relaxed),
         };
         let mut backoff = FIRST_BACKOFF;

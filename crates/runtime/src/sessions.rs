@@ -157,7 +157,7 @@ impl ChatSessions {
         let leases = settings
             .shared_store
             .then(|| {
-                let instance = ids.next("instance").to_string();
+                let instance = ids.next("instance");
                 Leases::of(&store, instance, settings.lease_ttl, Arc::clone(&stats))
             })
             .flatten();

@@ -14,6 +14,7 @@
 //! No connection is held between calls: taking, renewing and releasing a lease are one short
 //! statement each.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,8 +26,8 @@ use crate::StoreError;
 /// One turn's claim on a session: the instance it runs on and a token unique to the turn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseHolder {
-    /// The runtime instance (unique per process and runtime).
-    pub instance: String,
+    /// The runtime instance (unique per process and runtime), shared by its turns' holders.
+    pub instance: Arc<str>,
     /// The turn, unique within the instance.
     pub token: i64,
 }
@@ -66,7 +67,7 @@ impl SessionLeases for PgLeases {
              RETURNING token",
         )
         .bind(session_id)
-        .bind(&holder.instance)
+        .bind(&*holder.instance)
         .bind(holder.token)
         .bind(ttl.as_secs_f64())
         .fetch_optional(&self.pool)
@@ -81,7 +82,7 @@ impl SessionLeases for PgLeases {
              WHERE session_id = $1 AND instance = $2 AND token = $3",
         )
         .bind(session_id)
-        .bind(&holder.instance)
+        .bind(&*holder.instance)
         .bind(holder.token)
         .bind(ttl.as_secs_f64())
         .execute(&self.pool)
@@ -93,7 +94,7 @@ impl SessionLeases for PgLeases {
     async fn release(&self, session_id: &str, holder: &LeaseHolder) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM aether_session_leases WHERE session_id = $1 AND instance = $2 AND token = $3")
             .bind(session_id)
-            .bind(&holder.instance)
+            .bind(&*holder.instance)
             .bind(holder.token)
             .execute(&self.pool)
             .await
