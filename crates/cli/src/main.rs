@@ -90,17 +90,20 @@ enum LogFormat {
 }
 
 /// Restores the default SIGPIPE action, so `aether ... | head` ends quietly like other Unix
-/// tools instead of panicking on a closed stdout.
-fn default_sigpipe() {
+/// tools instead of panicking on a closed stdout; and ignores SIGXFSZ, so a write past the file
+/// size limit (`ulimit -f`) fails with an error the store reports (as a full disk does) instead of
+/// killing the process mid-write.
+fn signal_dispositions() {
     #[cfg(unix)]
     // SAFETY: called once at start-up, before any other thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 
 fn main() {
-    default_sigpipe();
+    signal_dispositions();
     let cli = Cli::parse();
     let telemetry = telemetry::settings(cli.otlp_endpoint.as_deref(), cli.otlp_protocol.as_deref(), |k| {
         std::env::var(k).ok()

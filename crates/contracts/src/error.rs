@@ -31,6 +31,10 @@ pub enum ErrorCode {
     /// The session stayed busy with earlier turns past the server's wait; retry later.
     #[serde(rename = "session.busy")]
     SessionBusy,
+    /// The session store could not be reached or could not take the write (database down or
+    /// restarting, disk full); nothing of the turn was stored; retry later.
+    #[serde(rename = "store.unavailable")]
+    StoreUnavailable,
 }
 
 impl_as_str!(ErrorCode {
@@ -45,13 +49,14 @@ impl_as_str!(ErrorCode {
     ToolExecution => "tool.execution",
     ToolInvalidParameters => "tool.invalid_parameters",
     SessionBusy => "session.busy",
+    StoreUnavailable => "store.unavailable",
 });
 
 impl ErrorCode {
     /// The broad category a code belongs to.
     pub const fn category(self) -> ErrorCategory {
         match self {
-            Self::InternalError => ErrorCategory::System,
+            Self::InternalError | Self::StoreUnavailable => ErrorCategory::System,
             Self::RequestValidation | Self::SessionBusy => ErrorCategory::RuntimeContext,
             Self::FrameworkUnavailable => ErrorCategory::Initialization,
             Self::FrameworkExecution => ErrorCategory::RuntimeContext,
@@ -73,7 +78,7 @@ impl ErrorCode {
             Self::InternalError | Self::FrameworkExecution => 500,
             Self::FrameworkUnavailable => 501,
             Self::ModelUpstream | Self::StreamInterrupted | Self::ToolExecution => 502,
-            Self::SessionBusy => 503,
+            Self::SessionBusy | Self::StoreUnavailable => 503,
         }
     }
 }
@@ -145,6 +150,8 @@ mod tests {
             ErrorCode::ToolNotDeclared,
             ErrorCode::ToolExecution,
             ErrorCode::ToolInvalidParameters,
+            ErrorCode::SessionBusy,
+            ErrorCode::StoreUnavailable,
         ];
         for code in codes {
             let e = ErrorPayload::new(code, "x");

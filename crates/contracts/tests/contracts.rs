@@ -142,6 +142,7 @@ fn enum_values_are_the_originals() {
         (ErrorCode::ToolExecution, "tool.execution"),
         (ErrorCode::ToolInvalidParameters, "tool.invalid_parameters"),
         (ErrorCode::SessionBusy, "session.busy"),
+        (ErrorCode::StoreUnavailable, "store.unavailable"),
     ];
     for (code, s) in codes {
         assert_eq!(v(&code), json!(s));

@@ -69,6 +69,7 @@ impl EngineError {
             Self::Model(_) => ErrorCode::ModelUpstream,
             Self::SessionBusy { .. } => ErrorCode::SessionBusy,
             Self::Tool(_) => ErrorCode::ToolNotDeclared,
+            Self::Store(e) if e.is_unavailable() => ErrorCode::StoreUnavailable,
             Self::Store(_) | Self::Internal(_) => ErrorCode::InternalError,
         }
     }
@@ -92,6 +93,7 @@ impl EngineError {
             }
             Self::Timeout(d) => Some(json!({ "timeout_s": d.as_secs_f64() })),
             Self::SessionBusy { waited } => Some(json!({ "waited_s": waited.as_secs_f64(), "retry_after_s": 1 })),
+            Self::Store(e) if e.is_unavailable() => Some(json!({ "retry_after_s": 1 })),
             _ => None,
         };
         p.details = details;

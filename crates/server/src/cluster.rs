@@ -14,7 +14,10 @@
 //!   owner in `aether_live_turns`. A message, approval, cancel or pending request that lands on
 //!   another instance is forwarded to the owner over `NOTIFY` on the owner's channel, and the
 //!   answer comes back the same way (5 s deadline). Instances beat every 2 s in `aether_instances`;
-//!   the live turns of one silent for 10 s (it crashed) are dropped, and requests for them get 404.
+//!   the live turns of one that is gone are dropped, and requests for them get 404: gone means no
+//!   connection of its own left in `pg_stat_activity` (its connections carry the application name
+//!   `aether/<instance>`, and a killed process's are closed by the kernel at once), or silent for
+//!   10 s (a process that hangs, or is cut off from the database).
 //!
 //! The shared state itself (tables in the store's versioned migrations, their queries and their
 //! errors) is `aether_store::cluster`; this module is the protocol between instances over it.
@@ -42,6 +45,8 @@ const BROADCAST: &str = "aether_broadcast";
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const MAX_PAYLOAD: usize = 7900;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// While a forwarded request waits, how often the owner's connections are looked for again.
+const OWNER_CHECK: Duration = Duration::from_millis(250);
 const HEARTBEAT: Duration = Duration::from_secs(2);
 /// An instance not heard from for this long is taken for dead.
 const OWNER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -95,10 +100,10 @@ impl Forward for Cluster {
 impl Cluster {
     /// Connects; the store's migrations create (or adopt) the cluster's tables.
     pub async fn connect(url: &str) -> Result<Arc<Self>, String> {
-        let dir = PgClusterDirectory::open(url, 8)
+        let instance = format!("i{:016x}", rand::random::<u64>());
+        let dir = PgClusterDirectory::open_named(url, 8, Some(&Self::application_name(&instance)))
             .await
             .map_err(|e| format!("cluster: {e}"))?;
-        let instance = format!("i{:016x}", rand::random::<u64>());
         Ok(Arc::new(Self {
             dir,
             instance,
@@ -114,6 +119,12 @@ impl Cluster {
 
     fn channel(instance: &str) -> String {
         format!("aether_live_{instance}")
+    }
+
+    /// The `application_name` of an instance's connections to the shared database (its pool and
+    /// its listener): while the process lives, at least the listener's is open.
+    fn application_name(instance: &str) -> String {
+        format!("aether/{instance}")
     }
 
     /// Starts listening for forwarded requests, replies and broadcasts.
@@ -225,8 +236,9 @@ impl Cluster {
         else {
             return Ok(None);
         };
-        if !alive {
-            // Its instance stopped beating: the turn died with it.
+        // Its instance stopped beating, or has no connection left (it crashed: the kernel closed
+        // them): the turn died with it.
+        if !alive || !self.dir.connected(&Self::application_name(&owner)).await.map_err(db)? {
             let _ = self.dir.release_live(key, &owner).await;
             return Ok(None);
         }
@@ -243,16 +255,29 @@ impl Cluster {
             self.waiting.remove(&id);
             return Err(e);
         }
-        match tokio::time::timeout(FORWARD_TIMEOUT, rx).await {
-            Ok(Ok(reply)) => Ok(Some(reply)),
-            _ => {
-                self.waiting.remove(&id);
-                Err(ApiError::unavailable(
-                    format!("the instance running this live turn ({owner}) did not answer"),
-                    1,
-                ))
+        // The answer, or the owner found gone meanwhile (it died as the request was sent:
+        // checked again every OWNER_CHECK), or the deadline.
+        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        let mut rx = rx;
+        loop {
+            match tokio::time::timeout(OWNER_CHECK, &mut rx).await {
+                Ok(Ok(reply)) => return Ok(Some(reply)),
+                Ok(Err(_)) => break,
+                Err(_) if tokio::time::Instant::now() >= deadline => break,
+                Err(_) => {
+                    if let Ok(false) = self.dir.connected(&Self::application_name(&owner)).await {
+                        self.waiting.remove(&id);
+                        let _ = self.dir.release_live(key, &owner).await;
+                        return Ok(None);
+                    }
+                }
             }
         }
+        self.waiting.remove(&id);
+        Err(ApiError::unavailable(
+            format!("the instance running this live turn ({owner}) did not answer"),
+            1,
+        ))
     }
 
     pub async fn claim_live(&self, key: &str) -> Result<(), ApiError> {

@@ -47,6 +47,18 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal.error", message)
     }
+
+    /// A runtime failure outside a turn (listing, reading or deleting sessions, dropping an
+    /// agent): its error code's status and code, so that a store that is down answers 503
+    /// `store.unavailable` with Retry-After, not a 500.
+    pub fn engine(e: aether_runtime::EngineError) -> Self {
+        let code = e.code();
+        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self {
+            retry_after_s: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1),
+            ..Self::new(status, code.as_str(), e.to_string())
+        }
+    }
 }
 
 impl IntoResponse for ApiError {

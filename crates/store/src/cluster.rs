@@ -76,10 +76,32 @@ pub struct PgClusterDirectory {
 impl PgClusterDirectory {
     /// Connects and applies the store's migrations (creating, or adopting, the cluster's tables).
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, ClusterError> {
-        let (pool, _) = connect(url, max_connections)
+        Self::open_named(url, max_connections, None).await
+    }
+
+    /// [`open`](Self::open), with every connection named `application_name`, so that
+    /// [`connected`](Self::connected) tells whether the process behind the name is still there.
+    pub async fn open_named(
+        url: &str,
+        max_connections: u32,
+        application_name: Option<&str>,
+    ) -> Result<Self, ClusterError> {
+        let (pool, _) = connect(url, max_connections, application_name)
             .await
             .map_err(|e| ClusterError::Open(e.to_string()))?;
         Ok(Self { pool })
+    }
+
+    /// Whether any connection named `application_name` is open. A process that dies (even by
+    /// SIGKILL) has its connections closed by the kernel, and the database forgets them at once:
+    /// a crash is seen in milliseconds, where a heartbeat would take its timeout.
+    pub async fn connected(&self, application_name: &str) -> Result<bool, ClusterError> {
+        let (connected,): (bool,) =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = $1)")
+                .bind(application_name)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(connected)
     }
 
     /// The pool, for listening to notifications (`PgListener::connect_with`).

@@ -15,4 +15,15 @@ pub enum StoreError {
     Open { target: String, message: String },
     #[error("store backend error: {0}")]
     Backend(String),
+    /// The store cannot be reached or cannot take a write now (database down or restarting,
+    /// connection lost, pool exhausted, disk full): the request may succeed when retried later.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed: the store was down, unreachable or full, not wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
 }

@@ -34,25 +34,40 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects (pool of `max_connections`), and applies pending migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let (pool, location) = connect(url, max_connections).await?;
+        let (pool, location) = connect(url, max_connections, None).await?;
         let leases = Arc::new(PgLeases { pool: pool.clone() });
         Ok(Self { pool, leases, location })
     }
 }
 
+/// How long a request waits for a connection before failing with [`StoreError::Unavailable`]:
+/// while the database is down or restarting, the pool retries its connection until then, so this
+/// bounds how long a request hangs before it answers 503 `store.unavailable`. A healthy pool hands
+/// out connections in microseconds, so this only ever bites when the database is unreachable or
+/// every connection stays busy this long.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A pool on `url` with every migration applied, and the `host:port/database` it names (never the
-/// credentials), for the session store and the cluster directory alike.
-pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<(PgPool, String), StoreError> {
+/// credentials), for the session store and the cluster directory alike. Its connections carry
+/// `application_name` when given (visible in `pg_stat_activity`).
+pub(crate) async fn connect(
+    url: &str,
+    max_connections: u32,
+    application_name: Option<&str>,
+) -> Result<(PgPool, String), StoreError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(StoreError::Open {
             target: "PostgreSQL".into(),
             message: "invalid URL: expected postgres://user@host:port/database".into(),
         });
     }
-    let options: PgConnectOptions = url.parse().map_err(|e| StoreError::Open {
+    let mut options: PgConnectOptions = url.parse().map_err(|e| StoreError::Open {
         target: "PostgreSQL".into(),
         message: format!("invalid URL (expected postgres://user@host:port/database): {e}"),
     })?;
+    if let Some(name) = application_name {
+        options = options.application_name(name);
+    }
     let location = format!(
         "{}:{}/{}",
         options.get_host(),
@@ -65,7 +80,7 @@ pub(crate) async fn connect(url: &str, max_connections: u32) -> Result<(PgPool, 
     };
     let pool = PgPoolOptions::new()
         .max_connections(max_connections.max(1))
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
         .map_err(|e| open_err(&e))?;

@@ -62,8 +62,54 @@ pub(crate) fn decode_event(body: &str) -> Result<Arc<SessionEvent>, StoreError> 
         .map_err(|e| StoreError::Backend(format!("corrupt event in the store: {e}")))
 }
 
+/// A database error as a store error: [`StoreError::Unavailable`], saying what is wrong, when the
+/// database could not be reached or could not take the write (retrying later may work), else
+/// [`StoreError::Backend`].
 pub(crate) fn backend(e: sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    backend_ref(&e)
+}
+
+/// [`backend`] of a borrowed error.
+pub(crate) fn backend_ref(e: &sqlx::Error) -> StoreError {
+    match unavailable(e) {
+        Some(why) => StoreError::Unavailable(format!("{why}: {e}")),
+        None => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// Why the database cannot serve now, for lost or refused connections, an exhausted or closed
+/// pool, and the database's own "not now" answers: PostgreSQL's SQLSTATE classes 08 (connection
+/// exception), 53 (insufficient resources) and 57P (shutting down, starting up); SQLite's FULL,
+/// IOERR, BUSY and LOCKED (primary result codes 13, 10, 5 and 6). `None` for any other error.
+fn unavailable(e: &sqlx::Error) -> Option<&'static str> {
+    use sqlx::Error as E;
+    match e {
+        E::PoolTimedOut => Some("no database connection within the pool's timeout (is the database down?)"),
+        E::PoolClosed | E::WorkerCrashed => Some("the database connection pool has stopped"),
+        E::Io(_) | E::Tls(_) => Some("the database cannot be reached"),
+        E::Database(d) => {
+            if let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                let code = pg.code();
+                if code.starts_with("08") || code.starts_with("57P") {
+                    Some("the database is down or restarting")
+                } else if code.starts_with("53") {
+                    Some("the database is out of resources (disk, memory or connections)")
+                } else {
+                    None
+                }
+            } else if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                match d.code().and_then(|c| c.parse::<u32>().ok()).map(|c| c & 0xff) {
+                    Some(13) => Some("the disk is full"),
+                    Some(10) => Some("writing to the disk failed (a full disk, the file size limit, or an I/O fault)"),
+                    Some(5 | 6) => Some("the database file is locked by another writer"),
+                    _ => None,
+                }
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
 }
 
 /// Rows of `(seq, body)` newest first → the window, oldest first.

@@ -29,8 +29,8 @@ use crate::record::{
     Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord, SessionState, StoreInfo,
 };
 use crate::rows::{
-    append_conflict, backend, encode_event, event_page, record, session_page, state_str, window, SessionRow,
-    SESSION_COLUMNS,
+    append_conflict, backend, backend_ref, encode_event, event_page, record, session_page, state_str, window,
+    SessionRow, SESSION_COLUMNS,
 };
 use crate::{SessionEvent, SessionStore, StoreError};
 
@@ -282,10 +282,6 @@ async fn writer_loop(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Job>) {
         }
     }
     let _ = conn.close().await;
-}
-
-fn backend_ref(e: &sqlx::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
 }
 
 enum JobError {

@@ -46,19 +46,27 @@ pub struct Served {
 
 /// Starts `aether serve ARGS` (with `env` set) and waits for its "listening on" line.
 pub fn start_serve(args: &[&str], env: &[(&str, &str)]) -> Served {
-    use std::io::BufRead;
     let mut full = vec!["serve"];
     full.extend_from_slice(args);
     let mut c = command(&full);
-    c.envs(env.iter().copied()).stderr(std::process::Stdio::piped());
+    c.envs(env.iter().copied());
+    spawn_serve(c)
+}
+
+/// Starts a prepared `aether serve` command and waits for its "listening on" line.
+pub fn spawn_serve(mut c: Command) -> Served {
+    use std::io::BufRead;
+    c.stderr(std::process::Stdio::piped());
     let mut child = c.spawn().expect("start aether serve");
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
+    let mut before = String::new();
     while !line.contains("listening on") {
+        before.push_str(&line);
         line.clear();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,
-            "aether serve exited before listening"
+            "aether serve exited before listening: {before}"
         );
     }
     let url = line

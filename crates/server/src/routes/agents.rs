@@ -80,7 +80,7 @@ pub async fn delete(
     match s.rt.cleanup_agent(&id).await {
         Ok(Some(_)) => Ok(StatusCode::NO_CONTENT),
         Ok(None) => Err(ApiError::not_found("agent", &id)),
-        Err(e) => Err(ApiError::internal(e.to_string())),
+        Err(e) => Err(ApiError::engine(e)),
     }
 }
 

@@ -55,10 +55,7 @@ pub async fn list(
         after: Some(t.scoped(p.after.as_deref().unwrap_or(""))),
         limit,
     };
-    let page =
-        s.rt.list_sessions(&filter, &page)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+    let page = s.rt.list_sessions(&filter, &page).await.map_err(ApiError::engine)?;
     let total = page.sessions.len();
     let sessions: Vec<SessionRecord> = page.sessions.into_iter().filter_map(|r| unscope(&t, r)).collect();
     let next = if sessions.len() == total {
@@ -80,7 +77,7 @@ pub async fn show(
     let record =
         s.rt.session(&t.scoped(&id))
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(ApiError::engine)?
             .and_then(|r| unscope(&t, r))
             .ok_or_else(|| ApiError::not_found("session", &id))?;
     Ok(Json(record))
@@ -93,9 +90,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let scoped = t.scoped(&id);
     ensure_exists(&s, &scoped, &id).await?;
-    s.rt.delete_session(&scoped)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    s.rt.delete_session(&scoped).await.map_err(ApiError::engine)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -107,10 +102,7 @@ pub async fn archive(
 ) -> Result<Json<Value>, ApiError> {
     let scoped = t.scoped(&id);
     ensure_exists(&s, &scoped, &id).await?;
-    let archived =
-        s.rt.cleanup_session(&scoped)
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+    let archived = s.rt.cleanup_session(&scoped).await.map_err(ApiError::engine)?;
     Ok(Json(json!({ "archived": archived })))
 }
 
@@ -134,7 +126,7 @@ pub async fn events(
     let page =
         s.rt.session_events(&scoped, p.after_seq, limit)
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(ApiError::engine)?;
     Ok(Json(
         json!({"events": page.events, "next_after_seq": page.next_after_seq}),
     ))
@@ -150,7 +142,7 @@ async fn ensure_exists(s: &AppState, scoped: &str, id: &str) -> Result<(), ApiEr
     match s.rt.session(scoped).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(ApiError::not_found("session", id)),
-        Err(e) => Err(ApiError::internal(e.to_string())),
+        Err(e) => Err(ApiError::engine(e)),
     }
 }
 
