@@ -44,6 +44,15 @@ pub struct ProviderArgs {
     #[arg(long, env = "AETHER_MAX_RETRIES")]
     pub max_retries: Option<u32>,
 
+    /// Failed calls in a row (retries included) that open the model endpoint's circuit breaker:
+    /// calls then fail at once for --breaker-cooldown-ms, after which one trial call may pass.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub breaker_threshold: u32,
+
+    /// How long an open circuit breaker refuses calls before it lets a trial call through.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub breaker_cooldown_ms: u64,
+
     /// The GGUF model file of `--provider local`.
     #[arg(long, value_name = "FILE", env = "AETHER_MODEL_PATH")]
     pub model_path: Option<std::path::PathBuf>,
@@ -102,6 +111,8 @@ impl ProviderArgs {
         let cfg = EndpointConfig {
             api_key: std::env::var(&key_env).ok().filter(|k| !k.is_empty()),
             max_retries: self.max_retries.unwrap_or(3),
+            breaker_threshold: self.breaker_threshold,
+            breaker_cooldown: std::time::Duration::from_millis(self.breaker_cooldown_ms),
             ..EndpointConfig::new(&url)
         };
         let provider: Arc<dyn ModelProvider> = match self.provider {

@@ -86,6 +86,8 @@ pub async fn run(a: SimLlmArgs) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {addr}: {e}")))?;
+    // The bound address: with --port 0 the system picked the port.
+    let addr = listener.local_addr().map_or(addr, |a| a.to_string());
     eprintln!("aether sim-llm: the SIMULATED model, OpenAI-compatible, at http://{addr}/v1 (Ctrl-C to stop)");
     tokio::select! {
         r = SimLlm::new(cfg).serve(listener) => r.map_err(|e| CliError::failed(format!("server failed: {e}"))),

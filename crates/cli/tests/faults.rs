@@ -578,3 +578,95 @@ async fn overload_is_refused_with_503_and_the_bounds_hold() {
     let log = log.join().unwrap();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// `aether sim-llm` fault storms under `burst_load` (2 s): 80 % of the model calls get a fault
+/// (429 with Retry-After, 500, 503, a slow first byte, a connection dropped mid-stream). Retries are
+/// bounded and counted, the circuit breaker opens and closes, every failed request reaches the
+/// breakdown by error code, and the retries' cost is reported apart from the latencies.
+#[test]
+fn sim_llm_fault_storms_are_retried_within_bounds_and_reported() {
+    use std::io::BufRead;
+    let mut sim = command(&[
+        "sim-llm",
+        "--port",
+        "0",
+        "--time-scale",
+        "0",
+        "--fault-rate",
+        "0.8",
+        "--seed",
+        "7",
+        "--retry-after-s",
+        "0",
+    ]);
+    sim.stderr(std::process::Stdio::piped());
+    let mut sim = Reaped(sim.spawn().unwrap());
+    let mut announced = String::new();
+    std::io::BufReader::new(sim.0.stderr.take().unwrap())
+        .read_line(&mut announced)
+        .unwrap();
+    let base = announced
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {announced:?}"))
+        .to_owned();
+    let dir = tmp("storm");
+    let out_path = dir.join("storm.json");
+    let out = common::aether(&[
+        "perf",
+        "run",
+        "--scenario",
+        "burst_load",
+        "--provider",
+        "openai",
+        "--base-url",
+        &base,
+        "--duration",
+        "2s",
+        "--concurrency",
+        "4",
+        "--max-retries",
+        "2",
+        "--breaker-threshold",
+        "3",
+        "--breaker-cooldown-ms",
+        "20",
+        "--output",
+        out_path.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: Value = serde_json::from_slice(&std::fs::read(&out_path).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}{}", String::from_utf8_lossy(&out.stderr)));
+    let r = &v["provider"]["resilience"];
+    let n = |p: &str| r[p].as_u64().unwrap_or_else(|| panic!("no {p} in {r}"));
+    assert!(n("retries") > 0, "{r}");
+    assert!(n("retries") <= 2 * n("calls"), "at most --max-retries per call: {r}");
+    assert!(
+        n("retried_calls") > 0 && r["retried_call_mean_ms"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    assert!(n("breaker_opened") >= 1 && n("breaker_closed") >= 1, "{r}");
+    assert!(n("refused_while_open") >= 1, "{r}");
+    // Every failed request is in the breakdown by code, and the breakdown holds nothing else.
+    let failed = v["requests"]["failed"].as_u64().unwrap();
+    assert!(failed > 0, "a storm at 80 % fails some requests");
+    let by_code: u64 = v["breakdowns"]["errors_by_code"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no breakdown: {}", v["breakdowns"]))
+        .values()
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_code, failed, "{}", v["breakdowns"]["errors_by_code"]);
+    assert!(
+        v["breakdowns"]["errors_by_code"]["model.upstream"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
+    assert!(stdout.contains("circuit breaker opened"), "{stdout}");
+    eprintln!(
+        "storm: {failed} of {} failed; {r}; by code {}",
+        v["requests"]["total"], v["breakdowns"]["errors_by_code"]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -24,6 +24,9 @@ pub(crate) struct Context {
     pub provenance: Provenance,
     /// The slowest requests, slowest first.
     pub slowest: Vec<crate::slowest::SlowRequest>,
+    /// The HTTP model providers' retries and breaker over the run (in process, when they made
+    /// calls).
+    pub resilience: Option<aether_runtime::model::resilience::ResilienceSummary>,
 }
 
 /// The summary of a run of `cfg`.
@@ -42,6 +45,7 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
             name: ctx.provider.name.clone(),
             model: cfg.model.clone(),
             simulated,
+            resilience: ctx.resilience,
         },
         target: ctx.target,
         config: cfg.clone(),

@@ -248,6 +248,7 @@ pub fn merge(inputs: &[StoredSummary], targets: &KpiTargets) -> Result<Summary, 
     slowest.sort_by(|a, b| b.latency_ms.total_cmp(&a.latency_ms));
     slowest.truncate(crate::slowest::KEEP);
     let context = Context {
+        resilience: resilience(inputs),
         slowest,
         provider: ProviderInfo {
             name: v
@@ -336,6 +337,15 @@ pub fn comparable(v: &Value) -> BTreeMap<&'static str, Value> {
         (k, x)
     })
     .collect()
+}
+
+/// The workers' retries and breaker events, added up; `None` when no worker reported any.
+fn resilience(inputs: &[StoredSummary]) -> Option<aether_runtime::model::resilience::ResilienceSummary> {
+    inputs
+        .iter()
+        .filter_map(|s| s.value.pointer("/provider/resilience"))
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .reduce(aether_runtime::model::resilience::ResilienceSummary::combined)
 }
 
 #[cfg(test)]
@@ -434,6 +444,7 @@ mod tests {
         m.drift = Drift::Given(None, 0.0);
         let figures = figures::derive(cfg, &KpiTargets::default(), m, &w);
         let ctx = Context {
+            resilience: None,
             slowest: Vec::new(),
             provider: ProviderInfo {
                 name: "simulated".into(),

@@ -216,6 +216,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
         )
     };
     let before: Option<StatsSnapshot> = target.runtime_stats();
+    let calls_before = aether_runtime::model::resilience::snapshot();
     let rss_start = resources::rss_bytes();
     let cpu_start = resources::cpu_seconds();
     let sampler = Sampler::start(opts.sample_every);
@@ -273,6 +274,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
         resolution,
         forced_expire,
         provenance: opts.provenance,
+        resilience: Some(aether_runtime::model::resilience::snapshot().since(&calls_before)).filter(|r| r.calls > 0),
     };
     Ok(assemble::summary(&cfg, figures, window, context).into())
 }

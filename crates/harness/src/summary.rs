@@ -35,6 +35,10 @@ pub struct ProviderSummary {
     pub name: String,
     pub model: String,
     pub simulated: bool,
+    /// In process with an HTTP model provider: its retries (their count, wait and the retried
+    /// calls' mean duration, apart from the latencies they are part of) and its circuit breaker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resilience: Option<aether_runtime::model::resilience::ResilienceSummary>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -590,6 +594,13 @@ impl Summary {
             );
         }
         let _ = writeln!(s);
+        if let Some(r) = &self.provider.resilience {
+            let _ = writeln!(
+                s,
+                "   model endpoint: {} calls · {} retries ({:.1} ms waited; {} retried calls took {:.1} ms on average) · circuit breaker opened {}, closed {}, refused {} calls",
+                r.calls, r.retries, r.retry_wait_ms, r.retried_calls, r.retried_call_mean_ms, r.breaker_opened, r.breaker_closed, r.refused_while_open
+            );
+        }
         if let Some(st) = &self.stream {
             let _ = writeln!(
                 s,

@@ -101,13 +101,21 @@ impl Breaker {
     fn record_at(&self, ok: bool, now_ms: u64) -> Option<u32> {
         if ok {
             self.failures.store(0, Ordering::Release);
+            // Closed again: a trial call after the cooldown succeeded.
+            if self.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
+                crate::resilience::breaker_closed();
+            }
             return None;
         }
         let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if n < self.threshold {
             return None;
         }
-        self.open_until_ms.store(now_ms + self.cooldown_ms, Ordering::Release);
+        let was = self.open_until_ms.swap(now_ms + self.cooldown_ms, Ordering::AcqRel);
+        // Opened: from closed, or again from half-open (not while it is still open).
+        if was <= now_ms {
+            crate::resilience::breaker_opened();
+        }
         Some(n)
     }
 }
@@ -128,11 +136,14 @@ struct Attempt {
 }
 
 impl Endpoint {
-    /// Runs one provider call under the total timeout and tells the breaker how it went.
+    /// Runs one provider call under the total timeout and tells the breaker how it went; while
+    /// the breaker is open the call is refused at once, and a refusal is not an outcome (counted
+    /// as one, a steady stream of refused calls would keep the breaker open for ever).
     pub(crate) async fn guarded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, ModelError>>,
     ) -> Result<T, ModelError> {
+        self.check_breaker()?;
         let limit = self.cfg.total_timeout;
         let r = tokio::time::timeout(limit, call)
             .await
@@ -157,6 +168,7 @@ impl Endpoint {
 
     fn check_breaker(&self) -> Result<(), ModelError> {
         self.breaker.check_at(self.breaker.now_ms()).map_err(|left| {
+            crate::resilience::refused_while_open();
             ModelError::Other(format!(
                 "circuit open for {}: {} failed calls in a row; next try in {left} ms",
                 self.cfg.base_url,
@@ -245,26 +257,34 @@ impl Endpoint {
         })
     }
 
-    /// POSTs `body` to `url` with retries; refused at once while the breaker is open.
+    /// POSTs `body` to `url` with retries (inside [`guarded`](Self::guarded), which refuses it
+    /// while the breaker is open).
     pub(crate) async fn send_with_retries(
         &self,
         url: &str,
         body: &Value,
         auth: Auth,
     ) -> Result<reqwest::Response, ModelError> {
-        self.check_breaker()?;
+        crate::resilience::call();
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         let mut rng = rand::rngs::SmallRng::seed_from_u64(super::sim::splitmix64(call));
+        let started = Instant::now();
         for attempt in 0.. {
-            match self.send(url, body, auth).await {
-                Ok(r) => return Ok(r),
+            let outcome = match self.send(url, body, auth).await {
+                Ok(r) => Ok(r),
                 Err(a) if a.retryable && attempt < self.cfg.max_retries => {
                     let wait = self.backoff(attempt, a.retry_after, &mut rng);
                     tracing::debug!(attempt, error = %a.error, "model call failed; retrying in {wait:?}");
+                    crate::resilience::retry(wait);
                     tokio::time::sleep(wait).await;
+                    continue;
                 }
-                Err(a) => return Err(a.error),
+                Err(a) => Err(a.error),
+            };
+            if attempt > 0 {
+                crate::resilience::retried_call(started.elapsed());
             }
+            return outcome;
         }
         unreachable!("the loop returns")
     }

@@ -12,6 +12,7 @@ pub mod local;
 pub mod multimodal;
 pub mod openai;
 pub mod profiles;
+pub mod resilience;
 
 pub mod sim;
 pub mod tokens;

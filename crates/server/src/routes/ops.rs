@@ -52,6 +52,18 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         "aether_rate_limit_fail_open_total".into(),
         crate::limits::fail_open_total(),
     );
+    // The HTTP model providers' retries and circuit breaker (zero with the simulated model).
+    let r = aether_runtime::model::resilience::snapshot();
+    for (name, v) in [
+        ("aether_model_calls_total", r.calls),
+        ("aether_model_retries_total", r.retries),
+        ("aether_model_retry_wait_microseconds_total", r.retry_wait_us),
+        ("aether_model_breaker_opened_total", r.breaker_opened),
+        ("aether_model_breaker_closed_total", r.breaker_closed),
+        ("aether_model_breaker_refused_total", r.refused_while_open),
+    ] {
+        m.counter_total(name.into(), v);
+    }
     if let Ok(Value::Object(fields)) = serde_json::to_value(&stats) {
         for (name, v) in fields {
             if name.starts_with("active_") {
