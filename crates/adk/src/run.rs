@@ -254,7 +254,7 @@ impl TurnLoop for AdkLoop {
                                     continue;
                                 }
                                 out.flush(pending, observer).await;
-                                message.author = Some(agent.id.to_string());
+                                message.author = Some(Arc::clone(&agent.id));
                                 let answers = message.tool_calls.is_none();
                                 pending.push(message, Vec::new());
                                 if answers {

@@ -53,7 +53,7 @@ pub(crate) struct ChatState {
     loaded: bool,
     binding: Option<Binding>,
     /// Agent the stored record names (after recovery), for turns that send no `agent_id`.
-    last_agent_id: Option<String>,
+    last_agent_id: Option<Arc<str>>,
     window: VecDeque<Arc<SessionEvent>>,
     /// Events older than the window (in the store only).
     events_before_window: u64,
@@ -236,10 +236,12 @@ impl ChatSessions {
                 Some(c) => c,
                 None => {
                     let now = self.clock.now_ms();
+                    // One allocation of the id, shared by the map's key and the session.
+                    let key: Arc<str> = Arc::from(id);
                     let chat = Arc::clone(
                         self.map
-                            .entry(Arc::from(id))
-                            .or_insert_with(|| Arc::new(ChatSession::new(Arc::from(id), now)))
+                            .entry(Arc::clone(&key))
+                            .or_insert_with(|| Arc::new(ChatSession::new(key, now)))
                             .value(),
                     );
                     if self.map.len() > self.max_active {
@@ -355,7 +357,7 @@ impl OpenChat<'_> {
                 st.window = window.events.into();
                 st.events_before_window = window.events_before;
                 st.next_seq = record.event_count;
-                st.last_agent_id = Some(record.agent_id);
+                st.last_agent_id = Some(Arc::from(record.agent_id));
                 st.user_id = record.user_id.or_else(|| user_id.map(str::to_owned));
                 st.created_at = record.created_at;
                 self.flags.recovered = true;
@@ -383,7 +385,7 @@ impl OpenChat<'_> {
             st.window = window.events.into();
             st.events_before_window = window.events_before;
             st.next_seq = record.event_count;
-            st.last_agent_id = Some(record.agent_id);
+            st.last_agent_id = Some(Arc::from(record.agent_id));
         }
         Ok(())
     }
@@ -437,7 +439,7 @@ impl OpenChat<'_> {
         let previous_agent = st
             .binding
             .as_ref()
-            .map(|b| b.slot.agent.id.to_string())
+            .map(|b| Arc::clone(&b.slot.agent.id))
             .or_else(|| st.last_agent_id.clone());
         let (target, slot) = acquire_or_overflow(agents, target, &self.chat.id, &mut self.flags)?;
         let stats = &self.sessions.stats;
@@ -459,7 +461,8 @@ impl OpenChat<'_> {
                 event_count: st.next_seq,
             })
             .await?;
-        st.last_agent_id = Some(target.id.to_string());
+        // The agent's own id, shared (not a copy per session).
+        st.last_agent_id = Some(Arc::clone(&target.id));
         *self.chat.bound_agent.lock() = Some(Arc::clone(&target));
         st.binding = Some(Binding { internal_id, slot });
         if self.flags.created {

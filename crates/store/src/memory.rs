@@ -14,8 +14,20 @@ use crate::record::{
 use crate::{SessionEvent, SessionStore, StoreError};
 
 struct MemSession {
+    /// The record, its `session_id` left empty: the map's key holds the id, once
+    /// ([`MemSession::record`] puts it back).
     record: SessionRecord,
     events: Vec<Arc<SessionEvent>>,
+}
+
+impl MemSession {
+    /// The full record of the session stored under `id`.
+    fn record(&self, id: &str) -> SessionRecord {
+        SessionRecord {
+            session_id: id.to_owned(),
+            ..self.record.clone()
+        }
+    }
 }
 
 /// Sessions in a sharded map, each behind its own mutex. Nothing survives the process.
@@ -56,7 +68,12 @@ impl SessionStore for MemoryStore {
     }
 
     async fn put_session(&self, record: SessionRecord) -> Result<(), StoreError> {
-        match self.sessions.entry(Arc::from(record.session_id.as_str())) {
+        let key: Arc<str> = Arc::from(record.session_id.as_str());
+        let record = SessionRecord {
+            session_id: String::new(),
+            ..record
+        };
+        match self.sessions.entry(key) {
             dashmap::Entry::Occupied(e) => {
                 let mut s = e.get().lock();
                 // The log is the truth for the count; a record never rewrites history.
@@ -74,7 +91,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.session(session_id).map(|s| s.lock().record.clone()))
+        Ok(self.session(session_id).map(|s| s.lock().record(session_id)))
     }
 
     async fn append_events(&self, session_id: &str, events: &[Arc<SessionEvent>]) -> Result<(), StoreError> {
@@ -133,7 +150,7 @@ impl SessionStore for MemoryStore {
             .sessions
             .iter()
             .filter(|e| page.after.as_deref().is_none_or(|a| e.key().as_ref() > a))
-            .map(|e| e.value().lock().record.clone())
+            .map(|e| e.value().lock().record(e.key()))
             .filter(|r| matches(filter, r))
             .collect();
         records.sort_by(|a, b| a.session_id.cmp(&b.session_id));

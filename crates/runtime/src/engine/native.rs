@@ -336,7 +336,7 @@ impl NativeAdapter {
             o.model_answered(&response, elapsed);
 
             let mut message = UniversalMessage::assistant(response.text);
-            message.author = Some(agent.id.to_string());
+            message.author = Some(Arc::clone(&agent.id));
             if response.tool_calls.is_empty() {
                 o.answer = Some(pending.events.len());
                 pending.push(message, Vec::new());
