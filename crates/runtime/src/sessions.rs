@@ -484,6 +484,10 @@ impl OpenChat<'_> {
         self.sessions.store.append_events(&self.chat.id, events).await?;
         let cap = self.sessions.window;
         let st = &mut *self.st;
+        if st.window.is_empty() {
+            // Most sessions hold one turn: no room for more until a second comes.
+            st.window.reserve_exact(events.len().min(cap));
+        }
         for e in events {
             st.window.push_back(Arc::clone(e));
             if st.window.len() > cap {

@@ -13,26 +13,61 @@ use crate::record::{
 };
 use crate::{SessionEvent, SessionStore, StoreError};
 
+/// A session in memory, compact: the id is the map's key (held once), the agent and internal
+/// session ids are the events' own shared `Arc<str>` once events name them (a record's copies are
+/// dropped for them), and the event count is the log's length.
 struct MemSession {
-    /// The record, its `session_id` left empty: the map's key holds the id, once
-    /// ([`MemSession::record`] puts it back).
-    record: SessionRecord,
+    user_id: Option<Box<str>>,
+    agent_id: Arc<str>,
+    internal_session_id: Arc<str>,
+    state: SessionState,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
     events: Vec<Arc<SessionEvent>>,
 }
 
 impl MemSession {
+    fn new(r: SessionRecord) -> Self {
+        Self {
+            user_id: r.user_id.map(String::into_boxed_str),
+            agent_id: Arc::from(r.agent_id),
+            internal_session_id: Arc::from(r.internal_session_id),
+            state: r.state,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            events: Vec::new(),
+        }
+    }
+
     /// The full record of the session stored under `id`.
     fn record(&self, id: &str) -> SessionRecord {
         SessionRecord {
             session_id: id.to_owned(),
-            ..self.record.clone()
+            user_id: self.user_id.as_deref().map(str::to_owned),
+            agent_id: self.agent_id.to_string(),
+            internal_session_id: self.internal_session_id.to_string(),
+            state: self.state,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            event_count: self.events.len() as u64,
+        }
+    }
+
+    /// Takes the latest event's ids in place of equal ones of its own (one allocation fewer each).
+    fn share_ids(&mut self) {
+        if let Some(e) = self.events.last() {
+            if !Arc::ptr_eq(&self.agent_id, &e.agent_id) && *self.agent_id == *e.agent_id {
+                self.agent_id = Arc::clone(&e.agent_id);
+            }
+            if !Arc::ptr_eq(&self.internal_session_id, &e.internal_session_id)
+                && *self.internal_session_id == *e.internal_session_id
+            {
+                self.internal_session_id = Arc::clone(&e.internal_session_id);
+            }
         }
     }
 }
 
-/// Sessions in a sharded map, each behind its own mutex. Nothing survives the process.
-/// Growth is bounded by the runtime's sweeper, which archives idle sessions and purges
-/// archived ones after their retention ([`SessionStore::purge_archived`]).
 #[derive(Default)]
 pub struct MemoryStore {
     sessions: DashMap<Arc<str>, Arc<Mutex<MemSession>>>,
@@ -69,22 +104,19 @@ impl SessionStore for MemoryStore {
 
     async fn put_session(&self, record: SessionRecord) -> Result<(), StoreError> {
         let key: Arc<str> = Arc::from(record.session_id.as_str());
-        let record = SessionRecord {
-            session_id: String::new(),
-            ..record
-        };
         match self.sessions.entry(key) {
             dashmap::Entry::Occupied(e) => {
                 let mut s = e.get().lock();
                 // The log is the truth for the count; a record never rewrites history.
-                let event_count = s.events.len() as u64;
-                s.record = SessionRecord { event_count, ..record };
+                let events = std::mem::take(&mut s.events);
+                *s = MemSession {
+                    events,
+                    ..MemSession::new(record)
+                };
+                s.share_ids();
             }
             dashmap::Entry::Vacant(e) => {
-                e.insert(Arc::new(Mutex::new(MemSession {
-                    record,
-                    events: Vec::new(),
-                })));
+                e.insert(Arc::new(Mutex::new(MemSession::new(record))));
             }
         }
         Ok(())
@@ -99,8 +131,7 @@ impl SessionStore for MemoryStore {
             .session(session_id)
             .ok_or_else(|| StoreError::SessionNotFound(session_id.to_owned()))?;
         let mut s = session.lock();
-        let mut expected = s.events.len() as u64;
-        for e in events {
+        for (expected, e) in (s.events.len() as u64..).zip(events) {
             if e.seq != expected {
                 return Err(StoreError::SequenceGap {
                     session_id: session_id.to_owned(),
@@ -108,11 +139,14 @@ impl SessionStore for MemoryStore {
                     got: e.seq,
                 });
             }
-            expected += 1;
+        }
+        if s.events.is_empty() {
+            // Most sessions hold one turn: no room for more until a second comes.
+            s.events.reserve_exact(events.len());
         }
         s.events.extend(events.iter().cloned());
-        s.record.event_count = expected;
-        s.record.updated_at = Utc::now();
+        s.updated_at = Utc::now();
+        s.share_ids();
         Ok(())
     }
 
@@ -170,8 +204,8 @@ impl SessionStore for MemoryStore {
     async fn set_state(&self, session_id: &str, state: SessionState) -> Result<bool, StoreError> {
         Ok(self.session(session_id).is_some_and(|s| {
             let mut s = s.lock();
-            s.record.state = state;
-            s.record.updated_at = Utc::now();
+            s.state = state;
+            s.updated_at = Utc::now();
             true
         }))
     }
@@ -184,7 +218,7 @@ impl SessionStore for MemoryStore {
         let mut purged = 0;
         self.sessions.retain(|_, s| {
             let s = s.lock();
-            let expired = s.record.state == SessionState::Archived && s.record.updated_at < cutoff;
+            let expired = s.state == SessionState::Archived && s.updated_at < cutoff;
             purged += u64::from(expired);
             !expired
         });
