@@ -203,6 +203,7 @@ impl GeminiProvider {
             cost_usd: self.cost(&acc.usage),
             usage: acc.usage,
             served_by: served_by(acc.model.as_deref().unwrap_or(&req.model.model), simulated),
+            truncated: acc.truncated,
         })
     }
 }
@@ -214,6 +215,8 @@ struct Accumulated {
     usage: TokenUsage,
     model: Option<String>,
     finished: bool,
+    /// It ended at `maxOutputTokens` (`finishReason: MAX_TOKENS`).
+    truncated: bool,
 }
 
 impl Accumulated {
@@ -243,6 +246,7 @@ impl Accumulated {
         };
         if candidate.get("finishReason").is_some_and(|f| !f.is_null()) {
             self.finished = true;
+            self.truncated = candidate.get("finishReason").and_then(Value::as_str) == Some("MAX_TOKENS");
         }
         for part in candidate
             .pointer("/content/parts")

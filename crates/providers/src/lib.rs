@@ -101,6 +101,23 @@ pub struct ModelResponse {
     pub cost_usd: f64,
     /// Which profile or deployment served the call (e.g. `gpt-4o`, or `default`).
     pub served_by: Arc<str>,
+    /// The answer stopped at the request's `max_tokens`, not where the model would have ended it
+    /// (OpenAI's `finish_reason: length`, Gemini's `MAX_TOKENS`).
+    pub truncated: bool,
+}
+
+impl ModelResponse {
+    /// Why the answer ended, in the OpenAI and OpenTelemetry GenAI vocabulary: `length` when cut
+    /// at `max_tokens`, `tool_calls` when it asked for tools, else `stop`.
+    pub fn finish_reason(&self) -> &'static str {
+        if self.truncated {
+            "length"
+        } else if self.tool_calls.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        }
+    }
 }
 
 /// A failed model call. Always surfaces as ErrorPayload `model.upstream`.

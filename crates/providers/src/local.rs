@@ -209,6 +209,7 @@ impl LocalProvider {
                         usage,
                         cost_usd: 0.0,
                         served_by: self.served_by.clone(),
+                        truncated: false,
                     });
                 }
                 Event::Failed(message) => return Err(ModelError::Other(format!("local model: {message}"))),

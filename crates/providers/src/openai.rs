@@ -201,6 +201,7 @@ impl OpenAiProvider {
                 v.get("model").and_then(Value::as_str).unwrap_or(&req.model.model),
                 simulated,
             ),
+            truncated: v.pointer("/choices/0/finish_reason").and_then(Value::as_str) == Some("length"),
         })
     }
 
@@ -217,6 +218,7 @@ impl OpenAiProvider {
         let mut calls: BTreeMap<u64, (Option<String>, String, String)> = BTreeMap::new();
         let mut usage = TokenUsage::default();
         let mut served_by = req.model.model.clone();
+        let mut truncated = false;
         loop {
             let Some(data) = events.next_data().await? else {
                 return Err(ModelError::Other(format!(
@@ -232,6 +234,9 @@ impl OpenAiProvider {
             }
             if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
                 usage = usage_of(Some(u));
+            }
+            if v.pointer("/choices/0/finish_reason").and_then(Value::as_str) == Some("length") {
+                truncated = true;
             }
             let Some(delta) = v.pointer("/choices/0/delta") else {
                 continue;
@@ -264,6 +269,7 @@ impl OpenAiProvider {
             cost_usd: self.cost(&usage),
             usage,
             served_by: self::served_by(&served_by, simulated),
+            truncated,
         })
     }
 }

@@ -328,11 +328,12 @@ impl SimulatedModel {
         };
 
         // `max_tokens` bounds a text answer as it bounds a real model's (tool calls are not cut).
-        let (text, completion_tokens) = match req.model.max_tokens {
+        let (text, completion_tokens, truncated) = match req.model.max_tokens {
             Some(max) if tool_calls.is_empty() && completion_tokens > max => {
-                truncate_to_tokens(&text, tokenizer, max.max(1))
+                let (text, n) = truncate_to_tokens(&text, tokenizer, max.max(1));
+                (text, n, true)
             }
-            _ => (text, completion_tokens),
+            _ => (text, completion_tokens, false),
         };
 
         let prompt_tokens = u64::from(req.system.tokens_with(|t| tokens::count(tokenizer, t)))
@@ -377,6 +378,7 @@ impl SimulatedModel {
             },
             cost_usd,
             served_by: Arc::from(profile_name),
+            truncated,
         };
         Ok(Planned {
             response,
@@ -615,6 +617,8 @@ mod tests {
         );
         assert!(full.text.starts_with(&*cut.text), "a prefix, cut at a word");
         assert!(cut.text.len() < full.text.len());
+        assert!(cut.truncated && !full.truncated);
+        assert_eq!((cut.finish_reason(), full.finish_reason()), ("length", "stop"));
         let one = model.generate(request(&ask(Some(1)), &m)).await.unwrap();
         assert_eq!(one.usage.completion_tokens, 1, "{:?}", one.text);
     }

@@ -172,10 +172,10 @@ pub(crate) fn content(r: &crate::model::ModelRequest<'_>) -> Content {
 }
 
 /// Records a model answer: the model (profile or deployment) that served it, why it stopped
-/// (`tool_calls` when it asked for tools, else `stop`) and the tokens.
+/// (`ModelResponse::finish_reason`: `length`, `tool_calls` or `stop`) and the tokens.
 fn answered(cx: &Context, r: &ModelResponse) {
     otel::set(cx, "gen_ai.response.model", shared(&r.served_by));
-    let reason = if r.tool_calls.is_empty() { "stop" } else { "tool_calls" };
+    let reason = r.finish_reason();
     otel::set(
         cx,
         "gen_ai.response.finish_reasons",

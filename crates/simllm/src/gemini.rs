@@ -164,6 +164,16 @@ pub(crate) fn convert_gemini(body: &Value, model: &str) -> Result<Converted, Str
     })
 }
 
+/// Gemini's `finishReason`: `MAX_TOKENS` when the answer was cut at the request's limit, else
+/// `STOP` (tool calls too).
+fn gemini_finish(r: &aether_providers::ModelResponse) -> &'static str {
+    if r.truncated {
+        "MAX_TOKENS"
+    } else {
+        "STOP"
+    }
+}
+
 pub(crate) fn gemini_candidate(parts: Value, finish: Option<&str>) -> Value {
     let mut c = json!({"index": 0, "content": {"role": "model", "parts": parts}});
     if let Some(f) = finish {
@@ -225,7 +235,7 @@ pub(crate) async fn gemini(
         }
         parts.extend(gemini_calls(&r.tool_calls));
         return simulated(
-            Json(json!({"candidates": [gemini_candidate(Value::Array(parts), Some("STOP"))], "usageMetadata": gemini_usage(&r.usage), "modelVersion": model}))
+            Json(json!({"candidates": [gemini_candidate(Value::Array(parts), Some(gemini_finish(&r)))], "usageMetadata": gemini_usage(&r.usage), "modelVersion": model}))
                 .into_response(),
         );
     }
@@ -242,7 +252,7 @@ pub(crate) async fn gemini(
             return;
         };
         let last = json!({
-            "candidates": [gemini_candidate(Value::Array(gemini_calls(&r.tool_calls)), Some("STOP"))],
+            "candidates": [gemini_candidate(Value::Array(gemini_calls(&r.tool_calls)), Some(gemini_finish(&r)))],
             "usageMetadata": gemini_usage(&r.usage),
             "modelVersion": model,
         });

@@ -237,7 +237,7 @@ pub(crate) async fn chat(
         if !calls.is_empty() {
             message["tool_calls"] = Value::Array(calls);
         }
-        let finish = if r.tool_calls.is_empty() { "stop" } else { "tool_calls" };
+        let finish = r.finish_reason();
         return simulated(
             Json(json!({
                 "id": id, "object": "chat.completion", "created": created, "model": c.model.model,
@@ -286,7 +286,7 @@ pub(crate) async fn chat(
                 return;
             }
         }
-        let finish = if r.tool_calls.is_empty() { "stop" } else { "tool_calls" };
+        let finish = r.finish_reason();
         let _ = tx.send(Ok(frame(json!({}), Value::from(finish)))).await;
         let usage = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model_name, "choices": [], "usage": usage_json(&r.usage)});
         let _ = tx.send(Ok(format!("data: {usage}\n\ndata: [DONE]\n\n"))).await;

@@ -1,0 +1,71 @@
+//! `max_tokens` over the wire: `aether sim-llm` cuts the answer and says so (OpenAI's
+//! `finish_reason: length`, Gemini's `MAX_TOKENS`), plain and streamed, and the providers read it
+//! back (`ModelResponse::truncated`, `finish_reason()`, which the GenAI spans record).
+
+mod common;
+
+use std::sync::Arc;
+
+use aether_contracts::{Metadata, ModelConfig, SessionEvent, UniversalMessage};
+use aether_runtime::model::gemini::{GeminiConfig, GeminiProvider};
+use aether_runtime::model::openai::{OpenAiConfig, OpenAiProvider};
+use aether_runtime::model::{DeltaSink, HistoryView, ModelError, ModelProvider, ModelRequest, SystemPrompt};
+
+struct Discard;
+
+#[async_trait::async_trait]
+impl DeltaSink for Discard {
+    async fn delta(&mut self, _text: &str) -> Result<(), ModelError> {
+        Ok(())
+    }
+}
+
+/// (plain, streamed) answers of `provider` with `max_tokens`: each (finish reason, completion tokens).
+async fn ask(provider: &dyn ModelProvider, model: &str, max_tokens: Option<u32>) -> [(&'static str, u64); 2] {
+    let mut config = ModelConfig::new(model);
+    config.max_tokens = max_tokens;
+    let system = SystemPrompt::new("Be thorough.");
+    let history = [Arc::new(SessionEvent::new(
+        0,
+        Arc::from("s"),
+        Arc::from("a"),
+        UniversalMessage::user("Summarise the account status for customer C-1001."),
+        vec![],
+    ))];
+    let metadata = Metadata::new();
+    let request = || ModelRequest {
+        model: &config,
+        system: &system,
+        history: HistoryView {
+            committed: &history,
+            pending: &[],
+        },
+        tools: &[],
+        metadata: &metadata,
+    };
+    let plain = provider.generate(request()).await.unwrap();
+    let streamed = provider.generate_stream(request(), &mut Discard).await.unwrap();
+    assert_eq!(plain.truncated, plain.finish_reason() == "length");
+    [
+        (plain.finish_reason(), plain.usage.completion_tokens),
+        (streamed.finish_reason(), streamed.usage.completion_tokens),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cut_at_max_tokens_says_length_over_openai_and_gemini() {
+    let (_sim, base) = common::serve(common::instant()).await;
+    let openai = OpenAiProvider::new(OpenAiConfig::new(format!("{base}/v1"))).unwrap();
+    let gemini = GeminiProvider::new(GeminiConfig::new(format!("{base}/v1beta"))).unwrap();
+    for (provider, model) in [
+        (&openai as &dyn ModelProvider, "gpt-4o-mini"),
+        (&gemini, "gemini-1.5-flash"),
+    ] {
+        let whole = ask(provider, model, None).await;
+        assert_eq!(whole.map(|(reason, _)| reason), ["stop", "stop"], "{model}");
+        assert!(whole[0].1 > 8, "{model}: {whole:?}");
+        let cut = ask(provider, model, Some(8)).await;
+        assert_eq!(cut.map(|(reason, _)| reason), ["length", "length"], "{model}");
+        assert!(cut.iter().all(|(_, n)| *n <= 8), "{model}: {cut:?}");
+    }
+}
