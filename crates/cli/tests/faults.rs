@@ -1,10 +1,13 @@
-//! Faults injected into a real `aether serve` process.
+//! Faults injected into real `aether serve` (and `aether sim-llm`) processes:
 //!
-//! A full disk: the SQLite store lives on a 2 MiB tmpfs (or, where mounting is refused, the
-//! process runs under a 2 MiB `RLIMIT_FSIZE`). Turns run until the disk is full; from then on each
-//! answers 503 `store.unavailable` with Retry-After and a message that says why, the server stays
-//! up, and after it stops the file passes `PRAGMA integrity_check` and holds every turn that was
-//! answered 200, each whole.
+//! * a full disk: the SQLite store lives on a 2 MiB tmpfs (or, where mounting is refused, the
+//!   process runs under a 2 MiB `RLIMIT_FSIZE`). Turns run until the disk is full; from then on
+//!   each answers 503 `store.unavailable` with Retry-After and a message that says why, the server
+//!   stays up, and after it stops the file passes `PRAGMA integrity_check` and holds every turn
+//!   that was answered 200, each whole;
+//! * SIGKILL of one of two instances on PostgreSQL mid-turn;
+//! * overload past `--max-in-flight` and `--admission-queue`;
+//! * `aether sim-llm` fault storms under `burst_load` (retries and the circuit breaker).
 
 mod common;
 
@@ -13,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{command, spawn_serve, tmp, Served};
+use common::{command, drain, spawn_serve, tmp, Served};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -249,16 +252,6 @@ impl Drop for Reaped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Reads the rest of a child's stderr on a thread (a full pipe would stall it).
-fn drain(stderr: std::io::BufReader<std::process::ChildStderr>) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut stderr = stderr;
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-        rest
-    })
 }
 
 /// SIGKILL of an instance mid-turn, under load. Two `aether serve` on one PostgreSQL; A runs a

@@ -30,12 +30,7 @@ fn serve_runs_scenarios_over_http_and_stops_on_sigterm() {
     // Every output of the run, searched for the keys at the end. The server's log is read as it
     // comes (at debug level it would fill the pipe and stall the server).
     let mut outputs = vec![line.clone()];
-    let log = std::thread::spawn(move || {
-        let mut stderr = stderr;
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
-        rest
-    });
+    let log = common::drain(stderr);
     assert!(line.contains("SIMULATED"), "{line}");
 
     let dir = tmp("serve");

@@ -598,11 +598,7 @@ impl Drop for PrivateRedis {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limiting_fails_open_while_redis_is_down_then_recovers() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let Some(redis) = PrivateRedis::start(port) else {
         return;
     };

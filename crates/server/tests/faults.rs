@@ -5,6 +5,8 @@
 //! half stored. Needs PostgreSQL's server binaries (`/usr/lib/postgresql/*/bin`); without them the
 //! test is skipped with a printed reason, and fails when `CI` is set.
 
+mod common;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -136,14 +138,6 @@ impl Drop for PrivatePg {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// What the clients saw, counted as they go.
 #[derive(Default)]
 struct Seen {
@@ -158,7 +152,7 @@ struct Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_load_fails_fast_recovers_and_stores_no_partial_turn() {
-    let Some(pg) = PgCtl::init(free_port()) else {
+    let Some(pg) = PgCtl::init(common::free_port()) else {
         return;
     };
     let ctl = pg.0.clone();

@@ -45,7 +45,6 @@ async fn ask(provider: &dyn ModelProvider, model: &str, max_tokens: Option<u32>)
     };
     let plain = provider.generate(request()).await.unwrap();
     let streamed = provider.generate_stream(request(), &mut Discard).await.unwrap();
-    assert_eq!(plain.truncated, plain.finish_reason() == "length");
     [
         (plain.finish_reason(), plain.usage.completion_tokens),
         (streamed.finish_reason(), streamed.usage.completion_tokens),

@@ -68,6 +68,9 @@ impl MemSession {
     }
 }
 
+/// Sessions in a sharded map, each behind its own mutex. Nothing survives the process.
+/// Growth is bounded by the runtime's sweeper, which archives idle sessions and purges
+/// archived ones after their retention ([`SessionStore::purge_archived`]).
 #[derive(Default)]
 pub struct MemoryStore {
     sessions: DashMap<Arc<str>, Arc<Mutex<MemSession>>>,

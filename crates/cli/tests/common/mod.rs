@@ -44,6 +44,16 @@ pub struct Served {
     pub stderr: std::io::BufReader<std::process::ChildStderr>,
 }
 
+/// Reads the rest of a child's stderr on a thread (a full pipe would stall the child); its text.
+pub fn drain(stderr: std::io::BufReader<std::process::ChildStderr>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut stderr = stderr;
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+        rest
+    })
+}
+
 /// Starts `aether serve ARGS` (with `env` set) and waits for its "listening on" line.
 pub fn start_serve(args: &[&str], env: &[(&str, &str)]) -> Served {
     let mut full = vec!["serve"];

@@ -272,7 +272,16 @@ pub fn document() -> Value {
     );
     run_task["responses"]["200"] = json!({"description": "the TaskResult of a turn that answered (or a partial result that says why it stopped)",
                                           "content": {"application/json": {"schema": schema_ref("TaskResult"), "example": result}}});
-    let store_down = || error("the session store is unavailable: `store.unavailable` (`Retry-After`)");
+    // What a route that reads or writes the session store answers when it fails.
+    let store_failures = || {
+        vec![
+            (500, error("the store failed")),
+            (
+                503,
+                error("the session store is unavailable: `store.unavailable` (`Retry-After`)"),
+            ),
+        ]
+    };
     json!({
         "openapi": "3.0.3",
         "info": {"title": "Aether Frame", "version": env!("CARGO_PKG_VERSION"),
@@ -290,7 +299,7 @@ pub fn document() -> Value {
                 "get": operation("Show an agent and its config", "getAgent", vec![id()], None,
                     vec![(200, ok("agent", "Agent")), (404, not_found("agent"))]),
                 "delete": operation("Remove an agent; its sessions are archived", "deleteAgent", vec![id()], None,
-                    vec![(204, json!({"description": "deleted"})), (404, not_found("agent")), (500, error("the store failed")), (503, store_down())]),
+                    [vec![(204, json!({"description": "deleted"})), (404, not_found("agent"))], store_failures()].concat()),
             },
             "/v1/tasks": {"post": run_task},
             "/v1/tasks/stream": {"post": operation(
@@ -323,20 +332,20 @@ pub fn document() -> Value {
                      query_param("user_id", "only this user's", json!({"type": "string"})),
                      query_param("state", "only sessions in this state", json!({"type": "string", "enum": ["active", "archived"]}))],
                 None,
-                vec![(200, ok("page", "SessionPage")), (400, error("a query parameter is out of range or unknown; `field` names it")), (500, error("the store failed")), (503, store_down())])},
+                [vec![(200, ok("page", "SessionPage")), (400, error("a query parameter is out of range or unknown; `field` names it"))], store_failures()].concat())},
             "/v1/sessions/{id}": {
                 "get": operation("Show a session's record", "getSession", vec![id()], None,
-                    vec![(200, ok("the record", "SessionRecord")), (404, not_found("session")), (500, error("the store failed")), (503, store_down())]),
+                    [vec![(200, ok("the record", "SessionRecord")), (404, not_found("session"))], store_failures()].concat()),
                 "delete": operation("Delete a session and its history for good", "deleteSession", vec![id()], None,
-                    vec![(204, json!({"description": "deleted"})), (404, not_found("session")), (500, error("the store failed")), (503, store_down())]),
+                    [vec![(204, json!({"description": "deleted"})), (404, not_found("session"))], store_failures()].concat()),
             },
             "/v1/sessions/{id}/events": {"get": operation("A page of a session's events", "sessionEvents",
                 vec![id(), query_param("after_seq", "events after this sequence number", json!({"type": "integer", "minimum": 0})), page("events")],
                 None,
-                vec![(200, ok("events", "EventPage")), (400, error("a query parameter is out of range or unknown; `field` names it")), (404, not_found("session")), (500, error("the store failed")), (503, store_down())])},
+                [vec![(200, ok("events", "EventPage")), (400, error("a query parameter is out of range or unknown; `field` names it")), (404, not_found("session"))], store_failures()].concat())},
             "/v1/sessions/{id}/archive": {"post": operation("Archive a session now (as the idle timeout would); the next turn recovers its history", "archiveSession", vec![id()], None,
-                vec![(200, json_response("whether a live session was archived", json!({"type": "object", "required": ["archived"], "properties": {"archived": {"type": "boolean"}}}))),
-                     (404, not_found("session")), (500, error("the store failed")), (503, store_down())])},
+                [vec![(200, json_response("whether a live session was archived", json!({"type": "object", "required": ["archived"], "properties": {"archived": {"type": "boolean"}}}))),
+                     (404, not_found("session"))], store_failures()].concat())},
             "/v1/admin/stats": {"get": stats},
             "/debug/pprof/profile": {"get": profile},
             "/healthz": {"get": bare("Liveness", "healthz", json!({"200": json_response("alive", json!({"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}}))}))},

@@ -190,3 +190,12 @@ pub fn turn(agent: &str, session: &str, task: &str) -> Value {
     json!({"task_id": task, "agent_id": agent, "session_id": session,
            "messages": [{"role": "user", "content": "hello"}]})
 }
+
+/// A TCP port free on loopback now (for a private server started on it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
