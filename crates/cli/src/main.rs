@@ -89,22 +89,33 @@ enum LogFormat {
     Json,
 }
 
-/// Restores the default SIGPIPE action, so `aether ... | head` ends quietly like other Unix
-/// tools instead of panicking on a closed stdout; and ignores SIGXFSZ, so a write past the file
-/// size limit (`ulimit -f`) fails with an error the store reports (as a full disk does) instead of
-/// killing the process mid-write.
-fn signal_dispositions() {
+/// Signal dispositions, set once at start-up, before any other thread exists.
+///
+/// SIGXFSZ is ignored, so a write past the file size limit (`ulimit -f`) fails with an error the
+/// store reports (as a full disk does) instead of killing the process mid-write.
+///
+/// SIGPIPE stays ignored (Rust's default) for every command that talks over sockets: hyper writes
+/// with `writev`, which (unlike `send`) raises SIGPIPE when the peer has gone, so with the default
+/// action a client hanging up on a streamed answer killed `aether serve` or `aether sim-llm`
+/// (exit 141). Only the commands that just print (`sessions`, `tools`, `models`, `validate`) get
+/// the default action back, so that `aether ... | head` ends quietly like other Unix tools.
+fn signal_dispositions(command: &Command) {
     #[cfg(unix)]
     // SAFETY: called once at start-up, before any other thread exists.
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+        if matches!(
+            command,
+            Command::Sessions(_) | Command::Tools(_) | Command::Models(_) | Command::Validate(_)
+        ) {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
     }
 }
 
 fn main() {
-    signal_dispositions();
     let cli = Cli::parse();
+    signal_dispositions(&cli.command);
     let telemetry = telemetry::settings(cli.otlp_endpoint.as_deref(), cli.otlp_protocol.as_deref(), |k| {
         std::env::var(k).ok()
     })

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{command, drain, spawn_serve, tmp, Served};
+use common::{command, drain, spawn_serve, start_serve, tmp, Served};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
@@ -572,14 +572,30 @@ async fn overload_is_refused_with_503_and_the_bounds_hold() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// Starts a prepared `aether sim-llm` command; the running process and its base URL.
+fn start_sim_llm(mut sim: Command) -> (Reaped, String) {
+    use std::io::BufRead;
+    sim.stderr(std::process::Stdio::piped());
+    let mut sim = Reaped(sim.spawn().unwrap());
+    let mut announced = String::new();
+    std::io::BufReader::new(sim.0.stderr.take().unwrap())
+        .read_line(&mut announced)
+        .unwrap();
+    let base = announced
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {announced:?}"))
+        .to_owned();
+    (sim, base)
+}
+
 /// `aether sim-llm` fault storms under `burst_load` (2 s): 80 % of the model calls get a fault
 /// (429 with Retry-After, 500, 503, a slow first byte, a connection dropped mid-stream). Retries are
 /// bounded and counted, the circuit breaker opens and closes, every failed request reaches the
 /// breakdown by error code, and the retries' cost is reported apart from the latencies.
 #[test]
 fn sim_llm_fault_storms_are_retried_within_bounds_and_reported() {
-    use std::io::BufRead;
-    let mut sim = command(&[
+    let sim = command(&[
         "sim-llm",
         "--port",
         "0",
@@ -592,17 +608,7 @@ fn sim_llm_fault_storms_are_retried_within_bounds_and_reported() {
         "--retry-after-s",
         "0",
     ]);
-    sim.stderr(std::process::Stdio::piped());
-    let mut sim = Reaped(sim.spawn().unwrap());
-    let mut announced = String::new();
-    std::io::BufReader::new(sim.0.stderr.take().unwrap())
-        .read_line(&mut announced)
-        .unwrap();
-    let base = announced
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {announced:?}"))
-        .to_owned();
+    let (_sim, base) = start_sim_llm(sim);
     let dir = tmp("storm");
     let out_path = dir.join("storm.json");
     let out = common::aether(&[
@@ -662,4 +668,112 @@ fn sim_llm_fault_storms_are_retried_within_bounds_and_reported() {
         v["requests"]["total"], v["breakdowns"]["errors_by_code"]
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends one HTTP/1.1 request on a new connection; with `hang_up_after`, closes the connection
+/// once that many bytes of the answer have arrived, else reads the whole answer.
+fn raw_http(base: &str, method: &str, path: &str, headers: &str, body: &str, hang_up_after: Option<usize>) -> String {
+    use std::io::{Read, Write};
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .split('/')
+        .next()
+        .unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\n{headers}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if hang_up_after.is_some_and(|limit| got.len() >= limit) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Clients that hang up on a streamed answer mid-way do not kill the server. hyper writes with
+/// `writev`, which raises SIGPIPE once the peer has gone; with SIGPIPE at its default action (as
+/// `aether` once set it for every command) `aether sim-llm` and `aether serve` died with exit 141
+/// under any load test that stopped with answers in flight. Each server streams slow answers
+/// (300 ms, a piece every few ms), 20 clients hang up after the first bytes, then a whole streamed
+/// answer is read after them and the process must still be running.
+#[test]
+fn clients_hanging_up_mid_stream_do_not_kill_the_servers() {
+    // aether sim-llm: OpenAI-compatible streamed completions.
+    let sim = command(&["sim-llm", "--port", "0", "--model-latency-ms", "300"]);
+    let (mut sim, base) = start_sim_llm(sim);
+    let completion = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
+    for round in 0..2 {
+        for _ in 0..20 {
+            let head = raw_http(&base, "POST", "/v1/chat/completions", "", completion, Some(200));
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        }
+        let whole = raw_http(&base, "POST", "/v1/chat/completions", "", completion, None);
+        assert!(whole.contains("data: [DONE]"), "round {round}: {whole}");
+        assert!(
+            sim.0.try_wait().unwrap().is_none(),
+            "sim-llm died: {:?}",
+            sim.0.try_wait()
+        );
+    }
+
+    // aether serve: live turns over server-sent events.
+    let served = start_serve(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--model-latency-ms",
+            "300",
+        ],
+        &[("AETHER_API_KEYS", "key-hangup=t")],
+    );
+    let _drained = drain(served.stderr);
+    let mut server = Reaped(served.child);
+    let auth = "authorization: Bearer key-hangup\r\n";
+    let created = raw_http(
+        &served.url,
+        "POST",
+        "/v1/agents",
+        auth,
+        r#"{"agent_type":"support","system_prompt":"Be brief.","model_config":{"model":"gpt-4o-mini"}}"#,
+        None,
+    );
+    let agent = created
+        .split("\"agent_id\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no agent in {created}"))
+        .to_owned();
+    for round in 0..2 {
+        for i in 0..20 {
+            let body = format!(
+                r#"{{"task_id":"h{round}-{i}","agent_id":"{agent}","session_id":"h{round}-{i}","messages":[{{"role":"user","content":"hello"}}]}}"#
+            );
+            let head = raw_http(&served.url, "POST", "/v1/tasks/stream", auth, &body, Some(200));
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        }
+        let body = format!(
+            r#"{{"task_id":"whole-{round}","agent_id":"{agent}","session_id":"whole-{round}","messages":[{{"role":"user","content":"hello"}}]}}"#
+        );
+        let whole = raw_http(&served.url, "POST", "/v1/tasks/stream", auth, &body, None);
+        assert!(whole.contains("\"is_final\":true"), "round {round}: {whole}");
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "aether serve died: {:?}",
+            server.0.try_wait()
+        );
+    }
 }

@@ -26,7 +26,7 @@ pub use error::{failure_status, ErrorCode, ErrorPayload};
 pub use history::SessionEvent;
 pub use interaction::{InteractionRequest, InteractionResponse, InteractionType};
 pub use message::{ContentPart, FileReference, ImageReference, MessageContent, Role, UniversalMessage};
-pub use parse::{from_json_str, from_json_value, ContractError};
+pub use parse::{from_json_slice, from_json_str, from_json_value, ContractError};
 pub use report::{
     AgentContext, AgentReport, ExecutionStats, ProviderName, ProviderReport, ReportError, SessionReport, TokenUsage,
     TurnFigures, TurnReport, TurnTiming, SIMULATED_PROFILE_MARK,

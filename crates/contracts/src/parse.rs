@@ -17,7 +17,14 @@ pub struct ContractError {
 
 impl ContractError {
     fn from_path_error(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        // serde_path_to_error says `?` where the parser stopped before naming a member (in an
+        // unfinished object, say): the error is then about the enclosing value.
         let path = e.path().to_string();
+        let path = match path.strip_suffix('?').map(|p| p.trim_end_matches('.')) {
+            Some("") => ".".to_owned(),
+            Some(p) => p.to_owned(),
+            None => path,
+        };
         let inner = e.into_inner();
         let (line, column) = if inner.line() > 0 {
             (Some(inner.line()), Some(inner.column()))
@@ -40,7 +47,18 @@ impl ContractError {
 
 /// Parses `T` from JSON text; the error names the field.
 pub fn from_json_str<T: DeserializeOwned>(s: &str) -> Result<T, ContractError> {
-    let mut de = serde_json::Deserializer::from_str(s);
+    from_json(serde_json::Deserializer::from_str(s))
+}
+
+/// Parses `T` from JSON bytes; the error names the field, also for bytes that are not UTF-8
+/// inside a string (`messages[0].content: invalid unicode code point ...`).
+pub fn from_json_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ContractError> {
+    from_json(serde_json::Deserializer::from_slice(bytes))
+}
+
+fn from_json<'de, R: serde_json::de::Read<'de>, T: DeserializeOwned>(
+    mut de: serde_json::Deserializer<R>,
+) -> Result<T, ContractError> {
     let value = serde_path_to_error::deserialize(&mut de).map_err(ContractError::from_path_error)?;
     de.end().map_err(|e| ContractError {
         path: ".".into(),
@@ -54,4 +72,28 @@ pub fn from_json_str<T: DeserializeOwned>(s: &str) -> Result<T, ContractError> {
 /// Parses `T` from an already-parsed JSON value; the error names the field.
 pub fn from_json_value<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ContractError> {
     serde_path_to_error::deserialize(v).map_err(ContractError::from_path_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        inner: Option<Box<Body>>,
+    }
+
+    #[test]
+    fn errors_name_the_member_or_the_body() {
+        let e = from_json_slice::<Body>(b"{\"name\": \"bad \xff\"}").unwrap_err();
+        assert_eq!(e.path, "name", "{e}");
+        let e = from_json_str::<Body>("{").unwrap_err();
+        assert_eq!(e.path, ".", "an unfinished body is the body's fault: {e}");
+        let e = from_json_str::<Body>("{\"name\": \"a\", \"inner\": {").unwrap_err();
+        assert_eq!(e.path, "inner", "{e}");
+        let e = from_json_str::<Body>("{\"name\": 1}").unwrap_err();
+        assert_eq!(e.path, "name", "{e}");
+    }
 }

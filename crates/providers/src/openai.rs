@@ -228,24 +228,26 @@ impl OpenAiProvider {
             if data == "[DONE]" {
                 break;
             }
-            let v: Value = serde_json::from_str(&data).map_err(|e| events.bad_event(e))?;
-            if let Some(m) = v.get("model").and_then(Value::as_str) {
-                served_by = m.to_owned();
+            // Typed and borrowing: a chunk's text is read in place, nothing else it holds is kept.
+            let chunk: StreamChunk<'_> = serde_json::from_str(&data).map_err(|e| events.bad_event(e))?;
+            if let Some(m) = chunk.model.filter(|m| **m != *served_by) {
+                served_by = m.into_owned();
             }
-            if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                usage = usage_of(Some(u));
+            if let Some(u) = chunk.usage.filter(|u| !u.is_null()) {
+                usage = usage_of(Some(&u));
             }
-            if v.pointer("/choices/0/finish_reason").and_then(Value::as_str) == Some("length") {
-                truncated = true;
-            }
-            let Some(delta) = v.pointer("/choices/0/delta") else {
+            let Some(choice) = chunk.choices.into_iter().flatten().next() else {
                 continue;
             };
-            if let Some(t) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-                text.push_str(t);
-                sink.delta(t).await?;
+            truncated |= choice.finish_reason.as_deref() == Some("length");
+            let Some(delta) = choice.delta else {
+                continue;
+            };
+            if let Some(t) = delta.content.filter(|t| !t.is_empty()) {
+                text.push_str(&t);
+                sink.delta(&t).await?;
             }
-            for f in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            for f in delta.tool_calls.iter().flatten() {
                 let index = f.get("index").and_then(Value::as_u64).unwrap_or(0);
                 let entry = calls.entry(index).or_default();
                 if let Some(id) = f.get("id").and_then(Value::as_str) {
@@ -272,6 +274,35 @@ impl OpenAiProvider {
             truncated,
         })
     }
+}
+
+/// One streamed chunk, as far as it is read: unknown members are skipped, text is borrowed
+/// unless it holds escapes.
+#[derive(serde::Deserialize)]
+struct StreamChunk<'a> {
+    #[serde(borrow, default)]
+    model: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(borrow, default)]
+    choices: Option<Vec<StreamChoice<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct StreamChoice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<StreamDelta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct StreamDelta<'a> {
+    #[serde(borrow, default)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    /// Tool-call fragments: rare, read as they come.
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
 }
 
 fn tool_call(id: Option<&str>, name: &str, arguments: &str) -> ToolCall {

@@ -91,9 +91,19 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
             ApiError::bad_request(r.body_text(), None)
         }
     })?;
-    let text =
-        std::str::from_utf8(&body).map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}"), None))?;
-    aether_contracts::from_json_str(text).map_err(|e| {
+    // serde reads a struct from an array too (its fields in order): every body is an object.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        let found = match first {
+            None => "nothing".to_owned(),
+            Some(b) => format!("`{}`", char::from(*b).escape_default()),
+        };
+        return Err(ApiError::bad_request(
+            format!("request body: expected a JSON object, found {found}"),
+            None,
+        ));
+    }
+    aether_contracts::from_json_slice(&body).map_err(|e| {
         let field = (e.path != ".").then(|| e.path.clone());
         ApiError::bad_request(e.to_string(), field)
     })
@@ -122,4 +132,32 @@ pub fn parse_query<T>(
             .map(str::to_owned);
         ApiError::bad_request(format!("bad query string: {text}"), field)
     })
+}
+
+/// Path parameters, or a 400 with the `Error` body naming the parameter (axum's own rejection
+/// answers plain text, outside the API's documented error shape): an id that is not UTF-8 once
+/// percent-decoded, say.
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Self(v)),
+            Err(r) => {
+                let field = match &r {
+                    PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+                        ErrorKind::InvalidUtf8InPathParam { key } => Some(key.clone()),
+                        ErrorKind::ParseErrorAtKey { key, .. } => Some(key.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                Err(ApiError::bad_request(r.body_text(), field))
+            }
+        }
+    }
 }

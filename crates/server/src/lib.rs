@@ -19,6 +19,7 @@ pub mod state;
 pub mod store_timing;
 pub mod tenants;
 pub mod trace_context;
+mod unread;
 
 use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,6 +92,7 @@ async fn observe(State(s): State<AppState>, mut req: Request, next: Next) -> Res
         }
     };
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (req, read) = unread::track(req);
     // Traced: boxed, so that the untraced request's future does not grow.
     let traced = match aether_contracts::trace::on() {
         true => trace_context::server_span(method.as_str(), route, req.headers()),
@@ -129,6 +131,7 @@ async fn observe(State(s): State<AppState>, mut req: Request, next: Next) -> Res
         None => log(),
     }
     response.headers_mut().insert("x-request-id", request_id);
+    unread::close_if_unread(read, &mut response);
     response
 }
 

@@ -2,6 +2,8 @@
 //! cancel on disconnect, timeouts and graceful shutdown.
 
 mod common;
+#[path = "api/fuzz.rs"]
+mod fuzz;
 #[path = "api/openapi.rs"]
 mod openapi;
 
@@ -133,6 +135,19 @@ async fn every_route_within_a_tenant_and_none_across() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(resp.headers()["www-authenticate"], "Bearer");
     assert_eq!(s.get("/v1/agents", "wrong-key").await.0, StatusCode::UNAUTHORIZED);
+    // A body refused before it was read closes the connection, and says so; one that was read
+    // keeps it.
+    let post = |key: &'static str| {
+        s.req(reqwest::Method::POST, "/v1/agents", Some(key))
+            .json(&agent_body(&[]))
+            .send()
+    };
+    let refused = post("wrong-key").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.headers()["connection"], "close");
+    let served = post(acme).await.unwrap();
+    assert!(served.status().is_success());
+    assert!(served.headers().get("connection").is_none(), "{:?}", served.headers());
 
     // Operations.
     assert_eq!(s.get("/healthz", "").await.1["status"], "ok");

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::faults::{admit, Fault, KeyHeader};
 use crate::request::{file_reference, invalid, remote_tool, Converted};
-use crate::sse::{model_error, sse_response, stream_text};
+use crate::sse::{model_error, sse_response, stream_text, Template};
 use crate::{bad, error, simulated, Shared};
 
 /// Converts a Gemini `generateContent` request; the error is the 400 message.
@@ -244,10 +244,11 @@ pub(crate) async fn gemini(
     let model = model.to_owned();
     tokio::spawn(async move {
         let _guard = guard;
-        let piece = |text: &str| {
-            let frame = json!({"candidates": [gemini_candidate(json!([{"text": text}]), None)]});
-            format!("data: {frame}\r\n\r\n")
-        };
+        let template = Template::new(
+            &json!({"candidates": [gemini_candidate(json!([{"text": Template::TEXT}]), None)]}),
+            "\r\n\r\n",
+        );
+        let piece = |text: &str| template.frame(text);
         let Some(r) = stream_text(&shared, &c, fault, &tx, &piece).await else {
             return;
         };

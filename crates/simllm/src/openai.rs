@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::faults::{admit, Fault, KeyHeader};
 use crate::request::{file_reference, invalid, remote_tool, Converted};
-use crate::sse::{model_error, sse_response, stream_text};
+use crate::sse::{model_error, sse_response, stream_text, Template};
 use crate::{bad, simulated, Shared};
 
 /// Converts an OpenAI request; the error is the 400 message.
@@ -269,7 +269,12 @@ pub(crate) async fn chat(
         {
             return;
         }
-        let piece = |text: &str| frame(json!({"content": text}), Value::Null);
+        let template = Template::new(
+            &json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model_name,
+                "system_fingerprint": "aether-sim-llm", "choices": [{"index": 0, "delta": {"content": Template::TEXT}, "finish_reason": null}]}),
+            "\n\n",
+        );
+        let piece = |text: &str| template.frame(text);
         let Some(r) = stream_text(&shared, &c, fault, &tx, &piece).await else {
             return;
         };

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aether_contracts::AgentConfig;
 use aether_runtime::agents::Agent;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use crate::directory::tenant_agent;
-use crate::error::{parse_body, ApiError};
+use crate::error::{parse_body, ApiError, PathParams};
 use crate::state::AppState;
 use crate::tenants::{Tenant, TENANT_KEY};
 
@@ -62,7 +62,7 @@ pub async fn list(State(s): State<AppState>, Extension(t): Extension<Arc<Tenant>
 pub async fn show(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let agent = tenant_agent(&s, &t, &id).await?;
     Ok(Json(view(&agent, true)))
@@ -71,7 +71,7 @@ pub async fn show(
 pub async fn delete(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     tenant_agent(&s, &t, &id).await?;
     if let Some(c) = &s.cluster {

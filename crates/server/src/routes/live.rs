@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use aether_contracts::UniversalMessage;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use bytes::Bytes;
 use serde_json::Value;
 
 use crate::control::{perform as perform_anywhere, ApprovalAnswer, Forward, LiveAction};
-use crate::error::{parse_body, ApiError};
+use crate::error::{parse_body, ApiError, PathParams};
 use crate::state::AppState;
 use crate::tenants::Tenant;
 
@@ -26,7 +26,7 @@ async fn perform(s: &AppState, t: &Tenant, task_id: &str, action: LiveAction) ->
 pub async fn message(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Path(task_id): Path<String>,
+    PathParams(task_id): PathParams<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let message: UniversalMessage = parse_body(body)?;
@@ -37,7 +37,7 @@ pub async fn message(
 pub async fn approve(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Path((task_id, interaction_id)): Path<(String, String)>,
+    PathParams((task_id, interaction_id)): PathParams<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let answer: ApprovalAnswer = parse_body(body)?;
@@ -48,7 +48,7 @@ pub async fn approve(
 pub async fn cancel(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Path(task_id): Path<String>,
+    PathParams(task_id): PathParams<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let v = perform(&s, &t, &task_id, LiveAction::Cancel).await?;
     Ok((StatusCode::ACCEPTED, Json(v)))
@@ -57,7 +57,7 @@ pub async fn cancel(
 pub async fn pending(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Path(task_id): Path<String>,
+    PathParams(task_id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(perform(&s, &t, &task_id, LiveAction::Pending).await?))
 }

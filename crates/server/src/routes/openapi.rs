@@ -56,12 +56,24 @@ fn operation(summary: &str, id: &str, params: Vec<Value>, body: Option<Value>, r
         r.insert(status.to_string(), response);
     }
     let mut o = json!({"summary": summary, "operationId": id, "security": [{"bearer": []}], "responses": r});
+    let in_path = params.iter().any(|p| p["in"] == "path");
     if !params.is_empty() {
         o["parameters"] = Value::Array(params);
     }
+    // A 400's description says every reason an operation has for one.
+    let mut bad_request = |why: &str| match o["responses"]["400"]["description"].as_str() {
+        Some(had) => {
+            let both = format!("{had}; or {why}");
+            o["responses"]["400"]["description"] = Value::from(both);
+        }
+        None => o["responses"]["400"] = error(why),
+    };
+    if in_path {
+        bad_request("a path parameter is not valid (not UTF-8 once percent-decoded); `field` names it");
+    }
     if let Some(b) = body {
+        bad_request("the body is not valid JSON of the expected type; `field` names the field");
         o["requestBody"] = json!({"required": true, "content": {"application/json": b}});
-        o["responses"]["400"] = error("the body is not valid JSON of the expected type; `field` names the field");
         o["responses"]["413"] = error("the body is larger than the server's limit");
     }
     o
@@ -73,7 +85,7 @@ fn task_failures() -> Vec<(u16, Value)> {
     for code in ErrorCode::ALL {
         by_status.entry(code.http_status()).or_default().push(code.as_str());
     }
-    let either = json!({"oneOf": [schema_ref("TaskResult"), schema_ref("Error")]});
+    let either = json!({"anyOf": [schema_ref("TaskResult"), schema_ref("Error")]});
     let mut out: Vec<(u16, Value)> = by_status
         .into_iter()
         .map(|(status, codes)| {

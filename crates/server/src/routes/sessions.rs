@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use aether_store::{PageRequest, SessionFilter, SessionRecord, SessionState};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::error::{parse_query, ApiError};
+use crate::error::{parse_query, ApiError, PathParams};
 use crate::state::AppState;
 use crate::tenants::Tenant;
 
@@ -72,7 +72,7 @@ pub async fn list(
 pub async fn show(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<SessionRecord>, ApiError> {
     let record =
         s.rt.session(&t.scoped(&id))
@@ -86,7 +86,7 @@ pub async fn show(
 pub async fn delete(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     let scoped = t.scoped(&id);
     ensure_exists(&s, &scoped, &id).await?;
@@ -98,7 +98,7 @@ pub async fn delete(
 pub async fn archive(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     let scoped = t.scoped(&id);
     ensure_exists(&s, &scoped, &id).await?;
@@ -116,7 +116,7 @@ pub struct EventParams {
 pub async fn events(
     State(s): State<AppState>,
     Extension(t): Extension<Arc<Tenant>>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     query: Result<Query<EventParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let p = parse_query(query)?;

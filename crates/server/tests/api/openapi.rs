@@ -34,7 +34,7 @@ fn as_json_schema(v: &mut Value) {
     }
 }
 
-struct Conformance {
+pub(crate) struct Conformance {
     doc: Value,
     components: Value,
     /// (method, path template, status) answered so far.
@@ -42,7 +42,7 @@ struct Conformance {
 }
 
 impl Conformance {
-    fn new(doc: Value) -> Self {
+    pub(crate) fn new(doc: Value) -> Self {
         let mut components = doc["components"].clone();
         as_json_schema(&mut components);
         Self {
@@ -71,14 +71,19 @@ impl Conformance {
         );
     }
 
-    fn operation(&self, method: &Method, template: &str) -> &Value {
+    pub(crate) fn operation(&self, method: &Method, template: &str) -> &Value {
         let op = &self.doc["paths"][template][method.as_str().to_lowercase()];
         assert!(op.is_object(), "{method} {template} is not in the document");
         op
     }
 
     /// Checks one answer against the document; returns its status and body (JSON, or text).
-    async fn check(&mut self, method: Method, template: &str, resp: reqwest::Response) -> (StatusCode, Value) {
+    pub(crate) async fn check(
+        &mut self,
+        method: Method,
+        template: &str,
+        resp: reqwest::Response,
+    ) -> (StatusCode, Value) {
         let status = resp.status();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
@@ -132,7 +137,7 @@ impl Conformance {
     }
 
     /// Checks one server-sent event against the media type's item schema and the chunk schema.
-    fn check_event(&self, frame: &str) -> Value {
+    pub(crate) fn check_event(&self, frame: &str) -> Value {
         let mut event = Map::new();
         for line in frame.lines() {
             if let Some((k, v)) = line.split_once(": ") {
@@ -158,6 +163,12 @@ impl Conformance {
         assert_eq!(event["id"], chunk["sequence_id"].to_string(), "id: is the sequence_id");
         chunk
     }
+}
+
+/// The live server's `/openapi.json`.
+pub(crate) async fn document(s: &Server) -> Value {
+    let resp = s.http.get(format!("{}/openapi.json", s.base)).send().await.unwrap();
+    resp.json().await.unwrap()
 }
 
 /// Reads events until one satisfies `stop` or the stream ends; each is checked.
@@ -219,15 +230,7 @@ async fn the_document_describes_the_api_as_it_behaves() {
     cfg.limits.max_body_bytes = 64 * 1024;
     cfg.validate().unwrap();
     let s = Server::start(cfg, builder(instant()).build().unwrap()).await;
-    let doc: Value = s
-        .http
-        .get(format!("{}/openapi.json", s.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = document(&s).await;
 
     // The document and the router name the same operations; every path parameter is declared.
     let documented: BTreeSet<(String, String)> = doc["paths"]

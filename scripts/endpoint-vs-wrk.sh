@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# endpoint_load's client against wrk, side by side on one `aether sim-llm --time-scale 0`, both
+# sending the same streamed chat completion (one short prompt, `max_tokens` 128; the simulated
+# answer streams as ~84 chunks). wrk reads each whole chunked answer; endpoint_load also parses
+# every SSE chunk, times each piece and reads the usage, recording TTFT/ITL/E2E in full HDR.
+# Usage: scripts/endpoint-vs-wrk.sh [CONCURRENCY...]   (default: 16 32; 10 s each; release build)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+AETHER=${AETHER:-target/release/aether}
+DURATION=${DURATION:-10}
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
+[[ -x $AETHER ]] || { echo "$AETHER missing: cargo build --release -p aether-cli" >&2; exit 2; }
+work=$(mktemp -d); trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+"$AETHER" sim-llm --port 0 --time-scale 0 2>"$work/sim.log" >"$work/sim.out" & server=$!
+until grep -qo 'http://[0-9.:]*' "$work/sim.out" "$work/sim.log" 2>/dev/null; do sleep 0.1; done
+url=$(cat "$work/sim.out" "$work/sim.log" | grep -o 'http://[0-9.:]*' | head -1)
+prompt="Continue this story: the keeper of the old lighthouse climbed the stairs every evening"
+printf '{"prompt": "%s", "output_tokens": 128}\n' "$prompt" > "$work/prompts.jsonl"
+cat > "$work/stream.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"max_tokens":128,"messages":[{"role":"user","content":"$prompt"}]}'
+LUA
+printf '| concurrency | wrk answers/s | endpoint_load answers/s | endpoint_load / wrk | endpoint_load TTFT p50 ms | E2E p50 ms |\n|---|---|---|---|---|---|\n'
+for n in ${@:-16 32}; do
+  wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/stream.lua" "$url/v1/chat/completions" > "$work/wrk.txt"
+  if grep -q "Non-2xx" "$work/wrk.txt"; then echo "wrk got errors:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
+  w=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
+  "$AETHER" perf run --scenario endpoint_load --provider openai --base-url "$url/v1" --model gpt-4o-mini \
+    --dataset "$work/prompts.jsonl" --concurrency "$n" --duration "${DURATION}s" --output "$work/e.json" >/dev/null 2>&1
+  read -r h failed ttft e2e < <(python3 -c "
+import json; d = json.load(open('$work/e.json'))
+print(round(d['request_throughput_rps']), d['requests']['failed'], d['ttft_ms']['p50'], d['e2e_ms']['p50'])")
+  [[ $failed == 0 ]] || { echo "endpoint_load saw $failed failed requests:" >&2; python3 -c "import json; print(json.load(open('$work/e.json'))['errors'])" >&2; exit 1; }
+  printf '| %s | %.0f | %s | %s | %s | %s |\n' "$n" "$w" "$h" "$(python3 -c "print(f'{$h/$w:.2f}')")" "$ttft" "$e2e"
+done
