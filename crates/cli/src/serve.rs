@@ -190,6 +190,7 @@ pub async fn run(a: ServeArgs, meter: Option<Arc<dyn aether_runtime::meter::GenA
     let rt = builder
         .config(RuntimeConfig {
             shared_store: cluster.is_some(),
+            instance_name: cluster.as_ref().map(|c| c.connection_name()),
             session_wait: std::time::Duration::from_secs_f64(a.session_wait_s),
             default_framework,
             ..RuntimeConfig::default()

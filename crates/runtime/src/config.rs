@@ -46,6 +46,11 @@ pub struct RuntimeConfig {
     /// A session lease's time to live (shared store only): renewed every third of it while a
     /// turn runs; the lease of an instance that died lapses after it.
     pub session_lease_ttl: Duration,
+    /// The name this instance's connections to the shared store carry (`aether/<id>`, set by
+    /// `aether serve` in a cluster), under which it holds its session leases: a lease whose
+    /// holder has no connection left (the process died) is taken over at once instead of after
+    /// its TTL. `None`: a generated name, and only the TTL frees a dead holder's lease.
+    pub instance_name: Option<String>,
 }
 
 impl Default for RuntimeConfig {
@@ -64,6 +69,7 @@ impl Default for RuntimeConfig {
             shared_store: false,
             session_wait: Duration::from_secs(30),
             session_lease_ttl: Duration::from_secs(5),
+            instance_name: None,
             default_framework: "native".to_owned(),
             approvals: ApprovalConfig::default(),
             media: MediaLimits::default(),

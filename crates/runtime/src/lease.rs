@@ -11,7 +11,8 @@
 //!   (`RuntimeConfig::session_wait`); past it the turn fails with `session.busy`, which the server
 //!   answers with 503 and Retry-After.
 //! * **Heartbeat.** While a turn runs, its lease is renewed every third of its TTL. An instance
-//!   that died stops renewing; its lease lapses after the TTL and the next turn proceeds.
+//!   that died stops renewing; its lease lapses after the TTL and the next turn proceeds (at
+//!   once when the instance holds its leases under its connections' name: `instance_name`).
 //! * **Fence.** The lease orders turns; the history is kept whole by the append's event-count
 //!   guard (see `aether_store::SessionLeases`), so a holder that lost its lease cannot interleave.
 //! * **Release** happens when the turn's [`HeldLease`] drops: the heartbeat stops and the row is

@@ -169,6 +169,7 @@ impl RuntimeBuilder {
                 shared_store: config.shared_store,
                 wait: config.session_wait,
                 lease_ttl: config.session_lease_ttl,
+                instance: config.instance_name.as_deref().map(Arc::from),
             },
             clock,
             ids,

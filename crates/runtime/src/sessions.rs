@@ -144,6 +144,8 @@ pub(crate) struct SessionSettings {
     pub shared_store: bool,
     pub wait: Duration,
     pub lease_ttl: Duration,
+    /// The name leases are held under (`RuntimeConfig::instance_name`); else a generated one.
+    pub instance: Option<Arc<str>>,
 }
 
 impl ChatSessions {
@@ -157,7 +159,7 @@ impl ChatSessions {
         let leases = settings
             .shared_store
             .then(|| {
-                let instance = ids.next("instance");
+                let instance = settings.instance.clone().unwrap_or_else(|| ids.next("instance"));
                 Leases::of(&store, instance, settings.lease_ttl, Arc::clone(&stats))
             })
             .flatten();

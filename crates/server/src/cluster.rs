@@ -121,6 +121,13 @@ impl Cluster {
         format!("aether_live_{instance}")
     }
 
+    /// The name this instance's connections to the shared database carry: the runtime holds its
+    /// session leases under it (`RuntimeConfig::instance_name`), so that they free at once when
+    /// the process dies.
+    pub fn connection_name(&self) -> String {
+        Self::application_name(&self.instance)
+    }
+
     /// The `application_name` of an instance's connections to the shared database (its pool and
     /// its listener): while the process lives, at least the listener's is open.
     fn application_name(instance: &str) -> String {

@@ -4,7 +4,10 @@
 //! A lease has a holder (an instance and a token naming one turn), and an expiry in the
 //! database's own clock, so that instances never compare their clocks. The holder renews it while
 //! its turn runs (a heartbeat) and deletes it at the end; a holder that died stops renewing and
-//! its lease lapses after its TTL, so the next turn proceeds without it.
+//! its lease lapses after its TTL, so the next turn proceeds without it. A holder named
+//! `aether/<instance>` (an `aether serve` in a cluster) names its database connections the same:
+//! when none of them is left in `pg_stat_activity`, the process is gone and its leases are taken
+//! over at once.
 //!
 //! The lease orders turns; it is not what keeps a history whole. That is the append's fence, the
 //! session's event count: a turn's events are written only if the count is the one the turn read
@@ -56,14 +59,19 @@ pub(crate) struct PgLeases {
 #[async_trait]
 impl SessionLeases for PgLeases {
     async fn try_acquire(&self, session_id: &str, holder: &LeaseHolder, ttl: Duration) -> Result<bool, StoreError> {
-        // One statement: insert, or take over a lapsed lease or one of this instance's; a row
-        // comes back only when the lease is now ours.
+        // One statement: insert, or take over a lapsed lease, one of this instance's, or one
+        // whose holder is dead (a holder named `aether/…` names its connections so: when none
+        // is left in pg_stat_activity, the process is gone); a row comes back only when the
+        // lease is now ours.
         let taken: Option<i64> = sqlx::query_scalar(
             "INSERT INTO aether_session_leases (session_id, instance, token, expires_at)
              VALUES ($1, $2, $3, now() + make_interval(secs => $4))
              ON CONFLICT (session_id) DO UPDATE
                SET instance = EXCLUDED.instance, token = EXCLUDED.token, expires_at = EXCLUDED.expires_at
-               WHERE aether_session_leases.expires_at <= now() OR aether_session_leases.instance = EXCLUDED.instance
+               WHERE aether_session_leases.expires_at <= now()
+                  OR aether_session_leases.instance = EXCLUDED.instance
+                  OR (aether_session_leases.instance LIKE 'aether/%' AND NOT EXISTS
+                        (SELECT 1 FROM pg_stat_activity WHERE application_name = aether_session_leases.instance))
              RETURNING token",
         )
         .bind(session_id)
