@@ -105,6 +105,8 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
             heap_end_bytes: w.samples.iter().rev().find_map(|s| s.heap_bytes),
             heap_drift_bytes_per_hour: f.heap_drift.map(|h| h.slope),
             heap_drift_error_bytes_per_hour: f.heap_drift.map(|h| h.stderr),
+            heap_drift_late_bytes_per_hour: f.heap_drift_late.map(|h| h.slope),
+            heap_drift_late_error_bytes_per_hour: f.heap_drift_late.map(|h| h.stderr),
             drift_window_s: f.drift_window_s,
             rss_delta_per_cycle_bytes: f.rss_delta_per_cycle,
             samples: w.samples.len(),

@@ -66,6 +66,10 @@ pub(crate) struct Figures {
     /// The allocator's allocated bytes over the same window as the RSS drift: their fit, and
     /// the RSS fit's standard error (runs of one process; merged runs have neither).
     pub heap_drift: Option<resources::Fit>,
+    /// The same fit over the window's second half alone: a ramp that levels off (allocator
+    /// caches, maps reaching their working size) shows a whole-window slope but a flat second
+    /// half; a leak shows the same slope in both.
+    pub heap_drift_late: Option<resources::Fit>,
     pub rss_drift_error: Option<f64>,
     pub rss_delta_per_cycle: Option<f64>,
     /// Little's law: the throughput `concurrency` workers at the mean latency allow.
@@ -157,7 +161,7 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         window,
         drift,
     } = m;
-    let (drift, drift_window_s, heap_drift, rss_drift_error) = match drift {
+    let (drift, drift_window_s, heap_drift, heap_drift_late, rss_drift_error) = match drift {
         Drift::FitFrom(from_s) => {
             let drift_samples: Vec<_> = w.samples.iter().copied().filter(|s| s.t_s >= from_s).collect();
             let window_s = match (drift_samples.first(), drift_samples.last()) {
@@ -165,11 +169,19 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
                 _ => 0.0,
             };
             let rss = resources::fit_per_hour(drift_samples.iter().map(|s| (s.t_s, s.rss_bytes as f64)));
-            let heap =
-                resources::fit_per_hour(drift_samples.iter().filter_map(|s| Some((s.t_s, s.heap_bytes? as f64))));
-            (rss.map(|f| f.slope), window_s, heap, rss.map(|f| f.stderr))
+            let heap_fit = |from: f64| {
+                resources::fit_per_hour(
+                    drift_samples
+                        .iter()
+                        .filter(|s| s.t_s >= from)
+                        .filter_map(|s| Some((s.t_s, s.heap_bytes? as f64))),
+                )
+            };
+            let heap = heap_fit(f64::MIN);
+            let late = drift_samples.first().map(|a| a.t_s + window_s / 2.0).and_then(heap_fit);
+            (rss.map(|f| f.slope), window_s, heap, late, rss.map(|f| f.stderr))
         }
-        Drift::Given(d, window_s) => (d, window_s, None, None),
+        Drift::Given(d, window_s) => (d, window_s, None, None, None),
     };
 
     let total = rec.total();
@@ -269,6 +281,7 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         drift_bytes_per_hour: drift,
         drift_window_s,
         heap_drift,
+        heap_drift_late,
         rss_drift_error,
         rss_delta_per_cycle,
         bound_rps,

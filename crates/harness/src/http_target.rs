@@ -1,7 +1,9 @@
 //! [`HttpTarget`]: the runtime behind `aether serve`, driven through its HTTP API exactly as a
 //! client would (bearer key, `/v1/tasks`, `/v1/tasks/stream` as server-sent events), so one
 //! summary format compares in-process and over-HTTP cost. Each turn request carries a W3C
-//! `traceparent` derived from its task id ([`crate::trace_ids`]).
+//! `traceparent` derived from its task id ([`crate::trace_ids`]). Turns to an `http://` target
+//! go through the load generator's own pooled hyper client ([`crate::http_pool`]), so that the
+//! harness is not the bottleneck of its own measurement; everything else through reqwest.
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use crate::http_pool::HttpPool;
 use crate::target::{LiveStream, Target, TargetInfo};
 use crate::timeline::ServerSample;
 use crate::trace_ids;
@@ -23,6 +26,9 @@ pub struct HttpTarget {
     base: String,
     key: Option<String>,
     http: reqwest::Client,
+    /// The turn path's own client for `http://` targets (`crate::http_pool`); reqwest serves the
+    /// rest (https, a path prefix, streams, admin and cleanup calls).
+    pool: Option<HttpPool>,
     /// Learnt from the first answer's metadata.
     provider: Mutex<Option<ProviderInfo>>,
     /// An operator's key: the harness reads `/v1/admin/stats` with it at each interval.
@@ -42,10 +48,12 @@ impl HttpTarget {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let pool = HttpPool::for_base(&base, api_key.as_deref())?;
         Ok(Self {
             base,
             key: api_key,
             http,
+            pool,
             provider: Mutex::new(None),
             admin_key: None,
             // Distinct per run and process (trace ids must not repeat across runs).
@@ -149,20 +157,38 @@ impl Target for HttpTarget {
 
     async fn process(&self, request: TaskRequest) -> TaskResult {
         let task_id = request.task_id.clone();
-        let sent = self
-            .request(reqwest::Method::POST, "/v1/tasks")
-            .header("traceparent", trace_ids::traceparent(self.trace_salt, &task_id))
-            .json(&request)
-            .send()
-            .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => return failure(&task_id, format!("HTTP request failed: {e}")),
-        };
-        let status = resp.status();
-        let body = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return failure(&task_id, format!("HTTP {status}: reading the body failed: {e}")),
+        let traceparent = trace_ids::traceparent(self.trace_salt, &task_id);
+        let (status, body) = match &self.pool {
+            Some(pool) => {
+                let body = match serde_json::to_vec(&request) {
+                    Ok(b) => b,
+                    Err(e) => return failure(&task_id, format!("encoding the request failed: {e}")),
+                };
+                let Ok(traceparent) = hyper::header::HeaderValue::try_from(traceparent) else {
+                    return failure(&task_id, "the traceparent is not a header value".into());
+                };
+                match pool.post_json("/v1/tasks", body, &[("traceparent", traceparent)]).await {
+                    Ok((status, body)) => (status.as_u16(), body),
+                    Err(e) => return failure(&task_id, e.to_string()),
+                }
+            }
+            None => {
+                let sent = self
+                    .request(reqwest::Method::POST, "/v1/tasks")
+                    .header("traceparent", traceparent)
+                    .json(&request)
+                    .send()
+                    .await;
+                let resp = match sent {
+                    Ok(r) => r,
+                    Err(e) => return failure(&task_id, format!("HTTP request failed: {e}")),
+                };
+                let status = resp.status().as_u16();
+                match resp.bytes().await {
+                    Ok(b) => (status, b),
+                    Err(e) => return failure(&task_id, format!("HTTP {status}: reading the body failed: {e}")),
+                }
+            }
         };
         // 200, and 504 with a TaskResult body; anything else is an API error.
         match serde_json::from_slice::<TaskResult>(&body) {

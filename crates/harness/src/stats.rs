@@ -132,12 +132,17 @@ impl DurationHist {
 
     /// HDR V2 + DEFLATE, base64: the compact form of the summaries and their time series.
     pub fn encode(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.to_bytes())
+    }
+
+    /// HDR V2 + DEFLATE bytes ([`encode`](Self::encode) before base64).
+    pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::new();
         // Writing into a Vec fails only on a histogram too large for the format's i32 lengths.
         if V2DeflateSerializer::new().serialize(&self.0, &mut bytes).is_err() {
             bytes.clear();
         }
-        base64::engine::general_purpose::STANDARD.encode(bytes)
+        bytes
     }
 
     /// Reads [`encode`](Self::encode)'s form; the error says what is wrong with it.
@@ -145,8 +150,13 @@ impl DurationHist {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data)
             .map_err(|e| format!("not base64: {e}"))?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// Reads [`to_bytes`](Self::to_bytes)'s form.
+    pub fn from_bytes(mut bytes: &[u8]) -> Result<Self, String> {
         let mut h: Histogram<u64> = Deserializer::new()
-            .deserialize(&mut bytes.as_slice())
+            .deserialize(&mut bytes)
             .map_err(|e| format!("not an HDR V2 histogram: {e:?}"))?;
         h.auto(true);
         Ok(Self(h))

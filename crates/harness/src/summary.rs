@@ -133,6 +133,12 @@ pub struct Resources {
     pub heap_drift_bytes_per_hour: Option<f64>,
     #[serde(default)]
     pub heap_drift_error_bytes_per_hour: Option<f64>,
+    /// The heap's slope and error over the second half of the window alone: near zero when
+    /// the whole-window slope is a ramp that levelled off, the same slope when memory leaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_late_bytes_per_hour: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_late_error_bytes_per_hour: Option<f64>,
     pub drift_window_s: f64,
     /// (end − start) / requests: memory kept per cycle (runner_lifecycle).
     pub rss_delta_per_cycle_bytes: Option<f64>,
@@ -568,6 +574,14 @@ impl Summary {
                 (Some(d), Some(e)) => format!(" · drift {:.2} ± {:.2} MB/h", d / 1e6, e / 1e6),
                 _ => String::new(),
             };
+            let late = match (
+                self.resources.heap_drift_late_bytes_per_hour,
+                self.resources.heap_drift_late_error_bytes_per_hour,
+            ) {
+                (Some(d), Some(e)) => format!(" (second half: {:.2} ± {:.2} MB/h)", d / 1e6, e / 1e6),
+                _ => String::new(),
+            };
+            let per_hour = per_hour + &late;
             let _ = writeln!(
                 s,
                 "   heap allocated: start {}, end {}{per_hour}",

@@ -96,37 +96,41 @@ impl Clock {
     }
 }
 
-/// A histogram that is either being recorded into or compressed.
-#[derive(Clone)]
+/// A histogram that is empty, being recorded into, or compressed. Empty costs nothing (an
+/// interval without live turns has no `ttft` or `itl`; an allocated empty HDR there was 4 KB a
+/// second, most of a soak's growth), and both others are boxed, so a sealed interval holds its
+/// compressed bytes and little else.
+#[derive(Clone, Default)]
 enum Hist {
-    Live(DurationHist),
-    Sealed(String),
-}
-
-impl Default for Hist {
-    fn default() -> Self {
-        Hist::Live(DurationHist::coarse())
-    }
+    #[default]
+    Empty,
+    Live(Box<DurationHist>),
+    Sealed(Box<[u8]>),
 }
 
 impl Hist {
     fn live(&mut self) -> &mut DurationHist {
-        if let Hist::Sealed(data) = self {
-            let h = DurationHist::decode(data).unwrap_or_else(|_| DurationHist::coarse());
-            *self = Hist::Live(h);
+        match self {
+            Hist::Empty => *self = Hist::Live(Box::new(DurationHist::coarse())),
+            Hist::Sealed(data) => {
+                let h = DurationHist::from_bytes(data).unwrap_or_else(|_| DurationHist::coarse());
+                *self = Hist::Live(Box::new(h));
+            }
+            Hist::Live(_) => {}
         }
         match self {
             Hist::Live(h) => h,
-            Hist::Sealed(_) => unreachable!("unsealed above"),
+            Hist::Empty | Hist::Sealed(_) => unreachable!("made live above"),
         }
     }
 
     fn merge(&mut self, other: &Hist) {
         match other {
+            Hist::Empty => {}
             Hist::Live(h) if h.is_empty() => {}
             Hist::Live(h) => self.live().merge(h),
             Hist::Sealed(data) => {
-                if let Ok(h) = DurationHist::decode(data) {
+                if let Ok(h) = DurationHist::from_bytes(data) {
                     self.live().merge(&h);
                 }
             }
@@ -135,25 +139,38 @@ impl Hist {
 
     fn seal(&mut self) {
         if let Hist::Live(h) = self {
-            if !h.is_empty() {
-                *self = Hist::Sealed(h.encode());
-            }
+            *self = if h.is_empty() {
+                Hist::Empty
+            } else {
+                Hist::Sealed(h.to_bytes().into_boxed_slice())
+            };
         }
     }
 
     fn encoded(&self) -> Option<String> {
         match self {
+            Hist::Empty => None,
             Hist::Live(h) if h.is_empty() => None,
             Hist::Live(h) => Some(h.encode()),
-            Hist::Sealed(data) => Some(data.clone()),
+            Hist::Sealed(data) => Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data)),
+        }
+    }
+
+    fn quantile_ms(&self, q: f64) -> Option<f64> {
+        match self {
+            Hist::Empty => None,
+            Hist::Live(h) if h.is_empty() => None,
+            Hist::Live(h) => Some(h.quantile_ns(q) as f64 / 1e6),
+            Hist::Sealed(d) => DurationHist::from_bytes(d).ok().map(|h| h.quantile_ns(q) as f64 / 1e6),
         }
     }
 
     #[cfg(test)]
     fn count(&self) -> u64 {
         match self {
+            Hist::Empty => 0,
             Hist::Live(h) => h.len(),
-            Hist::Sealed(data) => DurationHist::decode(data).map_or(0, |h| h.len()),
+            Hist::Sealed(data) => DurationHist::from_bytes(data).map_or(0, |h| h.len()),
         }
     }
 }
@@ -238,12 +255,17 @@ pub struct Gauges {
     pub in_flight: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_bytes: Option<u64>,
+    /// The allocator's allocated bytes (glibc `mallinfo2`), beside RSS: the drift fit's input,
+    /// interval by interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_bytes: Option<u64>,
     /// CPU time over wall time in the interval, in percent of one core.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_pct: Option<f64>,
     /// The server's own figures (`--target` with an admin key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server: Option<ServerSample>,
+    /// Boxed: most runs have none, and a soak keeps a row per second.
+    pub server: Option<Box<ServerSample>>,
 }
 
 /// A server's figures at one moment, from its stats route (`GET /v1/admin/stats`).
@@ -270,6 +292,8 @@ pub struct Series {
     /// Requests issued and not yet complete.
     pub in_flight: AtomicU64,
     slots: Mutex<BTreeMap<u64, IntervalRec>>,
+    /// Every interval before this one is sealed (taken only under `slots`' lock).
+    sealed_below: Mutex<u64>,
     gauges: Mutex<BTreeMap<u64, Gauges>>,
 }
 
@@ -279,6 +303,7 @@ impl Series {
             clock,
             in_flight: AtomicU64::new(0),
             slots: Mutex::new(BTreeMap::new()),
+            sealed_below: Mutex::new(0),
             gauges: Mutex::new(BTreeMap::new()),
         }
     }
@@ -289,13 +314,23 @@ impl Series {
             return;
         }
         let mut slots = self.slots.lock();
+        let mut oldest_touched = u64::MAX;
         for (bucket, rec) in closed.0 {
+            oldest_touched = oldest_touched.min(bucket);
             slots.entry(bucket).or_default().merge(&rec);
         }
+        // Only what can be live is visited: the intervals newer than the oldest one touched now
+        // (a late piece unseals its interval) or than those already sealed, not the whole run.
         if let Some(newest) = slots.last_key_value().map(|(k, _)| *k) {
-            for (_, rec) in slots.range_mut(..newest.saturating_sub(1)) {
-                rec.seal();
+            let cutoff = newest.saturating_sub(1);
+            let from = oldest_touched.min(*self.sealed_below.lock());
+            if from < cutoff {
+                for (_, rec) in slots.range_mut(from..cutoff) {
+                    rec.seal();
+                }
             }
+            let mut sealed_below = self.sealed_below.lock();
+            *sealed_below = (*sealed_below).max(cutoff);
         }
     }
 
@@ -306,11 +341,7 @@ impl Series {
         let secs = self.clock.interval().as_secs_f64();
         crate::progress::Recent {
             requests_per_s: rec.map_or(0.0, |r| (r.succeeded + r.failed) as f64 / secs),
-            p99_ms: rec.and_then(|r| match &r.latency {
-                Hist::Live(h) if !h.is_empty() => Some(h.quantile_ns(0.99) as f64 / 1e6),
-                Hist::Live(_) => None,
-                Hist::Sealed(d) => DurationHist::decode(d).ok().map(|h| h.quantile_ns(0.99) as f64 / 1e6),
-            }),
+            p99_ms: rec.and_then(|r| r.latency.quantile_ms(0.99)),
             errors: rec.map_or(0, |r| r.failed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
         }
@@ -444,6 +475,7 @@ impl Timeline {
                     let g = &mut mine.gauges;
                     g.in_flight = add(g.in_flight, r.gauges.in_flight);
                     g.rss_bytes = add(g.rss_bytes, r.gauges.rss_bytes);
+                    g.heap_bytes = add(g.heap_bytes, r.gauges.heap_bytes);
                     g.cpu_pct = match (g.cpu_pct, r.gauges.cpu_pct) {
                         (None, None) => None,
                         (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
@@ -508,10 +540,15 @@ impl Sampler {
                 };
                 let in_flight = series.in_flight.load(Ordering::Relaxed);
                 // /proc reads are file I/O: on a blocking thread.
-                let (rss, cpu) =
-                    tokio::task::spawn_blocking(|| (crate::resources::rss_bytes(), crate::resources::cpu_seconds()))
-                        .await
-                        .unwrap_or((None, cpu_before));
+                let (rss, cpu, heap) = tokio::task::spawn_blocking(|| {
+                    (
+                        crate::resources::rss_bytes(),
+                        crate::resources::cpu_seconds(),
+                        aether_runtime::stats::heap_allocated_bytes(),
+                    )
+                })
+                .await
+                .unwrap_or((None, cpu_before, None));
                 let now = Instant::now();
                 let wall = now.duration_since(last).as_secs_f64().max(1e-3);
                 let mut server = server().await;
@@ -527,8 +564,9 @@ impl Sampler {
                     Gauges {
                         in_flight: Some(in_flight),
                         rss_bytes: rss,
+                        heap_bytes: heap,
                         cpu_pct: Some(((cpu - cpu_before) / wall * 100.0).max(0.0)),
-                        server,
+                        server: server.map(Box::new),
                     },
                 );
                 if last_reading {
@@ -601,6 +639,16 @@ mod tests {
                 "old intervals are compressed"
             );
             assert_eq!(slots[&100].latency.count(), 12);
+            assert!(
+                matches!(slots[&100].latency, Hist::Sealed(_)),
+                "a late piece of a sealed interval is sealed again"
+            );
+            assert!(
+                slots
+                    .values()
+                    .all(|r| matches!(r.ttft, Hist::Empty) && matches!(r.itl, Hist::Empty)),
+                "no histogram is allocated for what was never recorded"
+            );
         }
         let t = series.timeline();
         assert_eq!(t.rows.len(), 10);

@@ -262,12 +262,9 @@ impl ChatSessions {
     /// Archives a chat session: releases its agent slot, marks the stored record archived (its
     /// history stays, so the next request recovers it) and drops it from memory.
     pub(crate) async fn close(&self, chat: &Arc<ChatSession>, st: &mut ChatState) -> Result<bool, StoreError> {
-        if st.closed {
+        if !Self::detach(chat, st) {
             return Ok(false);
         }
-        st.closed = true;
-        st.binding = None;
-        *chat.bound_agent.lock() = None;
         // Archive before leaving the map: a newer session for this id must never be overwritten.
         let archived = if st.loaded {
             self.store.set_state(&chat.id, SessionState::Archived).await
@@ -276,6 +273,47 @@ impl ChatSessions {
         };
         self.map.remove_if(&chat.id, |_, v| Arc::ptr_eq(v, chat));
         archived.map(|_| true)
+    }
+
+    /// [`Self::close`] for many sessions, locked by the caller, with one store write for all of
+    /// them: the idle sweeper's batch. Returns how many were closed here; they leave memory even
+    /// when the store write fails (their history is stored; only the archived mark is missing,
+    /// and the next sweep of a recovered session sets it).
+    pub(crate) async fn close_batch(
+        &self,
+        held: &mut [(Arc<ChatSession>, OwnedMutexGuard<ChatState>)],
+    ) -> (u64, Result<u64, StoreError>) {
+        let mut closed = 0;
+        let mut stored = Vec::with_capacity(held.len());
+        for (chat, st) in held.iter_mut() {
+            let loaded = st.loaded;
+            if Self::detach(chat, st) {
+                closed += 1;
+                if loaded {
+                    stored.push(Arc::clone(&chat.id));
+                }
+            }
+        }
+        let archived = if stored.is_empty() {
+            Ok(0)
+        } else {
+            self.store.archive_sessions(&stored).await
+        };
+        for (chat, _) in held.iter() {
+            self.map.remove_if(&chat.id, |_, v| Arc::ptr_eq(v, chat));
+        }
+        (closed, archived)
+    }
+
+    /// Marks a locked session closed and lets go of its agent; `false` when it already was.
+    fn detach(chat: &ChatSession, st: &mut ChatState) -> bool {
+        if st.closed {
+            return false;
+        }
+        st.closed = true;
+        st.binding = None;
+        *chat.bound_agent.lock() = None;
+        true
     }
 
     /// Drops a session that never bound to an agent, without touching the store.

@@ -13,6 +13,9 @@ use crate::clock::Clock;
 use crate::sessions::ChatSessions;
 use crate::stats::Stats;
 
+/// Idle sessions archived by one store write.
+const ARCHIVE_BATCH: usize = 1024;
+
 /// What one sweep reclaimed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct SweepReport {
@@ -45,31 +48,24 @@ impl Sweeper {
         let mut report = SweepReport::default();
 
         let ttl_ms = self.ttls.session_idle.as_millis() as u64;
-        for (i, chat) in self
-            .sessions
-            .eviction_candidates(now_ms, ttl_ms)
-            .into_iter()
-            .enumerate()
-        {
-            // A big sweep must not hold a worker thread: with a store that never awaits, nothing
-            // else would yield.
-            if i % 64 == 63 {
-                tokio::task::yield_now().await;
-            }
+        let candidates = self.sessions.eviction_candidates(now_ms, ttl_ms);
+        // Batches: one store write archives a whole batch (with SQLite, one statement in one
+        // commit, where one write per session fell behind a busy writer), and the worker thread
+        // is yielded between batches.
+        for batch in candidates.chunks(ARCHIVE_BATCH) {
             // A session in the middle of a turn is busy, not idle: skip it this time.
-            let Some(mut st) = chat.try_lock() else {
-                continue;
-            };
-            match self.sessions.close(&chat, &mut st).await {
-                Ok(true) => {
-                    report.sessions += 1;
-                    Stats::incr(&self.stats.reclaimed_sessions);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(session_id = %chat.id, error = %e, "archiving an idle session failed")
-                }
+            let mut held: Vec<_> = batch
+                .iter()
+                .filter_map(|chat| chat.try_lock().map(|st| (Arc::clone(chat), st)))
+                .collect();
+            let (closed, archived) = self.sessions.close_batch(&mut held).await;
+            drop(held);
+            report.sessions += closed;
+            Stats::add(&self.stats.reclaimed_sessions, closed);
+            if let Err(e) = archived {
+                tracing::warn!(sessions = closed, error = %e, "archiving idle sessions failed");
             }
+            tokio::task::yield_now().await;
         }
 
         report.runners = self.agents.reclaim_runners(now_ms, self.ttls.runner_idle);

@@ -3,11 +3,15 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aether_runtime::{Runtime, RuntimeConfig};
-use aether_store::{PageRequest, PostgresStore, SessionFilter, SessionState, SessionStore, SqliteStore};
+use aether_store::{
+    EventPage, HistoryWindow, Page, PageRequest, PostgresStore, SessionEvent, SessionFilter, SessionRecord,
+    SessionState, SessionStore, SqliteStore, StoreError, StoreInfo,
+};
 use common::*;
 use serde_json::json;
 use tokio::time::Instant;
@@ -146,6 +150,113 @@ async fn idle_sessions_expire_to_sqlite_and_come_back() {
         store.get_session("idle").await.unwrap().unwrap().state,
         SessionState::Active
     );
+}
+
+/// A store that counts the archive writes reaching it, and passes everything on.
+struct CountingWrites {
+    inner: Arc<dyn SessionStore>,
+    one_by_one: AtomicU64,
+    batches: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl SessionStore for CountingWrites {
+    fn info(&self) -> StoreInfo {
+        self.inner.info()
+    }
+    async fn put_session(&self, record: SessionRecord) -> Result<(), StoreError> {
+        self.inner.put_session(record).await
+    }
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.get_session(id).await
+    }
+    async fn append_events(&self, id: &str, events: &[Arc<SessionEvent>]) -> Result<(), StoreError> {
+        self.inner.append_events(id, events).await
+    }
+    async fn load_window(&self, id: &str, max: usize) -> Result<HistoryWindow, StoreError> {
+        self.inner.load_window(id, max).await
+    }
+    async fn events_page(&self, id: &str, after: Option<u64>, limit: usize) -> Result<EventPage, StoreError> {
+        self.inner.events_page(id, after, limit).await
+    }
+    async fn list_sessions(&self, filter: &SessionFilter, page: &PageRequest) -> Result<Page, StoreError> {
+        self.inner.list_sessions(filter, page).await
+    }
+    async fn set_state(&self, id: &str, state: SessionState) -> Result<bool, StoreError> {
+        self.one_by_one.fetch_add(1, Ordering::Relaxed);
+        self.inner.set_state(id, state).await
+    }
+    async fn archive_sessions(&self, ids: &[Arc<str>]) -> Result<u64, StoreError> {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.inner.archive_sessions(ids).await
+    }
+    async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.delete_session(id).await
+    }
+    async fn purge_archived(&self, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, StoreError> {
+        self.inner.purge_archived(cutoff).await
+    }
+    async fn session_count(&self) -> Result<u64, StoreError> {
+        self.inner.session_count().await
+    }
+}
+
+/// The soak's finding: archiving one session per SQLite commit fell behind the sessions
+/// arriving. A sweep archives its idle sessions in batches of 1,024, one store write each, and
+/// none of a busy session's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_archives_thousands_of_idle_sessions_in_a_few_batched_writes() {
+    let db = TempDb::new();
+    let counting = Arc::new(CountingWrites {
+        inner: Arc::new(SqliteStore::open(&db.path()).await.unwrap()),
+        one_by_one: AtomicU64::new(0),
+        batches: AtomicU64::new(0),
+    });
+    let store: Arc<dyn SessionStore> = Arc::clone(&counting) as _;
+    let cfg = RuntimeConfig {
+        session_idle_ttl: Duration::from_secs(60),
+        max_sessions_per_agent: 10_000,
+        ..quiet_config()
+    };
+    let rt = Arc::new(runtime_on(Arc::clone(&store), cfg));
+    let agent = create(&rt, config(&[])).await;
+    const SESSIONS: usize = 2_100;
+    let turns = (0..SESSIONS).map(|i| {
+        let (rt, agent) = (Arc::clone(&rt), agent.clone());
+        tokio::spawn(async move { turn(&rt, &agent, &format!("s{i}"), "hi").await.is_success() })
+    });
+    for ok in futures::future::join_all(turns).await {
+        assert!(ok.unwrap());
+    }
+    let report = rt.sweep_at(Instant::now() + Duration::from_secs(61)).await;
+    assert_eq!(report.sessions, SESSIONS as u64);
+    assert_eq!(rt.stats().active_sessions, 0);
+    assert_eq!(counting.one_by_one.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        counting.batches.load(Ordering::Relaxed),
+        3,
+        "2,100 sessions = 1,024 + 1,024 + 52"
+    );
+    let archived = SessionFilter {
+        state: Some(SessionState::Archived),
+        ..SessionFilter::default()
+    };
+    let mut page = PageRequest {
+        after: None,
+        limit: 500,
+    };
+    let mut n = 0;
+    loop {
+        let p = store.list_sessions(&archived, &page).await.unwrap();
+        n += p.sessions.len();
+        match p.next_after {
+            Some(a) => page.after = Some(a),
+            None => break,
+        }
+    }
+    assert_eq!(n, SESSIONS, "every session is archived in the file");
+    let r = turn(&rt, &agent, "s7", "back").await;
+    assert_eq!(meta(&r, "session.recovered"), &json!(true));
 }
 
 #[tokio::test(start_paused = true)]

@@ -34,6 +34,7 @@ pub enum StoreOp {
     EventsPage,
     ListSessions,
     SetState,
+    ArchiveSessions,
     DeleteSession,
     PurgeArchived,
     SessionCount,
@@ -41,7 +42,7 @@ pub enum StoreOp {
 }
 
 impl StoreOp {
-    pub const ALL: [StoreOp; 11] = [
+    pub const ALL: [StoreOp; 12] = [
         StoreOp::PutSession,
         StoreOp::GetSession,
         StoreOp::AppendEvents,
@@ -49,6 +50,7 @@ impl StoreOp {
         StoreOp::EventsPage,
         StoreOp::ListSessions,
         StoreOp::SetState,
+        StoreOp::ArchiveSessions,
         StoreOp::DeleteSession,
         StoreOp::PurgeArchived,
         StoreOp::SessionCount,
@@ -64,6 +66,7 @@ impl StoreOp {
             StoreOp::EventsPage => "events_page",
             StoreOp::ListSessions => "list_sessions",
             StoreOp::SetState => "set_state",
+            StoreOp::ArchiveSessions => "archive_sessions",
             StoreOp::DeleteSession => "delete_session",
             StoreOp::PurgeArchived => "purge_archived",
             StoreOp::SessionCount => "session_count",
@@ -224,6 +227,11 @@ impl SessionStore for TimedStore {
 
     async fn set_state(&self, session_id: &str, state: SessionState) -> Result<bool, StoreError> {
         self.time(StoreOp::SetState, self.inner.set_state(session_id, state))
+            .await
+    }
+
+    async fn archive_sessions(&self, session_ids: &[Arc<str>]) -> Result<u64, StoreError> {
+        self.time(StoreOp::ArchiveSessions, self.inner.archive_sessions(session_ids))
             .await
     }
 

@@ -229,6 +229,12 @@ impl SessionStore for BackgroundWrites {
         self.inner.set_state(session_id, state).await
     }
 
+    async fn archive_sessions(&self, session_ids: &[Arc<str>]) -> Result<u64, StoreError> {
+        // One wait for the whole queue, not one per session: the batch then commits together.
+        self.settle().await?;
+        self.inner.archive_sessions(session_ids).await
+    }
+
     async fn delete_session(&self, session_id: &str) -> Result<bool, StoreError> {
         self.settle_session(session_id).await?;
         self.inner.delete_session(session_id).await

@@ -73,6 +73,16 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Sets the session's state; `false` when the session does not exist.
     async fn set_state(&self, session_id: &str, state: SessionState) -> Result<bool, StoreError>;
 
+    /// Archives many sessions at once (the idle sweeper's batch): one transaction where the
+    /// backend has them. Returns how many of them exist. Unknown ids are skipped, not errors.
+    async fn archive_sessions(&self, session_ids: &[Arc<str>]) -> Result<u64, StoreError> {
+        let mut archived = 0;
+        for id in session_ids {
+            archived += u64::from(self.set_state(id, SessionState::Archived).await?);
+        }
+        Ok(archived)
+    }
+
     /// Removes the session, its events and its archive for good; `false` when absent.
     async fn delete_session(&self, session_id: &str) -> Result<bool, StoreError>;
 

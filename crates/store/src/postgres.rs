@@ -243,6 +243,21 @@ impl SessionStore for PostgresStore {
         Ok(r.rows_affected() > 0)
     }
 
+    async fn archive_sessions(&self, session_ids: &[Arc<str>]) -> Result<u64, StoreError> {
+        if session_ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = session_ids.iter().map(|id| &**id).collect();
+        let r =
+            sqlx::query("UPDATE aether_sessions SET state = 'archived', updated_at = $1 WHERE session_id = ANY($2)")
+                .bind(Utc::now())
+                .bind(&ids)
+                .execute(&self.pool)
+                .await
+                .map_err(backend)?;
+        Ok(r.rows_affected())
+    }
+
     async fn delete_session(&self, session_id: &str) -> Result<bool, StoreError> {
         let r = sqlx::query("DELETE FROM aether_sessions WHERE session_id = $1")
             .bind(session_id)

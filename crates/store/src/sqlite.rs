@@ -49,6 +49,11 @@ enum Op {
         state: SessionState,
         at: DateTime<Utc>,
     },
+    /// Many sessions archived by one statement (the ids as a JSON array).
+    Archive {
+        ids_json: String,
+        at: DateTime<Utc>,
+    },
     Delete(String),
     Purge(DateTime<Utc>),
 }
@@ -398,6 +403,17 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done, JobError> {
                 .await?;
             Ok(Done::Flag(r.rows_affected() > 0))
         }
+        Op::Archive { ids_json, at } => {
+            let r = sqlx::query(
+                "UPDATE aether_sessions SET state = 'archived', updated_at = ?
+                 WHERE session_id IN (SELECT value FROM json_each(?))",
+            )
+            .bind(*at)
+            .bind(ids_json)
+            .execute(&mut *conn)
+            .await?;
+            Ok(Done::Count(r.rows_affected()))
+        }
         Op::Delete(session_id) => {
             let r = sqlx::query("DELETE FROM aether_sessions WHERE session_id = ?")
                 .bind(session_id)
@@ -516,6 +532,23 @@ impl SessionStore for SqliteStore {
         })
         .await
         .map(flag)
+    }
+
+    async fn archive_sessions(&self, session_ids: &[Arc<str>]) -> Result<u64, StoreError> {
+        if session_ids.is_empty() {
+            return Ok(0);
+        }
+        let ids_json = serde_json::to_string(session_ids).map_err(|e| StoreError::Backend(e.to_string()))?;
+        match self
+            .submit(Op::Archive {
+                ids_json,
+                at: Utc::now(),
+            })
+            .await?
+        {
+            Done::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
     }
 
     async fn delete_session(&self, session_id: &str) -> Result<bool, StoreError> {

@@ -10,12 +10,37 @@ pub fn aether(args: &[&str]) -> Output {
 }
 
 pub fn command(args: &[&str]) -> Command {
+    remove_stale_scratch();
+    // Not created here: only a command that opens the default store makes the folder.
+    let store = std::env::temp_dir().join(format!("aether-cli-{}-default-store-{}", std::process::id(), unique()));
     let mut c = Command::new(env!("CARGO_BIN_EXE_aether"));
-    c.args(args).env(
-        "AETHER_STORE_PATH",
-        tmp(&format!("default-store-{}", unique())).join("sessions.db"),
-    );
+    c.args(args).env("AETHER_STORE_PATH", store.join("sessions.db"));
     c
+}
+
+/// Removes the scratch folders of earlier test processes that have exited (once per process):
+/// a test cannot clean up after itself when it fails, so the next run does.
+fn remove_stale_scratch() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("aether-cli-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
 }
 
 pub fn text(b: &[u8]) -> String {
@@ -31,6 +56,7 @@ fn unique() -> String {
 
 /// A fresh scratch folder for one test.
 pub fn tmp(name: &str) -> PathBuf {
+    remove_stale_scratch();
     let d = std::env::temp_dir().join(format!("aether-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
