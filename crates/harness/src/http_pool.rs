@@ -18,7 +18,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
@@ -133,21 +133,11 @@ impl HttpPool {
         &self,
         path: &'static str,
         body: Vec<u8>,
-        extra: &[(&'static str, HeaderValue)],
+        extra: &[(HeaderName, HeaderValue)],
     ) -> Result<(StatusCode, Bytes), PoolError> {
-        self.send(Method::POST, Uri::from_static(path), Some(body), extra).await
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        uri: Uri,
-        body: Option<Vec<u8>>,
-        extra: &[(&'static str, HeaderValue)],
-    ) -> Result<(StatusCode, Bytes), PoolError> {
-        let mut req = Request::new(Full::new(body.map(Bytes::from).unwrap_or_default()));
-        *req.method_mut() = method;
-        *req.uri_mut() = uri;
+        let mut req = Request::new(Full::new(Bytes::from(body)));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = Uri::from_static(path);
         let h = req.headers_mut();
         h.insert(HOST, self.host.clone());
         if let Some(a) = &self.auth {
@@ -155,7 +145,7 @@ impl HttpPool {
         }
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in extra {
-            h.insert(*name, value.clone());
+            h.insert(name, value.clone());
         }
         let (mut conn, mut reused) = self.checkout().await?;
         let response = loop {

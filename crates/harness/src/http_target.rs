@@ -21,6 +21,9 @@ use crate::target::{LiveStream, Target, TargetInfo};
 use crate::timeline::ServerSample;
 use crate::trace_ids;
 
+/// The W3C header each turn request carries (built once: `from_static` is `const`).
+const TRACEPARENT: hyper::header::HeaderName = hyper::header::HeaderName::from_static("traceparent");
+
 /// A server at `base_url` (`http://HOST:PORT`), with an API key.
 pub struct HttpTarget {
     base: String,
@@ -167,7 +170,7 @@ impl Target for HttpTarget {
                 let Ok(traceparent) = hyper::header::HeaderValue::try_from(traceparent) else {
                     return failure(&task_id, "the traceparent is not a header value".into());
                 };
-                match pool.post_json("/v1/tasks", body, &[("traceparent", traceparent)]).await {
+                match pool.post_json("/v1/tasks", body, &[(TRACEPARENT, traceparent)]).await {
                     Ok((status, body)) => (status.as_u16(), body),
                     Err(e) => return failure(&task_id, e.to_string()),
                 }

@@ -132,7 +132,12 @@ impl DurationHist {
 
     /// HDR V2 + DEFLATE, base64: the compact form of the summaries and their time series.
     pub fn encode(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(self.to_bytes())
+        Self::text_of(&self.to_bytes())
+    }
+
+    /// [`to_bytes`](Self::to_bytes)'s form as [`encode`](Self::encode) writes it (base64).
+    pub fn text_of(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     }
 
     /// HDR V2 + DEFLATE bytes ([`encode`](Self::encode) before base64).

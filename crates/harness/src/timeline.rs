@@ -152,7 +152,7 @@ impl Hist {
             Hist::Empty => None,
             Hist::Live(h) if h.is_empty() => None,
             Hist::Live(h) => Some(h.encode()),
-            Hist::Sealed(data) => Some(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, data)),
+            Hist::Sealed(data) => Some(DurationHist::text_of(data)),
         }
     }
 
@@ -200,8 +200,10 @@ impl IntervalRec {
 
     pub fn stream(&mut self, ttft: Duration, gaps: &[Duration]) {
         self.ttft.live().record(ttft);
-        let itl = self.itl.live();
-        gaps.iter().for_each(|g| itl.record(*g));
+        if !gaps.is_empty() {
+            let itl = self.itl.live();
+            gaps.iter().for_each(|g| itl.record(*g));
+        }
     }
 
     fn merge(&mut self, o: &IntervalRec) {
@@ -292,8 +294,8 @@ pub struct Series {
     /// Requests issued and not yet complete.
     pub in_flight: AtomicU64,
     slots: Mutex<BTreeMap<u64, IntervalRec>>,
-    /// Every interval before this one is sealed (taken only under `slots`' lock).
-    sealed_below: Mutex<u64>,
+    /// Every interval before this one is sealed (read and written only under `slots`' lock).
+    sealed_below: AtomicU64,
     gauges: Mutex<BTreeMap<u64, Gauges>>,
 }
 
@@ -303,7 +305,7 @@ impl Series {
             clock,
             in_flight: AtomicU64::new(0),
             slots: Mutex::new(BTreeMap::new()),
-            sealed_below: Mutex::new(0),
+            sealed_below: AtomicU64::new(0),
             gauges: Mutex::new(BTreeMap::new()),
         }
     }
@@ -323,14 +325,13 @@ impl Series {
         // (a late piece unseals its interval) or than those already sealed, not the whole run.
         if let Some(newest) = slots.last_key_value().map(|(k, _)| *k) {
             let cutoff = newest.saturating_sub(1);
-            let from = oldest_touched.min(*self.sealed_below.lock());
+            let from = oldest_touched.min(self.sealed_below.load(Ordering::Relaxed));
             if from < cutoff {
                 for (_, rec) in slots.range_mut(from..cutoff) {
                     rec.seal();
                 }
             }
-            let mut sealed_below = self.sealed_below.lock();
-            *sealed_below = (*sealed_below).max(cutoff);
+            self.sealed_below.fetch_max(cutoff, Ordering::Relaxed);
         }
     }
 

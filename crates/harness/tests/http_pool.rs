@@ -64,11 +64,13 @@ async fn server(close: bool) -> (String, Arc<AtomicUsize>) {
     (base, accepted)
 }
 
-fn traceparent() -> [(&'static str, hyper::header::HeaderValue); 1] {
-    [(
-        "traceparent",
+/// One POST of `{}` with a `traceparent`, as the harness sends a turn.
+async fn post(pool: &HttpPool) -> Result<(hyper::StatusCode, bytes::Bytes), aether_harness::http_pool::PoolError> {
+    let traceparent = (
+        hyper::header::HeaderName::from_static("traceparent"),
         hyper::header::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-    )]
+    );
+    pool.post_json("/v1/tasks", b"{}".to_vec(), &[traceparent]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,10 +78,7 @@ async fn requests_one_after_another_share_one_connection() {
     let (base, accepted) = server(false).await;
     let pool = HttpPool::for_base(&base, Some("k1")).unwrap().unwrap();
     for i in 0..50 {
-        let (status, body) = pool
-            .post_json("/v1/tasks", b"{}".to_vec(), &traceparent())
-            .await
-            .unwrap();
+        let (status, body) = post(&pool).await.unwrap();
         assert_eq!(status, 200);
         assert_eq!(body, format!("{{\"n\":{i}}}").as_bytes());
     }
@@ -94,7 +93,7 @@ async fn concurrent_requests_never_open_more_connections_than_are_in_flight() {
     for _ in 0..5 {
         let round = (0..16).map(|_| {
             let pool = Arc::clone(&pool);
-            tokio::spawn(async move { pool.post_json("/v1/tasks", b"{}".to_vec(), &traceparent()).await })
+            tokio::spawn(async move { post(&pool).await })
         });
         for r in futures::future::join_all(round).await {
             assert_eq!(r.unwrap().unwrap().0, 200);
@@ -110,10 +109,7 @@ async fn a_connection_the_server_closes_is_replaced() {
     let (base, accepted) = server(true).await;
     let pool = HttpPool::for_base(&base, Some("k1")).unwrap().unwrap();
     for i in 0..5 {
-        let (status, body) = pool
-            .post_json("/v1/tasks", b"{}".to_vec(), &traceparent())
-            .await
-            .unwrap();
+        let (status, body) = post(&pool).await.unwrap();
         assert_eq!((status.as_u16(), &body[..]), (200, format!("{{\"n\":{i}}}").as_bytes()));
     }
     assert_eq!(

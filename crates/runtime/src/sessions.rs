@@ -277,8 +277,9 @@ impl ChatSessions {
 
     /// [`Self::close`] for many sessions, locked by the caller, with one store write for all of
     /// them: the idle sweeper's batch. Returns how many were closed here; they leave memory even
-    /// when the store write fails (their history is stored; only the archived mark is missing,
-    /// and the next sweep of a recovered session sets it).
+    /// when the store write fails, as with [`Self::close`] (their history is stored; only the
+    /// archived mark is missing, so their records stay active until the next request recovers
+    /// them).
     pub(crate) async fn close_batch(
         &self,
         held: &mut [(Arc<ChatSession>, OwnedMutexGuard<ChatState>)],
