@@ -35,11 +35,11 @@ fn adk_role(role: Role) -> &'static str {
 pub fn event_of(e: &SessionEvent, agent_name: &str) -> Event {
     let invocation = e
         .message
-        .metadata
+        .metadata()
         .get(INVOCATION_KEY)
         .and_then(Value::as_str)
         .unwrap_or("");
-    let mut event = match e.message.metadata.get(EVENT_KEY).and_then(Value::as_str) {
+    let mut event = match e.message.metadata().get(EVENT_KEY).and_then(Value::as_str) {
         Some(id) => Event::with_id(id, invocation),
         None => Event::with_id(format!("aether-{}", e.seq), invocation),
     };
@@ -60,7 +60,7 @@ pub fn content_of(m: &UniversalMessage, results: &[ToolResult]) -> Content {
         MessageContent::Text(t) => parts.push(Part::Text { text: t.to_string() }),
         MessageContent::Parts(ps) => parts.extend(ps.iter().map(part_of)),
     }
-    for c in m.tool_calls.iter().flatten() {
+    for c in m.tool_calls().unwrap_or_default() {
         parts.push(Part::FunctionCall {
             name: c.qualified_name().into_owned(),
             args: Value::Object(c.parameters.clone()),
@@ -273,15 +273,12 @@ pub fn message_of(c: &Content) -> (UniversalMessage, Vec<ToolResult>) {
     };
     let mut message = match (role, media) {
         (Role::Tool, _) => UniversalMessage::text(Role::Tool, tool_summary(&results)),
-        (_, true) => UniversalMessage {
-            content: MessageContent::Parts(parts),
-            ..UniversalMessage::text(role, "")
-        },
+        (_, true) => UniversalMessage::new(role, MessageContent::Parts(parts)),
         (_, false) if texts.len() == 1 => UniversalMessage::text(role, texts[0]),
         (_, false) => UniversalMessage::text(role, Arc::<str>::from(texts.concat())),
     };
     if !calls.is_empty() {
-        message.tool_calls = Some(calls);
+        message.set_tool_calls(Some(calls));
     }
     (message, results)
 }
@@ -299,7 +296,7 @@ mod tests {
     #[test]
     fn an_assistant_message_with_calls_goes_there_and_back() {
         let mut m = UniversalMessage::assistant("looking");
-        m.tool_calls = Some(vec![ToolCall {
+        m.set_tool_calls(Some(vec![ToolCall {
             tool_name: "demo.weather".into(),
             parameters: serde_json::json!({"city": "Oslo"})
                 .as_object()
@@ -307,13 +304,13 @@ mod tests {
                 .unwrap_or_default(),
             tool_namespace: None,
             call_id: Some("c1".into()),
-        }]);
+        }]));
         let content = content_of(&m, &[]);
         assert_eq!(content.role, "model");
         let (back, results) = message_of(&content);
         assert_eq!(back.role, Role::Assistant);
         assert_eq!(back.text_content(), "looking");
-        assert_eq!(back.tool_calls, m.tool_calls);
+        assert_eq!(back.tool_calls(), m.tool_calls());
         assert!(results.is_empty());
     }
 
@@ -353,8 +350,9 @@ mod tests {
     #[test]
     fn an_inline_image_keeps_its_bytes() {
         let png = base64::engine::general_purpose::STANDARD.encode([0x89u8, b'P', b'N', b'G']);
-        let m = UniversalMessage {
-            content: MessageContent::Parts(vec![
+        let m = UniversalMessage::new(
+            Role::User,
+            MessageContent::Parts(vec![
                 ContentPart::Text("what is this".into()),
                 ContentPart::ImageReference(ImageReference {
                     image_path: format!("data:image/png;base64,{png}"),
@@ -364,8 +362,7 @@ mod tests {
                     metadata: Metadata::new(),
                 }),
             ]),
-            ..UniversalMessage::user("")
-        };
+        );
         let content = content_of(&m, &[]);
         assert!(
             matches!(&content.parts[1], Part::InlineData { data, mime_type, .. } if data.len() == 4 && mime_type == "image/png")

@@ -240,14 +240,16 @@ impl TurnLoop for AdkLoop {
                             for event in staged.iter().filter(|e| e.author != "user") {
                                 let Some(content) = event.llm_response.content.as_ref() else { continue };
                                 let (mut message, results) = message_of(content);
-                                message.metadata.insert(INVOCATION_KEY.into(), event.invocation_id.clone().into());
-                                message.metadata.insert(EVENT_KEY.into(), event.id.clone().into());
+                                message.update_metadata(|m| {
+                                    m.insert(INVOCATION_KEY.into(), event.invocation_id.clone().into());
+                                    m.insert(EVENT_KEY.into(), event.id.clone().into());
+                                });
                                 if message.role == Role::Tool {
                                     // adk answers each call of a batch in its own event; Aether
                                     // keeps one tool message per batch, as the native loop does.
                                     let batch = out.batch.get_or_insert_with(|| Batch::new(0, Instant::now()));
                                     batch.results.extend(turn.with_refusals(results));
-                                    batch.metadata.get_or_insert(message.metadata);
+                                    batch.metadata.get_or_insert_with(|| message.take_metadata());
                                     if batch.results.len() >= batch.expected {
                                         out.flush(pending, observer).await;
                                     }
@@ -255,7 +257,7 @@ impl TurnLoop for AdkLoop {
                                 }
                                 out.flush(pending, observer).await;
                                 message.author = Some(Arc::clone(&agent.id));
-                                let answers = message.tool_calls.is_none();
+                                let answers = message.tool_calls().is_none();
                                 pending.push(message, Vec::new());
                                 if answers {
                                     out.answer = Some(pending.len() - 1);
@@ -265,7 +267,7 @@ impl TurnLoop for AdkLoop {
                                 let calls = pending
                                     .events()
                                     .last()
-                                    .and_then(|e| e.message.tool_calls.as_deref())
+                                    .and_then(|e| e.message.tool_calls())
                                     .unwrap_or_default();
                                 observer.planned(calls).await;
                                 out.batch = Some(Batch::new(calls.len(), Instant::now()));
@@ -368,7 +370,7 @@ impl Drained {
         self.tool_calls += batch.results.len() as u64;
         observer.tool_results(&batch.results).await;
         let mut message = UniversalMessage::text(Role::Tool, tool_summary(&batch.results));
-        message.metadata = batch.metadata.unwrap_or_default();
+        message.set_metadata(batch.metadata.unwrap_or_default());
         pending.push(message, batch.results);
     }
 }

@@ -80,9 +80,9 @@ fn shape(events: &[Arc<SessionEvent>]) -> Vec<Shape> {
                 e.message.role,
                 e.message.text_content().into_owned(),
                 e.message
-                    .tool_calls
+                    .tool_calls()
+                    .unwrap_or_default()
                     .iter()
-                    .flatten()
                     .map(|c| c.tool_name.clone())
                     .collect(),
                 e.tool_results.iter().map(|r| (r.tool_name.clone(), r.status)).collect(),
@@ -135,7 +135,7 @@ async fn two_turns_with_a_tool_fan_out_match_and_the_loop_is_adks() {
     let ids: Vec<&str> = made
         .iter()
         .map(|e| {
-            e.message.metadata[aether_adk::INVOCATION_KEY]
+            e.message.metadata()[aether_adk::INVOCATION_KEY]
                 .as_str()
                 .expect("an adk invocation id")
         })
@@ -145,7 +145,7 @@ async fn two_turns_with_a_tool_fan_out_match_and_the_loop_is_adks() {
     assert_ne!(ids[0], ids[3], "a new invocation on turn two");
     assert!(
         a.iter()
-            .all(|e| !e.message.metadata.contains_key(aether_adk::INVOCATION_KEY)),
+            .all(|e| !e.message.metadata().contains_key(aether_adk::INVOCATION_KEY)),
         "the native loop has no adk ids"
     );
 }

@@ -176,7 +176,7 @@ pub async fn run(cmd: SessionsCommand) -> Result<(), CliError> {
             println!("{}", serde_json::to_string_pretty(&record).unwrap_or_default());
             for e in &page.events {
                 let text = e.message.text_content();
-                let calls = e.message.tool_calls.as_ref().map_or(0, Vec::len);
+                let calls = e.message.tool_calls().map_or(0, <[_]>::len);
                 let extra = if calls > 0 {
                     format!(" [{calls} tool calls]")
                 } else if !e.tool_results.is_empty() {

@@ -20,34 +20,138 @@ pub enum Role {
 }
 
 /// `UniversalMessage {role, content: string | ContentPart[], author?, name?, tool_calls?, metadata{}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[serde(deny_unknown_fields)]
+///
+/// A history holds many messages, and most carry only a role, text and perhaps an author: the
+/// rarely used fields (`name`, `tool_calls`, `metadata`) live together in one optional box, so a
+/// plain message is 56 bytes instead of 120. Read them with [`Self::name`], [`Self::tool_calls`]
+/// and [`Self::metadata`]; set them with the `with_*`/`set_*` methods. The wire form is unchanged.
+#[derive(Debug, Clone)]
 pub struct UniversalMessage {
     pub role: Role,
-    #[serde(default)]
     pub content: MessageContent,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<Arc<str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_calls: Option<Vec<ToolCall>>,
-    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
-    pub metadata: Metadata,
+    /// `None` whenever all three rare fields are empty (the setters keep it so).
+    rare: Option<Box<Rare>>,
 }
 
+/// The rarely set fields of a message.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Rare {
+    name: Option<String>,
+    tool_calls: Option<Vec<ToolCall>>,
+    metadata: Metadata,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.name.is_none() && self.tool_calls.is_none() && self.metadata.is_empty()
+    }
+}
+
+/// The message as it is on the wire; what (de)serialisation and the schema see.
+#[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields, rename = "UniversalMessage")]
+struct WireMessage {
+    role: Role,
+    #[serde(default)]
+    content: MessageContent,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    author: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Metadata::is_empty")]
+    metadata: Metadata,
+}
+
+/// The same fields borrowed, for serialising without a copy.
+#[derive(Serialize)]
+struct WireMessageRef<'a> {
+    role: Role,
+    content: &'a MessageContent,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    author: Option<&'a Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a [ToolCall]>,
+    #[serde(skip_serializing_if = "no_metadata")]
+    metadata: &'a Metadata,
+}
+
+fn no_metadata(m: &&Metadata) -> bool {
+    m.is_empty()
+}
+
+impl Serialize for UniversalMessage {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireMessageRef {
+            role: self.role,
+            content: &self.content,
+            author: self.author.as_ref(),
+            name: self.name(),
+            tool_calls: self.tool_calls(),
+            metadata: self.metadata(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for UniversalMessage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireMessage::deserialize(d)?;
+        let mut m = UniversalMessage::new(w.role, w.content);
+        m.author = w.author;
+        m.set_rare(Rare {
+            name: w.name,
+            tool_calls: w.tool_calls,
+            metadata: w.metadata,
+        });
+        Ok(m)
+    }
+}
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for UniversalMessage {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        WireMessage::schema_name()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        WireMessage::json_schema(generator)
+    }
+}
+
+impl PartialEq for UniversalMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.role == other.role
+            && self.content == other.content
+            && self.author == other.author
+            && self.name() == other.name()
+            && self.tool_calls() == other.tool_calls()
+            && self.metadata() == other.metadata()
+    }
+}
+
+/// What [`UniversalMessage::metadata`] lends when a message has none.
+static NO_METADATA: std::sync::LazyLock<Metadata> = std::sync::LazyLock::new(Metadata::new);
+
 impl UniversalMessage {
-    /// A plain-text message. The text is shared, never copied again.
-    pub fn text(role: Role, text: impl Into<Arc<str>>) -> Self {
+    /// A message with `content` and nothing else.
+    pub fn new(role: Role, content: MessageContent) -> Self {
         Self {
             role,
-            content: MessageContent::Text(text.into()),
+            content,
             author: None,
-            name: None,
-            tool_calls: None,
-            metadata: Metadata::new(),
+            rare: None,
         }
+    }
+
+    /// A plain-text message. The text is shared, never copied again.
+    pub fn text(role: Role, text: impl Into<Arc<str>>) -> Self {
+        Self::new(role, MessageContent::Text(text.into()))
     }
 
     pub fn user(text: impl Into<Arc<str>>) -> Self {
@@ -56,6 +160,87 @@ impl UniversalMessage {
 
     pub fn assistant(text: impl Into<Arc<str>>) -> Self {
         Self::text(Role::Assistant, text)
+    }
+
+    /// The participant name (`name` on the wire), when set.
+    pub fn name(&self) -> Option<&str> {
+        self.rare.as_ref()?.name.as_deref()
+    }
+
+    /// The tool calls an assistant message asks for (`tool_calls`), when present.
+    pub fn tool_calls(&self) -> Option<&[ToolCall]> {
+        self.rare.as_ref()?.tool_calls.as_deref()
+    }
+
+    /// The message's metadata; empty when none was set.
+    pub fn metadata(&self) -> &Metadata {
+        match &self.rare {
+            Some(r) => &r.metadata,
+            None => &NO_METADATA,
+        }
+    }
+
+    pub fn set_name(&mut self, name: Option<String>) {
+        self.change(|r| r.name = name);
+    }
+
+    pub fn set_tool_calls(&mut self, calls: Option<Vec<ToolCall>>) {
+        self.change(|r| r.tool_calls = calls);
+    }
+
+    /// Takes the tool calls out of the message, leaving none.
+    pub fn take_tool_calls(&mut self) -> Option<Vec<ToolCall>> {
+        let mut taken = None;
+        self.change(|r| taken = r.tool_calls.take());
+        taken
+    }
+
+    /// Takes the metadata out of the message, leaving none.
+    pub fn take_metadata(&mut self) -> Metadata {
+        let mut taken = Metadata::new();
+        self.change(|r| taken = std::mem::take(&mut r.metadata));
+        taken
+    }
+
+    pub fn set_metadata(&mut self, metadata: Metadata) {
+        self.change(|r| r.metadata = metadata);
+    }
+
+    /// Changes the metadata in place.
+    pub fn update_metadata(&mut self, f: impl FnOnce(&mut Metadata)) {
+        self.change(|r| f(&mut r.metadata));
+    }
+
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.set_name(Some(name.into()));
+        self
+    }
+
+    pub fn with_tool_calls(mut self, calls: Vec<ToolCall>) -> Self {
+        self.set_tool_calls(Some(calls));
+        self
+    }
+
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.set_metadata(metadata);
+        self
+    }
+
+    pub fn with_author(mut self, author: impl Into<Arc<str>>) -> Self {
+        self.author = Some(author.into());
+        self
+    }
+
+    fn change(&mut self, f: impl FnOnce(&mut Rare)) {
+        let rare = self.rare.get_or_insert_with(Box::default);
+        f(rare);
+        if rare.is_empty() {
+            self.rare = None;
+        }
+    }
+
+    fn set_rare(&mut self, rare: Rare) {
+        self.rare = (!rare.is_empty()).then(|| Box::new(rare));
     }
 
     /// Concatenated text of the message (text parts only), borrowed where possible.

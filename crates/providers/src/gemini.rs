@@ -103,7 +103,7 @@ impl GeminiProvider {
                     if !text.is_empty() {
                         parts.push(json!({"text": text}));
                     }
-                    for c in m.tool_calls.iter().flatten() {
+                    for c in m.tool_calls().unwrap_or_default() {
                         parts.push(
                             json!({"functionCall": {"name": encode_name(&c.qualified_name()), "args": c.parameters}}),
                         );

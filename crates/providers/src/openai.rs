@@ -80,7 +80,7 @@ impl OpenAiProvider {
                 }
                 Role::Assistant => {
                     let mut msg = json!({"role": "assistant", "content": m.text_content()});
-                    if let Some(calls) = &m.tool_calls {
+                    if let Some(calls) = m.tool_calls() {
                         msg["tool_calls"] = calls
                             .iter()
                             .map(|c| {

@@ -223,7 +223,7 @@ impl SimulatedModel {
     fn event_tokens(tokenizer: Tokenizer, e: &SessionEvent) -> u32 {
         e.tokens_with(|e| {
             let mut n = tokens::count(tokenizer, &e.message.text_content()) + 4;
-            if let Some(calls) = &e.message.tool_calls {
+            if let Some(calls) = e.message.tool_calls() {
                 for c in calls {
                     n += tokens::count(tokenizer, &c.tool_name) + 3 * c.parameters.len() as u32 + 3;
                 }
@@ -307,7 +307,7 @@ impl SimulatedModel {
                 (Arc::from(""), calls, completion)
             }
         } else if after_tools {
-            let results = &last.map(|e| e.tool_results.as_slice()).unwrap_or_default();
+            let results = &last.map(|e| &*e.tool_results).unwrap_or_default();
             let mut text = String::with_capacity(64 + 24 * results.len());
             let ok = results.iter().filter(|r| r.status == ToolStatus::Success).count();
             let _ = write!(text, "[simulated] {ok} of {} tool calls succeeded:", results.len());

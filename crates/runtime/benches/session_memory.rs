@@ -106,7 +106,7 @@ async fn main() {
         // text, one for all sessions (a clone shares it).
         let event = |e: &SessionEvent| {
             let message = if e.seq == 0 {
-                UniversalMessage::text(e.message.role, String::from(&*e.message.text_content()))
+                UniversalMessage::text(e.message.role, Arc::<str>::from(&*e.message.text_content()))
             } else {
                 e.message.clone()
             };
@@ -125,9 +125,11 @@ async fn main() {
     let alone = MemoryStore::new();
     let before = heap();
     for (i, pair) in events.iter().enumerate() {
-        let id = format!("burst_load-main-req-{i}");
+        // The id is one allocation, shared with the runtime's session when the runtime writes
+        // the record; alone, the store holds it.
+        let id: Arc<str> = Arc::from(format!("burst_load-main-req-{i}"));
         let mut r = record.clone();
-        r.session_id = id.clone();
+        r.session_id = Arc::clone(&id);
         r.state = SessionState::Active;
         alone.put_session(r).await.unwrap();
         alone.append_events(&id, pair).await.unwrap();

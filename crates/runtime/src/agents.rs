@@ -7,7 +7,7 @@
 //! first session and reclaimed when it has no session and no active task.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -85,7 +85,7 @@ pub struct Agent {
     active_tasks: AtomicUsize,
     last_used_ms: AtomicU64,
     runner: Mutex<Option<Arc<Runner>>>,
-    chats: Mutex<HashSet<Arc<str>>>,
+    clock: Clock,
     retired: AtomicBool,
     /// What every span of this agent's turns repeats, made on the first traced turn.
     pub(crate) span_parts: std::sync::OnceLock<Box<SpanParts>>,
@@ -132,39 +132,40 @@ impl Agent {
         self.last_used_ms.fetch_max(now_ms, Ordering::Relaxed);
     }
 
+    fn touch_now(&self) {
+        self.touch(self.clock.now_ms());
+    }
+
     fn idle_for(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.last_used_ms.load(Ordering::Relaxed))
     }
 }
 
-/// A chat session's hold on an agent and its runner; released on drop.
+/// A chat session's hold on an agent and its runner; released on drop. Two pointers: every
+/// live session holds one. (Which sessions an agent serves is found from the sessions' side when
+/// the agent is cleaned up, so binding a session takes no per-agent lock.)
 pub struct SessionSlot {
     pub agent: Arc<Agent>,
     pub runner: Arc<Runner>,
-    chat_id: Arc<str>,
-    clock: Clock,
 }
 
 impl Drop for SessionSlot {
     fn drop(&mut self) {
-        self.agent.chats.lock().remove(&self.chat_id);
         self.agent.sessions.fetch_sub(1, Ordering::AcqRel);
-        self.agent.touch(self.clock.now_ms());
+        self.agent.touch_now();
     }
 }
 
 /// Marks a task active on an agent for as long as it lives.
 pub(crate) struct TaskGuard {
     agent: Arc<Agent>,
-    clock: Clock,
 }
 
 impl TaskGuard {
-    pub(crate) fn new(agent: &Arc<Agent>, clock: Clock) -> Self {
+    pub(crate) fn new(agent: &Arc<Agent>) -> Self {
         agent.active_tasks.fetch_add(1, Ordering::AcqRel);
         Self {
             agent: Arc::clone(agent),
-            clock,
         }
     }
 }
@@ -172,7 +173,7 @@ impl TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.agent.active_tasks.fetch_sub(1, Ordering::AcqRel);
-        self.agent.touch(self.clock.now_ms());
+        self.agent.touch_now();
     }
 }
 
@@ -374,14 +375,14 @@ impl AgentManager {
             active_tasks: AtomicUsize::new(0),
             last_used_ms: AtomicU64::new(now),
             runner: Mutex::new(None),
-            chats: Mutex::new(HashSet::new()),
+            clock: self.clock,
             retired: AtomicBool::new(false),
             span_parts: std::sync::OnceLock::new(),
         }))
     }
 
     /// Takes a session slot on `agent` (atomically, under the cap) and makes sure it has a runner.
-    pub(crate) fn acquire_slot(&self, agent: &Arc<Agent>, chat_id: &Arc<str>) -> Result<SessionSlot, EngineError> {
+    pub(crate) fn acquire_slot(&self, agent: &Arc<Agent>) -> Result<SessionSlot, EngineError> {
         if agent.is_retired() {
             return Err(EngineError::UnknownAgent(agent.id.to_string()));
         }
@@ -392,7 +393,6 @@ impl AgentManager {
                 agent_id: agent.id.to_string(),
                 cap: self.cap,
             })?;
-        agent.chats.lock().insert(Arc::clone(chat_id));
         let runner = {
             let mut slot = agent.runner.lock();
             match &*slot {
@@ -410,8 +410,6 @@ impl AgentManager {
         Ok(SessionSlot {
             agent: Arc::clone(agent),
             runner,
-            chat_id: Arc::clone(chat_id),
-            clock: self.clock,
         })
     }
 
@@ -433,18 +431,14 @@ impl AgentManager {
         released
     }
 
-    /// Removes an agent now; returns the chat sessions it served so they can be archived.
-    pub(crate) fn cleanup(&self, id: &str) -> Option<AgentCleanup> {
+    /// Removes an agent now (no session binds to it afterwards); returns it and whether its
+    /// runner was released. The caller archives the chat sessions bound to it.
+    pub(crate) fn cleanup(&self, id: &str) -> Option<(Arc<Agent>, bool)> {
         let agent = self.get(id)?;
         self.retire(&agent);
         let runner_released = self.release_runner(&agent);
         Stats::incr(&self.stats.agents_cleaned_up);
-        let chat_ids = agent.chats.lock().iter().map(|c| c.to_string()).collect();
-        Some(AgentCleanup {
-            agent_id: id.to_owned(),
-            chat_ids,
-            runner_released,
-        })
+        Some((agent, runner_released))
     }
 
     /// Sweeper phase 2: runners with no session and no active task, idle for `ttl`.

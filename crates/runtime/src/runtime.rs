@@ -182,7 +182,6 @@ impl RuntimeBuilder {
             name: Arc::from("native"),
             agents: Arc::clone(&agents),
             sessions: Arc::clone(&sessions),
-            clock,
             kit: TurnKit {
                 stats: Arc::clone(&stats),
                 meter: Arc::clone(&meter),
@@ -327,13 +326,18 @@ impl Runtime {
     /// Removes an agent and its runner now, and archives the chat sessions it served.
     /// Returns `None` for an unknown agent.
     pub async fn cleanup_agent(&self, agent_id: &str) -> Result<Option<AgentCleanup>, EngineError> {
-        let Some(cleanup) = self.agents.cleanup(agent_id) else {
+        let Some((agent, runner_released)) = self.agents.cleanup(agent_id) else {
             return Ok(None);
         };
-        for chat_id in &cleanup.chat_ids {
+        let chat_ids = self.sessions.bound_to(&agent);
+        for chat_id in &chat_ids {
             self.cleanup_session(chat_id).await?;
         }
-        Ok(Some(cleanup))
+        Ok(Some(AgentCleanup {
+            agent_id: agent_id.to_owned(),
+            chat_ids: chat_ids.iter().map(|c| c.to_string()).collect(),
+            runner_released,
+        }))
     }
 
     /// Archives a chat session after its in-flight turns finish; the next request on the same

@@ -20,15 +20,16 @@
 //!   so a failed write changes nothing; the next sequence number and the window's bound move
 //!   together.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::SessionReport;
-use aether_store::{SessionEvent, SessionRecord, SessionState, SessionStore, StoreError};
+use aether_store::{ById, HasId, SessionEvent, SessionRecord, SessionState, SessionStore, StoreError};
+use arc_swap::ArcSwapOption;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
+use smallvec::SmallVec;
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard};
 use tokio::time::Instant;
 
@@ -54,13 +55,21 @@ pub(crate) struct ChatState {
     binding: Option<Binding>,
     /// Agent the stored record names (after recovery), for turns that send no `agent_id`.
     last_agent_id: Option<Arc<str>>,
-    window: VecDeque<Arc<SessionEvent>>,
-    /// Events older than the window (in the store only).
-    events_before_window: u64,
+    /// The latest events, oldest first; a one-turn session's two are held inline.
+    window: Window,
     next_seq: u64,
-    user_id: Option<String>,
-    created_at: DateTime<Utc>,
-    turns: u64,
+    /// Shared with the store's record; the session id's own allocation when they are equal.
+    user_id: Option<Arc<str>>,
+    /// Nanoseconds since the epoch (8 bytes where a `DateTime` takes 12).
+    created_at: i64,
+    turns: u32,
+}
+
+/// A session's window: up to two events inline (a one-turn session allocates no list).
+type Window = SmallVec<[Arc<SessionEvent>; 2]>;
+
+fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
 impl ChatState {
@@ -77,7 +86,7 @@ pub struct ChatSession {
     last_used_ms: AtomicU64,
     /// The agent the session is bound to, readable without the turn lock (the engine routes a
     /// turn that names no agent by it).
-    bound_agent: parking_lot::Mutex<Option<Arc<Agent>>>,
+    bound_agent: ArcSwapOption<Agent>,
 }
 
 impl ChatSession {
@@ -89,21 +98,20 @@ impl ChatSession {
                 loaded: false,
                 binding: None,
                 last_agent_id: None,
-                window: VecDeque::new(),
-                events_before_window: 0,
+                window: Window::new(),
                 next_seq: 0,
                 user_id: None,
-                created_at: Utc::now(),
+                created_at: nanos(Utc::now()),
                 turns: 0,
             })),
             last_used_ms: AtomicU64::new(now_ms),
-            bound_agent: parking_lot::Mutex::new(None),
+            bound_agent: ArcSwapOption::empty(),
         }
     }
 
     /// The agent this session was last bound to in this process.
     pub(crate) fn bound_agent(&self) -> Option<Arc<Agent>> {
-        self.bound_agent.lock().clone()
+        self.bound_agent.load_full()
     }
 
     pub(crate) fn touch(&self, now_ms: u64) {
@@ -114,14 +122,31 @@ impl ChatSession {
         self.last_used_ms.load(Ordering::Relaxed)
     }
 
+    /// `text` as a shared string: the session id's own allocation when it is the same text (a
+    /// user id often is), else a new one.
+    fn share<S: AsRef<str> + Into<Arc<str>>>(&self, text: S) -> Arc<str> {
+        if *self.id == *text.as_ref() {
+            Arc::clone(&self.id)
+        } else {
+            text.into()
+        }
+    }
+
     pub(crate) fn try_lock(&self) -> Option<OwnedMutexGuard<ChatState>> {
         Arc::clone(&self.state).try_lock_owned().ok()
     }
 }
 
+impl HasId for ChatSession {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 /// Every chat session in memory, and the store behind them.
 pub struct ChatSessions {
-    map: DashMap<Arc<str>, Arc<ChatSession>>,
+    /// Each session is its own key (one pointer a slot), found by its id.
+    map: DashMap<ById<ChatSession>, ()>,
     pub(crate) store: Arc<dyn SessionStore>,
     window: usize,
     max_active: usize,
@@ -227,7 +252,7 @@ impl ChatSessions {
     }
 
     pub(crate) fn get(&self, id: &str) -> Option<Arc<ChatSession>> {
-        self.map.get(id).map(|c| Arc::clone(c.value()))
+        self.map.get(id).map(|c| Arc::clone(&c.key().0))
     }
 
     /// Waits for the turn lock of chat `id`, creating the chat session if needed. Exactly one
@@ -238,14 +263,15 @@ impl ChatSessions {
                 Some(c) => c,
                 None => {
                     let now = self.clock.now_ms();
-                    // One allocation of the id, shared by the map's key and the session.
-                    let key: Arc<str> = Arc::from(id);
-                    let chat = Arc::clone(
-                        self.map
-                            .entry(Arc::clone(&key))
-                            .or_insert_with(|| Arc::new(ChatSession::new(key, now)))
-                            .value(),
-                    );
+                    // The session is its own key; a racing turn may have put one in first.
+                    let fresh = Arc::new(ChatSession::new(Arc::from(id), now));
+                    let chat = match self.map.entry(ById(Arc::clone(&fresh))) {
+                        dashmap::Entry::Occupied(e) => Arc::clone(&e.key().0),
+                        dashmap::Entry::Vacant(e) => {
+                            e.insert(());
+                            fresh
+                        }
+                    };
                     if self.map.len() > self.max_active {
                         self.pressure.notify_one();
                     }
@@ -271,7 +297,7 @@ impl ChatSessions {
         } else {
             Ok(false)
         };
-        self.map.remove_if(&chat.id, |_, v| Arc::ptr_eq(v, chat));
+        self.forget(chat);
         archived.map(|_| true)
     }
 
@@ -301,7 +327,7 @@ impl ChatSessions {
             self.store.archive_sessions(&stored).await
         };
         for (chat, _) in held.iter() {
-            self.map.remove_if(&chat.id, |_, v| Arc::ptr_eq(v, chat));
+            self.forget(chat);
         }
         (closed, archived)
     }
@@ -313,14 +339,36 @@ impl ChatSessions {
         }
         st.closed = true;
         st.binding = None;
-        *chat.bound_agent.lock() = None;
+        chat.bound_agent.store(None);
         true
     }
 
     /// Drops a session that never bound to an agent, without touching the store.
     fn discard(&self, chat: &Arc<ChatSession>, st: &mut ChatState) {
         st.closed = true;
-        self.map.remove_if(&chat.id, |_, v| Arc::ptr_eq(v, chat));
+        self.forget(chat);
+    }
+
+    /// The chat sessions bound to `agent` now (a scan of the map: agent cleanup is rare, and
+    /// binding stays free of per-agent bookkeeping).
+    pub(crate) fn bound_to(&self, agent: &Arc<Agent>) -> Vec<Arc<str>> {
+        self.map
+            .iter()
+            .filter(|e| {
+                e.key()
+                    .0
+                    .bound_agent
+                    .load()
+                    .as_ref()
+                    .is_some_and(|a| Arc::ptr_eq(a, agent))
+            })
+            .map(|e| Arc::clone(&e.key().0.id))
+            .collect()
+    }
+
+    /// Removes `chat` from the map, when it is still the session there for its id.
+    fn forget(&self, chat: &Arc<ChatSession>) {
+        self.map.remove_if(&*chat.id, |k, _| Arc::ptr_eq(&k.0, chat));
     }
 
     /// Sessions idle for at least `ttl_ms`, plus the least recently used ones beyond the cap.
@@ -328,7 +376,7 @@ impl ChatSessions {
         let mut idle = Vec::new();
         let mut rest = Vec::new();
         for e in self.map.iter() {
-            let c = Arc::clone(e.value());
+            let c = Arc::clone(&e.key().0);
             if now_ms.saturating_sub(c.last_used_ms()) >= ttl_ms {
                 idle.push(c);
             } else {
@@ -385,7 +433,7 @@ impl OpenChat<'_> {
 
     /// The committed window, oldest first, borrowed.
     pub(crate) fn history(&mut self) -> &[Arc<SessionEvent>] {
-        self.st.window.make_contiguous()
+        &self.st.window
     }
 
     /// Reads the session's record and history window from the store, once per live session.
@@ -395,16 +443,18 @@ impl OpenChat<'_> {
         match store.get_session(&self.chat.id).await? {
             Some(record) => {
                 let window = store.load_window(&self.chat.id, self.sessions.window).await?;
-                st.window = window.events.into();
-                st.events_before_window = window.events_before;
+                st.window = Window::from_vec(window.events);
                 st.next_seq = record.event_count;
                 st.last_agent_id = Some(Arc::from(record.agent_id));
-                st.user_id = record.user_id.or_else(|| user_id.map(str::to_owned));
-                st.created_at = record.created_at;
+                st.user_id = match record.user_id {
+                    Some(u) => Some(self.chat.share(u)),
+                    None => user_id.map(|u| self.chat.share(u)),
+                };
+                st.created_at = nanos(record.created_at);
                 self.flags.recovered = true;
             }
             None => {
-                st.user_id = user_id.map(str::to_owned);
+                st.user_id = user_id.map(|u| self.chat.share(u));
                 self.flags.created = true;
             }
         }
@@ -423,8 +473,7 @@ impl OpenChat<'_> {
         let st = &mut *self.st;
         if record.event_count != st.next_seq {
             let window = store.load_window(&self.chat.id, self.sessions.window).await?;
-            st.window = window.events.into();
-            st.events_before_window = window.events_before;
+            st.window = Window::from_vec(window.events);
             st.next_seq = record.event_count;
             st.last_agent_id = Some(Arc::from(record.agent_id));
         }
@@ -482,7 +531,14 @@ impl OpenChat<'_> {
             .as_ref()
             .map(|b| Arc::clone(&b.slot.agent.id))
             .or_else(|| st.last_agent_id.clone());
-        let (target, slot) = acquire_or_overflow(agents, target, &self.chat.id, &mut self.flags)?;
+        let (target, slot) = acquire_or_overflow(agents, target, &mut self.flags)?;
+        // Named as bound before the store write: an agent cleaned up from now on finds this
+        // session (`ChatSessions::bound_to`), and one retired just before is refused here.
+        let was_bound = self.chat.bound_agent.swap(Some(Arc::clone(&target)));
+        if target.is_retired() {
+            self.chat.bound_agent.store(was_bound);
+            return Err(EngineError::UnknownAgent(target.id.to_string()));
+        }
         let stats = &self.sessions.stats;
         if previous_agent.is_some_and(|p| *p != *target.id) {
             self.flags.agent_switched = true;
@@ -492,19 +548,19 @@ impl OpenChat<'_> {
         self.sessions
             .store
             .put_session(SessionRecord {
-                session_id: self.chat.id.to_string(),
+                session_id: Arc::clone(&self.chat.id),
                 user_id: st.user_id.clone(),
                 agent_id: target.id.to_string(),
                 internal_session_id: internal_id.to_string(),
                 state: SessionState::Active,
-                created_at: st.created_at,
+                created_at: DateTime::from_timestamp_nanos(st.created_at),
                 updated_at: Utc::now(),
                 event_count: st.next_seq,
             })
-            .await?;
+            .await
+            .inspect_err(|_| self.chat.bound_agent.store(was_bound.clone()))?;
         // The agent's own id, shared (not a copy per session).
         st.last_agent_id = Some(Arc::clone(&target.id));
-        *self.chat.bound_agent.lock() = Some(Arc::clone(&target));
         st.binding = Some(Binding { internal_id, slot });
         if self.flags.created {
             Stats::incr(&stats.sessions_created);
@@ -529,12 +585,10 @@ impl OpenChat<'_> {
             // Most sessions hold one turn: no room for more until a second comes.
             st.window.reserve_exact(events.len().min(cap));
         }
-        for e in events {
-            st.window.push_back(Arc::clone(e));
-            if st.window.len() > cap {
-                st.window.pop_front();
-                st.events_before_window += 1;
-            }
+        st.window.extend(events.iter().cloned());
+        if st.window.len() > cap {
+            let over = st.window.len() - cap;
+            st.window.drain(..over);
         }
         st.next_seq += events.len() as u64;
         st.turns += 1;
@@ -549,7 +603,7 @@ impl OpenChat<'_> {
             recovered: self.flags.recovered,
             agent_switched: self.flags.agent_switched,
             overflow_from: self.flags.overflow_from.clone(),
-            turn: self.st.turns,
+            turn: u64::from(self.st.turns),
             events: self.st.next_seq,
             window_events: self.st.window.len() as u64,
         }
@@ -563,12 +617,11 @@ impl OpenChat<'_> {
 fn acquire_or_overflow(
     agents: &AgentManager,
     agent: Arc<Agent>,
-    chat_id: &Arc<str>,
     flags: &mut TurnFlags,
 ) -> Result<(Arc<Agent>, SessionSlot), EngineError> {
     let mut candidate = agent;
     for _ in 0..16 {
-        match agents.acquire_slot(&candidate, chat_id) {
+        match agents.acquire_slot(&candidate) {
             Ok(slot) => return Ok((candidate, slot)),
             Err(EngineError::AgentAtCapacity { agent_id, .. }) => {
                 flags.overflow_from.get_or_insert(agent_id);
@@ -580,4 +633,24 @@ fn acquire_or_overflow(
     Err(EngineError::Internal(
         "could not find an agent with a free session slot after 16 tries".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every live session holds one of each: their inline sizes are the runtime's share of the
+    /// per-session memory (glibc hands out chunks in steps of 16 bytes, 8 of them its header).
+    #[test]
+    fn a_live_session_stays_small() {
+        let (session, state, locked) = (
+            std::mem::size_of::<ChatSession>(),
+            std::mem::size_of::<ChatState>(),
+            std::mem::size_of::<Mutex<ChatState>>(),
+        );
+        println!("ChatSession {session} B, ChatState {state} B, behind its mutex {locked} B");
+        assert!(session <= 40, "ChatSession is {session} B");
+        assert!(state <= 112, "ChatState is {state} B");
+        assert!(std::mem::size_of::<Window>() <= 24);
+    }
 }

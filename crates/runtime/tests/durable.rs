@@ -313,7 +313,7 @@ async fn session_api_creates_lists_pages_expires_and_deletes() {
         .unwrap()
         .sessions
         .into_iter()
-        .map(|s| s.session_id)
+        .map(|s| s.session_id.to_string())
         .collect();
     assert_eq!(ids, ["api-1", "api-2"]);
     let by_agent = SessionFilter {

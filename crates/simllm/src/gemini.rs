@@ -87,7 +87,7 @@ pub(crate) fn convert_gemini(body: &Value, model: &str) -> Result<Converted, Str
                 })
                 .collect();
             if !calls.is_empty() {
-                m.tool_calls = Some(calls);
+                m.set_tool_calls(Some(calls));
             }
             events.push(Arc::new(SessionEvent::new(
                 seq,

@@ -122,7 +122,7 @@ pub(crate) fn convert(body: &Value) -> Result<Converted, String> {
                             call_id: id,
                         });
                     }
-                    msg.tool_calls = Some(list);
+                    msg.set_tool_calls(Some(list));
                 }
                 push(&mut events, msg, Vec::new());
             }

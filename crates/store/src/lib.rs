@@ -9,6 +9,7 @@
 //! [`open`] builds one from a [`StoreConfig`].
 
 mod background;
+mod by_id;
 pub mod cluster;
 mod error;
 mod lease;
@@ -21,6 +22,7 @@ mod sqlite;
 
 pub use aether_contracts::SessionEvent;
 pub use background::BackgroundWrites;
+pub use by_id::{ById, HasId};
 pub use cluster::{ClusterDirectory, ClusterError, LiveOwner, PgClusterDirectory};
 pub use error::StoreError;
 pub use lease::{LeaseHolder, SessionLeases};

@@ -7,64 +7,101 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use crate::record::{
     Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord, SessionState, StoreInfo,
 };
-use crate::{SessionEvent, SessionStore, StoreError};
+use crate::{ById, HasId, SessionEvent, SessionStore, StoreError};
 
-/// A session in memory, compact: the id is the map's key (held once), the agent and internal
-/// session ids are the events' own shared `Arc<str>` once events name them (a record's copies are
-/// dropped for them), and the event count is the log's length.
+/// A session in memory, compact: the entry holding it is the map's key (its id held once, the
+/// runtime's own allocation), the agent and internal-session ids are the latest event's when
+/// they are the same (as after every append), and the event count is the log's length.
 struct MemSession {
-    user_id: Option<Box<str>>,
+    user_id: Option<Arc<str>>,
+    /// The record's agent and internal-session ids where the latest event does not name them: a
+    /// session before its first append, or just after an agent switch. `None`: the latest event's.
+    ids: Option<Box<Ids>>,
+    state: SessionState,
+    /// Nanoseconds since the epoch (8 bytes where a `DateTime` takes 12, and no precision lost).
+    created_at: i64,
+    updated_at: i64,
+    /// The log; a one-turn session's two events are held inline.
+    events: SmallVec<[Arc<SessionEvent>; 2]>,
+}
+
+struct Ids {
     agent_id: Arc<str>,
     internal_session_id: Arc<str>,
-    state: SessionState,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    events: Vec<Arc<SessionEvent>>,
+}
+
+fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
+fn from_nanos(n: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(n)
 }
 
 impl MemSession {
     fn new(r: SessionRecord) -> Self {
         Self {
-            user_id: r.user_id.map(String::into_boxed_str),
-            agent_id: Arc::from(r.agent_id),
-            internal_session_id: Arc::from(r.internal_session_id),
+            user_id: r.user_id,
+            ids: Some(Box::new(Ids {
+                agent_id: Arc::from(r.agent_id),
+                internal_session_id: Arc::from(r.internal_session_id),
+            })),
             state: r.state,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            events: Vec::new(),
+            created_at: nanos(r.created_at),
+            updated_at: nanos(r.updated_at),
+            events: SmallVec::new(),
+        }
+    }
+
+    /// The agent and internal-session ids the record names.
+    fn ids(&self) -> (&str, &str) {
+        match (&self.ids, self.events.last()) {
+            (Some(ids), _) => (&ids.agent_id, &ids.internal_session_id),
+            (None, Some(e)) => (&e.agent_id, &e.internal_session_id),
+            (None, None) => ("", ""),
         }
     }
 
     /// The full record of the session stored under `id`.
-    fn record(&self, id: &str) -> SessionRecord {
+    fn record(&self, id: &Arc<str>) -> SessionRecord {
+        let (agent_id, internal_session_id) = self.ids();
         SessionRecord {
-            session_id: id.to_owned(),
-            user_id: self.user_id.as_deref().map(str::to_owned),
-            agent_id: self.agent_id.to_string(),
-            internal_session_id: self.internal_session_id.to_string(),
+            session_id: Arc::clone(id),
+            user_id: self.user_id.clone(),
+            agent_id: agent_id.to_owned(),
+            internal_session_id: internal_session_id.to_owned(),
             state: self.state,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
+            created_at: from_nanos(self.created_at),
+            updated_at: from_nanos(self.updated_at),
             event_count: self.events.len() as u64,
         }
     }
 
-    /// Takes the latest event's ids in place of equal ones of its own (one allocation fewer each).
+    /// Drops its own ids when the latest event names the same (one box and two strings fewer).
     fn share_ids(&mut self) {
-        if let Some(e) = self.events.last() {
-            if !Arc::ptr_eq(&self.agent_id, &e.agent_id) && *self.agent_id == *e.agent_id {
-                self.agent_id = Arc::clone(&e.agent_id);
-            }
-            if !Arc::ptr_eq(&self.internal_session_id, &e.internal_session_id)
-                && *self.internal_session_id == *e.internal_session_id
-            {
-                self.internal_session_id = Arc::clone(&e.internal_session_id);
+        if let (Some(ids), Some(e)) = (&self.ids, self.events.last()) {
+            if *ids.agent_id == *e.agent_id && *ids.internal_session_id == *e.internal_session_id {
+                self.ids = None;
             }
         }
+    }
+}
+
+/// A session with its id (the record's own `Arc<str>`: with the runtime, the same allocation as
+/// its session's), the key of the store's map: one pointer a slot.
+struct Entry {
+    id: Arc<str>,
+    session: Mutex<MemSession>,
+}
+
+impl HasId for Entry {
+    fn id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -73,7 +110,7 @@ impl MemSession {
 /// archived ones after their retention ([`SessionStore::purge_archived`]).
 #[derive(Default)]
 pub struct MemoryStore {
-    sessions: DashMap<Arc<str>, Arc<Mutex<MemSession>>>,
+    sessions: DashMap<ById<Entry>, ()>,
 }
 
 impl MemoryStore {
@@ -81,8 +118,26 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn session(&self, id: &str) -> Option<Arc<Mutex<MemSession>>> {
-        self.sessions.get(id).map(|s| Arc::clone(s.value()))
+    fn session(&self, id: &str) -> Option<Arc<Entry>> {
+        self.sessions.get(id).map(|s| Arc::clone(&s.key().0))
+    }
+}
+
+impl Entry {
+    /// Takes a new record: the log is the truth for the count, and a record never rewrites
+    /// history.
+    fn replace(&self, new: MemSession) {
+        let mut s = self.session.lock();
+        let events = std::mem::take(&mut s.events);
+        *s = MemSession { events, ..new };
+        s.share_ids();
+    }
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Mutex<MemSession>;
+    fn deref(&self) -> &Mutex<MemSession> {
+        &self.session
     }
 }
 
@@ -106,27 +161,32 @@ impl SessionStore for MemoryStore {
     }
 
     async fn put_session(&self, record: SessionRecord) -> Result<(), StoreError> {
-        let key: Arc<str> = Arc::from(record.session_id.as_str());
-        match self.sessions.entry(key) {
-            dashmap::Entry::Occupied(e) => {
-                let mut s = e.get().lock();
-                // The log is the truth for the count; a record never rewrites history.
-                let events = std::mem::take(&mut s.events);
-                *s = MemSession {
-                    events,
-                    ..MemSession::new(record)
-                };
-                s.share_ids();
-            }
+        let id = Arc::clone(&record.session_id);
+        let new = MemSession::new(record);
+        if let Some(e) = self.session(&id) {
+            e.replace(new);
+            return Ok(());
+        }
+        let fresh = Arc::new(Entry {
+            id,
+            session: Mutex::new(new),
+        });
+        let raced = match self.sessions.entry(ById(Arc::clone(&fresh))) {
+            dashmap::Entry::Occupied(e) => Some(Arc::clone(&e.key().0)),
             dashmap::Entry::Vacant(e) => {
-                e.insert(Arc::new(Mutex::new(MemSession::new(record))));
+                e.insert(());
+                None
             }
+        };
+        // Another put of this id came in first: ours replaces its record, as if after it.
+        if let (Some(existing), Ok(ours)) = (raced, Arc::try_unwrap(fresh)) {
+            existing.replace(ours.session.into_inner());
         }
         Ok(())
     }
 
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.session(session_id).map(|s| s.lock().record(session_id)))
+        Ok(self.session(session_id).map(|s| s.lock().record(&s.id)))
     }
 
     async fn append_events(&self, session_id: &str, events: &[Arc<SessionEvent>]) -> Result<(), StoreError> {
@@ -148,7 +208,7 @@ impl SessionStore for MemoryStore {
             s.events.reserve_exact(events.len());
         }
         s.events.extend(events.iter().cloned());
-        s.updated_at = Utc::now();
+        s.updated_at = nanos(Utc::now());
         s.share_ids();
         Ok(())
     }
@@ -186,15 +246,15 @@ impl SessionStore for MemoryStore {
         let mut records: Vec<SessionRecord> = self
             .sessions
             .iter()
-            .filter(|e| page.after.as_deref().is_none_or(|a| e.key().as_ref() > a))
-            .map(|e| e.value().lock().record(e.key()))
+            .filter(|e| page.after.as_deref().is_none_or(|a| &*e.key().0.id > a))
+            .map(|e| e.key().0.lock().record(&e.key().0.id))
             .filter(|r| matches(filter, r))
             .collect();
         records.sort_by(|a, b| a.session_id.cmp(&b.session_id));
         let more = records.len() > page.limit;
         records.truncate(page.limit);
         let next_after = if more {
-            records.last().map(|r| r.session_id.clone())
+            records.last().map(|r| r.session_id.to_string())
         } else {
             None
         };
@@ -208,7 +268,7 @@ impl SessionStore for MemoryStore {
         Ok(self.session(session_id).is_some_and(|s| {
             let mut s = s.lock();
             s.state = state;
-            s.updated_at = Utc::now();
+            s.updated_at = nanos(Utc::now());
             true
         }))
     }
@@ -219,9 +279,9 @@ impl SessionStore for MemoryStore {
 
     async fn purge_archived(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut purged = 0;
-        self.sessions.retain(|_, s| {
-            let s = s.lock();
-            let expired = s.state == SessionState::Archived && s.updated_at < cutoff;
+        self.sessions.retain(|e, _| {
+            let s = e.0.lock();
+            let expired = s.state == SessionState::Archived && s.updated_at < nanos(cutoff);
             purged += u64::from(expired);
             !expired
         });
@@ -230,5 +290,18 @@ impl SessionStore for MemoryStore {
 
     async fn session_count(&self) -> Result<u64, StoreError> {
         Ok(self.sessions.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One entry a session: 96 bytes take a 128-byte chunk behind their `Arc` (112 took 144).
+    #[test]
+    fn an_entry_stays_small() {
+        let entry = std::mem::size_of::<Entry>();
+        assert!(entry <= 96, "Entry is {entry} B");
+        assert_eq!(std::mem::size_of::<ById<Entry>>(), 8);
     }
 }

@@ -110,8 +110,8 @@ impl SessionStore for PostgresStore {
              ON CONFLICT (session_id) DO UPDATE SET user_id = EXCLUDED.user_id, agent_id = EXCLUDED.agent_id,
                internal_session_id = EXCLUDED.internal_session_id, state = EXCLUDED.state, updated_at = EXCLUDED.updated_at",
         )
-        .bind(&r.session_id)
-        .bind(&r.user_id)
+        .bind(&*r.session_id)
+        .bind(r.user_id.as_deref())
         .bind(&r.agent_id)
         .bind(&r.internal_session_id)
         .bind(state_str(r.state))

@@ -20,10 +20,12 @@ pub enum SessionState {
 /// The durable description of one chat session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
-    /// Business chat-session id, chosen by the client.
-    pub session_id: String,
+    /// Business chat-session id, chosen by the client. Shared: the runtime's session, the memory
+    /// store's map and this record hold one allocation of it.
+    pub session_id: Arc<str>,
+    /// Shared like the session id (often the same text: one allocation then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_id: Option<String>,
+    pub user_id: Option<Arc<str>>,
     /// Agent the session is (or was last) bound to.
     pub agent_id: String,
     /// Current internal (engine) session id.

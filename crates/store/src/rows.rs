@@ -41,8 +41,8 @@ pub(crate) type SessionRow = (
 pub(crate) fn record(row: SessionRow) -> Result<SessionRecord, StoreError> {
     let (session_id, user_id, agent_id, internal_session_id, state, created_at, updated_at, event_count) = row;
     Ok(SessionRecord {
-        session_id,
-        user_id,
+        session_id: session_id.into(),
+        user_id: user_id.map(Into::into),
         agent_id,
         internal_session_id,
         state: parse_state(&state)?,
@@ -144,7 +144,7 @@ pub(crate) fn session_page(rows: Vec<SessionRow>, limit: usize) -> Result<crate:
         .map(record)
         .collect::<Result<Vec<_>, _>>()?;
     let next_after = if more {
-        sessions.last().map(|s| s.session_id.clone())
+        sessions.last().map(|s| s.session_id.to_string())
     } else {
         None
     };

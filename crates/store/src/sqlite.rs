@@ -344,8 +344,8 @@ async fn apply(conn: &mut SqliteConnection, op: &Op) -> Result<Done, JobError> {
                  ON CONFLICT (session_id) DO UPDATE SET user_id = excluded.user_id, agent_id = excluded.agent_id,
                    internal_session_id = excluded.internal_session_id, state = excluded.state, updated_at = excluded.updated_at",
             )
-            .bind(&r.session_id)
-            .bind(&r.user_id)
+            .bind(&*r.session_id)
+            .bind(r.user_id.as_deref())
             .bind(&r.agent_id)
             .bind(&r.internal_session_id)
             .bind(state_str(r.state))

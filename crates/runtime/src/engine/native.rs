@@ -25,7 +25,6 @@ use super::observer::TurnObserver;
 use super::turn_loop::{LoopInput, LoopOutcome, Pending, TurnKit, TurnLoop, TurnScope};
 use super::{FrameworkAdapter, RequestPlan, ValidRequest};
 use crate::agents::{Agent, AgentManager, TaskGuard};
-use crate::clock::Clock;
 use crate::error::EngineError;
 use crate::meter;
 use crate::model::{HistoryView, ModelRequest};
@@ -45,7 +44,6 @@ pub(crate) struct NativeAdapter {
     pub name: Arc<str>,
     pub agents: Arc<AgentManager>,
     pub sessions: Arc<ChatSessions>,
-    pub clock: Clock,
     /// The counters, the GenAI meter and the turn's bounds, shared with every framework's loop.
     pub kit: TurnKit,
     /// Another framework's model↔tool loop; `None` runs the native one.
@@ -156,7 +154,7 @@ impl NativeAdapter {
         let runner = Arc::clone(&binding.slot.runner);
         let runner_id = Arc::clone(&runner.id);
         let internal_id = Arc::clone(&binding.internal_id);
-        let _active = TaskGuard::new(&agent, self.clock);
+        let _active = TaskGuard::new(&agent);
 
         let user_id: Option<Arc<str>> = turn.request.user_id().map(Arc::from);
         let TaskRequest {
@@ -342,12 +340,12 @@ impl NativeAdapter {
                 pending.push(message, Vec::new());
                 break;
             }
-            message.tool_calls = Some(response.tool_calls);
+            message.set_tool_calls(Some(response.tool_calls));
             pending.push(message, Vec::new());
             let calls = pending
                 .events
                 .last()
-                .and_then(|e| e.message.tool_calls.as_deref())
+                .and_then(|e| e.message.tool_calls())
                 .unwrap_or_default();
             observer.planned(calls).await;
             let t = Instant::now();

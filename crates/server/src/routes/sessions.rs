@@ -133,7 +133,7 @@ pub async fn events(
 }
 
 fn unscope(t: &Tenant, mut r: SessionRecord) -> Option<SessionRecord> {
-    r.session_id = t.unscoped(&r.session_id)?.to_owned();
+    r.session_id = t.unscoped(&r.session_id)?.into();
     Some(r)
 }
 
