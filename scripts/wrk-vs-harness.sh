@@ -1,22 +1,37 @@
 #!/usr/bin/env bash
-# The HTTP load generators side by side against one `aether serve --time-scale 0 --store memory`:
+# The HTTP load generators side by side against `aether serve --time-scale 0 --store memory`:
 # wrk (one turn on a new session per request) and `aether perf run --scenario burst_load --target`
-# (two calls per request: the agent, then the turn, each checked and recorded in full HDR).
+# (two calls per request: the agent, then the turn, each checked, its report read and its latency
+# recorded in full HDR). Each measurement gets a fresh server (a memory store that already holds
+# a previous run's sessions is slower, which would favour whichever ran first), and the two
+# generators get the same one thread: wrk -t1, and the harness `--worker-threads 1`
+# (HARNESS_THREADS), so both leave the other core to the server. ROUNDS rounds alternate them.
 # Usage: scripts/wrk-vs-harness.sh [CONCURRENCY...]   (default: 16 32; 10 s each; release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AETHER=${AETHER:-target/release/aether}
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-1}
+HARNESS_THREADS=${HARNESS_THREADS:-1}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
 [[ -x $AETHER ]] || { echo "$AETHER missing: cargo build --release -p aether-cli" >&2; exit 2; }
-work=$(mktemp -d); trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
-AETHER_API_KEYS=bench-key=bench "$AETHER" serve --bind 127.0.0.1:0 --time-scale 0 --store memory \
-  --max-in-flight 4096 --admission-queue 4096 2>"$work/serve.log" & server=$!
-until grep -q "listening on" "$work/serve.log"; do sleep 0.1; done
-url=$(grep -o 'http://[0-9.:]*' "$work/serve.log" | head -1)
-agent=$(curl -s -H 'authorization: Bearer bench-key' -H 'content-type: application/json' \
-  -d '{"agent_type":"bench","model_config":{"model":"gpt-4o-mini"},"system_prompt":"Be brief."}' "$url/v1/agents" | python3 -c 'import json,sys; print(json.load(sys.stdin)["agent_id"])')
-cat > "$work/turn.lua" <<LUA
+work=$(mktemp -d); server=""
+trap '[[ -n $server ]] && kill $server 2>/dev/null; rm -rf "$work"' EXIT
+start_server() {
+  : > "$work/serve.log"
+  AETHER_API_KEYS=bench-key=bench "$AETHER" serve --bind 127.0.0.1:0 --time-scale 0 --store memory \
+    --max-in-flight 4096 --admission-queue 4096 2>"$work/serve.log" & server=$!
+  until grep -q "listening on" "$work/serve.log"; do sleep 0.1; done
+  url=$(grep -o 'http://[0-9.:]*' "$work/serve.log" | head -1)
+}
+stop_server() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
+printf '| concurrency | round | wrk turns/s (1 call each) | harness requests/s | harness calls/s (2 per request) | calls: harness / wrk |\n|---|---|---|---|---|---|\n'
+for n in ${@:-16 32}; do
+  for round in $(seq "$ROUNDS"); do
+    start_server
+    agent=$(curl -s -H 'authorization: Bearer bench-key' -H 'content-type: application/json' \
+      -d '{"agent_type":"bench","model_config":{"model":"gpt-4o-mini"},"system_prompt":"Be brief."}' "$url/v1/agents" | python3 -c 'import json,sys; print(json.load(sys.stdin)["agent_id"])')
+    cat > "$work/turn.lua" <<LUA
 counter = 0
 request = function()
   counter = counter + 1
@@ -24,17 +39,17 @@ request = function()
   return wrk.format("POST", "/v1/tasks", {["Content-Type"]="application/json", ["Authorization"]="Bearer bench-key"}, body)
 end
 LUA
-printf '| concurrency | wrk turns/s (1 call each) | harness requests/s | harness calls/s (2 per request) | calls: harness / wrk |\n|---|---|---|---|---|\n'
-for c in "${@:-16 32}"; do
-  for n in $c; do
     wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/turn.lua" "$url" > "$work/wrk.txt"
+    stop_server
     if grep -q "Non-2xx" "$work/wrk.txt"; then echo "wrk got errors:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
     w=$(awk "/Requests\/sec/ {print \$2}" "$work/wrk.txt")
-    "$AETHER" perf run --scenario burst_load --target "$url" --api-key bench-key --concurrency "$n" \
-      --duration "${DURATION}s" --output "$work/h.json" >/dev/null 2>&1
+    start_server
+    "$AETHER" --worker-threads "$HARNESS_THREADS" perf run --scenario burst_load --target "$url" \
+      --api-key bench-key --concurrency "$n" --duration "${DURATION}s" --output "$work/h.json" >/dev/null 2>&1
+    stop_server
     h=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(round(d['throughput_rps']))")
     failed=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(d['requests']['failed'])")
     [[ $failed == 0 ]] || { echo "the harness saw $failed failed requests" >&2; exit 1; }
-    printf '| %s | %.0f | %s | %s | %s |\n' "$n" "$w" "$h" "$((h * 2))" "$(python3 -c "print(f'{2*$h/$w:.2f}')")"
+    printf '| %s | %s | %.0f | %s | %s | %s |\n' "$n" "$round" "$w" "$h" "$((h * 2))" "$(python3 -c "print(f'{2*$h/$w:.2f}')")"
   done
 done

@@ -28,8 +28,8 @@ pub use interaction::{InteractionRequest, InteractionResponse, InteractionType};
 pub use message::{ContentPart, FileReference, ImageReference, MessageContent, Role, UniversalMessage};
 pub use parse::{from_json_slice, from_json_str, from_json_value, ContractError};
 pub use report::{
-    AgentContext, AgentReport, ExecutionStats, ProviderName, ProviderReport, ReportError, SessionReport, TokenUsage,
-    TurnFigures, TurnReport, TurnTiming, SIMULATED_PROFILE_MARK,
+    simulated_provider, AgentContext, AgentReport, ExecutionStats, ProviderName, ProviderReport, ReportError,
+    SessionReport, TokenUsage, TurnFigures, TurnReport, TurnTiming, SIMULATED_PROFILE_MARK,
 };
 pub use stream::{ChunkKind, TaskChunkType, TaskStreamChunk, CHUNK_VERSION};
 pub use task::{ExecutionConfig, ExecutionContext, SessionContext, TaskRequest, TaskResult, UserContext};

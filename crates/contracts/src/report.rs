@@ -179,6 +179,12 @@ pub struct TurnFigures {
 /// The marker an HTTP provider puts in `provider.profile` when `aether sim-llm` answered.
 pub const SIMULATED_PROFILE_MARK: &str = "(simulated by aether sim-llm)";
 
+/// Whether a provider report's answer came from a simulated model: the provider is the simulator
+/// (`simulated`), or the endpoint it called labelled its `profile` as simulated.
+pub fn simulated_provider(simulated: bool, profile: Option<&str>) -> bool {
+    simulated || profile.is_some_and(|p| p.contains(SIMULATED_PROFILE_MARK))
+}
+
 /// A turn report that could not be read: which metadata key, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("turn report: metadata.{key}: {message}")]
@@ -249,7 +255,7 @@ impl TurnReport {
             timing: Self::timing(metadata)?,
             token_usage: part(metadata, "token_usage")?,
             cost_usd: part(metadata, "cost_usd")?,
-            simulated: provider.simulated || provider.profile.is_some_and(|p| p.contains(SIMULATED_PROFILE_MARK)),
+            simulated: simulated_provider(provider.simulated, provider.profile.as_deref()),
             session_created: part::<Created>(metadata, "session")?.created,
         })
     }

@@ -16,8 +16,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use crate::http_answer;
 use crate::http_pool::HttpPool;
-use crate::target::{LiveStream, Target, TargetInfo};
+use crate::target::{LiveStream, Measured, Target, TargetInfo};
 use crate::timeline::ServerSample;
 use crate::trace_ids;
 
@@ -116,6 +117,50 @@ impl HttpTarget {
         }
     }
 
+    /// Sends a task to `/v1/tasks`: the answer's status and body, or the failure to report.
+    async fn send(&self, request: TaskRequest) -> Result<(u16, bytes::Bytes), TaskResult> {
+        let task_id = &request.task_id;
+        let traceparent = trace_ids::traceparent(self.trace_salt, task_id);
+        match &self.pool {
+            Some(pool) => {
+                let body = serde_json::to_vec(&request)
+                    .map_err(|e| failure(task_id, format!("encoding the request failed: {e}")))?;
+                let traceparent = hyper::header::HeaderValue::try_from(traceparent)
+                    .map_err(|_| failure(task_id, "the traceparent is not a header value".into()))?;
+                match pool.post_json("/v1/tasks", body, &[(TRACEPARENT, traceparent)]).await {
+                    Ok((status, body)) => Ok((status.as_u16(), body)),
+                    Err(e) => Err(failure(task_id, e.to_string())),
+                }
+            }
+            None => {
+                let sent = self
+                    .request(reqwest::Method::POST, "/v1/tasks")
+                    .header("traceparent", traceparent)
+                    .json(&request)
+                    .send()
+                    .await;
+                let resp = sent.map_err(|e| failure(task_id, format!("HTTP request failed: {e}")))?;
+                let status = resp.status().as_u16();
+                match resp.bytes().await {
+                    Ok(b) => Ok((status, b)),
+                    Err(e) => Err(failure(task_id, format!("HTTP {status}: reading the body failed: {e}"))),
+                }
+            }
+        }
+    }
+
+    /// The answer read whole: 200, and 504 with a `TaskResult` body; anything else is an API
+    /// error.
+    fn read_whole(&self, task_id: &str, status: u16, body: &[u8]) -> TaskResult {
+        match serde_json::from_slice::<TaskResult>(body) {
+            Ok(r) => {
+                self.learn_provider(&r);
+                r
+            }
+            Err(_) => failure(task_id, format!("HTTP {status}: {}", String::from_utf8_lossy(body))),
+        }
+    }
+
     fn learn_provider(&self, r: &TaskResult) {
         if self.provider.lock().is_some() {
             return;
@@ -160,46 +205,26 @@ impl Target for HttpTarget {
 
     async fn process(&self, request: TaskRequest) -> TaskResult {
         let task_id = request.task_id.clone();
-        let traceparent = trace_ids::traceparent(self.trace_salt, &task_id);
-        let (status, body) = match &self.pool {
-            Some(pool) => {
-                let body = match serde_json::to_vec(&request) {
-                    Ok(b) => b,
-                    Err(e) => return failure(&task_id, format!("encoding the request failed: {e}")),
-                };
-                let Ok(traceparent) = hyper::header::HeaderValue::try_from(traceparent) else {
-                    return failure(&task_id, "the traceparent is not a header value".into());
-                };
-                match pool.post_json("/v1/tasks", body, &[(TRACEPARENT, traceparent)]).await {
-                    Ok((status, body)) => (status.as_u16(), body),
-                    Err(e) => return failure(&task_id, e.to_string()),
-                }
-            }
-            None => {
-                let sent = self
-                    .request(reqwest::Method::POST, "/v1/tasks")
-                    .header("traceparent", traceparent)
-                    .json(&request)
-                    .send()
-                    .await;
-                let resp = match sent {
-                    Ok(r) => r,
-                    Err(e) => return failure(&task_id, format!("HTTP request failed: {e}")),
-                };
-                let status = resp.status().as_u16();
-                match resp.bytes().await {
-                    Ok(b) => (status, b),
-                    Err(e) => return failure(&task_id, format!("HTTP {status}: reading the body failed: {e}")),
-                }
-            }
+        match self.send(request).await {
+            Ok((status, body)) => self.read_whole(&task_id, status, &body),
+            Err(failed) => failed,
+        }
+    }
+
+    async fn process_measured(&self, request: TaskRequest) -> Measured {
+        let task_id = request.task_id.clone();
+        let (status, body) = match self.send(request).await {
+            Ok(answer) => answer,
+            Err(failed) => return Measured::of(failed),
         };
-        // 200, and 504 with a TaskResult body; anything else is an API error.
-        match serde_json::from_slice::<TaskResult>(&body) {
-            Ok(r) => {
-                self.learn_provider(&r);
-                r
+        match http_answer::read(&body) {
+            Some((measured, provider)) => {
+                if let Some(p) = provider {
+                    self.provider.lock().get_or_insert(p);
+                }
+                measured
             }
-            Err(_) => failure(&task_id, format!("HTTP {status}: {}", String::from_utf8_lossy(&body))),
+            None => Measured::of(self.read_whole(&task_id, status, &body)),
         }
     }
 

@@ -27,6 +27,7 @@ mod error;
 mod figures;
 pub mod gate;
 pub mod html;
+mod http_answer;
 pub mod http_pool;
 pub mod http_target;
 

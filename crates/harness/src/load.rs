@@ -29,7 +29,7 @@ use crate::progress::Progress;
 use crate::scenario::{Mode, ScenarioConfig, SessionMode};
 use crate::slowest::Slowest;
 use crate::stats::DurationHist;
-use crate::target::Target;
+use crate::target::{Measured, Target};
 use crate::timeline::{bounded_entry, count_code, Intervals, Series, MAX_CODES};
 
 /// The most tool names the per-tool breakdown keeps; the rest count under `other`.
@@ -307,11 +307,12 @@ fn tool_time(name: &str, secs: Option<f64>) -> Option<(String, Duration)> {
 }
 
 impl TurnOutcome {
-    fn from_result(r: TaskResult) -> Self {
+    fn from_measured(m: Measured) -> Self {
+        let r = m.result;
         if !r.is_success() {
             return TurnOutcome::Failed(Failure::of(&r));
         }
-        match TurnReport::figures(&r.metadata) {
+        match m.figures {
             Ok(report) => TurnOutcome::Done {
                 trace_id: r.metadata.get("trace_id").and_then(Value::as_str).map(str::to_owned),
                 tool_calls: r.tool_results.len() as u64,
@@ -596,8 +597,9 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
     }
     let t = Instant::now();
     let created = target
-        .process(TaskRequest::create_agent(format!("{}-c{i}", phase.tag), agent))
-        .await;
+        .process_measured(TaskRequest::create_agent(format!("{}-c{i}", phase.tag), agent))
+        .await
+        .result;
     sample.create = Some(t.elapsed());
     let Some(agent_id) = created.agent_id.clone().filter(|_| created.is_success()) else {
         sample.create_error = Some(Failure::of(&created));
@@ -638,9 +640,9 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
     let turn_start = Instant::now();
     let (outcome, stream, latency) = match cfg.mode {
         Mode::Sync => {
-            let result = target.process(req).await;
+            let measured = target.process_measured(req).await;
             let latency = due.elapsed();
-            (TurnOutcome::from_result(result), None, latency)
+            (TurnOutcome::from_measured(measured), None, latency)
         }
         Mode::Streaming => {
             let (o, s) = live_turn(target, req, Duration::from_millis(cfg.approval_think_ms)).await;

@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use aether_contracts::{InteractionResponse, TaskRequest, TaskResult, TaskStreamChunk};
+use aether_contracts::{
+    InteractionResponse, ReportError, TaskRequest, TaskResult, TaskStreamChunk, TurnFigures, TurnReport,
+};
 use aether_runtime::live::{LiveOptions, LiveSession};
 
 use aether_runtime::model::ProviderInfo;
@@ -29,6 +31,13 @@ pub trait Target: Send + Sync + 'static {
     fn provider(&self) -> ProviderInfo;
 
     async fn process(&self, request: TaskRequest) -> TaskResult;
+
+    /// [`Self::process`], with the turn's figures read from its report, as the load loop reads
+    /// every answer. A target that receives answers as JSON reads the figures from the JSON
+    /// itself rather than through the report's value tree (see `http_answer`).
+    async fn process_measured(&self, request: TaskRequest) -> Measured {
+        Measured::of(self.process(request).await)
+    }
     /// The trace id the request of `task_id` was sent with, when the target is reached by a
     /// traced protocol (over HTTP: its `traceparent`).
     fn trace_id(&self, _task_id: &str) -> Option<String> {
@@ -56,6 +65,25 @@ pub trait Target: Send + Sync + 'static {
 
     /// Starts a live turn; its chunks come from the returned stream.
     async fn start_live(&self, request: TaskRequest) -> Result<Box<dyn LiveStream>, String>;
+}
+
+/// A task's result and the turn's figures from its report.
+pub struct Measured {
+    /// The result. A target may leave out of its `metadata` what `figures` already holds, and
+    /// what the load loop does not read: `trace_id` and agent creation's `agent.reused` are
+    /// always there.
+    pub result: TaskResult,
+    /// The figures; an error names the report part that is missing or malformed (an answer to
+    /// agent creation carries none).
+    pub figures: Result<TurnFigures, ReportError>,
+}
+
+impl Measured {
+    /// Reads the figures from the result's metadata.
+    pub fn of(result: TaskResult) -> Self {
+        let figures = TurnReport::figures(&result.metadata);
+        Self { result, figures }
+    }
 }
 
 /// The consumer's side of a live turn.

@@ -19,17 +19,40 @@ fn hash(salt: u64, task_id: &str) -> u64 {
     })
 }
 
+/// Writes `v` as 16 lowercase hex digits.
+fn hex16(v: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, o) in out[..16].iter_mut().enumerate() {
+        *o = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+/// The trace id's 32 hex digits (ASCII).
+fn trace_bytes(h: u64) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    hex16(mix(h) | 1, &mut b[..16]);
+    hex16(mix(h ^ 0x5555_5555_5555_5555), &mut b[16..]);
+    b
+}
+
 /// The trace id (32 hex digits) of `task_id` in the run salted with `salt`.
 pub fn trace_id(salt: u64, task_id: &str) -> String {
-    let h = hash(salt, task_id);
-    format!("{:016x}{:016x}", mix(h) | 1, mix(h ^ 0x5555_5555_5555_5555))
+    trace_bytes(hash(salt, task_id))
+        .iter()
+        .map(|&b| char::from(b))
+        .collect()
 }
 
 /// The `traceparent` of `task_id`'s request: its trace, a span of the harness's own (the
-/// client side of the request), sampled.
+/// client side of the request), sampled. Written into one buffer (it is made for every
+/// request the load generator sends).
 pub fn traceparent(salt: u64, task_id: &str) -> String {
     let h = hash(salt, task_id);
-    format!("00-{}-{:016x}-01", trace_id(salt, task_id), mix(h ^ 0xAAAA) | 1)
+    let mut b = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    b[3..35].copy_from_slice(&trace_bytes(h));
+    hex16(mix(h ^ 0xAAAA) | 1, &mut b[36..52]);
+    // ASCII throughout: the lossy conversion copies it as it is.
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 #[cfg(test)]
@@ -42,6 +65,17 @@ mod tests {
         assert!(aether_contracts::trace::is_traceparent(&tp), "{tp}");
         assert_eq!(tp.split('-').nth(1).unwrap(), trace_id(7, "burst-t1"));
         assert_eq!(trace_id(7, "burst-t1"), trace_id(7, "burst-t1"));
+        // The digits are those `{:016x}` writes.
+        let h = hash(7, "burst-t1");
+        assert_eq!(
+            tp,
+            format!(
+                "00-{:016x}{:016x}-{:016x}-01",
+                mix(h) | 1,
+                mix(h ^ 0x5555_5555_5555_5555),
+                mix(h ^ 0xAAAA) | 1
+            )
+        );
         assert_ne!(trace_id(7, "burst-t1"), trace_id(7, "burst-t2"));
         assert_ne!(
             trace_id(7, "burst-t1"),
