@@ -58,6 +58,18 @@ impl MemSession {
         }
     }
 
+    /// What a record taken out of its entry leaves behind (never read).
+    fn placeholder() -> Self {
+        Self {
+            user_id: None,
+            ids: None,
+            state: SessionState::Archived,
+            created_at: 0,
+            updated_at: 0,
+            events: SmallVec::new(),
+        }
+    }
+
     /// The agent and internal-session ids the record names.
     fn ids(&self) -> (&str, &str) {
         match (&self.ids, self.events.last()) {
@@ -161,26 +173,19 @@ impl SessionStore for MemoryStore {
     }
 
     async fn put_session(&self, record: SessionRecord) -> Result<(), StoreError> {
-        let id = Arc::clone(&record.session_id);
-        let new = MemSession::new(record);
-        if let Some(e) = self.session(&id) {
-            e.replace(new);
-            return Ok(());
-        }
         let fresh = Arc::new(Entry {
-            id,
-            session: Mutex::new(new),
+            id: Arc::clone(&record.session_id),
+            session: Mutex::new(MemSession::new(record)),
         });
-        let raced = match self.sessions.entry(ById(Arc::clone(&fresh))) {
-            dashmap::Entry::Occupied(e) => Some(Arc::clone(&e.key().0)),
+        // Under the shard's lock either way, so a put and a delete of one id never interleave.
+        match self.sessions.entry(ById(Arc::clone(&fresh))) {
+            dashmap::Entry::Occupied(e) => {
+                let new = std::mem::replace(&mut *fresh.lock(), MemSession::placeholder());
+                e.key().0.replace(new);
+            }
             dashmap::Entry::Vacant(e) => {
                 e.insert(());
-                None
             }
-        };
-        // Another put of this id came in first: ours replaces its record, as if after it.
-        if let (Some(existing), Ok(ours)) = (raced, Arc::try_unwrap(fresh)) {
-            existing.replace(ours.session.into_inner());
         }
         Ok(())
     }
