@@ -217,7 +217,7 @@ impl Target for HttpTarget {
             Ok(answer) => answer,
             Err(failed) => return Measured::of(failed),
         };
-        match http_answer::read(&body) {
+        match http_answer::read(&body, self.provider.lock().is_none()) {
             Some((measured, provider)) => {
                 if let Some(p) = provider {
                     self.provider.lock().get_or_insert(p);

@@ -307,12 +307,13 @@ fn tool_time(name: &str, secs: Option<f64>) -> Option<(String, Duration)> {
 }
 
 impl TurnOutcome {
-    fn from_measured(m: Measured) -> Self {
-        let r = m.result;
-        if !r.is_success() {
-            return TurnOutcome::Failed(Failure::of(&r));
+    fn from_measured(mut m: Measured) -> Self {
+        if !m.result.is_success() {
+            return TurnOutcome::Failed(Failure::of(&m.result));
         }
-        match m.figures {
+        let figures = m.figures();
+        let r = m.result;
+        match figures {
             Ok(report) => TurnOutcome::Done {
                 trace_id: r.metadata.get("trace_id").and_then(Value::as_str).map(str::to_owned),
                 tool_calls: r.tool_results.len() as u64,

@@ -73,16 +73,24 @@ pub struct Measured {
     /// what the load loop does not read: `trace_id` and agent creation's `agent.reused` are
     /// always there.
     pub result: TaskResult,
-    /// The figures; an error names the report part that is missing or malformed (an answer to
-    /// agent creation carries none).
-    pub figures: Result<TurnFigures, ReportError>,
+    /// The figures when the target already read them (`None`: read them from the result's
+    /// metadata when they are wanted, see [`Self::figures`]).
+    pub figures: Option<Result<TurnFigures, ReportError>>,
 }
 
 impl Measured {
-    /// Reads the figures from the result's metadata.
+    /// A result whose figures are read from its metadata if asked for (agent creation's never
+    /// are).
     pub fn of(result: TaskResult) -> Self {
-        let figures = TurnReport::figures(&result.metadata);
-        Self { result, figures }
+        Self { result, figures: None }
+    }
+
+    /// The figures; an error names the report part that is missing or malformed.
+    pub fn figures(&mut self) -> Result<TurnFigures, ReportError> {
+        match self.figures.take() {
+            Some(read) => read,
+            None => TurnReport::figures(&self.result.metadata),
+        }
     }
 }
 
