@@ -217,7 +217,9 @@ impl Target for HttpTarget {
             Ok(answer) => answer,
             Err(failed) => return Measured::of(failed),
         };
-        match http_answer::read(&body, self.provider.lock().is_none()) {
+        // Not in the `match` itself: its guard would live through the arms, which lock again.
+        let want_provider = self.provider.lock().is_none();
+        match http_answer::read(&body, want_provider) {
             Some((measured, provider)) => {
                 if let Some(p) = provider {
                     self.provider.lock().get_or_insert(p);
