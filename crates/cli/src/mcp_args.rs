@@ -20,7 +20,8 @@ pub struct McpArgs {
 
     /// TOML file of MCP servers: `[[server]]` tables with name, command + args/env/cwd (stdio)
     /// or url + headers (HTTP), and optional timeout_ms (30000), retries (3), backoff_ms (100),
-    /// pool_size (1), session ("pooled" or "per_call").
+    /// pool_size (1), session ("pooled" or "per_call"), stateless (true: an HTTP server's
+    /// stateless protocol, one POST per call, when it speaks it; false: sessions).
     #[arg(long = "mcp-config", value_name = "FILE", env = "AETHER_MCP_CONFIG")]
     pub file: Option<PathBuf>,
 

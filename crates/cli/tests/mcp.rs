@@ -194,8 +194,9 @@ async fn a_slow_server_hits_the_timeout_in_a_turn() {
     );
 }
 
-/// Everything `aether mcp-serve` must do on one transport.
-async fn exercise_aether_server(cfg: McpServerConfig) {
+/// Everything `aether mcp-serve` must do on one transport; says whether the client used the
+/// stateless protocol.
+async fn exercise_aether_server(cfg: McpServerConfig) -> bool {
     let rt = runtime();
     let hub = McpHub::attach(Arc::clone(rt.tools()), vec![cfg]).await.unwrap();
     let served: Vec<_> = rt
@@ -256,12 +257,19 @@ async fn exercise_aether_server(cfg: McpServerConfig) {
     // A live turn streams the server's progress as tool.delta chunks (builtin.wait's
     // example arguments: 100 ms in 4 steps).
     assert_live_progress(&rt, "aether.builtin_wait", 4).await;
-    assert_eq!(client.stats().sessions_opened, 1, "every call on one pooled session");
+    let stateless = client.is_stateless();
+    let sessions = if stateless { 0 } else { 1 };
+    assert_eq!(
+        client.stats().sessions_opened,
+        sessions,
+        "every call on one pooled session, or none (stateless)"
+    );
+    stateless
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aether_mcp_serve_over_stdio() {
-    exercise_aether_server(aether_stdio("aether")).await;
+    assert!(!exercise_aether_server(aether_stdio("aether")).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +277,10 @@ async fn aether_mcp_serve_over_streamable_http() {
     let server = HttpServe::start();
     let mut config = McpServerConfig::http("aether", &server.url);
     config.headers.insert("Authorization".into(), "Bearer mcp-key".into());
-    exercise_aether_server(config).await;
+    assert!(
+        exercise_aether_server(config).await,
+        "over HTTP, the stateless protocol: one POST per call"
+    );
 
     // Without a key, or with another one: 401 before any MCP handling.
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
@@ -408,6 +419,7 @@ async fn headers_reach_an_http_server_and_cancelling_a_live_turn_cancels_the_mcp
         .await
         .unwrap();
     let client = hub.client("inproc").unwrap();
+    assert!(client.is_stateless(), "ids and cancel over the stateless protocol");
     let ctx = ToolContext {
         task_id: "task-7".into(),
         session_id: "session-7".into(),
@@ -548,6 +560,8 @@ fn serve_runs_turns_with_mcp_tools_and_counts_them_in_metrics() {
 #[test]
 fn tool_regression_reports_the_cost_of_mcp_calls_beside_in_process_ones() {
     let spec = format!("aether={} mcp-serve --tool-latency-ms 0", env!("CARGO_BIN_EXE_aether"));
+    let web = HttpServe::start();
+    let web_spec = format!("web={}", web.url);
     let summary = tmp("perf-mcp").join("tr.json");
     let out = aether(&[
         "perf",
@@ -559,9 +573,13 @@ fn tool_regression_reports_the_cost_of_mcp_calls_beside_in_process_ones() {
         "--time-scale",
         "0",
         "--tools",
-        "crm_lookup,aether.builtin_echo",
+        "crm_lookup,aether.builtin_echo,web.builtin_echo",
         "--mcp",
         &spec,
+        "--mcp",
+        &web_spec,
+        "--mcp-header",
+        "web=Authorization: Bearer mcp-key",
         "--tool-call-samples",
         "20",
         "--per-call-session-samples",
@@ -570,11 +588,12 @@ fn tool_regression_reports_the_cost_of_mcp_calls_beside_in_process_ones() {
         summary.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("aether.builtin_echo (stdio per_call)"),
-        "{}",
-        text(&out.stdout)
-    );
+    for line in [
+        "aether.builtin_echo (stdio per_call)",
+        "web.builtin_echo (http stateless)",
+    ] {
+        assert!(text(&out.stdout).contains(line), "{line}: {}", text(&out.stdout));
+    }
     let v: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert_eq!(v["requests"]["failed"], 0, "{}", v["errors"]);
     let rows = v["tools"]["call_costs"].as_array().expect("call_costs");
@@ -592,20 +611,30 @@ fn tool_regression_reports_the_cost_of_mcp_calls_beside_in_process_ones() {
             want("builtin.echo", "in_process", "-"),
             want("aether.builtin_echo", "stdio", "pooled"),
             want("aether.builtin_echo", "stdio", "per_call"),
+            // Over HTTP: the stateless protocol turns use, then a pooled session and a session
+            // per call for comparison.
+            want("web.builtin_echo", "http", "stateless"),
+            want("web.builtin_echo", "http", "pooled"),
+            want("web.builtin_echo", "http", "per_call"),
         ]
     );
-    assert_eq!(rows[1]["calls"], 20);
-    assert_eq!(rows[2]["calls"], 3);
+    for (i, calls) in [(1, 20), (2, 3), (3, 20), (4, 20), (5, 3)] {
+        assert_eq!(rows[i]["calls"], calls, "{}", rows[i]);
+        assert_eq!(
+            rows[i]["own_us"]["count"], calls,
+            "the server reports its own time: {}",
+            rows[i]
+        );
+    }
     assert!(rows.iter().all(|r| r["errors"] == 0));
-    assert!(
-        rows[1]["own_us"]["count"] == 20,
-        "the server reports its own time: {}",
-        rows[1]
-    );
-    assert!(
-        rows[2]["vs_pooled"]["p50"].as_f64().unwrap() > 1.0,
-        "a new session per call costs more"
-    );
+    for i in [2, 5] {
+        assert!(
+            rows[i]["vs_pooled"]["p50"].as_f64().unwrap() > 1.0,
+            "a new session per call costs more: {}",
+            rows[i]
+        );
+    }
+    assert!(rows[4]["vs_pooled"].is_object() && rows[3]["vs_pooled"].is_null());
 
     // A remote target's MCP servers are its own business.
     let out = aether(&[

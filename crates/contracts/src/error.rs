@@ -133,6 +133,19 @@ impl std::fmt::Display for ErrorPayload {
     }
 }
 
+/// An error with its causes, `outer: inner: …`, for messages that must say what really failed
+/// (an HTTP client's "error sending request" alone names nothing).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ pub use schemars;
 
 pub use agent::{AgentConfig, KnowledgeSource, KnowledgeSourceType, ModelConfig};
 pub use enums::{ErrorCategory, ExecutionMode, TaskStatus, ToolStatus};
-pub use error::{failure_status, ErrorCode, ErrorPayload};
+pub use error::{error_chain, failure_status, ErrorCode, ErrorPayload};
 pub use history::SessionEvent;
 pub use interaction::{InteractionRequest, InteractionResponse, InteractionType};
 pub use message::{ContentPart, FileReference, ImageReference, MessageContent, Role, UniversalMessage};

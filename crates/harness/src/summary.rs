@@ -518,7 +518,12 @@ impl Summary {
                 "\n   one tool call, one at a time (µs)  {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
                 "call p50", "call p99", "own p50", "ovh p50", "ovh p99", "errors"
             );
+            // The path turns use for the tool: the first of its rows, which the others compare to.
+            let mut used = "";
             for r in rows {
+                if r.vs_pooled.is_none() {
+                    used = r.session.unwrap_or("");
+                }
                 let path = match r.session {
                     Some(session) => format!("{} {session}", r.transport),
                     None => r.transport.to_owned(),
@@ -526,7 +531,7 @@ impl Summary {
                 let own = r.own_us.as_ref().map_or("n/a".to_owned(), |o| format!("{:.1}", o.p50));
                 let vs = r
                     .vs_pooled
-                    .map(|v| format!("  ×{:.0} p50, ×{:.0} p99 vs pooled", v.p50, v.p99))
+                    .map(|v| format!("  ×{:.1} p50, ×{:.1} p99 vs {used}", v.p50, v.p99))
                     .unwrap_or_default();
                 let _ = writeln!(
                     s,

@@ -1,6 +1,8 @@
 //! What one tool call costs, for `tool_regression`: the in-process baseline (`builtin.echo`
-//! through the registry: validation and the call) and every MCP tool of `--tools` over its
-//! pooled session and, for comparison, over a new session per call (the original's design).
+//! through the registry: validation and the call) and every MCP tool of `--tools` the way turns
+//! call it (over the stateless protocol, one POST per call, when an HTTP server speaks it; else
+//! over its pooled session) and, for comparison, over a new session per call (the original's
+//! design) and, for a stateless server, over a pooled session too.
 //! Each row has the call time the client saw, the tool's own time when the server reports it
 //! (`aether mcp-serve` does, in the result's `_meta`), and their difference: the overhead.
 //! Calls run one at a time, before the load phases, so nothing else competes with them.
@@ -24,7 +26,7 @@ pub struct ToolCallCost {
     pub tool: String,
     /// `in_process`, `stdio` or `http`.
     pub transport: &'static str,
-    /// `pooled` or `per_call` (MCP only).
+    /// `stateless` (one POST per call), `pooled` (a shared session) or `per_call` (MCP only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<&'static str>,
     pub calls: u64,
@@ -38,7 +40,8 @@ pub struct ToolCallCost {
     pub own_us: Option<Stats>,
     /// Call time minus own time, per call.
     pub overhead_us: Stats,
-    /// per_call rows: this row's overhead over the pooled row's (P50 and P99).
+    /// Comparison rows: this row's overhead over that of the row turns use (the first of the
+    /// tool's rows: stateless or pooled), at P50 and P99.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vs_pooled: Option<Ratio>,
 }
@@ -150,24 +153,42 @@ pub async fn measure(
             McpTransport::Stdio { .. } => "stdio",
             McpTransport::Http { .. } => "http",
         };
-        let pooled =
+        let used = if client.is_stateless() { "stateless" } else { "pooled" };
+        let main =
             over_mcp(client, remote, &tool, calls, WARMUP_CALLS)
                 .await
-                .row(&tool.full_name, transport, Some("pooled"));
-        let fresh = McpClient::new(client.config().clone().with_session(SessionMode::PerCall))
-            .map_err(|e| HarnessError::InvalidInput(e.to_string()))?;
-        let mut per_call =
-            over_mcp(&fresh, remote, &tool, per_call_calls, 1)
-                .await
-                .row(&tool.full_name, transport, Some("per_call"));
-        per_call.vs_pooled = Some(Ratio {
-            p50: ratio(per_call.overhead_us.p50, pooled.overhead_us.p50),
-            p99: ratio(per_call.overhead_us.p99, pooled.overhead_us.p99),
-        });
-        rows.push(pooled);
-        rows.push(per_call);
+                .row(&tool.full_name, transport, Some(used));
+        let mut compared = Vec::new();
+        if client.is_stateless() {
+            let session = other_client(client, |c| c.with_stateless(false))?;
+            let row = over_mcp(&session, remote, &tool, calls, WARMUP_CALLS).await;
+            session.shutdown().await;
+            compared.push(row.row(&tool.full_name, transport, Some("pooled")));
+        }
+        let fresh = other_client(client, |c| c.with_session(SessionMode::PerCall))?;
+        compared.push(over_mcp(&fresh, remote, &tool, per_call_calls, 1).await.row(
+            &tool.full_name,
+            transport,
+            Some("per_call"),
+        ));
+        for row in &mut compared {
+            row.vs_pooled = Some(Ratio {
+                p50: ratio(row.overhead_us.p50, main.overhead_us.p50),
+                p99: ratio(row.overhead_us.p99, main.overhead_us.p99),
+            });
+        }
+        rows.push(main);
+        rows.extend(compared);
     }
     Ok(rows)
+}
+
+/// A client of the same server, configured otherwise.
+fn other_client(
+    client: &McpClient,
+    configure: impl FnOnce(aether_mcp::McpServerConfig) -> aether_mcp::McpServerConfig,
+) -> Result<McpClient, HarnessError> {
+    McpClient::new(configure(client.config().clone())).map_err(|e| HarnessError::InvalidInput(e.to_string()))
 }
 
 fn ratio(a: f64, b: f64) -> f64 {

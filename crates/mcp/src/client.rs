@@ -1,11 +1,16 @@
-//! One MCP server's sessions.
+//! One MCP server's connection.
 //!
-//! Pooled (the default): `pool_size` sessions are opened on first use and reused by every
-//! call; JSON-RPC multiplexes concurrent calls over each, so a call costs one request and its
-//! response, never a spawn or a handshake. A session whose server died is reopened by the next
-//! call, with the configured retries and doubling backoff; calls that were in flight fail at
-//! once with a clear error. `per_call` opens, handshakes and closes a session for every call:
-//! the original's design, kept to measure what pooling saves.
+//! An HTTP server that speaks the stateless protocol (MCP 2026-07-28, found with one
+//! `server/discover` on first use) gets the direct client of [`crate::direct`]: a call is one
+//! POST, read in the caller's task; nothing to open, pool or restart.
+//!
+//! Otherwise, sessions. Pooled (the default): `pool_size` sessions are opened on first use and
+//! reused by every call; JSON-RPC multiplexes concurrent calls over each, so a call costs one
+//! request and its response, never a spawn or a handshake. A session whose server died is
+//! reopened by the next call, with the configured retries and doubling backoff; calls that were
+//! in flight fail at once with a clear error. `per_call` opens, handshakes and closes a session
+//! for every call (stateless servers included): the original's design, kept to measure what
+//! pooling saves.
 //!
 //! A call carries the turn's ids in its request `_meta` (and, over HTTP, as headers), asks for
 //! progress when the turn watches, and tells the server to cancel when it is dropped (a
@@ -35,6 +40,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 
 use crate::config::{McpServerConfig, McpTransport, SessionMode};
+use crate::direct::{self, Direct, Discovered, Failure};
 use crate::http_client::{ensure_tls_provider, HeaderClient};
 use crate::{McpError, META_CALL_ID, META_EXECUTION_US, META_SESSION_ID, META_TASK_ID, META_USER_ID};
 
@@ -107,6 +113,9 @@ pub struct McpStatsSnapshot {
     pub restarts: u64,
     /// Calls dropped before their answer (the server was told to cancel).
     pub cancelled: u64,
+    /// HTTP connections the stateless client opened (steady while they are reused; rmcp's
+    /// sessions keep their own).
+    pub connections_opened: u64,
 }
 
 /// What a call returned, with its timing (for the harness).
@@ -127,6 +136,9 @@ pub struct McpClient {
 
 struct Inner {
     config: McpServerConfig,
+    /// A pooled HTTP server's direct client, once `server/discover` said it speaks the
+    /// stateless protocol (`None` inside: it does not, use the slots).
+    stateless: tokio::sync::OnceCell<Option<Direct>>,
     slots: Vec<Slot>,
     next: AtomicUsize,
     tools_changed: Arc<Notify>,
@@ -170,6 +182,7 @@ impl McpClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 slots: (0..pool).map(|_| Slot::default()).collect(),
+                stateless: tokio::sync::OnceCell::new(),
                 config,
                 next: AtomicUsize::new(0),
                 tools_changed: Arc::new(Notify::new()),
@@ -190,6 +203,13 @@ impl McpClient {
     /// Opens the pooled sessions now (so a bad command or URL fails at start-up, not on the
     /// first call); per-call mode opens and closes one to check the server.
     pub async fn connect(&self) -> Result<(), McpError> {
+        let direct = self.inner.direct().await.map_err(|e| McpError::Connect {
+            server: self.name().to_owned(),
+            reason: e.0,
+        })?;
+        if direct.is_some() {
+            return Ok(());
+        }
         if self.inner.slots.is_empty() {
             let mut s = self.inner.open().await?;
             let _ = s.service.close().await;
@@ -210,6 +230,9 @@ impl McpClient {
             server: self.name().to_owned(),
             reason,
         };
+        if let Some(direct) = self.inner.direct().await.map_err(|e| err(e.0))? {
+            return direct.list_tools().await.map_err(|e| err(e.to_string()));
+        }
         match self.inner.slots.first() {
             Some(slot) => {
                 let s = self.inner.session_in(slot).await.map_err(|e| err(e.0))?;
@@ -275,7 +298,11 @@ impl McpClient {
                     }
                     Err(e) => Err(ToolError::new(e.to_string())),
                 },
-                SessionMode::Pooled => inner.call_pooled(tool, arguments, ctx).await,
+                SessionMode::Pooled => match inner.direct().await {
+                    Ok(Some(direct)) => inner.call_direct(direct, tool, &arguments, ctx).await,
+                    Ok(None) => inner.call_pooled(tool, arguments, ctx).await,
+                    Err(e) => Err(e),
+                },
             }
         };
         // Dropping the call on timeout tells the server to cancel it.
@@ -320,11 +347,24 @@ impl McpClient {
             sessions_opened: s.sessions_opened.load(Ordering::Relaxed),
             restarts: s.restarts.load(Ordering::Relaxed),
             cancelled: s.cancelled.load(Ordering::Relaxed),
+            connections_opened: match self.inner.stateless.get() {
+                Some(Some(direct)) => direct.connections_opened(),
+                _ => 0,
+            },
         }
     }
 
-    /// Closes every pooled session (stdio servers exit).
+    /// Whether calls go to the server's stateless protocol, one POST each (known once the
+    /// client has connected or made its first call).
+    pub fn is_stateless(&self) -> bool {
+        matches!(self.inner.stateless.get(), Some(Some(_)))
+    }
+
+    /// Closes every pooled session (stdio servers exit) and stops listening for changes.
     pub async fn shutdown(&self) {
+        if let Some(Some(direct)) = self.inner.stateless.get() {
+            direct.close();
+        }
         for slot in &self.inner.slots {
             let taken = slot.session.write().take();
             if let Some(s) = taken {
@@ -336,9 +376,103 @@ impl McpClient {
     }
 }
 
+/// Counts a direct call dropped before its answer (its connection closes, so the server
+/// cancels it).
+struct CountIfDropped<'a> {
+    stats: &'a Stats,
+    answered: bool,
+}
+
+impl Drop for CountIfDropped<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Inner {
     fn server_error(&self, reason: impl std::fmt::Display) -> ToolError {
         ToolError::new(format!("MCP server `{}`: {reason}", self.config.name))
+    }
+
+    /// A pooled HTTP server's direct client, or `None` when calls use sessions (a stdio
+    /// server, `per_call`, or a server without the stateless protocol). Asked once; while the
+    /// server cannot be reached, with the configured retries and backoff.
+    async fn direct(&self) -> Result<Option<&Direct>, ToolError> {
+        let McpTransport::Http { url } = &self.config.transport else {
+            return Ok(None);
+        };
+        if self.config.session != SessionMode::Pooled || !self.config.stateless {
+            return Ok(None);
+        }
+        let found = self.stateless.get_or_try_init(|| async {
+            let name = &self.config.name;
+            let mut last = String::new();
+            for attempt in 0..=self.config.retries {
+                if attempt > 0 {
+                    tokio::time::sleep(self.config.backoff_for(attempt)).await;
+                }
+                match direct::discover(&self.config, url, Arc::clone(&self.tools_changed)).await {
+                    Ok(Discovered::Stateless(d)) => {
+                        tracing::info!(server = %name, "MCP server speaks the stateless protocol: one POST per call");
+                        return Ok(Some(d));
+                    }
+                    Ok(Discovered::Legacy(reason)) => {
+                        tracing::info!(server = %name, %reason, "MCP server without the stateless protocol: pooled sessions");
+                        return Ok(None);
+                    }
+                    Err(e @ (Failure::NotSent(_) | Failure::Lost(_))) => {
+                        tracing::warn!(server = %name, attempt, error = %e, "MCP connect failed");
+                        last = e.to_string();
+                    }
+                    Err(e) => return Err(self.server_error(e)),
+                }
+            }
+            Err(self.server_error(format!("{last} (gave up after {} attempts)", self.config.retries + 1)))
+        });
+        Ok(found.await?.as_ref())
+    }
+
+    /// One call over the direct client; resent (with the configured retries and backoff) only
+    /// while nothing reached the server.
+    async fn call_direct(
+        &self,
+        direct: &Direct,
+        tool: &str,
+        arguments: &Metadata,
+        ctx: &ToolContext,
+    ) -> Result<(Value, Option<Duration>), ToolError> {
+        let mut pending = CountIfDropped {
+            stats: &self.stats,
+            answered: false,
+        };
+        let mut attempt = 0;
+        let answer = loop {
+            match direct.call(tool, arguments, ctx).await {
+                Err(Failure::NotSent(e)) if attempt < self.config.retries => {
+                    tracing::warn!(server = %self.config.name, attempt, error = %e, "MCP call not sent; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(self.config.backoff_for(attempt)).await;
+                }
+                other => break other,
+            }
+        };
+        pending.answered = true;
+        match answer {
+            Ok(r) => self.result_value(tool, r),
+            Err(Failure::NotSent(e)) => Err(self.server_error(format!(
+                "cannot reach the server: {e} (gave up after {} attempts)",
+                attempt + 1
+            ))),
+            Err(Failure::Lost(e)) => Err(self.server_error(format!(
+                "the connection closed while `{tool}` was running (did the server crash?): {e}"
+            ))),
+            Err(Failure::Rejected(e)) => {
+                Err(self.server_error(format!("`{tool}` was rejected: {} (code {})", e.message, e.code.0)))
+            }
+            Err(e) => Err(self.server_error(format!("`{tool}` failed: {e}"))),
+        }
     }
 
     /// Opens one session: spawn or connect, then the MCP handshake.

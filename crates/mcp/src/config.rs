@@ -52,6 +52,9 @@ pub struct McpServerConfig {
     /// Sessions kept open (stdio: processes). Calls are spread over them.
     pub pool_size: usize,
     pub session: SessionMode,
+    /// HTTP: use the server's stateless protocol (MCP 2026-07-28: one POST per call, no
+    /// session) when it speaks it (the default); `false` keeps sessions, as for older servers.
+    pub stateless: bool,
 }
 
 /// Default per-call timeout.
@@ -92,6 +95,7 @@ impl McpServerConfig {
             backoff: Duration::from_millis(100),
             pool_size: 1,
             session: SessionMode::Pooled,
+            stateless: true,
         }
     }
 
@@ -102,6 +106,12 @@ impl McpServerConfig {
 
     pub fn with_session(mut self, session: SessionMode) -> Self {
         self.session = session;
+        self
+    }
+
+    /// Whether an HTTP server's stateless protocol is used when it speaks it (see `stateless`).
+    pub fn with_stateless(mut self, stateless: bool) -> Self {
+        self.stateless = stateless;
         self
     }
 
@@ -137,6 +147,12 @@ impl McpServerConfig {
         for (i, s) in file.server.into_iter().enumerate() {
             let at = |field: &str, reason: &str| McpError::Config(format!("server[{i}].{field}: {reason}"));
             let transport = match (s.command, s.url) {
+                (Some(_), None) if s.stateless.is_some() => {
+                    return Err(at(
+                        "stateless",
+                        "applies to HTTP servers (`url`): stdio servers keep a session",
+                    ))
+                }
                 (Some(command), None) => McpTransport::Stdio {
                     command,
                     args: s.args,
@@ -167,6 +183,9 @@ impl McpServerConfig {
                 c.pool_size = n;
             }
             c.session = s.session;
+            if let Some(stateless) = s.stateless {
+                c.stateless = stateless;
+            }
             c.validate()
                 .map_err(|e| McpError::Config(format!("server[{i}]: {e}")))?;
             if out.iter().any(|o| o.name == c.name) {
@@ -256,6 +275,7 @@ struct ServerEntry {
     pool_size: Option<usize>,
     #[serde(default)]
     session: SessionMode,
+    stateless: Option<bool>,
 }
 
 #[cfg(test)]
@@ -306,11 +326,16 @@ mod tests {
             url = "https://example.invalid/mcp"
             headers = { Authorization = "Bearer x" }
             pool_size = 4
+            stateless = false
         "#;
         let v = McpServerConfig::parse_toml(file).unwrap();
         assert_eq!(v[0].timeout, Duration::from_millis(500));
         assert_eq!(v[0].session, SessionMode::PerCall);
         assert_eq!(v[1].pool_size, 4);
+        assert!(v[0].stateless && !v[1].stateless);
+        let e =
+            McpServerConfig::parse_toml("[[server]]\nname = \"x\"\ncommand = \"a\"\nstateless = true\n").unwrap_err();
+        assert!(e.to_string().contains("server[0].stateless"), "{e}");
         let e = McpServerConfig::parse_toml("[[server]]\nname = \"x\"\n").unwrap_err();
         assert!(e.to_string().contains("server[0].command"), "{e}");
         let e = McpServerConfig::parse_toml("[[server]]\nname = \"x\"\nurl = \"ftp://a\"\n").unwrap_err();

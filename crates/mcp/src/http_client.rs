@@ -17,8 +17,9 @@ use sse_stream::Sse;
 
 use crate::{META_CALL_ID, META_SESSION_ID, META_TASK_ID, META_USER_ID};
 
-/// Request-meta keys and the headers they become (the W3C `traceparent` as itself).
-const HEADERS: [(&str, &str); 5] = [
+/// Request-meta keys and the headers they become (the W3C `traceparent` as itself); the direct
+/// client sends the same.
+pub(crate) const ID_HEADERS: [(&str, &str); 5] = [
     (META_TASK_ID, "x-aether-task-id"),
     (META_SESSION_ID, "x-aether-session-id"),
     (META_CALL_ID, "x-aether-call-id"),
@@ -50,7 +51,7 @@ fn call_headers(message: &ClientJsonRpcMessage, headers: &mut HashMap<HeaderName
         return;
     }
     let meta = req.request.get_meta();
-    for (key, header) in HEADERS {
+    for (key, header) in ID_HEADERS {
         if let Some(v) = meta.get(key).and_then(|v| v.as_str()) {
             if let Ok(value) = HeaderValue::from_str(v) {
                 headers.insert(HeaderName::from_static(header), value);

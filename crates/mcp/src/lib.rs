@@ -1,14 +1,17 @@
 //! Model Context Protocol for Aether Frame, on the `rmcp` SDK.
 //!
 //! * [`config`]: how a server is configured (TOML `[[server]]` tables or `name=URL|COMMAND`).
-//! * [`client`]: one server's sessions: pooled (or one per call, to measure the difference),
-//!   restarted with backoff after a crash, with per-request headers, progress and cancellation.
+//! * [`client`]: one server's connection: a direct client of the stateless protocol (one POST
+//!   per call) for HTTP servers that speak it, else pooled sessions (or one per call, to measure
+//!   the difference) restarted with backoff after a crash; per-request headers, progress and
+//!   cancellation either way.
 //! * [`hub`]: puts every configured server's tools in a runtime's registry as `server.tool`,
 //!   and refreshes them when a server says its tool list changed.
 //! * [`server`]: the other direction: a registry's tools served over stdio or streamable HTTP.
 
 pub mod client;
 pub mod config;
+mod direct;
 mod http_client;
 pub mod hub;
 pub mod server;

@@ -305,16 +305,7 @@ pub(crate) fn served_by(model: &str, simulated: bool) -> std::sync::Arc<str> {
     }
 }
 
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
+pub(crate) use aether_contracts::error_chain;
 
 /// Reads a server-sent-events body: the `data:` payload of each event, in order. Each read waits
 /// at most `idle` for the next piece; a broken connection is an error naming the endpoint.
