@@ -70,7 +70,7 @@ pub struct CallOutcome {
     pub server_time: Option<Duration>,
 }
 
-/// A configured MCP server: its session pool and counters. Cheap to clone.
+/// A configured MCP server: its direct client or session pool, and counters. Cheap to clone.
 #[derive(Clone)]
 pub struct McpClient {
     inner: Arc<Inner>,
@@ -118,8 +118,10 @@ impl McpClient {
         &self.inner.config
     }
 
-    /// Opens the pooled sessions now (so a bad command or URL fails at start-up, not on the
-    /// first call); per-call mode opens and closes one to check the server.
+    /// Connects now, so a bad command or URL fails at start-up, not on the first call: asks an
+    /// HTTP server whether it speaks the stateless protocol (and subscribes to its tool-list
+    /// changes when it does), else opens the pooled sessions; per-call mode opens and closes
+    /// one to check the server.
     pub async fn connect(&self) -> Result<(), McpError> {
         let direct = self.inner.direct().await.map_err(|e| McpError::Connect {
             server: self.name().to_owned(),
