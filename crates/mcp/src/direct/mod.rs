@@ -30,21 +30,22 @@ use std::time::Duration;
 use aether_contracts::Metadata;
 use aether_tools::ToolContext;
 use bytes::Bytes;
-use futures::StreamExt;
 use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use http_body_util::{BodyExt, Full};
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientJsonRpcMessage, ClientRequest,
-    DiscoverRequest, DiscoverRequestParams, DiscoverResult, ErrorData, Implementation, JsonRpcMessage,
-    ListToolsRequest, ListToolsResult, NumberOrString, PaginatedRequestParams, ProgressNotificationParam,
-    ProgressToken, ProtocolVersion, RequestId, RequestMetaObject, ServerNotification, ServerRequest,
-    SubscriptionFilter, SubscriptionsListenRequest, SubscriptionsListenRequestParams, Tool,
+    DiscoverRequest, DiscoverRequestParams, DiscoverResult, ErrorData, Implementation, ListToolsRequest,
+    ListToolsResult, NumberOrString, PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
+    RequestId, RequestMetaObject, ServerNotification, SubscriptionFilter, SubscriptionsListenRequest,
+    SubscriptionsListenRequestParams, Tool,
 };
 use serde::de::DeserializeOwned;
 use tokio::task::AbortHandle;
 
+use answer::read_answer;
 use connections::Connections;
 
+mod answer;
 mod connections;
 
 use crate::config::McpServerConfig;
@@ -54,6 +55,9 @@ use crate::http_client::ID_HEADERS;
 const REVISION: ProtocolVersion = ProtocolVersion::V_2026_07_28;
 /// Most of a failed answer's body quoted in an error.
 const BODY_QUOTE: usize = 300;
+/// The largest answer read (a JSON body, or all of a call's event stream), as rmcp's client
+/// bounds an event; a `subscriptions/listen` stream is unbounded in total.
+const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// Longest wait between two `subscriptions/listen` attempts.
 const MAX_LISTEN_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -186,7 +190,8 @@ pub(crate) async fn discover(
         let (ack, acked) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(listen(Arc::clone(&endpoint), tools_changed, ack, config.backoff));
         listener = Some(task.abort_handle());
-        match tokio::time::timeout(config.timeout, acked).await {
+        // A server slow to acknowledge does not hold up start-up for long.
+        match tokio::time::timeout(config.timeout.min(Duration::from_secs(10)), acked).await {
             Ok(Ok(())) => {}
             // The task ended (the server refused the subscription) or did not acknowledge in time.
             _ => tracing::warn!(
@@ -250,7 +255,14 @@ impl Endpoint {
         headers: HeaderMap,
         on_notification: impl FnMut(ServerNotification),
     ) -> Result<R, Failure> {
-        self.request_as(self.next_id(), request, headers, on_notification).await
+        self.request_as(
+            self.next_id(),
+            request,
+            headers,
+            Some(MAX_ANSWER_BYTES),
+            on_notification,
+        )
+        .await
     }
 
     fn next_id(&self) -> i64 {
@@ -263,6 +275,7 @@ impl Endpoint {
         id: i64,
         mut request: ClientRequest,
         mut headers: HeaderMap,
+        limit: Option<usize>,
         on_notification: impl FnMut(ServerNotification),
     ) -> Result<R, Failure> {
         let meta = request_meta(&mut request);
@@ -280,7 +293,7 @@ impl Endpoint {
             HeaderName::from_static("mcp-method"),
             HeaderValue::from_str(&method).map_err(|e| Failure::Other(e.to_string()))?,
         );
-        self.exchange(body, headers, on_notification).await
+        self.exchange(body, headers, limit, on_notification).await
     }
 
     /// POSTs `body` and reads the answer.
@@ -288,6 +301,7 @@ impl Endpoint {
         &self,
         body: Vec<u8>,
         headers: HeaderMap,
+        limit: Option<usize>,
         on_notification: impl FnMut(ServerNotification),
     ) -> Result<R, Failure> {
         let mut all = self.headers.clone();
@@ -306,7 +320,14 @@ impl Endpoint {
                 connections
                     .exchange(make, |response| async move {
                         let (parts, body) = response.into_parts();
-                        read_answer(parts.status, &parts.headers, body.into_data_stream(), on_notification).await
+                        read_answer(
+                            parts.status,
+                            &parts.headers,
+                            body.into_data_stream(),
+                            limit,
+                            on_notification,
+                        )
+                        .await
                     })
                     .await
             }
@@ -322,110 +343,12 @@ impl Endpoint {
                         false => Failure::Lost(error_chain(&e)),
                     })?;
                 let (status, headers) = (response.status(), response.headers().clone());
-                read_answer(status, &headers, response.bytes_stream(), on_notification)
+                read_answer(status, &headers, response.bytes_stream(), limit, on_notification)
                     .await
                     .0
             }
         }
     }
-}
-
-/// Reads an answer: a JSON message, or the SSE stream's notifications up to the answer. Says
-/// too whether the body was read whole.
-async fn read_answer<R, S, E>(
-    status: http::StatusCode,
-    headers: &HeaderMap,
-    mut body: S,
-    mut on_notification: impl FnMut(ServerNotification),
-) -> (Result<R, Failure>, bool)
-where
-    R: DeserializeOwned,
-    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let kind = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if !kind.starts_with("text/event-stream") || !status.is_success() {
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.next().await {
-            match chunk {
-                Ok(c) => bytes.extend_from_slice(&c),
-                Err(e) => return (Err(Failure::Lost(error_chain(&e))), false),
-            }
-        }
-        let answer = if kind.starts_with("application/json") {
-            // A JSON answer is one response or one error: read in one pass (rmcp's message
-            // type first buffers the whole message to find out which kind it is).
-            match serde_json::from_slice::<Reply<R>>(&bytes) {
-                Ok(Reply {
-                    result: Some(result), ..
-                }) => Ok(result),
-                Ok(Reply { error: Some(e), .. }) => Err(Failure::Rejected(e)),
-                Ok(_) => Err(Failure::Other(format!(
-                    "the answer (HTTP {status}) has neither `result` nor `error`: {}",
-                    quote(&bytes)
-                ))),
-                Err(e) => Err(Failure::Other(format!(
-                    "unreadable answer (HTTP {status}): {e}: {}",
-                    quote(&bytes)
-                ))),
-            }
-        } else if !status.is_success() {
-            Err(Failure::Status(status.as_u16(), quote(&bytes)))
-        } else {
-            Err(Failure::Other(format!(
-                "unexpected answer type `{kind}` (HTTP {status})"
-            )))
-        };
-        return (answer, true);
-    }
-    let mut events = sse_stream::SseStream::from_bytes_stream(body);
-    while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => return (Err(Failure::Lost(e.to_string())), false),
-        };
-        let Some(data) = event.data.filter(|d| !d.is_empty()) else {
-            continue; // priming events and keep-alives
-        };
-        let answer = match serde_json::from_str::<Answer<R>>(&data) {
-            Ok(JsonRpcMessage::Response(r)) => Ok(r.result),
-            Ok(JsonRpcMessage::Error(e)) => Err(Failure::Rejected(e.error)),
-            Ok(JsonRpcMessage::Notification(n)) => {
-                on_notification(n.notification);
-                continue;
-            }
-            // The stateless revision asks for input with a result, not with a request.
-            Ok(JsonRpcMessage::Request(r)) => {
-                tracing::debug!(id = %r.id, "MCP server request ignored by the stateless client");
-                continue;
-            }
-            Err(e) => Err(Failure::Other(format!(
-                "unreadable event: {e}: {}",
-                quote(data.as_bytes())
-            ))),
-        };
-        // The stream's end is not awaited: the connection is not reused.
-        return (answer, false);
-    }
-    (
-        Err(Failure::Lost("the event stream ended without an answer".into())),
-        false,
-    )
-}
-
-/// A server message whose result is read as `R`.
-type Answer<R> = JsonRpcMessage<ServerRequest, R, ServerNotification>;
-
-/// A JSON-RPC response or error (its `jsonrpc` and `id` are not needed: one request per POST).
-#[derive(serde::Deserialize)]
-#[serde(bound = "R: DeserializeOwned")]
-struct Reply<R> {
-    result: Option<R>,
-    error: Option<ErrorData>,
 }
 
 /// The request's `_meta`, created empty when it has none.
@@ -439,11 +362,6 @@ fn request_meta(request: &mut ClientRequest) -> &mut RequestMetaObject {
 }
 
 use aether_contracts::error_chain;
-
-fn quote(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_QUOTE)]);
-    text.trim().to_owned()
-}
 
 impl Direct {
     /// Every tool of the server, all pages.
@@ -510,7 +428,13 @@ impl Direct {
             }
         };
         self.endpoint
-            .request_as(id, ClientRequest::CallToolRequest(request), headers, forward)
+            .request_as(
+                id,
+                ClientRequest::CallToolRequest(request),
+                headers,
+                Some(MAX_ANSWER_BYTES),
+                forward,
+            )
             .await
     }
 }
@@ -562,8 +486,9 @@ async fn listen(
             ServerNotification::ToolListChangedNotification(_) => changed.notify_one(),
             _ => {}
         };
-        let ended: Result<serde_json::Value, Failure> =
-            endpoint.request(request, HeaderMap::new(), on_notification).await;
+        let ended: Result<serde_json::Value, Failure> = endpoint
+            .request_as(endpoint.next_id(), request, HeaderMap::new(), None, on_notification)
+            .await;
         match ended {
             Err(Failure::Rejected(e)) => {
                 tracing::warn!(error = %e.message, "the MCP server refused `subscriptions/listen`");
