@@ -33,19 +33,20 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use http_body_util::{BodyExt, Full};
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResult, ClientCapabilities, ClientJsonRpcMessage, ClientRequest,
-    DiscoverRequest, DiscoverRequestParams, DiscoverResult, ErrorData, Implementation, ListToolsRequest,
-    ListToolsResult, NumberOrString, PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion,
-    RequestId, RequestMetaObject, ServerNotification, SubscriptionFilter, SubscriptionsListenRequest,
-    SubscriptionsListenRequestParams, Tool,
+    CallToolResult, ClientCapabilities, ClientJsonRpcMessage, ClientRequest, DiscoverRequest, DiscoverRequestParams,
+    DiscoverResult, ErrorData, Implementation, ListToolsRequest, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProtocolVersion, RequestId, RequestMetaObject, ServerNotification, SubscriptionFilter,
+    SubscriptionsListenRequest, SubscriptionsListenRequestParams, Tool,
 };
 use serde::de::DeserializeOwned;
 use tokio::task::AbortHandle;
 
 use answer::read_answer;
+use call_body::CallBody;
 use connections::Connections;
 
 mod answer;
+mod call_body;
 mod connections;
 
 use crate::config::McpServerConfig;
@@ -388,7 +389,6 @@ impl Direct {
         arguments: &Metadata,
         ctx: &ToolContext,
     ) -> Result<CallToolResult, Failure> {
-        let mut meta = RequestMetaObject::new();
         let mut headers = HeaderMap::new();
         let traceparent = aether_contracts::trace::traceparent();
         // In ID_HEADERS' order.
@@ -399,23 +399,35 @@ impl Direct {
             ctx.user_id.as_deref(),
             traceparent.as_deref(),
         ];
+        let mut entries = [("", ""); ID_HEADERS.len()];
+        let mut n = 0;
         for ((key, header), value) in ID_HEADERS.into_iter().zip(values) {
             if let Some(v) = value.filter(|v| !v.is_empty()) {
-                meta.0 .0.insert(key.to_owned(), v.into());
+                entries[n] = (key, v);
+                n += 1;
                 if let Ok(h) = HeaderValue::from_str(v) {
                     headers.insert(HeaderName::from_static(header), h);
                 }
             }
         }
         let id = self.endpoint.next_id();
-        if ctx.progress.is_some() {
-            // The request id is unique among this client's requests: the progress token.
-            meta.set_progress_token(ProgressToken(NumberOrString::Number(id)));
-        }
+        // The request id is unique among this client's requests: the progress token.
+        let progress_token = ctx.progress.is_some().then_some(id);
+        let mut body = Vec::with_capacity(512);
+        let call = CallBody::new(
+            id,
+            tool,
+            arguments,
+            &entries[..n],
+            progress_token,
+            &self.endpoint.context.0 .0,
+        );
+        serde_json::to_writer(&mut body, &call).map_err(|e| Failure::Other(format!("cannot encode `{tool}`: {e}")))?;
+        headers.insert(
+            HeaderName::from_static("mcp-method"),
+            HeaderValue::from_static("tools/call"),
+        );
         headers.insert(HeaderName::from_static("mcp-name"), header_value(tool));
-        let mut request =
-            CallToolRequest::new(CallToolRequestParams::new(tool.to_owned()).with_arguments(arguments.clone()));
-        request.extensions.insert(meta);
         let forward = |n: ServerNotification| {
             if let ServerNotification::ProgressNotification(p) = n {
                 let ProgressNotificationParam {
@@ -428,13 +440,7 @@ impl Direct {
             }
         };
         self.endpoint
-            .request_as(
-                id,
-                ClientRequest::CallToolRequest(request),
-                headers,
-                Some(MAX_ANSWER_BYTES),
-                forward,
-            )
+            .exchange(body, headers, Some(MAX_ANSWER_BYTES), forward)
             .await
     }
 }
