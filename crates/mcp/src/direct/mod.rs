@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_contracts::Metadata;
+use aether_contracts::{error_chain, Metadata};
 use aether_tools::ToolContext;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
@@ -361,8 +361,6 @@ fn request_meta(request: &mut ClientRequest) -> &mut RequestMetaObject {
     }
     ext.get_mut::<RequestMetaObject>().expect("inserted above")
 }
-
-use aether_contracts::error_chain;
 
 impl Direct {
     /// Every tool of the server, all pages.
