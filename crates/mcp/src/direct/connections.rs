@@ -3,9 +3,9 @@
 //!
 //! A general client (reqwest) drives every connection in a task of its own, so a request and
 //! its answer each cross to another task, usually on another thread: on a loopback MCP call
-//! those wake-ups cost more than the server's answer (measured: reqwest alone ~210–350 µs p50
-//! per call against a server that wrk sees answer in ~117 µs; hyper's connection driven inline
-//! ~130–170 µs). Here a call pops an idle connection (or opens one: `TCP_NODELAY`), polls the
+//! those wake-ups cost more than the server's answer (measured: reqwest alone ~210–330 µs p50
+//! per call against a server that wrk sees answer in 117–143 µs; hyper's connection driven
+//! inline ~130–170 µs). Here a call pops an idle connection (or opens one: `TCP_NODELAY`), polls the
 //! connection itself while it sends and reads, and pushes it back once the answer was read
 //! whole. The stack's lock is held only to pop or push, never across I/O; it keeps at most
 //! [`MAX_IDLE`] connections (one more is closed) and drops, when popped, any the server has
@@ -122,12 +122,11 @@ impl Connections {
         Ok(Conn { sender, driver })
     }
 
-    /// Sends the request `make` builds and hands the answer to `read`, driving the connection
-    /// meanwhile. `read` says whether it read the answer whole (the connection can serve
-    /// another request).
+    /// Sends `request` and hands the answer to `read`, driving the connection meanwhile.
+    /// `read` says whether it read the answer whole (the connection can serve another request).
     pub(crate) async fn exchange<T, Fut>(
         &self,
-        make: impl Fn() -> Request<Full<Bytes>>,
+        mut request: Request<Full<Bytes>>,
         read: impl FnOnce(Response<Incoming>) -> Fut,
     ) -> Result<T, Failure>
     where
@@ -143,22 +142,26 @@ impl Connections {
             };
             let Conn { sender, driver } = &mut conn;
             let send = async {
-                sender.ready().await?;
-                sender.send_request(make()).await
+                if let Err(e) = sender.ready().await {
+                    return Err((e, Some(request)));
+                }
+                sender.try_send_request(request).await.map_err(|mut e| {
+                    let unsent = e.take_message();
+                    (e.into_error(), unsent)
+                })
             };
             let (sent, closed) = drive(driver, send).await;
             let response = match sent {
                 Ok(r) => r,
-                // Nothing was written: a reused connection the server had closed. Once more on
-                // a new one.
-                Err(e) if (e.is_canceled() || e.is_closed()) && was_idle => {
+                // Nothing was written (hyper handed the request back): a reused connection the
+                // server had closed. Once more on a new one.
+                Err((_, Some(unsent))) if was_idle => {
+                    request = unsent;
                     fresh_only = true;
                     continue;
                 }
-                Err(e) if e.is_canceled() || e.is_closed() => {
-                    return Err(Failure::NotSent(format!("{}: {e}", self.addr)))
-                }
-                Err(e) => return Err(Failure::Lost(aether_contracts::error_chain(&e))),
+                Err((e, Some(_))) => return Err(Failure::NotSent(format!("{}: {e}", self.addr))),
+                Err((e, None)) => return Err(Failure::Lost(aether_contracts::error_chain(&e))),
             };
             let ((out, whole), closed_reading) = drive(&mut conn.driver, read(response)).await;
             if whole && !closed && !closed_reading {

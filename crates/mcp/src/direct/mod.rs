@@ -34,7 +34,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use http_body_util::{BodyExt, Full};
 use rmcp::model::{
     CallToolResult, ClientCapabilities, ClientJsonRpcMessage, ClientRequest, DiscoverRequest, DiscoverRequestParams,
-    DiscoverResult, ErrorData, Implementation, ListToolsRequest, ListToolsResult, PaginatedRequestParams,
+    DiscoverResult, ErrorData, GetMeta, Implementation, ListToolsRequest, ListToolsResult, PaginatedRequestParams,
     ProgressNotificationParam, ProtocolVersion, RequestId, RequestMetaObject, ServerNotification, SubscriptionFilter,
     SubscriptionsListenRequest, SubscriptionsListenRequestParams, Tool,
 };
@@ -144,9 +144,7 @@ impl Direct {
 
 impl Drop for Direct {
     fn drop(&mut self) {
-        if let Some(l) = &self.listener {
-            l.abort();
-        }
+        self.close();
     }
 }
 
@@ -279,7 +277,7 @@ impl Endpoint {
         limit: Option<usize>,
         on_notification: impl FnMut(ServerNotification),
     ) -> Result<R, Failure> {
-        let meta = request_meta(&mut request);
+        let meta = request.get_meta_mut();
         meta.0
              .0
             .extend(self.context.0 .0.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -310,16 +308,12 @@ impl Endpoint {
         match &self.transport {
             Transport::Plain(connections) => {
                 all.insert(http::header::HOST, connections.host().clone());
-                let body = Bytes::from(body);
-                let make = || {
-                    let mut request = http::Request::new(Full::new(body.clone()));
-                    *request.method_mut() = http::Method::POST;
-                    *request.uri_mut() = connections.path().clone();
-                    *request.headers_mut() = all.clone();
-                    request
-                };
+                let mut request = http::Request::new(Full::new(Bytes::from(body)));
+                *request.method_mut() = http::Method::POST;
+                *request.uri_mut() = connections.path().clone();
+                *request.headers_mut() = all;
                 connections
-                    .exchange(make, |response| async move {
+                    .exchange(request, |response| async move {
                         let (parts, body) = response.into_parts();
                         read_answer(
                             parts.status,
@@ -350,16 +344,6 @@ impl Endpoint {
             }
         }
     }
-}
-
-/// The request's `_meta`, created empty when it has none.
-fn request_meta(request: &mut ClientRequest) -> &mut RequestMetaObject {
-    use rmcp::model::GetExtensions;
-    let ext = request.extensions_mut();
-    if ext.get::<RequestMetaObject>().is_none() {
-        ext.insert(RequestMetaObject::new());
-    }
-    ext.get_mut::<RequestMetaObject>().expect("inserted above")
 }
 
 impl Direct {
