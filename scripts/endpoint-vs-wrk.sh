@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # endpoint_load's client against wrk, side by side on one `aether sim-llm --time-scale 0`, both
 # sending the same streamed chat completion (one short prompt, `max_tokens` 128; the simulated
-# answer streams as ~84 chunks). wrk reads each whole chunked answer; endpoint_load also parses
-# every SSE chunk, times each piece and reads the usage, recording TTFT/ITL/E2E in full HDR.
-# Usage: scripts/endpoint-vs-wrk.sh [CONCURRENCY...]   (default: 16 32; 10 s each; release build)
+# answer streams as 88 chunks, ~19 KB). wrk reads each whole chunked answer; endpoint_load also
+# parses every SSE chunk, times each piece and reads the usage, recording TTFT/ITL/E2E in full HDR.
+# Usage: scripts/endpoint-vs-wrk.sh [CONCURRENCY...]   (default: 16 32; release build)
+# Environment: DURATION (seconds per run, default 10), AETHER (the binary), HARNESS_THREADS (the
+# harness's async workers; 1 is wrk -t1's footing; default one per core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 AETHER=${AETHER:-target/release/aether}
@@ -26,7 +28,7 @@ for n in ${@:-16 32}; do
   wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/stream.lua" "$url/v1/chat/completions" > "$work/wrk.txt"
   if grep -q "Non-2xx" "$work/wrk.txt"; then echo "wrk got errors:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
   w=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
-  "$AETHER" perf run --scenario endpoint_load --provider openai --base-url "$url/v1" --model gpt-4o-mini \
+  "$AETHER" ${HARNESS_THREADS:+--worker-threads $HARNESS_THREADS} perf run --scenario endpoint_load --provider openai --base-url "$url/v1" --model gpt-4o-mini \
     --dataset "$work/prompts.jsonl" --concurrency "$n" --duration "${DURATION}s" --output "$work/e.json" >/dev/null 2>&1
   read -r h failed ttft e2e < <(python3 -c "
 import json; d = json.load(open('$work/e.json'))

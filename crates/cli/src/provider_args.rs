@@ -100,6 +100,9 @@ impl ProviderArgs {
                 "--base-url `{url}` must start with http:// or https://"
             )));
         }
+        if let Err(e) = aether_runtime::model::check_base_url(&url) {
+            return Err(CliError::usage(format!("--base-url `{url}` is not a valid URL: {e}")));
+        }
         let key_env = self.api_key_env.clone().unwrap_or_else(|| {
             if self.provider == ProviderKind::Gemini {
                 "GEMINI_API_KEY"

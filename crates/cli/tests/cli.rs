@@ -47,6 +47,21 @@ fn bad_input_exits_2_with_a_clear_message() {
     let out = aether(&["chat", "--no-such-flag"]);
     assert_eq!(out.status.code(), Some(2));
 
+    // A model endpoint's URL is checked before anything runs (not at its first call, retried).
+    let out = aether(&[
+        "chat",
+        "--provider",
+        "openai",
+        "--base-url",
+        "http://model host:8000/v1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--base-url `http://model host:8000/v1` is not a valid URL"),
+        "{}",
+        text(&out.stderr)
+    );
+
     let out = aether(&["models", "--sim-profiles", "/nonexistent/profiles.toml"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("/nonexistent/profiles.toml"));

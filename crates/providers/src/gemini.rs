@@ -9,7 +9,7 @@ use aether_contracts::{ContentPart, MessageContent, Role, ToolCall};
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::http::{is_simulated, served_by, Auth, Endpoint, EndpointConfig, SseReader};
+use super::http::{bad_event, is_simulated, served_by, Auth, Endpoint, EndpointConfig, SseReader};
 use super::openai::{decode_name, encode_name};
 use super::{DeltaSink, ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, TokenUsage};
 use crate::multimodal;
@@ -168,7 +168,7 @@ impl GeminiProvider {
         let response = self
             .endpoint
             .send_with_retries(
-                &self.url(&req.model.model, stream),
+                &super::http::parse_url(&self.url(&req.model.model, stream), &self.endpoint.cfg.base_url)?,
                 &self.body(req),
                 Auth::Header("x-goog-api-key"),
             )
@@ -186,7 +186,7 @@ impl GeminiProvider {
                 let base_url = &self.endpoint.cfg.base_url;
                 let mut events = SseReader::new(response, self.endpoint.cfg.first_byte_timeout, base_url);
                 while let Some(data) = events.next_data().await? {
-                    let v: Value = serde_json::from_str(&data).map_err(|e| events.bad_event(e))?;
+                    let v: Value = serde_json::from_slice(data).map_err(|e| bad_event(base_url, e))?;
                     acc.absorb(&v, Some(&mut *sink)).await?;
                 }
                 if !acc.finished {

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::json;
 
-pub use http::EndpointConfig;
+pub use http::{check_base_url, EndpointConfig};
 pub use profiles::{Profile, ProfileSet};
 pub use sim::{SimConfig, SimulatedModel};
 

@@ -20,7 +20,7 @@ use aether_contracts::{ContentPart, MessageContent, Metadata, Role, ToolCall};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::http::{is_simulated, served_by, Auth, Endpoint, EndpointConfig, SseReader};
+use super::http::{bad_event, is_simulated, served_by, Auth, Endpoint, EndpointConfig, SseReader};
 use super::{DeltaSink, ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, TokenUsage};
 use crate::multimodal;
 
@@ -28,6 +28,8 @@ use crate::multimodal;
 pub struct OpenAiProvider {
     endpoint: Endpoint,
     info: ProviderInfo,
+    /// `{base_url}/chat/completions`, parsed once (not per call).
+    chat_url: reqwest::Url,
 }
 
 /// Settings of an OpenAI-compatible endpoint.
@@ -43,7 +45,9 @@ pub(crate) fn decode_name(name: &str) -> String {
 
 impl OpenAiProvider {
     pub fn new(cfg: OpenAiConfig) -> Result<Self, ModelError> {
+        let chat_url = super::http::parse_url(&format!("{}/chat/completions", cfg.base_url), &cfg.base_url)?;
         Ok(Self {
+            chat_url,
             info: ProviderInfo {
                 name: cfg.name.clone(),
                 simulated: false,
@@ -54,10 +58,6 @@ impl OpenAiProvider {
 
     pub fn config(&self) -> &OpenAiConfig {
         &self.endpoint.cfg
-    }
-
-    fn url(&self) -> String {
-        format!("{}/chat/completions", self.endpoint.cfg.base_url)
     }
 
     fn body(&self, req: &ModelRequest<'_>, stream: bool) -> Value {
@@ -161,7 +161,7 @@ impl OpenAiProvider {
         let body = self.body(req, false);
         let response = self
             .endpoint
-            .send_with_retries(&self.url(), &body, Auth::Bearer)
+            .send_with_retries(&self.chat_url, &body, Auth::Bearer)
             .await?;
         let simulated = is_simulated(&response);
         let v: Value = tokio::time::timeout(self.endpoint.cfg.first_byte_timeout, response.json())
@@ -209,7 +209,7 @@ impl OpenAiProvider {
         let body = self.body(req, true);
         let response = self
             .endpoint
-            .send_with_retries(&self.url(), &body, Auth::Bearer)
+            .send_with_retries(&self.chat_url, &body, Auth::Bearer)
             .await?;
         let simulated = is_simulated(&response);
         let base_url = &self.endpoint.cfg.base_url;
@@ -225,18 +225,18 @@ impl OpenAiProvider {
                     "the stream from {base_url} ended before [DONE] (connection dropped)"
                 )));
             };
-            if data == "[DONE]" {
+            if data == b"[DONE]" {
                 break;
             }
             // Typed and borrowing: a chunk's text is read in place, nothing else it holds is kept.
-            let chunk: StreamChunk<'_> = serde_json::from_str(&data).map_err(|e| events.bad_event(e))?;
+            let chunk: StreamChunk<'_> = serde_json::from_slice(data).map_err(|e| bad_event(base_url, e))?;
             if let Some(m) = chunk.model.filter(|m| **m != *served_by) {
-                served_by = m.into_owned();
+                served_by = m.0.into_owned();
             }
             if let Some(u) = chunk.usage.filter(|u| !u.is_null()) {
                 usage = usage_of(Some(&u));
             }
-            let Some(choice) = chunk.choices.into_iter().flatten().next() else {
+            let Some(choice) = chunk.choices.and_then(|c| c.0) else {
                 continue;
             };
             truncated |= choice.finish_reason.as_deref() == Some("length");
@@ -281,11 +281,46 @@ impl OpenAiProvider {
 #[derive(serde::Deserialize)]
 struct StreamChunk<'a> {
     #[serde(borrow, default)]
-    model: Option<std::borrow::Cow<'a, str>>,
+    model: Option<Text<'a>>,
     #[serde(default)]
     usage: Option<Value>,
+    /// Only the first choice is read (one is asked for); the list is not collected.
     #[serde(borrow, default)]
-    choices: Option<Vec<StreamChoice<'a>>>,
+    choices: Option<First<StreamChoice<'a>>>,
+}
+
+/// A string borrowed from the chunk unless it holds escapes. (serde borrows a `Cow<str>` field
+/// only when it is the field's own type: inside an `Option` it would copy every chunk's text.)
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The first element of a JSON list, the rest skipped unread into anything.
+struct First<T>(Option<T>);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for First<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = First<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<First<T>, A::Error> {
+                let first = seq.next_element()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(First(first))
+            }
+        }
+        d.deserialize_seq(Visit(std::marker::PhantomData))
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -293,13 +328,13 @@ struct StreamChoice<'a> {
     #[serde(borrow, default)]
     delta: Option<StreamDelta<'a>>,
     #[serde(borrow, default)]
-    finish_reason: Option<std::borrow::Cow<'a, str>>,
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(serde::Deserialize)]
 struct StreamDelta<'a> {
     #[serde(borrow, default)]
-    content: Option<std::borrow::Cow<'a, str>>,
+    content: Option<Text<'a>>,
     /// Tool-call fragments: rare, read as they come.
     #[serde(default)]
     tool_calls: Option<Vec<Value>>,
@@ -348,5 +383,56 @@ impl ModelProvider for OpenAiProvider {
         sink: &mut dyn DeltaSink,
     ) -> Result<ModelResponse, ModelError> {
         self.endpoint.guarded(self.stream(&req, sink)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_read_in_place_and_escaped_text_is_decoded() {
+        let plain =
+            br#"{"id":"c","model":"m-1","choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}]}"#;
+        let c: StreamChunk<'_> = serde_json::from_slice(plain).unwrap();
+        assert!(matches!(
+            c.model.as_ref().map(|m| &m.0),
+            Some(std::borrow::Cow::Borrowed("m-1"))
+        ));
+        let text = c
+            .choices
+            .and_then(|f| f.0)
+            .and_then(|ch| ch.delta)
+            .and_then(|d| d.content);
+        assert!(matches!(text.map(|t| t.0), Some(std::borrow::Cow::Borrowed("word "))));
+
+        // Escapes are decoded (an owned copy); only the first choice counts; usage is kept.
+        let escaped = br#"{"choices":[{"delta":{"content":"a\"b\u00e9"},"finish_reason":"length"},{"delta":{"content":"second"}}],"usage":{"completion_tokens":3}}"#;
+        let c: StreamChunk<'_> = serde_json::from_slice(escaped).unwrap();
+        assert_eq!(usage_of(c.usage.as_ref()).completion_tokens, 3);
+        let choice = c.choices.and_then(|f| f.0).unwrap();
+        assert_eq!(choice.finish_reason.as_deref(), Some("length"));
+        assert_eq!(choice.delta.and_then(|d| d.content).as_deref(), Some("a\"bé"));
+
+        // The last chunk's empty list, and `choices: null`, are no choice at all.
+        for body in [&br#"{"choices":[]}"#[..], br#"{"choices":null}"#] {
+            let c: StreamChunk<'_> = serde_json::from_slice(body).unwrap();
+            assert!(c.choices.and_then(|f| f.0).is_none());
+        }
+        assert!(serde_json::from_slice::<StreamChunk<'_>>(br#"{"choices":{}}"#).is_err());
+    }
+
+    #[test]
+    fn a_base_url_that_is_not_a_url_is_refused_when_the_provider_is_made() {
+        let e = OpenAiProvider::new(OpenAiConfig::new("127.0.0.1:8000/v1"))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("base_url `127.0.0.1:8000/v1` is not a valid URL"),
+            "{e}"
+        );
+        let p = OpenAiProvider::new(OpenAiConfig::new("http://127.0.0.1:8000/v1/")).unwrap();
+        assert_eq!(p.chat_url.as_str(), "http://127.0.0.1:8000/v1/chat/completions");
     }
 }
