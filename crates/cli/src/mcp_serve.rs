@@ -112,9 +112,8 @@ pub async fn run(a: McpServeArgs) -> Result<(), CliError> {
             let local = listener.local_addr().map_err(|e| CliError::failed(e.to_string()))?;
             println!("aether mcp-serve: MCP over streamable HTTP at http://{local}/mcp");
             tracing::info!(%local, "MCP server listening");
-            let stop = async {
-                let _ = tokio::signal::ctrl_c().await;
-            };
+            // Ctrl-C or SIGTERM: open requests finish, then spans are flushed on the way out.
+            let stop = crate::serve::shutdown_signal();
             serve_http(listener, server, &a.allow_hosts, Some(authorize), stop)
                 .await
                 .map_err(|e| CliError::failed(e.to_string()))

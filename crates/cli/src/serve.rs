@@ -251,7 +251,7 @@ pub async fn run(a: ServeArgs, meter: Option<Arc<dyn aether_runtime::meter::GenA
 }
 
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

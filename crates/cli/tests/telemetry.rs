@@ -598,6 +598,27 @@ async fn chat_exporting_to(
     .unwrap()
 }
 
+/// `aether chat` exporting to `collector`, one turn that calls `builtin.echo` of the MCP server
+/// `NAME=URL` given as `mcp`; it must succeed.
+async fn chat_echo_over_mcp(collector: String, mcp: &str) {
+    let name = mcp.split('=').next().unwrap();
+    let tool = format!("{name}.builtin_echo");
+    let args = [
+        "--mcp",
+        mcp,
+        "--tools",
+        &tool,
+        "--store",
+        "memory",
+        "--time-scale",
+        "0",
+        "-p",
+        "Echo this.",
+    ];
+    let out = chat_exporting_to(collector, &args, None).await;
+    assert!(out.status.success(), "{}", text_of(&out.stderr));
+}
+
 /// Lowercase hex of an id.
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -862,24 +883,7 @@ async fn mcp_calls_carry_the_execute_tool_spans_traceparent() {
     let app = axum::Router::new().nest_service("/mcp", aether_mcp::streamable_http_service(server, &[]));
     let (addr, seen) = serve_noting_traceparents(app).await;
     let mcp = format!("inproc=http://{addr}/mcp");
-    let out = chat_exporting_to(
-        collector,
-        &[
-            "--mcp",
-            &mcp,
-            "--tools",
-            "inproc.builtin_echo",
-            "--store",
-            "memory",
-            "--time-scale",
-            "0",
-            "-p",
-            "Echo this.",
-        ],
-        None,
-    )
-    .await;
-    assert!(out.status.success(), "{}", text_of(&out.stderr));
+    chat_echo_over_mcp(collector, &mcp).await;
     let seen = seen.lock().clone();
     assert_eq!(
         seen.len(),
@@ -892,6 +896,61 @@ async fn mcp_calls_carry_the_execute_tool_spans_traceparent() {
         tool.name, "execute_tool inproc.builtin_echo",
         "the MCP server is a child of the execute_tool span"
     );
+}
+
+/// `aether mcp-serve` continues its caller's trace: the `tools/call` server span it exports is a
+/// child of the `execute_tool` span of the `aether chat` turn that called it (one trace across two
+/// processes, the context carried in the request's `_meta`), with the MCP conventions' attributes;
+/// SIGTERM stops the server and its spans are flushed on the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_serve_continues_the_callers_trace() {
+    use std::io::BufRead as _;
+    let (collector, got) = receiver().await;
+    let mut served = command(&[
+        "mcp-serve",
+        "--http",
+        "127.0.0.1:0",
+        "--allow-anonymous",
+        "--tool-latency-ms",
+        "0",
+    ]);
+    served
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = served.spawn().expect("start aether mcp-serve --http");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.rsplit(' ').next().unwrap().trim().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "printed the URL: {line}");
+    let mcp = format!("served={url}");
+    chat_echo_over_mcp(collector, &mcp).await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "mcp-serve stops cleanly on SIGTERM: {status}");
+
+    let spans = got.lock().clone();
+    let server = spans
+        .iter()
+        .find(|s| s.name == "tools/call builtin.echo")
+        .unwrap_or_else(|| panic!("no server span from mcp-serve: {:?}", names(&spans)));
+    let caller = spans
+        .iter()
+        .find(|s| s.span_id == server.parent)
+        .unwrap_or_else(|| panic!("the server span's parent was not exported: {:?}", names(&spans)));
+    assert_eq!(caller.name, "execute_tool served.builtin_echo");
+    assert_eq!(server.trace_id, caller.trace_id, "one trace across the processes");
+    let a = &server.attrs;
+    assert_eq!(a["mcp.method.name"], "tools/call");
+    assert_eq!(a["gen_ai.operation.name"], "execute_tool");
+    assert_eq!(a["gen_ai.tool.name"], "builtin.echo");
+    assert_eq!(a["network.transport"], "tcp");
+    assert!(!a["jsonrpc.request.id"].is_empty(), "{a:?}");
+    assert!(!a.contains_key("error.type"), "{a:?}");
 }
 
 /// The adk framework makes the same spans as the native one, in the same tree: the runtime's

@@ -113,9 +113,50 @@ pub fn is_traceparent(v: &str) -> bool {
         && hex(parts[3], 2)
 }
 
+/// The caller's context from a received `traceparent` (and `tracestate`), as the parent of the
+/// receiver's span (a remote parent); `None` for a `traceparent` that is not valid (W3C: the
+/// receiver then starts a new trace). Used where no HTTP propagator applies: an MCP request's
+/// `params._meta`, which is where OpenTelemetry's MCP conventions carry the context.
+pub fn remote_parent(traceparent: &str, tracestate: Option<&str>) -> Option<Context> {
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+    if !is_traceparent(traceparent) {
+        return None;
+    }
+    let mut parts = traceparent.split('-').skip(1);
+    let trace_id = TraceId::from_hex(parts.next()?).ok()?;
+    let span_id = SpanId::from_hex(parts.next()?).ok()?;
+    let flags = u8::from_str_radix(parts.next()?, 16).ok()?;
+    let state = tracestate
+        .and_then(|s| s.parse::<TraceState>().ok())
+        .unwrap_or_default();
+    let sc = SpanContext::new(trace_id, span_id, TraceFlags::new(flags), true, state);
+    Some(Context::new().with_remote_span_context(sc))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_received_traceparent_becomes_a_remote_parent() {
+        let cx = remote_parent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            Some("rojo=00f067aa0ba902b7"),
+        )
+        .unwrap();
+        let span = cx.span();
+        let sc = span.span_context();
+        assert_eq!(sc.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(sc.is_remote() && sc.is_sampled());
+        assert_eq!(sc.trace_state().get("rojo"), Some("00f067aa0ba902b7"));
+        // Not sampled by the caller, a bad tracestate ignored.
+        let cx = remote_parent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", Some("==")).unwrap();
+        assert!(!cx.span().span_context().is_sampled());
+        for bad in ["", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", "garbage"] {
+            assert!(remote_parent(bad, None).is_none(), "{bad}");
+        }
+    }
 
     #[test]
     fn traceparents_are_checked() {

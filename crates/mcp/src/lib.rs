@@ -15,6 +15,7 @@ mod direct;
 mod http_client;
 pub mod hub;
 pub mod server;
+mod server_span;
 pub mod testing;
 mod tool;
 

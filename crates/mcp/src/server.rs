@@ -5,7 +5,8 @@
 //! can read it and retry), an unknown tool a JSON-RPC error. A request with a progress token
 //! gets the tool's progress as `notifications/progress`; `notifications/cancelled` stops the
 //! tool. Each result's `_meta` carries the tool's own run time (`aether/execution_us`), so a
-//! client can tell protocol overhead from tool time.
+//! client can tell protocol overhead from tool time. Each call runs in a server span that
+//! continues the caller's trace (`server_span`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aether_tools::{no_id, ProgressSink, RegisteredTool, ToolContext};
+use opentelemetry::context::FutureExt as _;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData, Implementation,
     InitializeResult, ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
@@ -138,9 +140,11 @@ impl ServerHandler for ToolServer {
                 None,
             ));
         };
+        let span = crate::server_span::start(&tool, &context);
         let params = request.arguments.unwrap_or_default();
         if let Err(msg) = tool.validate(&params) {
             let msg = format!("invalid parameters for `{}`: {msg}", tool.full_name);
+            crate::server_span::end(span, Some("tool_error"));
             return Ok(Self::result(Err(msg), 0).into());
         }
         let meta = &context.meta;
@@ -174,7 +178,11 @@ impl ServerHandler for ToolServer {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let outcome = {
-            let invoke = tool.invoke(params, ctx);
+            // The tool runs in the call's span, so whatever it traces is its child.
+            let invoke = match &span {
+                Some(cx) => futures::future::Either::Left(tool.invoke(params, ctx).with_context(cx.clone())),
+                None => futures::future::Either::Right(tool.invoke(params, ctx)),
+            };
             tokio::pin!(invoke);
             let r = tokio::select! {
                 r = &mut invoke => Some(r),
@@ -191,6 +199,12 @@ impl ServerHandler for ToolServer {
         if let Some(f) = forwarder {
             let _ = f.await;
         }
+        let error = match &outcome {
+            Some(Ok(_)) => None,
+            Some(Err(_)) => Some("tool_error"),
+            None => Some("-32603"),
+        };
+        crate::server_span::end(span, error);
         match outcome {
             Some(r) => Ok(Self::result(r.map_err(|e| e.0), micros).into()),
             None => {

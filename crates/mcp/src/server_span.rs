@@ -1,0 +1,61 @@
+//! The span of each `tools/call` that `aether mcp-serve` answers, following OpenTelemetry's MCP
+//! conventions: `tools/call {tool}`, kind server, with `mcp.method.name`, `gen_ai.tool.name`,
+//! `gen_ai.operation.name = execute_tool`, `jsonrpc.request.id` and `network.transport`.
+//!
+//! **It continues the caller's trace.** The conventions carry the context in the request's
+//! `params._meta` (`traceparent`, `tracestate`): that is the parent. A request without it falls
+//! back to the HTTP request's own `traceparent` header, so a caller that only sets the header
+//! (a gateway, a plain HTTP client) is joined too. Aether's MCP client sends both, so a turn's
+//! `execute_tool` span is the parent of the server's span, across processes.
+//!
+//! Made only when spans are on (`mcp-serve` with an OTLP endpoint); otherwise a call pays one
+//! atomic load.
+
+use aether_contracts::trace::{self as otel, TRACEPARENT};
+use aether_tools::RegisteredTool;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::{Context, KeyValue};
+use rmcp::service::RequestContext;
+use rmcp::RoleServer;
+use serde_json::Value;
+
+const TRACESTATE: &str = "tracestate";
+
+/// The span of a call to `tool` in `context`; `None` when spans are off.
+pub(crate) fn start(tool: &RegisteredTool, context: &RequestContext<RoleServer>) -> Option<Context> {
+    if !otel::on() {
+        return None;
+    }
+    let meta = &context.meta;
+    let http = context.extensions.get::<http::request::Parts>();
+    let header = |name: &str| http.and_then(|p| p.headers.get(name)).and_then(|v| v.to_str().ok());
+    let parent = match meta.get(TRACEPARENT).and_then(Value::as_str) {
+        Some(tp) => otel::remote_parent(tp, meta.get(TRACESTATE).and_then(Value::as_str)),
+        None => header(TRACEPARENT).and_then(|tp| otel::remote_parent(tp, header(TRACESTATE))),
+    }
+    // No (valid) context from the caller: a new trace (W3C), never the ambient one.
+    .unwrap_or_default();
+    otel::start_with_parent(
+        format!("tools/call {}", tool.full_name),
+        SpanKind::Server,
+        vec![
+            KeyValue::new("mcp.method.name", "tools/call"),
+            KeyValue::new("gen_ai.operation.name", "execute_tool"),
+            KeyValue::new("gen_ai.tool.name", otel::shared(&tool.full_name)),
+            KeyValue::new("jsonrpc.request.id", context.id.to_string()),
+            KeyValue::new("network.transport", if http.is_some() { "tcp" } else { "pipe" }),
+        ],
+        &parent,
+    )
+}
+
+/// Ends the span of a call: `error.type` is `tool_error` for an `isError` result and the
+/// JSON-RPC code for an error answer, as the conventions say.
+pub(crate) fn end(cx: Option<Context>, error: Option<&'static str>) {
+    if let Some(cx) = cx {
+        if let Some(e) = error {
+            otel::set(&cx, "error.type", e);
+        }
+        otel::end(&cx);
+    }
+}
