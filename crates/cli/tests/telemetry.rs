@@ -927,6 +927,10 @@ async fn mcp_serve_continues_the_callers_trace() {
     assert!(url.starts_with("http://127.0.0.1:"), "printed the URL: {line}");
     let mcp = format!("served={url}");
     chat_echo_over_mcp(collector, &mcp).await;
+    // A plain HTTP client (a gateway, say) that sends the context only as the HTTP header, over
+    // an MCP session (2025-06-18): the header is the parent.
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    header_only_call(&url, &format!("00-{trace}-{parent}-01")).await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
@@ -951,6 +955,47 @@ async fn mcp_serve_continues_the_callers_trace() {
     assert_eq!(a["network.transport"], "tcp");
     assert!(!a["jsonrpc.request.id"].is_empty(), "{a:?}");
     assert!(!a.contains_key("error.type"), "{a:?}");
+
+    let from_header = spans
+        .iter()
+        .find(|s| s.name == "tools/call builtin.echo" && hex(&s.trace_id) == trace)
+        .unwrap_or_else(|| panic!("no server span in the header's trace: {:?}", names(&spans)));
+    assert_eq!(hex(&from_header.parent), parent, "the header's span is the parent");
+}
+
+/// `builtin.echo` called over an MCP session with raw JSON-RPC, `traceparent` only as a header.
+async fn header_only_call(url: &str, traceparent: &str) {
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value, session: Option<&str>| {
+        let mut r = http
+            .post(url)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-06-18")
+            .json(&body);
+        if let Some(id) = session {
+            r = r.header("mcp-session-id", id);
+        }
+        r
+    };
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "gateway", "version": "1"}}});
+    let resp = post(init, None).send().await.unwrap();
+    assert!(resp.status().is_success(), "initialize: {}", resp.status());
+    let session = resp.headers()["mcp-session-id"].to_str().unwrap().to_owned();
+    let _ = resp.bytes().await.unwrap();
+    let initialized = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let resp = post(initialized, Some(&session)).send().await.unwrap();
+    assert!(resp.status().is_success(), "initialized: {}", resp.status());
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "builtin.echo", "arguments": {"message": "via a gateway"}}});
+    let resp = post(call, Some(&session))
+        .header("traceparent", traceparent)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "tools/call: {}", resp.status());
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("via a gateway"), "{body}");
 }
 
 /// The adk framework makes the same spans as the native one, in the same tree: the runtime's
