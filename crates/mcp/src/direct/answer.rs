@@ -5,17 +5,17 @@
 use aether_contracts::error_chain;
 use bytes::Bytes;
 use futures::StreamExt;
-use http::header::{HeaderMap, CONTENT_TYPE};
+use http::HeaderValue;
 use rmcp::model::{ErrorData, JsonRpcMessage, ServerNotification, ServerRequest};
 use serde::de::DeserializeOwned;
 
 use super::{Failure, BODY_QUOTE};
 
-/// Reads an answer: a JSON message, or the SSE stream's notifications up to the answer, at most
-/// `limit` bytes of it. Says too whether the body was read whole.
+/// Reads an answer (of `content_type`): a JSON message, or the SSE stream's notifications up to
+/// the answer, at most `limit` bytes of it. Says too whether the body was read whole.
 pub(super) async fn read_answer<R, S, E>(
     status: http::StatusCode,
-    headers: &HeaderMap,
+    content_type: Option<&HeaderValue>,
     body: S,
     limit: Option<usize>,
     mut on_notification: impl FnMut(ServerNotification),
@@ -36,12 +36,10 @@ where
             _ => Ok(chunk),
         }
     });
-    let kind = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if !kind.starts_with("text/event-stream") || !status.is_success() {
+    let kind = content_type.and_then(|v| v.to_str().ok()).unwrap_or("");
+    // Media types are case-insensitive; compared in place (no lowercase copy per answer).
+    let is = |media: &str| kind.get(..media.len()).is_some_and(|k| k.eq_ignore_ascii_case(media));
+    if !is("text/event-stream") || !status.is_success() {
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next().await {
             match chunk {
@@ -49,7 +47,7 @@ where
                 Err(e) => return (Err(Failure::Lost(error_chain(&e))), false),
             }
         }
-        let answer = if kind.starts_with("application/json") {
+        let answer = if is("application/json") {
             // A JSON answer is one response or one error: read in one pass (rmcp's message
             // type first buffers the whole message to find out which kind it is).
             match serde_json::from_slice::<Reply<R>>(&bytes) {
@@ -128,14 +126,10 @@ pub(super) fn quote(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
-
     use super::*;
 
-    fn json_headers(kind: &'static str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
-        headers
+    fn json_headers(kind: &'static str) -> Option<HeaderValue> {
+        Some(HeaderValue::from_static(kind))
     }
 
     fn chunks(parts: &[&'static [u8]]) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
@@ -146,16 +140,21 @@ mod tests {
     async fn answers_are_read_whole_within_the_limit_and_refused_past_it() {
         let json = json_headers("application/json");
         let answer: &[u8] = br#"{"jsonrpc":"2.0","id":1,"result":{"a":1}}"#;
-        let (r, whole) =
-            read_answer::<serde_json::Value, _, _>(http::StatusCode::OK, &json, chunks(&[answer]), Some(1000), |_| {})
-                .await;
+        let (r, whole) = read_answer::<serde_json::Value, _, _>(
+            http::StatusCode::OK,
+            json.as_ref(),
+            chunks(&[answer]),
+            Some(1000),
+            |_| {},
+        )
+        .await;
         assert_eq!(r.unwrap(), serde_json::json!({"a": 1}));
         assert!(whole, "the connection can be reused");
 
         let big: &[u8] = &[b' '; 600];
         let (r, whole) = read_answer::<serde_json::Value, _, _>(
             http::StatusCode::OK,
-            &json,
+            json.as_ref(),
             chunks(&[big, big]),
             Some(1000),
             |_| {},
@@ -170,7 +169,7 @@ mod tests {
         let error: &[u8] = br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown tool `x`"}}"#;
         let (r, _) = read_answer::<serde_json::Value, _, _>(
             http::StatusCode::BAD_REQUEST,
-            &json,
+            json.as_ref(),
             chunks(&[error]),
             None,
             |_| {},
@@ -192,7 +191,7 @@ mod tests {
         ];
         let mut seen = Vec::new();
         let (r, whole) =
-            read_answer::<serde_json::Value, _, _>(http::StatusCode::OK, &sse, chunks(&events), None, |n| {
+            read_answer::<serde_json::Value, _, _>(http::StatusCode::OK, sse.as_ref(), chunks(&events), None, |n| {
                 if let ServerNotification::ProgressNotification(p) = n {
                     seen.push((p.params.progress, p.params.total));
                 }

@@ -295,16 +295,21 @@ impl Endpoint {
         self.exchange(body, headers, limit, on_notification).await
     }
 
-    /// POSTs `body` and reads the answer.
+    /// POSTs `body` with the shared headers and the request's own (which win over a shared one of
+    /// the same name) and reads the answer.
     async fn exchange<R: DeserializeOwned>(
         &self,
         body: Vec<u8>,
-        headers: HeaderMap,
+        own: HeaderMap,
         limit: Option<usize>,
         on_notification: impl FnMut(ServerNotification),
     ) -> Result<R, Failure> {
-        let mut all = self.headers.clone();
-        all.extend(headers);
+        // One map, sized once: the shared values are reference-counted, so this copies no text.
+        let mut all = HeaderMap::with_capacity(self.headers.len() + own.len() + 1);
+        for (name, value) in &self.headers {
+            all.append(name, value.clone());
+        }
+        all.extend(own);
         match &self.transport {
             Transport::Plain(connections) => {
                 all.insert(http::header::HOST, connections.host().clone());
@@ -317,7 +322,7 @@ impl Endpoint {
                         let (parts, body) = response.into_parts();
                         read_answer(
                             parts.status,
-                            &parts.headers,
+                            parts.headers.get(CONTENT_TYPE),
                             body.into_data_stream(),
                             limit,
                             on_notification,
@@ -337,8 +342,8 @@ impl Endpoint {
                         true => Failure::NotSent(error_chain(&e)),
                         false => Failure::Lost(error_chain(&e)),
                     })?;
-                let (status, headers) = (response.status(), response.headers().clone());
-                read_answer(status, &headers, response.bytes_stream(), limit, on_notification)
+                let (status, kind) = (response.status(), response.headers().get(CONTENT_TYPE).cloned());
+                read_answer(status, kind.as_ref(), response.bytes_stream(), limit, on_notification)
                     .await
                     .0
             }
