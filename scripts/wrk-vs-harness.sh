@@ -6,6 +6,10 @@
 # a previous run's sessions is slower, which would favour whichever ran first), and the two
 # generators get the same one thread: wrk -t1, and the harness `--worker-threads 1`
 # (HARNESS_THREADS), so both leave the other core to the server. ROUNDS rounds alternate them.
+# Rates on a shared machine move with its load, so each generator's own CPU time per call is
+# printed too (user + system, from /usr/bin/time; wrk's requests are built by its Lua script,
+# the harness's encoded and its answers parsed and checked): the cost that decides which of
+# the two would be the bottleneck, whatever the machine's noise.
 # Usage: scripts/wrk-vs-harness.sh [CONCURRENCY...]   (default: 16 32; 10 s each; release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +18,7 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-1}
 HARNESS_THREADS=${HARNESS_THREADS:-1}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
+[[ -x /usr/bin/time ]] || { echo "/usr/bin/time is not installed (apt-get install time)" >&2; exit 2; }
 [[ -x $AETHER ]] || { echo "$AETHER missing: cargo build --release -p aether-cli" >&2; exit 2; }
 work=$(mktemp -d); server=""
 trap '[[ -n $server ]] && kill $server 2>/dev/null; rm -rf "$work"' EXIT
@@ -25,7 +30,8 @@ start_server() {
   url=$(grep -o 'http://[0-9.:]*' "$work/serve.log" | head -1)
 }
 stop_server() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
-printf '| concurrency | round | wrk turns/s (1 call each) | harness requests/s | harness calls/s (2 per request) | calls: harness / wrk |\n|---|---|---|---|---|---|\n'
+printf '| concurrency | round | wrk turns/s (1 call each) | harness requests/s | harness calls/s (2 per request) | calls: harness / wrk | CPU µs per call: wrk | CPU µs per call: harness |\n|---|---|---|---|---|---|---|---|\n'
+cpu() { awk '{print $1 + $2}' "$1"; }  # user + system seconds, from /usr/bin/time -f '%U %S'
 for n in ${@:-16 32}; do
   for round in $(seq "$ROUNDS"); do
     start_server
@@ -39,17 +45,23 @@ request = function()
   return wrk.format("POST", "/v1/tasks", {["Content-Type"]="application/json", ["Authorization"]="Bearer bench-key"}, body)
 end
 LUA
-    wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/turn.lua" "$url" > "$work/wrk.txt"
+    /usr/bin/time -f '%U %S' -o "$work/wrk.cpu" wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/turn.lua" "$url" > "$work/wrk.txt"
     stop_server
     if grep -q "Non-2xx" "$work/wrk.txt"; then echo "wrk got errors:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
     w=$(awk "/Requests\/sec/ {print \$2}" "$work/wrk.txt")
+    w_calls=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
     start_server
-    "$AETHER" --worker-threads "$HARNESS_THREADS" perf run --scenario burst_load --target "$url" \
+    /usr/bin/time -f '%U %S' -o "$work/h.cpu" "$AETHER" --worker-threads "$HARNESS_THREADS" perf run --scenario burst_load --target "$url" \
       --api-key bench-key --concurrency "$n" --duration "${DURATION}s" --output "$work/h.json" >/dev/null 2>&1
     stop_server
     h=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(round(d['throughput_rps']))")
     failed=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(d['requests']['failed'])")
     [[ $failed == 0 ]] || { echo "the harness saw $failed failed requests" >&2; exit 1; }
-    printf '| %s | %s | %.0f | %s | %s | %s |\n' "$n" "$round" "$w" "$h" "$((h * 2))" "$(python3 -c "print(f'{2*$h/$w:.2f}')")"
+    # Every call the harness sent, warm-up included, against its whole process's CPU time.
+    h_calls=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(2*d['requests']['issued'])")
+    printf '| %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$n" "$round" "$w" "$h" "$((h * 2))" \
+      "$(python3 -c "print(f'{2*$h/$w:.2f}')")" \
+      "$(python3 -c "print(f'{$(cpu "$work/wrk.cpu")/$w_calls*1e6:.1f}')")" \
+      "$(python3 -c "print(f'{$(cpu "$work/h.cpu")/$h_calls*1e6:.1f}')")"
   done
 done

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use crate::call::Call;
 use crate::http_answer;
 use crate::http_pool::HttpPool;
 use crate::target::{LiveStream, Measured, Target, TargetInfo};
@@ -117,14 +118,12 @@ impl HttpTarget {
         }
     }
 
-    /// Sends a task to `/v1/tasks`: the answer's status and body, or the failure to report.
-    async fn send(&self, request: TaskRequest) -> Result<(u16, bytes::Bytes), TaskResult> {
-        let task_id = &request.task_id;
+    /// Sends the JSON `body` of task `task_id` to `/v1/tasks`: the answer's status and body, or
+    /// the failure to report.
+    async fn send(&self, task_id: &str, body: Vec<u8>) -> Result<(u16, bytes::Bytes), TaskResult> {
         let traceparent = trace_ids::traceparent(self.trace_salt, task_id);
         match &self.pool {
             Some(pool) => {
-                let body = serde_json::to_vec(&request)
-                    .map_err(|e| failure(task_id, format!("encoding the request failed: {e}")))?;
                 let traceparent = hyper::header::HeaderValue::try_from(traceparent)
                     .map_err(|_| failure(task_id, "the traceparent is not a header value".into()))?;
                 match pool.post_json("/v1/tasks", body, &[(TRACEPARENT, traceparent)]).await {
@@ -136,7 +135,8 @@ impl HttpTarget {
                 let sent = self
                     .request(reqwest::Method::POST, "/v1/tasks")
                     .header("traceparent", traceparent)
-                    .json(&request)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body)
                     .send()
                     .await;
                 let resp = sent.map_err(|e| failure(task_id, format!("HTTP request failed: {e}")))?;
@@ -146,6 +146,32 @@ impl HttpTarget {
                     Err(e) => Err(failure(task_id, format!("HTTP {status}: reading the body failed: {e}"))),
                 }
             }
+        }
+    }
+
+    /// Sends `request` and reads the answer whole.
+    async fn send_request(&self, request: &TaskRequest) -> Result<(u16, bytes::Bytes), TaskResult> {
+        let body = serde_json::to_vec(request)
+            .map_err(|e| failure(&request.task_id, format!("encoding the request failed: {e}")))?;
+        self.send(&request.task_id, body).await
+    }
+
+    /// Sends `body` and reads the figures straight from the answer's JSON ([`http_answer`]).
+    async fn measure(&self, task_id: &str, body: Vec<u8>) -> Measured {
+        let (status, body) = match self.send(task_id, body).await {
+            Ok(answer) => answer,
+            Err(failed) => return Measured::of(failed),
+        };
+        // Not in the `match` itself: its guard would live through the arms, which lock again.
+        let want_provider = self.provider.lock().is_none();
+        match http_answer::read(&body, want_provider) {
+            Some((measured, provider)) => {
+                if let Some(p) = provider {
+                    self.provider.lock().get_or_insert(p);
+                }
+                measured
+            }
+            None => Measured::of(self.read_whole(task_id, status, &body)),
         }
     }
 
@@ -204,29 +230,25 @@ impl Target for HttpTarget {
     }
 
     async fn process(&self, request: TaskRequest) -> TaskResult {
-        let task_id = request.task_id.clone();
-        match self.send(request).await {
-            Ok((status, body)) => self.read_whole(&task_id, status, &body),
+        match self.send_request(&request).await {
+            Ok((status, body)) => self.read_whole(&request.task_id, status, &body),
             Err(failed) => failed,
         }
     }
 
     async fn process_measured(&self, request: TaskRequest) -> Measured {
-        let task_id = request.task_id.clone();
-        let (status, body) = match self.send(request).await {
-            Ok(answer) => answer,
-            Err(failed) => return Measured::of(failed),
-        };
-        // Not in the `match` itself: its guard would live through the arms, which lock again.
-        let want_provider = self.provider.lock().is_none();
-        match http_answer::read(&body, want_provider) {
-            Some((measured, provider)) => {
-                if let Some(p) = provider {
-                    self.provider.lock().get_or_insert(p);
-                }
-                measured
-            }
-            None => Measured::of(self.read_whole(&task_id, status, &body)),
+        match serde_json::to_vec(&request) {
+            Ok(body) => self.measure(&request.task_id, body).await,
+            Err(e) => Measured::of(failure(&request.task_id, format!("encoding the request failed: {e}"))),
+        }
+    }
+
+    /// The body written from the call's parts, encoded once per phase.
+    async fn call(&self, call: Call<'_>) -> Measured {
+        let mut body = Vec::with_capacity(call.json_size_hint());
+        match call.write_json(&mut body) {
+            Ok(()) => self.measure(call.task_id(), body).await,
+            Err(e) => Measured::of(failure(call.task_id(), format!("encoding the request failed: {e}"))),
         }
     }
 

@@ -21,6 +21,7 @@
 
 mod assemble;
 mod build;
+pub mod call;
 pub mod compare;
 pub mod endpoint;
 mod error;

@@ -18,13 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{
-    AgentConfig, AgentReport, InteractionResponse, InteractionType, TaskChunkType, TaskRequest, TaskResult,
-    TurnFigures, TurnReport, UniversalMessage, UserContext,
+    AgentReport, InteractionResponse, InteractionType, TaskChunkType, TaskRequest, TaskResult, TurnFigures, TurnReport,
+    UniversalMessage,
 };
 use parking_lot::Mutex;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use crate::call::{Call, PhaseParts, Turn};
 use crate::progress::Progress;
 use crate::scenario::{Mode, ScenarioConfig, SessionMode};
 use crate::slowest::Slowest;
@@ -205,7 +206,8 @@ impl Recorder {
 /// One phase of load: which agent config, how many requests, how fast.
 pub struct Phase {
     pub config: Arc<ScenarioConfig>,
-    pub agent: AgentConfig,
+    /// The agent's config, the turn's messages and metadata: encoded once for the phase.
+    pub parts: PhaseParts,
     /// Give each iteration its own agent config (a fresh agent per iteration).
     pub unique_agent_per_iteration: bool,
     /// Prefix of ids, unique per phase.
@@ -295,6 +297,8 @@ enum TurnOutcome {
         tool_calls: u64,
         /// Each tool's name and execution time.
         tool_times: Vec<(String, Duration)>,
+        /// The answer's text, when the phase checks it (a payload's acknowledgements); empty
+        /// otherwise.
         text: String,
     },
     Failed(Failure),
@@ -307,7 +311,8 @@ fn tool_time(name: &str, secs: Option<f64>) -> Option<(String, Duration)> {
 }
 
 impl TurnOutcome {
-    fn from_measured(mut m: Measured) -> Self {
+    /// The outcome of a synchronous turn; its text copied out only when `want_text`.
+    fn from_measured(mut m: Measured, want_text: bool) -> Self {
         if !m.result.is_success() {
             return TurnOutcome::Failed(Failure::of(&m.result));
         }
@@ -322,7 +327,10 @@ impl TurnOutcome {
                     .iter()
                     .filter_map(|t| tool_time(&t.tool_name, t.execution_time))
                     .collect(),
-                text: r.response_text().unwrap_or_default().into_owned(),
+                text: match want_text {
+                    true => r.response_text().unwrap_or_default().into_owned(),
+                    false => String::new(),
+                },
                 report,
             },
             Err(e) => TurnOutcome::Failed(Failure::new(REPORT_CODE, e.to_string())),
@@ -592,15 +600,16 @@ impl Recorder {
 async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -> RequestSample {
     let cfg = &phase.config;
     let mut sample = RequestSample::default();
-    let mut agent = phase.agent.clone();
-    if phase.unique_agent_per_iteration {
+    let create_id = format!("{}-c{i}", phase.tag);
+    let create = if phase.unique_agent_per_iteration {
+        let mut agent = phase.parts.agent().clone();
         agent.name = Some(format!("{}-{i}", phase.tag));
-    }
+        Call::create_own_agent(create_id, agent)
+    } else {
+        Call::create_shared_agent(create_id, &phase.parts)
+    };
     let t = Instant::now();
-    let created = target
-        .process_measured(TaskRequest::create_agent(format!("{}-c{i}", phase.tag), agent))
-        .await
-        .result;
+    let created = target.call(create).await.result;
     sample.create = Some(t.elapsed());
     let Some(agent_id) = created.agent_id.clone().filter(|_| created.is_success()) else {
         sample.create_error = Some(Failure::of(&created));
@@ -617,36 +626,29 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
     };
 
     let session_id = cfg.session_mode.session_id(&phase.tag, i);
-    let message = match &phase.payload {
-        Some(p) => p.message.clone(),
-        None => UniversalMessage::user(cfg.prompt.as_str()),
-    };
-    let mut req = TaskRequest::converse(
-        format!("{}-t{i}", phase.tag),
-        agent_id.as_str(),
-        session_id.as_str(),
-        vec![message],
-    );
-    req.metadata = cfg.metadata.clone();
-    req.metadata
-        .insert("scenario".into(), Value::from(cfg.scenario.as_str()));
-    req.metadata.insert("iteration".into(), Value::from(i));
-    if cfg.session_mode == SessionMode::FixedPerIteration {
-        req.user_context = Some(UserContext {
-            user_id: Some(session_id),
-            ..UserContext::default()
-        });
-    }
+    let turn_call = Call::Turn(Turn {
+        task_id: format!("{}-t{i}", phase.tag),
+        agent_id: &agent_id,
+        user_id: (cfg.session_mode == SessionMode::FixedPerIteration).then(|| session_id.clone()),
+        session_id,
+        iteration: i,
+        parts: &phase.parts,
+    });
     // The latency ends when the answer is in; reading its report is the harness's own work.
     let turn_start = Instant::now();
     let (outcome, stream, latency) = match cfg.mode {
         Mode::Sync => {
-            let measured = target.process_measured(req).await;
+            let measured = target.call(turn_call).await;
             let latency = due.elapsed();
-            (TurnOutcome::from_measured(measured), None, latency)
+            (
+                TurnOutcome::from_measured(measured, phase.payload.is_some()),
+                None,
+                latency,
+            )
         }
         Mode::Streaming => {
-            let (o, s) = live_turn(target, req, Duration::from_millis(cfg.approval_think_ms)).await;
+            let think = Duration::from_millis(cfg.approval_think_ms);
+            let (o, s) = live_turn(target, turn_call.into_request(), think).await;
             (o, Some(s), due.elapsed())
         }
     };

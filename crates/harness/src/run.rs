@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::assemble::{self, Context};
 pub use crate::build::FrameworkHook;
 use crate::build::{build, check_options, Built, Choices, Sources};
+use crate::call::PhaseParts;
 use crate::endpoint::{self, EndpointShape};
 pub use crate::error::HarnessError;
 use crate::figures::{self, PhaseRun, Window};
@@ -117,15 +118,24 @@ async fn run_phases(
         Stop::Iterations(n) => (Some(n), None),
         Stop::DurationSecs(s) => (None, Some(Duration::from_secs_f64(s))),
     };
-    let phase = |tag: &str, tools: &[String], unique: bool, duration: Option<Duration>| Phase {
-        config: Arc::clone(cfg),
-        agent: agent_config(cfg, tools),
-        unique_agent_per_iteration: unique,
-        tag: cfg.tag(tag),
-        iterations,
-        duration,
-        warmup: cfg.warmup,
-        payload: payload.clone(),
+    let messages = vec![match &payload {
+        Some(p) => p.message.clone(),
+        None => UniversalMessage::user(cfg.prompt.as_str()),
+    }];
+    let mut metadata = cfg.metadata.clone();
+    metadata.insert("scenario".into(), Value::from(cfg.scenario.as_str()));
+    let phase = |tag: &str, tools: &[String], unique: bool, duration: Option<Duration>| {
+        Ok::<_, HarnessError>(Phase {
+            config: Arc::clone(cfg),
+            parts: PhaseParts::new(agent_config(cfg, tools), messages.clone(), metadata.clone())
+                .map_err(HarnessError::Runtime)?,
+            unique_agent_per_iteration: unique,
+            tag: cfg.tag(tag),
+            iterations,
+            duration,
+            warmup: cfg.warmup,
+            payload: payload.clone(),
+        })
     };
 
     let mut outcomes: Vec<PhaseRun> = Vec::new();
@@ -135,7 +145,7 @@ async fn run_phases(
         for (label, tools) in [("baseline", &cfg.tools[..1]), ("fanout", &cfg.tools[..])] {
             progress.begin(&format!("{} ({label})", cfg.scenario), total_hint);
             let offset = run_start.elapsed().as_secs_f64();
-            let p = Arc::new(phase(label, tools, false, half));
+            let p = Arc::new(phase(label, tools, false, half)?);
             outcomes.push(PhaseRun {
                 outcome: load::drive(Arc::clone(target), p, Arc::clone(progress), Arc::clone(series)).await,
                 started_s: offset,
@@ -146,7 +156,7 @@ async fn run_phases(
         progress.begin(&cfg.scenario, total_hint);
         let unique = cfg.kind == ScenarioKind::RunnerLifecycle;
         let offset = run_start.elapsed().as_secs_f64();
-        let p = Arc::new(phase("main", &cfg.tools, unique, duration));
+        let p = Arc::new(phase("main", &cfg.tools, unique, duration)?);
         outcomes.push(PhaseRun {
             outcome: load::drive(Arc::clone(target), p, Arc::clone(progress), Arc::clone(series)).await,
             started_s: offset,

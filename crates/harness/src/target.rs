@@ -15,6 +15,8 @@ use aether_store::StoreInfo;
 use async_trait::async_trait;
 use serde::Serialize;
 
+use crate::call::Call;
+
 /// What a target is, for the summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetInfo {
@@ -38,6 +40,14 @@ pub trait Target: Send + Sync + 'static {
     async fn process_measured(&self, request: TaskRequest) -> Measured {
         Measured::of(self.process(request).await)
     }
+
+    /// One request of the load loop: [`Self::process_measured`] of the call's request unless the
+    /// target overrides it. A target that sends JSON writes the body from the call's parts,
+    /// encoded once per phase ([`Call::write_json`]).
+    async fn call(&self, call: Call<'_>) -> Measured {
+        self.process_measured(call.into_request()).await
+    }
+
     /// The trace id the request of `task_id` was sent with, when the target is reached by a
     /// traced protocol (over HTTP: its `traceparent`).
     fn trace_id(&self, _task_id: &str) -> Option<String> {
@@ -145,6 +155,17 @@ impl Target for InProcess {
         Self: 'f,
     {
         Box::pin(self.runtime.process(request))
+    }
+
+    // One box, holding the runtime's future (the default would box twice).
+    fn call<'s, 'c, 'f>(&'s self, call: Call<'c>) -> Pin<Box<dyn Future<Output = Measured> + Send + 'f>>
+    where
+        's: 'f,
+        'c: 'f,
+        Self: 'f,
+    {
+        let turn = self.runtime.process(call.into_request());
+        Box::pin(async move { Measured::of(turn.await) })
     }
 
     async fn cleanup_agent(&self, agent_id: &str) -> Result<bool, String> {
