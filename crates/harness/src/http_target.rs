@@ -149,13 +149,6 @@ impl HttpTarget {
         }
     }
 
-    /// Sends `request` and reads the answer whole.
-    async fn send_request(&self, request: &TaskRequest) -> Result<(u16, bytes::Bytes), TaskResult> {
-        let body = serde_json::to_vec(request)
-            .map_err(|e| failure(&request.task_id, format!("encoding the request failed: {e}")))?;
-        self.send(&request.task_id, body).await
-    }
-
     /// Sends `body` and reads the figures straight from the answer's JSON ([`http_answer`]).
     async fn measure(&self, task_id: &str, body: Vec<u8>) -> Measured {
         let (status, body) = match self.send(task_id, body).await {
@@ -230,16 +223,14 @@ impl Target for HttpTarget {
     }
 
     async fn process(&self, request: TaskRequest) -> TaskResult {
-        match self.send_request(&request).await {
-            Ok((status, body)) => self.read_whole(&request.task_id, status, &body),
+        let task_id = &request.task_id;
+        let body = match serde_json::to_vec(&request) {
+            Ok(body) => body,
+            Err(e) => return failure(task_id, format!("encoding the request failed: {e}")),
+        };
+        match self.send(task_id, body).await {
+            Ok((status, body)) => self.read_whole(task_id, status, &body),
             Err(failed) => failed,
-        }
-    }
-
-    async fn process_measured(&self, request: TaskRequest) -> Measured {
-        match serde_json::to_vec(&request) {
-            Ok(body) => self.measure(&request.task_id, body).await,
-            Err(e) => Measured::of(failure(&request.task_id, format!("encoding the request failed: {e}"))),
         }
     }
 

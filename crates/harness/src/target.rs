@@ -34,18 +34,13 @@ pub trait Target: Send + Sync + 'static {
 
     async fn process(&self, request: TaskRequest) -> TaskResult;
 
-    /// [`Self::process`], with the turn's figures read from its report, as the load loop reads
-    /// every answer. A target that receives answers as JSON reads the figures from the JSON
-    /// itself rather than through the report's value tree (see `http_answer`).
-    async fn process_measured(&self, request: TaskRequest) -> Measured {
-        Measured::of(self.process(request).await)
-    }
-
-    /// One request of the load loop: [`Self::process_measured`] of the call's request unless the
-    /// target overrides it. A target that sends JSON writes the body from the call's parts,
-    /// encoded once per phase ([`Call::write_json`]).
+    /// One request of the load loop, with the turn's figures read from its report: by default
+    /// [`Self::process`] of the call's request. A target that receives answers as JSON reads the
+    /// figures from the JSON itself rather than through the report's value tree (see
+    /// `http_answer`), and one that sends JSON writes the body from the call's parts, encoded
+    /// once per phase ([`Call::write_json`]).
     async fn call(&self, call: Call<'_>) -> Measured {
-        self.process_measured(call.into_request()).await
+        Measured::of(self.process(call.into_request()).await)
     }
 
     /// The trace id the request of `task_id` was sent with, when the target is reached by a
