@@ -75,8 +75,15 @@ impl<V> BoundSets<V> {
                 .find(|(k, _)| k.iter().map(|n| &**n).eq(names.iter().copied()))
                 .map(|(_, v)| Arc::clone(v))
         };
-        if let Some(v) = find(&self.sets.read()) {
-            return Some(v);
+        {
+            let sets = self.sets.read();
+            if let Some(v) = find(&sets) {
+                return Some(v);
+            }
+            // Full: no write lock for a set that will never be bound.
+            if sets.len() >= MAX_BOUND {
+                return None;
+            }
         }
         let mut sets = self.sets.write();
         if let Some(v) = find(&sets) {
