@@ -118,8 +118,8 @@ fn missing(key: &'static str) -> ReportError {
 /// header).
 pub(crate) fn read(body: &[u8], want_provider: bool) -> Option<(Measured, Option<ProviderInfo>)> {
     // Checked as UTF-8 once, whole: read from a slice, serde_json checks each string it lends
-    // on its own, which cost more than the whole body in one pass (callgrind, `perf run
-    // --target`).
+    // on its own (callgrind, `perf run --target`, 3,000 requests: `from_utf8` 22.7 M → 3.5 M
+    // instructions, this function 120 M → 100 M).
     let body = std::str::from_utf8(body).ok()?;
     let a: Answer<'_> = serde_json::from_str(body).ok()?;
     if a.status != TaskStatus::Success {
