@@ -7,7 +7,8 @@
 //!   cancellation either way.
 //! * [`hub`]: puts every configured server's tools in a runtime's registry as `server.tool`,
 //!   and refreshes them when a server says its tool list changed.
-//! * [`server`]: the other direction: a registry's tools served over stdio or streamable HTTP.
+//! * [`server`]: the other direction: a registry's tools served over stdio or streamable HTTP
+//!   ([`McpHttpService`]: a plain stateless `tools/call` answered in line, the rest by rmcp).
 
 pub mod client;
 pub mod config;
@@ -15,6 +16,7 @@ mod direct;
 mod http_client;
 pub mod hub;
 pub mod server;
+mod server_http;
 mod server_span;
 pub mod testing;
 mod tool;
@@ -23,7 +25,8 @@ pub use client::{CallOutcome, McpClient, McpStatsSnapshot};
 pub use config::{McpServerConfig, McpTransport, SessionMode};
 pub use http_client::ensure_tls_provider;
 pub use hub::McpHub;
-pub use server::{serve_http, serve_stdio, streamable_http_service, Authorize, ServerStats, ToolServer};
+pub use server::{serve_stdio, ServerStats, ToolServer};
+pub use server_http::{serve_http, streamable_http_service, Authorize, McpHttpService, McpResponse, MAX_INLINE_BODY};
 
 /// Request `_meta` keys (and, over HTTP, `x-aether-*` headers) that tell a server who a call is for.
 pub const META_TASK_ID: &str = "aether/task_id";

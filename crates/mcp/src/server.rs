@@ -1,4 +1,5 @@
-//! The registry's tools as an MCP server (`aether mcp-serve`), over stdio or streamable HTTP.
+//! The registry's tools as an MCP server (`aether mcp-serve`): [`ToolServer`], rmcp's handler,
+//! served over stdio here and over streamable HTTP by `server_http`.
 //!
 //! Tools keep their full names (`builtin.echo`, `demo.crm_lookup`). Arguments are checked
 //! against the tool's schema; a failed check or a failed tool is an `isError` result (the model
@@ -6,7 +7,8 @@
 //! gets the tool's progress as `notifications/progress`; `notifications/cancelled` stops the
 //! tool. Each result's `_meta` carries the tool's own run time (`aether/execution_us`), so a
 //! client can tell protocol overhead from tool time. Each call runs in a server span that
-//! continues the caller's trace (`server_span`).
+//! continues the caller's trace (`server_span`). [`ToolServer::run`] is the one path of a call,
+//! whichever transport brought it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,12 +19,10 @@ use aether_tools::{no_id, ProgressSink, RegisteredTool, ToolContext};
 use opentelemetry::context::FutureExt as _;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData, Implementation,
-    InitializeResult, ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
-    ServerCapabilities, ServerConfig, Tool,
+    InitializeResult, JsonObject, ListToolsResult, MetaObject, PaginatedRequestParams, ProgressNotificationParam,
+    RequestId, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
-use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
 use serde_json::{json, Value};
 
@@ -51,6 +51,9 @@ pub struct ServerStats {
     /// Calls stopped by the client's `notifications/cancelled`.
     pub cancelled: AtomicU64,
     pub progress_sent: AtomicU64,
+    /// Calls answered in the HTTP connection's own task (a plain stateless `tools/call`,
+    /// see [`McpHttpService`]) rather than by rmcp.
+    pub answered_inline: AtomicU64,
 }
 
 impl ToolServer {
@@ -73,6 +76,11 @@ impl ToolServer {
 
     pub fn stats(&self) -> &ServerStats {
         &self.stats
+    }
+
+    /// The served tools' MCP declarations, sorted by name.
+    pub(crate) fn declared(&self) -> &[Tool] {
+        &self.tools
     }
 
     fn mcp_tool(t: &RegisteredTool) -> Tool {
@@ -134,22 +142,15 @@ impl ServerHandler for ToolServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let Some(tool) = self.by_name.get(request.name.as_ref()).map(|(t, _)| Arc::clone(t)) else {
+        let Some(tool) = self.tool(&request.name) else {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool `{}`", request.name),
                 None,
             ));
         };
-        let span = crate::server_span::start(&tool, &context);
-        let params = request.arguments.unwrap_or_default();
-        if let Err(msg) = tool.validate(&params) {
-            let msg = format!("invalid parameters for `{}`: {msg}", tool.full_name);
-            crate::server_span::end(span, Some("tool_error"));
-            return Ok(Self::result(Err(msg), 0).into());
-        }
-        let meta = &context.meta;
-        let id = |key: &str| meta.get(key).and_then(Value::as_str).map(Arc::<str>::from);
-        let (progress, forwarder) = match meta.get_progress_token() {
+        let headers = context.extensions.get::<http::request::Parts>().map(|p| &p.headers);
+        let span = crate::server_span::start(&tool, &context.meta, &context.id, headers);
+        let (progress, forwarder) = match context.meta.get_progress_token() {
             Some(token) => {
                 let (sink, mut updates) = ProgressSink::channel(PROGRESS_BUFFER);
                 let peer = context.peer.clone();
@@ -168,45 +169,91 @@ impl ServerHandler for ToolServer {
             }
             None => (None, None),
         };
-        let ctx = ToolContext {
-            task_id: id(META_TASK_ID).unwrap_or_else(no_id),
-            session_id: id(META_SESSION_ID).unwrap_or_else(no_id),
-            call_id: id(META_CALL_ID).unwrap_or_else(|| Arc::from(context.id.to_string())),
-            user_id: id(META_USER_ID),
-            progress,
-        };
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let outcome = {
-            // The tool runs in the call's span, so whatever it traces is its child.
-            let invoke = match &span {
-                Some(cx) => futures::future::Either::Left(tool.invoke(params, ctx).with_context(cx.clone())),
-                None => futures::future::Either::Right(tool.invoke(params, ctx)),
-            };
-            tokio::pin!(invoke);
-            let r = tokio::select! {
-                r = &mut invoke => Some(r),
-                _ = context.ct.cancelled() => None,
-            };
-            if r.is_none() {
-                // Counted before the tool is dropped, so whoever sees it stop sees the count.
-                self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
-            }
-            r
-        };
-        let micros = started.elapsed().as_micros() as u64;
+        let ctx = Self::context(&context.meta, &context.id, progress);
+        let params = request.arguments.unwrap_or_default();
+        let outcome = self.run(&tool, params, ctx, &span, context.ct.cancelled()).await;
         // The tool (and its progress sink) is gone: send its last updates before the result.
         if let Some(f) = forwarder {
             let _ = f.await;
         }
+        Self::answer(&tool, span, outcome)
+    }
+}
+
+/// How one call ended: the tool's value or error and its own run time (µs), or `None` when
+/// it was cancelled.
+pub(crate) type Ran = Option<(Result<Value, String>, u64)>;
+
+impl ToolServer {
+    /// The served tool named `name`.
+    pub(crate) fn tool(&self, name: &str) -> Option<Arc<RegisteredTool>> {
+        self.by_name.get(name).map(|(t, _)| Arc::clone(t))
+    }
+
+    /// The tool's context: who the call is for, from the request's `_meta` (the call id falls
+    /// back to the JSON-RPC request id).
+    pub(crate) fn context(meta: &MetaObject, request: &RequestId, progress: Option<ProgressSink>) -> ToolContext {
+        let id = |key: &str| meta.get(key).and_then(Value::as_str).map(Arc::<str>::from);
+        ToolContext {
+            task_id: id(META_TASK_ID).unwrap_or_else(no_id),
+            session_id: id(META_SESSION_ID).unwrap_or_else(no_id),
+            call_id: id(META_CALL_ID).unwrap_or_else(|| Arc::from(request.to_string())),
+            user_id: id(META_USER_ID),
+            progress,
+        }
+    }
+
+    /// Checks `params` against the tool's schema and runs it in `span` until it ends or `stop`
+    /// resolves (the client cancelled). A call dropped before either (its HTTP client went
+    /// away) counts as cancelled too.
+    pub(crate) async fn run(
+        &self,
+        tool: &RegisteredTool,
+        params: JsonObject,
+        ctx: ToolContext,
+        span: &Option<opentelemetry::Context>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Ran {
+        if let Err(msg) = tool.validate(&params) {
+            return Some((Err(format!("invalid parameters for `{}`: {msg}", tool.full_name)), 0));
+        }
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        // The tool runs in the call's span, so whatever it traces is its child.
+        let invoke = match span {
+            Some(cx) => futures::future::Either::Left(tool.invoke(params, ctx).with_context(cx.clone())),
+            None => futures::future::Either::Right(tool.invoke(params, ctx)),
+        };
+        tokio::pin!(invoke);
+        // Declared after `invoke`, so dropped before it: the count is there before the tool
+        // stops, for whoever watches it stop.
+        let mut pending = CancelledOnDrop(Some(&self.stats.cancelled));
+        let r = tokio::select! {
+            r = &mut invoke => Some(r),
+            _ = stop => None,
+        };
+        if r.is_some() {
+            pending.0 = None;
+        }
+        drop(pending);
+        r.map(|r| (r.map_err(|e| e.0), started.elapsed().as_micros() as u64))
+    }
+
+    /// Ends the call's span and makes its answer: an `isError` result for a failed tool, a
+    /// JSON-RPC error for a cancelled call.
+    pub(crate) fn answer(
+        tool: &RegisteredTool,
+        span: Option<opentelemetry::Context>,
+        outcome: Ran,
+    ) -> Result<CallToolResponse, ErrorData> {
         let error = match &outcome {
-            Some(Ok(_)) => None,
-            Some(Err(_)) => Some("tool_error"),
+            Some((Ok(_), _)) => None,
+            Some((Err(_), _)) => Some("tool_error"),
             None => Some("-32603"),
         };
         crate::server_span::end(span, error);
         match outcome {
-            Some(r) => Ok(Self::result(r.map_err(|e| e.0), micros).into()),
+            Some((r, micros)) => Ok(Self::result(r, micros).into()),
             None => {
                 tracing::info!(tool = %tool.full_name, "MCP tool call cancelled by the client");
                 Err(ErrorData::new(
@@ -219,6 +266,17 @@ impl ServerHandler for ToolServer {
     }
 }
 
+/// Counts a call as cancelled when dropped still armed.
+struct CancelledOnDrop<'a>(Option<&'a AtomicU64>);
+
+impl Drop for CancelledOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Serves `server` on this process's stdin and stdout until the client closes them.
 pub async fn serve_stdio(server: ToolServer) -> Result<(), McpError> {
     let running = server
@@ -227,71 +285,4 @@ pub async fn serve_stdio(server: ToolServer) -> Result<(), McpError> {
         .map_err(|e| McpError::Serve(format!("stdio handshake failed: {e}")))?;
     running.waiting().await.map_err(|e| McpError::Serve(e.to_string()))?;
     Ok(())
-}
-
-/// A tower service answering streamable-HTTP MCP requests; mount it (e.g. at `/mcp`) in an
-/// axum router. `allowed_hosts` guards against DNS rebinding: the `Host` headers accepted
-/// (loopback names by default; add the names clients use when binding elsewhere).
-pub fn streamable_http_service(
-    server: ToolServer,
-    allowed_hosts: &[String],
-) -> StreamableHttpService<ToolServer, LocalSessionManager> {
-    // A plain JSON answer when the tool sends nothing before its result (rmcp falls back to
-    // SSE as soon as a progress notification comes first): less framing per call.
-    let mut config = StreamableHttpServerConfig::default().with_json_response(true);
-    if !allowed_hosts.is_empty() {
-        let hosts: Vec<String> = config.allowed_hosts.iter().chain(allowed_hosts).cloned().collect();
-        config = config.with_allowed_hosts(hosts);
-    }
-    StreamableHttpService::new(
-        move || Ok(server.clone()),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    )
-}
-
-/// Decides whether a request's `Authorization` header may use the server (`None`: no header).
-pub type Authorize = Arc<dyn Fn(Option<&http::HeaderValue>) -> bool + Send + Sync>;
-
-/// Serves `server` over streamable HTTP at `/mcp` on `listener` until `shutdown` resolves.
-/// With `authorize`, a request it refuses gets 401 (`WWW-Authenticate: Bearer`) and a JSON-RPC
-/// error, before any MCP handling; the header itself is never logged.
-/// Responses go out at once (`TCP_NODELAY`): an MCP answer is a few small writes, which Nagle's
-/// algorithm and delayed ACKs would otherwise hold back by up to 40 ms each.
-pub async fn serve_http(
-    listener: tokio::net::TcpListener,
-    server: ToolServer,
-    allowed_hosts: &[String],
-    authorize: Option<Authorize>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::response::IntoResponse;
-    use axum::serve::ListenerExt;
-    let mut app = axum::Router::new().nest_service("/mcp", streamable_http_service(server, allowed_hosts));
-    if let Some(authorize) = authorize {
-        app = app.layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let allowed = authorize(req.headers().get(http::header::AUTHORIZATION));
-                async move {
-                    if allowed {
-                        return next.run(req).await;
-                    }
-                    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32001,
-                        "message": "missing or unknown API key: send `Authorization: Bearer KEY`"}});
-                    (
-                        http::StatusCode::UNAUTHORIZED,
-                        [(http::header::WWW_AUTHENTICATE, "Bearer")],
-                        axum::Json(body),
-                    )
-                        .into_response()
-                }
-            },
-        ));
-    }
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -15,20 +15,23 @@ use aether_contracts::trace::{self as otel, TRACEPARENT};
 use aether_tools::RegisteredTool;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::{Context, KeyValue};
-use rmcp::service::RequestContext;
-use rmcp::RoleServer;
+use rmcp::model::{MetaObject, RequestId};
 use serde_json::Value;
 
 const TRACESTATE: &str = "tracestate";
 
-/// The span of a call to `tool` in `context`; `None` when spans are off.
-pub(crate) fn start(tool: &RegisteredTool, context: &RequestContext<RoleServer>) -> Option<Context> {
+/// The span of a call to `tool`, request `id` with `meta` (its `_meta`), received over HTTP
+/// with `headers` or over stdio (`None`); `None` when spans are off.
+pub(crate) fn start(
+    tool: &RegisteredTool,
+    meta: &MetaObject,
+    id: &RequestId,
+    headers: Option<&http::HeaderMap>,
+) -> Option<Context> {
     if !otel::on() {
         return None;
     }
-    let meta = &context.meta;
-    let http = context.extensions.get::<http::request::Parts>();
-    let header = |name: &str| http.and_then(|p| p.headers.get(name)).and_then(|v| v.to_str().ok());
+    let header = |name: &str| headers.and_then(|h| h.get(name)).and_then(|v| v.to_str().ok());
     let parent = match meta.get(TRACEPARENT).and_then(Value::as_str) {
         Some(tp) => otel::remote_parent(tp, meta.get(TRACESTATE).and_then(Value::as_str)),
         None => header(TRACEPARENT).and_then(|tp| otel::remote_parent(tp, header(TRACESTATE))),
@@ -42,8 +45,8 @@ pub(crate) fn start(tool: &RegisteredTool, context: &RequestContext<RoleServer>)
             KeyValue::new("mcp.method.name", "tools/call"),
             KeyValue::new("gen_ai.operation.name", "execute_tool"),
             KeyValue::new("gen_ai.tool.name", otel::shared(&tool.full_name)),
-            KeyValue::new("jsonrpc.request.id", context.id.to_string()),
-            KeyValue::new("network.transport", if http.is_some() { "tcp" } else { "pipe" }),
+            KeyValue::new("jsonrpc.request.id", id.to_string()),
+            KeyValue::new("network.transport", if headers.is_some() { "tcp" } else { "pipe" }),
         ],
         &parent,
     )
