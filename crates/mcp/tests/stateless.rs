@@ -82,6 +82,11 @@ impl ServerHandler for Changing {
         Ok(ListToolsResult::with_all_items(self.tools.lock().clone()))
     }
 
+    /// rmcp checks a call's `Mcp-Param-*` headers against the schema this returns.
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.lock().iter().find(|t| t.name == name).cloned()
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -258,4 +263,53 @@ async fn an_unreachable_server_is_a_clear_error() {
         e.contains("`gone`") && e.contains("cannot reach") && e.contains("gave up after 2 attempts"),
         "{e}"
     );
+}
+
+/// A tool whose schema marks arguments for SEP-2243 `Mcp-Param-*` headers: rmcp's server refuses
+/// a call that does not repeat them (400), so each call must carry them, encoded when needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annotated_arguments_travel_as_mcp_param_headers() {
+    let handler = Changing::new(ProtocolVersion::KNOWN_VERSIONS);
+    let schema = json!({"type": "object", "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"},
+        "target": {"type": "object", "properties": {"zone": {"type": "integer", "x-mcp-header": "Zone"}}},
+    }});
+    let Value::Object(schema) = schema else { unreachable!() };
+    handler.tools.lock().push(Tool::new(
+        "routed".to_owned(),
+        "answers with its arguments".to_owned(),
+        Arc::new(schema),
+    ));
+    let server = serve(handler).await;
+    let registry = Arc::new(ToolRegistry::new());
+    let hub = within(
+        "attach",
+        McpHub::attach(Arc::clone(&registry), vec![McpServerConfig::http("r", &server.url)]),
+    )
+    .await
+    .unwrap();
+    let client = hub.client("r").unwrap();
+    assert!(client.is_stateless());
+    let ctx = ToolContext::detached("call-r");
+    for (region, encoded) in [("eu-west", "eu-west"), ("zürich", "=?base64?esO8cmljaA==?=")] {
+        let Value::Object(args) = json!({"region": region, "target": {"zone": 3}}) else {
+            unreachable!()
+        };
+        let v = within("a routed call", client.call("routed", args, &ctx))
+            .await
+            .unwrap_or_else(|e| panic!("the server accepted the call's headers: {e}"));
+        assert_eq!(v["region"], json!(region));
+        let posts = server.posts.lock();
+        let h = posts.last().unwrap();
+        assert_eq!(h["mcp-param-region"], encoded);
+        assert_eq!(h["mcp-param-zone"], "3");
+    }
+    // Without the argument, no header (and the server agrees).
+    let Value::Object(args) = json!({"target": {"zone": 4}}) else {
+        unreachable!()
+    };
+    within("a call without region", client.call("routed", args, &ctx))
+        .await
+        .unwrap();
+    assert!(!server.posts.lock().last().unwrap().contains_key("mcp-param-region"));
 }

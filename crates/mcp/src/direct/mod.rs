@@ -16,13 +16,15 @@
 //! * **`tools/list_changed`.** When the server advertises it, a `subscriptions/listen` request is
 //!   held open by a background task (reopened with backoff when it ends; each reopening counts
 //!   as a change, since one may have been missed).
-//! * **Headers.** `MCP-Protocol-Version`, `Mcp-Method` and `Mcp-Name` (SEP-2243), the configured
+//! * **Headers.** `MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name` and the tool's annotated
+//!   arguments as `Mcp-Param-*` (SEP-2243, `param_headers`), the configured
 //!   headers, and the call's `aether/*` ids and `traceparent` (as for rmcp's client, see
 //!   `http_client`).
 //!
 //! A server that does not speak this revision refuses `server/discover`; [`discover`] says so,
 //! and the caller falls back to rmcp's sessions.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,7 @@ use connections::Connections;
 mod answer;
 mod call_body;
 mod connections;
+mod param_headers;
 
 use crate::config::McpServerConfig;
 use crate::http_client::ID_HEADERS;
@@ -123,6 +126,9 @@ pub(crate) struct Direct {
     endpoint: Arc<Endpoint>,
     /// The `subscriptions/listen` task, when the server announces tool-list changes.
     listener: Option<AbortHandle>,
+    /// SEP-2243 `Mcp-Param-*` annotations of the tools that have any, from the last tool list
+    /// read (replaced whole by each; as many entries as the server has tools).
+    param_headers: parking_lot::RwLock<HashMap<String, Vec<param_headers::ParamHeader>>>,
 }
 
 impl Direct {
@@ -200,7 +206,11 @@ pub(crate) async fn discover(
             ),
         }
     }
-    Ok(Discovered::Stateless(Direct { endpoint, listener }))
+    Ok(Discovered::Stateless(Direct {
+        endpoint,
+        listener,
+        param_headers: Default::default(),
+    }))
 }
 
 impl Endpoint {
@@ -363,7 +373,10 @@ impl Direct {
             tools.extend(page.tools);
             match page.next_cursor {
                 Some(next) if !next.is_empty() => cursor = Some(next),
-                _ => return Ok(tools),
+                _ => {
+                    *self.param_headers.write() = param_headers::of_tools(&tools);
+                    return Ok(tools);
+                }
             }
         }
     }
@@ -415,6 +428,9 @@ impl Direct {
             HeaderValue::from_static("tools/call"),
         );
         headers.insert(HeaderName::from_static("mcp-name"), header_value(tool));
+        if let Some(params) = self.param_headers.read().get(tool) {
+            param_headers::add(params, arguments, &mut headers);
+        }
         let forward = |n: ServerNotification| {
             if let ServerNotification::ProgressNotification(p) = n {
                 let ProgressNotificationParam {
