@@ -85,7 +85,9 @@ pub async fn run(
         // A fresh runtime: nothing else installed one.
         let _ = rt.install_meter(m);
     }
-    let _mcp = args.mcp.attach(rt.tools()).await?;
+    // Shut down before returning: a stdio server then exits on its own (flushing its spans)
+    // instead of being killed with this process.
+    let mut mcp = args.mcp.attach(rt.tools()).await?;
 
     let mut config = AgentConfig::new(&args.model, &args.system_prompt).with_tools(comma_list(&args.tools));
     if let Some(f) = framework {
@@ -97,6 +99,9 @@ pub async fn run(
             .error
             .map(|e| e.message)
             .unwrap_or_else(|| "agent creation failed".into());
+        if let Some(h) = mcp.as_mut() {
+            h.shutdown().await;
+        }
         return Err(CliError::usage(msg));
     };
     let prompts = if args.prompts.is_empty() {
@@ -165,6 +170,9 @@ pub async fn run(
                 println!("  {}\n", r.response_text().unwrap_or_default());
             }
         }
+    }
+    if let Some(h) = mcp.as_mut() {
+        h.shutdown().await;
     }
     rt.shutdown()
         .await

@@ -963,6 +963,31 @@ async fn mcp_serve_continues_the_callers_trace() {
     assert_eq!(hex(&from_header.parent), parent, "the header's span is the parent");
 }
 
+/// Over stdio too: `aether chat` starts `aether mcp-serve` as its MCP server (the child inherits
+/// the OTLP endpoint), and the child's `tools/call` span, over a pipe, is a child of the turn's
+/// `execute_tool` span, carried in the request's `_meta`. `chat` shuts its MCP servers down
+/// before it exits (it closes the child's stdin and waits for it), so the child has flushed
+/// its spans by the time `chat` ends; before, the child was killed and its spans lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_serve_over_stdio_continues_the_callers_trace() {
+    let (collector, got) = receiver().await;
+    let mcp = format!("piped={} mcp-serve --tool-latency-ms 0", env!("CARGO_BIN_EXE_aether"));
+    chat_echo_over_mcp(collector, &mcp).await;
+    let spans = got.lock().clone();
+    let server = spans
+        .iter()
+        .find(|s| s.name == "tools/call builtin.echo")
+        .unwrap_or_else(|| panic!("no server span from the stdio child: {:?}", names(&spans)));
+    let caller = spans
+        .iter()
+        .find(|s| s.span_id == server.parent)
+        .unwrap_or_else(|| panic!("the server span's parent was not exported: {:?}", names(&spans)));
+    assert_eq!(caller.name, "execute_tool piped.builtin_echo");
+    assert_eq!(server.trace_id, caller.trace_id, "one trace across the processes");
+    assert_eq!(server.attrs["network.transport"], "pipe");
+    assert_eq!(server.attrs["gen_ai.tool.name"], "builtin.echo");
+}
+
 /// `builtin.echo` called over an MCP session with raw JSON-RPC, `traceparent` only as a header.
 async fn header_only_call(url: &str, traceparent: &str) {
     let http = reqwest::Client::new();

@@ -48,11 +48,12 @@ pub struct ToolServer {
 #[derive(Debug, Default)]
 pub struct ServerStats {
     pub calls: AtomicU64,
-    /// Calls stopped by the client's `notifications/cancelled`.
+    /// Calls stopped by the client: its `notifications/cancelled`, or (stateless HTTP) its
+    /// connection closed before the answer.
     pub cancelled: AtomicU64,
     pub progress_sent: AtomicU64,
     /// Calls answered in the HTTP connection's own task (a plain stateless `tools/call`,
-    /// see [`McpHttpService`]) rather than by rmcp.
+    /// see [`McpHttpService`](crate::McpHttpService)) rather than by rmcp.
     pub answered_inline: AtomicU64,
 }
 
