@@ -7,8 +7,9 @@
 //! through a one-shot service whose loop and handler are tasks of their own, the answer coming
 //! back over a channel. For a tool that answers in microseconds that is most of the call's
 //! cost: measured on the 2-core development machine (`aether --worker-threads 1 mcp-serve
-//! --http … --tool-latency-ms 0`, `wrk -t1 -c1` posting `builtin.echo`), ~137 µs of the
-//! server's CPU per call, ~185 k instructions (callgrind), of which rmcp's POST handling ~100 k.
+//! --http … --tool-latency-ms 0`, `wrk -t1 -c1` posting `builtin.echo`), 124–137 µs of the
+//! server's CPU per call, ~188 k instructions (callgrind), of which rmcp's POST handling ~100 k;
+//! answered here, 63–67 µs and ~67 k (`scripts/mcp-serve-cost.sh`).
 //!
 //! Here a request is answered in line only when nothing about it needs rmcp's judgement:
 //!
@@ -160,9 +161,11 @@ impl McpHttpService {
         else {
             return false;
         };
-        let host = authority.host().trim_matches(['[', ']']).to_ascii_lowercase();
-        let whole = authority.as_str().to_ascii_lowercase();
-        self.allowed_hosts.iter().any(|a| *a == host || *a == whole)
+        let host = authority.host().trim_matches(['[', ']']);
+        // The allowed list is lower case: compared without allocating per request.
+        self.allowed_hosts
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(authority.as_str()))
     }
 
     /// The tool, request id and parameters of a plain `tools/call` body, or `None` (rmcp's case).

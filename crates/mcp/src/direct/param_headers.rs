@@ -73,10 +73,10 @@ pub(super) fn add(params: &[ParamHeader], arguments: &Metadata, headers: &mut He
             .iter()
             .try_fold(arguments.get(first), |v, key| v.map(|v| v.get(key)))
             .flatten();
-        let text = match value {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Bool(b)) => b.to_string(),
-            Some(Value::Number(n)) => n.to_string(),
+        let text: std::borrow::Cow<'_, str> = match value {
+            Some(Value::String(s)) => s.into(),
+            Some(Value::Bool(b)) => b.to_string().into(),
+            Some(Value::Number(n)) => n.to_string().into(),
             _ => continue,
         };
         headers.insert(p.header.clone(), super::header_value(&text));
