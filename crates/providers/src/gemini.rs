@@ -186,7 +186,7 @@ impl GeminiProvider {
                 let base_url = &self.endpoint.cfg.base_url;
                 let mut events = SseReader::new(response, self.endpoint.cfg.first_byte_timeout, base_url);
                 while let Some(data) = events.next_data().await? {
-                    let v: Value = serde_json::from_slice(data).map_err(|e| bad_event(base_url, e))?;
+                    let v: Value = serde_json::from_str(data).map_err(|e| bad_event(base_url, e))?;
                     acc.absorb(&v, Some(&mut *sink)).await?;
                 }
                 if !acc.finished {

@@ -225,11 +225,11 @@ impl OpenAiProvider {
                     "the stream from {base_url} ended before [DONE] (connection dropped)"
                 )));
             };
-            if data == b"[DONE]" {
+            if data == "[DONE]" {
                 break;
             }
             // Typed and borrowing: a chunk's text is read in place, nothing else it holds is kept.
-            let chunk: StreamChunk<'_> = serde_json::from_slice(data).map_err(|e| bad_event(base_url, e))?;
+            let chunk: StreamChunk<'_> = serde_json::from_str(data).map_err(|e| bad_event(base_url, e))?;
             if let Some(m) = chunk.model.filter(|m| **m != *served_by) {
                 served_by = m.0.into_owned();
             }
