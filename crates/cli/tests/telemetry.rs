@@ -27,6 +27,8 @@ struct Span {
     end: u64,
     attrs: HashMap<String, String>,
     service: String,
+    /// Each link's trace and span id, in hex.
+    links: Vec<(String, String)>,
 }
 
 /// One received histogram data point: metric name, attributes, count (cumulative).
@@ -116,6 +118,7 @@ async fn receiver_with_metrics() -> (String, Arc<Mutex<Vec<Span>>>, Arc<Mutex<Ve
                                 end: s.end_time_unix_nano,
                                 attrs,
                                 service: service.clone(),
+                                links: s.links.iter().map(|l| (hex(&l.trace_id), hex(&l.span_id))).collect(),
                             });
                         }
                     }
@@ -930,7 +933,20 @@ async fn mcp_serve_continues_the_callers_trace() {
     // A plain HTTP client (a gateway, say) that sends the context only as the HTTP header, over
     // an MCP session (2025-06-18): the header is the parent.
     let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
-    header_only_call(&url, &format!("00-{trace}-{parent}-01")).await;
+    header_only_call(&url, &format!("00-{trace}-{parent}-01"), None).await;
+    // A gateway that traces its own HTTP hop: the header names its span, `_meta` the caller's.
+    // `_meta` is the parent and the header's span is linked (the MCP conventions).
+    let (meta_trace, meta_parent, hop) = (
+        "0af7651916cd43dd8448eb211c80319c",
+        "b7ad6b7169203331",
+        "53995c3f42cd8ad8",
+    );
+    header_only_call(
+        &url,
+        &format!("00-{trace}-{hop}-01"),
+        Some(&format!("00-{meta_trace}-{meta_parent}-01")),
+    )
+    .await;
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
@@ -961,6 +977,20 @@ async fn mcp_serve_continues_the_callers_trace() {
         .find(|s| s.name == "tools/call builtin.echo" && hex(&s.trace_id) == trace)
         .unwrap_or_else(|| panic!("no server span in the header's trace: {:?}", names(&spans)));
     assert_eq!(hex(&from_header.parent), parent, "the header's span is the parent");
+    assert!(from_header.links.is_empty(), "{:?}", from_header.links);
+
+    let both = spans
+        .iter()
+        .find(|s| s.name == "tools/call builtin.echo" && hex(&s.trace_id) == meta_trace)
+        .unwrap_or_else(|| panic!("no server span in _meta's trace: {:?}", names(&spans)));
+    assert_eq!(hex(&both.parent), meta_parent, "_meta's span is the parent");
+    assert_eq!(
+        both.links,
+        [(trace.to_owned(), hop.to_owned())],
+        "the header's span is linked"
+    );
+    // The turn's own call sends the same context both ways: a parent, no link.
+    assert!(server.links.is_empty(), "{:?}", server.links);
 }
 
 /// Over stdio too: `aether chat` starts `aether mcp-serve` as its MCP server (the child inherits
@@ -988,8 +1018,9 @@ async fn mcp_serve_over_stdio_continues_the_callers_trace() {
     assert_eq!(server.attrs["gen_ai.tool.name"], "builtin.echo");
 }
 
-/// `builtin.echo` called over an MCP session with raw JSON-RPC, `traceparent` only as a header.
-async fn header_only_call(url: &str, traceparent: &str) {
+/// `builtin.echo` called over an MCP session with raw JSON-RPC, `traceparent` as a header and,
+/// when `meta` is given, another in the request's `_meta`.
+async fn header_only_call(url: &str, traceparent: &str, meta: Option<&str>) {
     let http = reqwest::Client::new();
     let post = |body: serde_json::Value, session: Option<&str>| {
         let mut r = http
@@ -1011,8 +1042,11 @@ async fn header_only_call(url: &str, traceparent: &str) {
     let initialized = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
     let resp = post(initialized, Some(&session)).send().await.unwrap();
     assert!(resp.status().is_success(), "initialized: {}", resp.status());
-    let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+    let mut call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
         "name": "builtin.echo", "arguments": {"message": "via a gateway"}}});
+    if let Some(tp) = meta {
+        call["params"]["_meta"] = serde_json::json!({ "traceparent": tp });
+    }
     let resp = post(call, Some(&session))
         .header("traceparent", traceparent)
         .send()

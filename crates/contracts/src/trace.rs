@@ -56,12 +56,24 @@ pub fn start_with_parent(
     attributes: Vec<KeyValue>,
     parent: &Context,
 ) -> Option<Context> {
+    start_linked(name, kind, attributes, parent, None)
+}
+
+/// As [`start_with_parent`], with a link to `link` when given: another context the work is
+/// related to but not a child of (an MCP request's transport context, beside its `_meta` parent).
+pub fn start_linked(
+    name: impl Into<Cow<'static, str>>,
+    kind: SpanKind,
+    attributes: Vec<KeyValue>,
+    parent: &Context,
+    link: Option<SpanContext>,
+) -> Option<Context> {
     let tracer = TRACER.get()?;
-    let span = tracer
-        .span_builder(name)
-        .with_kind(kind)
-        .with_attributes(attributes)
-        .start_with_context(tracer, parent);
+    let mut builder = tracer.span_builder(name).with_kind(kind).with_attributes(attributes);
+    if let Some(sc) = link {
+        builder = builder.with_links(vec![opentelemetry::trace::Link::with_context(sc)]);
+    }
+    let span = builder.start_with_context(tracer, parent);
     Some(parent.with_span(span))
 }
 
@@ -118,6 +130,11 @@ pub fn is_traceparent(v: &str) -> bool {
 /// receiver then starts a new trace). Used where no HTTP propagator applies: an MCP request's
 /// `params._meta`, which is where OpenTelemetry's MCP conventions carry the context.
 pub fn remote_parent(traceparent: &str, tracestate: Option<&str>) -> Option<Context> {
+    remote_span_context(traceparent, tracestate).map(|sc| Context::new().with_remote_span_context(sc))
+}
+
+/// The span context a received `traceparent` (and `tracestate`) names; `None` when it is not valid.
+pub fn remote_span_context(traceparent: &str, tracestate: Option<&str>) -> Option<SpanContext> {
     use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
     if !is_traceparent(traceparent) {
         return None;
@@ -129,8 +146,7 @@ pub fn remote_parent(traceparent: &str, tracestate: Option<&str>) -> Option<Cont
     let state = tracestate
         .and_then(|s| s.parse::<TraceState>().ok())
         .unwrap_or_default();
-    let sc = SpanContext::new(trace_id, span_id, TraceFlags::new(flags), true, state);
-    Some(Context::new().with_remote_span_context(sc))
+    Some(SpanContext::new(trace_id, span_id, TraceFlags::new(flags), true, state))
 }
 
 #[cfg(test)]

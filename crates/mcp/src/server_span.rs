@@ -3,17 +3,20 @@
 //! `gen_ai.operation.name = execute_tool`, `jsonrpc.request.id` and `network.transport`.
 //!
 //! **It continues the caller's trace.** The conventions carry the context in the request's
-//! `params._meta` (`traceparent`, `tracestate`): that is the parent. A request without it falls
-//! back to the HTTP request's own `traceparent` header, so a caller that only sets the header
+//! `params._meta` (`traceparent`, `tracestate`): that is the parent. A request without a valid one
+//! falls back to the HTTP request's own `traceparent` header, so a caller that only sets the header
 //! (a gateway, a plain HTTP client) is joined too. Aether's MCP client sends both, so a turn's
-//! `execute_tool` span is the parent of the server's span, across processes.
+//! `execute_tool` span is the parent of the server's span, across processes. When the header
+//! names another span than `_meta` (a proxy or gateway that traces the HTTP hop itself), the
+//! server span links to it: the conventions' "use `_meta` as the parent and link the transport
+//! context", so the hop's trace leads to the call too.
 //!
 //! Made only when spans are on (`mcp-serve` with an OTLP endpoint); otherwise a call pays one
 //! atomic load.
 
 use aether_contracts::trace::{self as otel, TRACEPARENT};
 use aether_tools::RegisteredTool;
-use opentelemetry::trace::SpanKind;
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt as _};
 use opentelemetry::{Context, KeyValue};
 use rmcp::model::{MetaObject, RequestId};
 use serde_json::Value;
@@ -32,13 +35,20 @@ pub(crate) fn start(
         return None;
     }
     let header = |name: &str| headers.and_then(|h| h.get(name)).and_then(|v| v.to_str().ok());
-    let parent = match meta.get(TRACEPARENT).and_then(Value::as_str) {
-        Some(tp) => otel::remote_parent(tp, meta.get(TRACESTATE).and_then(Value::as_str)),
-        None => header(TRACEPARENT).and_then(|tp| otel::remote_parent(tp, header(TRACESTATE))),
-    }
+    let from_meta = meta
+        .get(TRACEPARENT)
+        .and_then(Value::as_str)
+        .and_then(|tp| otel::remote_span_context(tp, meta.get(TRACESTATE).and_then(Value::as_str)));
+    let from_header = header(TRACEPARENT).and_then(|tp| otel::remote_span_context(tp, header(TRACESTATE)));
+    let same = |a: &SpanContext, b: &SpanContext| (a.trace_id(), a.span_id()) == (b.trace_id(), b.span_id());
+    let (parent, link) = match (from_meta, from_header) {
+        (Some(m), Some(h)) if !same(&m, &h) => (Some(m), Some(h)),
+        (Some(m), _) => (Some(m), None),
+        (None, h) => (h, None),
+    };
     // No (valid) context from the caller: a new trace (W3C), never the ambient one.
-    .unwrap_or_default();
-    otel::start_with_parent(
+    let parent = parent.map_or_else(Context::new, |sc| Context::new().with_remote_span_context(sc));
+    otel::start_linked(
         format!("tools/call {}", tool.full_name),
         SpanKind::Server,
         vec![
@@ -49,6 +59,7 @@ pub(crate) fn start(
             KeyValue::new("network.transport", if headers.is_some() { "tcp" } else { "pipe" }),
         ],
         &parent,
+        link,
     )
 }
 
