@@ -1,6 +1,7 @@
 //! The direct client of MCP's stateless protocol (2026-07-28) against a real rmcp server on
 //! loopback HTTP: one POST per call and no session; a tool-list change reaches the registry
-//! through `subscriptions/listen`; a server that only speaks the older revisions gets sessions;
+//! through `subscriptions/listen`; a server that only speaks the older revisions gets sessions,
+//! and so does one that stops speaking the stateless protocol while the client is attached;
 //! an unreachable server is a clear error. Progress, cancellation and the call's headers over
 //! the direct client are tested against `aether mcp-serve --http` in `aether-cli`.
 
@@ -36,7 +37,8 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
 struct Changing {
     tools: Arc<Mutex<Vec<Tool>>>,
     listeners: Arc<Mutex<Vec<SubscriptionSink>>>,
-    versions: &'static [ProtocolVersion],
+    /// The revisions it speaks (switched by a test: a server replaced by another version).
+    versions: Arc<Mutex<&'static [ProtocolVersion]>>,
 }
 
 fn tool(name: &str) -> Tool {
@@ -54,7 +56,7 @@ impl Changing {
         Self {
             tools: Arc::new(Mutex::new(vec![tool("echo"), tool("add")])),
             listeners: Arc::default(),
-            versions,
+            versions: Arc::new(Mutex::new(versions)),
         }
     }
 }
@@ -71,7 +73,7 @@ impl ServerHandler for Changing {
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
-        Cow::Borrowed(self.versions)
+        Cow::Borrowed(*self.versions.lock())
     }
 
     async fn list_tools(
@@ -165,7 +167,11 @@ fn message(text: &str) -> aether_contracts::Metadata {
 
 /// A server speaking `versions`, attached as `name` to a new registry.
 async fn attached(versions: &'static [ProtocolVersion], name: &str) -> (Served, Arc<ToolRegistry>, McpHub) {
-    let server = serve(Changing::new(versions)).await;
+    attached_to(Changing::new(versions), name).await
+}
+
+async fn attached_to(handler: Changing, name: &str) -> (Served, Arc<ToolRegistry>, McpHub) {
+    let server = serve(handler).await;
     let registry = Arc::new(ToolRegistry::new());
     let hub = within(
         "attach",
@@ -225,9 +231,45 @@ async fn a_stateless_server_gets_one_post_per_call_and_its_list_changes_reach_th
     assert!(e.0.contains("MCP server `t`") && e.0.contains("nope"), "{e}");
 }
 
+const LEGACY: &[ProtocolVersion] = &[ProtocolVersion::V_2025_06_18, ProtocolVersion::V_2025_11_25];
+
+/// The server is replaced by a version without the stateless protocol while the client is
+/// attached: the next call is refused as the wrong protocol, the client asks `server/discover`
+/// again and sends the call (it did not run) over a session; the caller sees the answer. Later
+/// calls use the session without asking again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_speaking_the_stateless_protocol_is_asked_again() {
+    let handler = Changing::new(ProtocolVersion::KNOWN_VERSIONS);
+    let versions = Arc::clone(&handler.versions);
+    let (server, _registry, hub) = attached_to(handler, "t").await;
+    let client = hub.client("t").unwrap();
+    assert!(client.is_stateless());
+    let ctx = ToolContext::detached("c");
+    let v = within("a call", client.call("echo", message("before"), &ctx))
+        .await
+        .unwrap();
+    assert_eq!(v, json!({ "message": "before" }));
+
+    *versions.lock() = LEGACY;
+    for text in ["after", "and again"] {
+        let v = within("a call", client.call("echo", message(text), &ctx))
+            .await
+            .unwrap_or_else(|e| panic!("the call is answered over a session: {e}"));
+        assert_eq!(v, json!({ "message": text }));
+    }
+    assert!(!client.is_stateless(), "the client now uses sessions");
+    let stats = client.stats();
+    assert_eq!(
+        (stats.rediscovered, stats.sessions_opened, stats.failed),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    let posts = server.posts.lock().clone();
+    assert!(posts.last().unwrap().contains_key("mcp-session-id"), "over the session");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_the_stateless_protocol_gets_a_session() {
-    const LEGACY: &[ProtocolVersion] = &[ProtocolVersion::V_2025_06_18, ProtocolVersion::V_2025_11_25];
     let (server, _registry, hub) = attached(LEGACY, "old").await;
     let client = hub.client("old").unwrap();
     assert!(!client.is_stateless());

@@ -2,7 +2,12 @@
 //!
 //! An HTTP server that speaks the stateless protocol (MCP 2026-07-28, found with one
 //! `server/discover` on first use) gets the direct client of [`crate::direct`]: a call is one
-//! POST, read in the caller's task; nothing to open, pool or restart.
+//! POST, read in the caller's task; nothing to open, pool or restart. The answer is not kept
+//! for ever: when a direct call is refused the way a server refuses a protocol it does not speak
+//! (HTTP 400, 404, 405, 406 or 415 before reading the call, or JSON-RPC `-32022`, unsupported
+//! protocol version), the server may have been replaced by another version, so the client asks
+//! again (at most once per [`REASK_EVERY`]), resends the call (it was not run) over what the
+//! server now speaks, and tells the hub to list the tools again.
 //!
 //! Otherwise, sessions. Pooled (the default): `pool_size` sessions are opened on first use and
 //! reused by every call; JSON-RPC multiplexes concurrent calls over each, so a call costs one
@@ -42,6 +47,19 @@ struct Stats {
     sessions_opened: AtomicU64,
     restarts: AtomicU64,
     cancelled: AtomicU64,
+    rediscovered: AtomicU64,
+}
+
+/// The least time between two re-asks of `server/discover` (a server that refuses every call
+/// with 400 is asked once per period, not once per call).
+pub(crate) const REASK_EVERY: Duration = Duration::from_secs(5);
+
+/// What `server/discover` said of a pooled HTTP server.
+enum Protocol {
+    /// The stateless protocol: one POST per call.
+    Stateless(Direct),
+    /// Not the stateless protocol: the pooled sessions.
+    Sessions,
 }
 
 /// A snapshot of one server's counters.
@@ -55,6 +73,9 @@ pub struct McpStatsSnapshot {
     pub restarts: u64,
     /// Calls dropped before their answer (the server was told to cancel).
     pub cancelled: u64,
+    /// Times `server/discover` was asked again after a direct call was refused as the wrong
+    /// protocol (see the module header).
+    pub rediscovered: u64,
     /// HTTP connections the stateless client opened (steady while they are reused; rmcp's
     /// sessions keep their own).
     pub connections_opened: u64,
@@ -78,9 +99,12 @@ pub struct McpClient {
 
 struct Inner {
     config: McpServerConfig,
-    /// A pooled HTTP server's direct client, once `server/discover` said it speaks the
-    /// stateless protocol (`None` inside: it does not, use the slots).
-    stateless: tokio::sync::OnceCell<Option<Direct>>,
+    /// What `server/discover` last said of a pooled HTTP server (`None` until asked); replaced
+    /// whole when it is asked again. Read with one atomic load per call.
+    protocol: arc_swap::ArcSwapOption<Protocol>,
+    /// Held while `server/discover` is asked, so that concurrent calls ask once; holds when it
+    /// was last asked again.
+    asking: tokio::sync::Mutex<Option<Instant>>,
     slots: Vec<Slot>,
     next: AtomicUsize,
     tools_changed: Arc<Notify>,
@@ -100,7 +124,8 @@ impl McpClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 slots: (0..pool).map(|_| Slot::default()).collect(),
-                stateless: tokio::sync::OnceCell::new(),
+                protocol: arc_swap::ArcSwapOption::empty(),
+                asking: tokio::sync::Mutex::new(None),
                 config,
                 next: AtomicUsize::new(0),
                 tools_changed: Arc::new(Notify::new()),
@@ -123,11 +148,11 @@ impl McpClient {
     /// changes when it does), else opens the pooled sessions; per-call mode opens and closes
     /// one to check the server.
     pub async fn connect(&self) -> Result<(), McpError> {
-        let direct = self.inner.direct().await.map_err(|e| McpError::Connect {
+        let protocol = self.inner.protocol().await.map_err(|e| McpError::Connect {
             server: self.name().to_owned(),
             reason: e.0,
         })?;
-        if direct.is_some() {
+        if protocol.as_deref().is_some_and(|p| matches!(p, Protocol::Stateless(_))) {
             return Ok(());
         }
         if self.inner.slots.is_empty() {
@@ -150,8 +175,10 @@ impl McpClient {
             server: self.name().to_owned(),
             reason,
         };
-        if let Some(direct) = self.inner.direct().await.map_err(|e| err(e.0))? {
-            return direct.list_tools().await.map_err(|e| err(e.to_string()));
+        if let Some(p) = self.inner.protocol().await.map_err(|e| err(e.0))? {
+            if let Protocol::Stateless(direct) = &*p {
+                return direct.list_tools().await.map_err(|e| err(e.to_string()));
+            }
         }
         match self.inner.slots.first() {
             Some(slot) => {
@@ -218,8 +245,11 @@ impl McpClient {
                     }
                     Err(e) => Err(ToolError::new(e.to_string())),
                 },
-                SessionMode::Pooled => match inner.direct().await {
-                    Ok(Some(direct)) => inner.call_direct(direct, tool, &arguments, ctx).await,
+                SessionMode::Pooled => match inner.protocol().await {
+                    Ok(Some(p)) => match inner.call_direct(p, tool, &arguments, ctx).await {
+                        Some(answer) => answer,
+                        None => inner.call_pooled(tool, arguments, ctx).await,
+                    },
                     Ok(None) => inner.call_pooled(tool, arguments, ctx).await,
                     Err(e) => Err(e),
                 },
@@ -267,8 +297,9 @@ impl McpClient {
             sessions_opened: s.sessions_opened.load(Ordering::Relaxed),
             restarts: s.restarts.load(Ordering::Relaxed),
             cancelled: s.cancelled.load(Ordering::Relaxed),
-            connections_opened: match self.inner.stateless.get() {
-                Some(Some(direct)) => direct.connections_opened(),
+            rediscovered: s.rediscovered.load(Ordering::Relaxed),
+            connections_opened: match self.inner.protocol.load().as_deref() {
+                Some(Protocol::Stateless(direct)) => direct.connections_opened(),
                 _ => 0,
             },
         }
@@ -277,12 +308,12 @@ impl McpClient {
     /// Whether calls go to the server's stateless protocol, one POST each (known once the
     /// client has connected or made its first call).
     pub fn is_stateless(&self) -> bool {
-        matches!(self.inner.stateless.get(), Some(Some(_)))
+        matches!(self.inner.protocol.load().as_deref(), Some(Protocol::Stateless(_)))
     }
 
     /// Closes every pooled session (stdio servers exit) and stops listening for changes.
     pub async fn shutdown(&self) {
-        if let Some(Some(direct)) = self.inner.stateless.get() {
+        if let Some(Protocol::Stateless(direct)) = self.inner.protocol.load().as_deref() {
             direct.close();
         }
         for slot in &self.inner.slots {
@@ -293,6 +324,17 @@ impl McpClient {
                 }
             }
         }
+    }
+}
+
+/// Whether a direct call's refusal is how a server refuses a protocol it does not speak (before
+/// reading the call, so the call did not run): HTTP 400, 404, 405, 406 or 415, or JSON-RPC
+/// `-32022` (unsupported protocol version).
+fn refused_as_protocol(f: &Failure) -> bool {
+    match f {
+        Failure::Status(status, _) => matches!(status, 400 | 404 | 405 | 406 | 415),
+        Failure::Rejected(e) => e.code == rmcp::model::ErrorCode::UNSUPPORTED_PROTOCOL_VERSION,
+        _ => false,
     }
 }
 
@@ -316,70 +358,131 @@ impl Inner {
         ToolError::new(format!("MCP server `{}`: {reason}", self.config.name))
     }
 
-    /// A pooled HTTP server's direct client, or `None` when calls use sessions (a stdio
-    /// server, `per_call`, or a server without the stateless protocol). Asked once; while the
-    /// server cannot be reached, with the configured retries and backoff.
-    async fn direct(&self) -> Result<Option<&Direct>, ToolError> {
+    /// What a pooled HTTP server speaks, asked with `server/discover` on first use; `None` when
+    /// calls use sessions without asking (a stdio server, `per_call`, `stateless = false`).
+    async fn protocol(&self) -> Result<Option<Arc<Protocol>>, ToolError> {
         let McpTransport::Http { url } = &self.config.transport else {
             return Ok(None);
         };
         if self.config.session != SessionMode::Pooled || !self.config.stateless {
             return Ok(None);
         }
-        let found = self.stateless.get_or_try_init(|| async {
-            let name = &self.config.name;
-            let mut last = String::new();
-            for attempt in 0..=self.config.retries {
-                if attempt > 0 {
-                    tokio::time::sleep(self.config.backoff_for(attempt)).await;
-                }
-                match direct::discover(&self.config, url, Arc::clone(&self.tools_changed)).await {
-                    Ok(Discovered::Stateless(d)) => {
-                        tracing::info!(server = %name, "MCP server speaks the stateless protocol: one POST per call");
-                        return Ok(Some(d));
-                    }
-                    Ok(Discovered::Legacy(reason)) => {
-                        tracing::info!(server = %name, %reason, "MCP server without the stateless protocol: pooled sessions");
-                        return Ok(None);
-                    }
-                    Err(e @ (Failure::NotSent(_) | Failure::Lost(_))) => {
-                        tracing::warn!(server = %name, attempt, error = %e, "MCP connect failed");
-                        last = e.to_string();
-                    }
-                    Err(e) => return Err(self.server_error(e)),
-                }
-            }
-            Err(self.server_error(format!("{last} (gave up after {} attempts)", self.config.retries + 1)))
-        });
-        Ok(found.await?.as_ref())
+        if let Some(p) = self.protocol.load_full() {
+            return Ok(Some(p));
+        }
+        let _asking = self.asking.lock().await;
+        if let Some(p) = self.protocol.load_full() {
+            return Ok(Some(p));
+        }
+        let p = Arc::new(self.discover(url).await?);
+        self.protocol.store(Some(Arc::clone(&p)));
+        Ok(Some(p))
     }
 
-    /// One call over the direct client; resent (with the configured retries and backoff) only
-    /// while nothing reached the server.
+    /// Asks `server/discover` again because `stale` was refused as the wrong protocol; what the
+    /// server speaks now, or `None` when it was asked again less than [`REASK_EVERY`] ago or
+    /// cannot say. A caller that finds another call already asked gets that answer.
+    async fn reask(&self, stale: &Arc<Protocol>) -> Option<Arc<Protocol>> {
+        let McpTransport::Http { url } = &self.config.transport else {
+            return None;
+        };
+        let mut last = self.asking.lock().await;
+        if let Some(current) = self.protocol.load_full().filter(|c| !Arc::ptr_eq(c, stale)) {
+            return Some(current);
+        }
+        if last.is_some_and(|t| t.elapsed() < REASK_EVERY) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        match self.discover(url).await {
+            Ok(p) => {
+                let p = Arc::new(p);
+                tracing::warn!(
+                    server = %self.config.name,
+                    stateless = matches!(*p, Protocol::Stateless(_)),
+                    "MCP server refused a call as the wrong protocol; asked server/discover again"
+                );
+                self.protocol.store(Some(Arc::clone(&p)));
+                self.stats.rediscovered.fetch_add(1, Ordering::Relaxed);
+                // A replaced server may serve other tools: the hub lists them again.
+                self.tools_changed.notify_one();
+                Some(p)
+            }
+            Err(e) => {
+                tracing::warn!(server = %self.config.name, error = %e.0, "MCP server/discover failed");
+                None
+            }
+        }
+    }
+
+    /// `server/discover`, with the configured retries and backoff while the server cannot be
+    /// reached.
+    async fn discover(&self, url: &str) -> Result<Protocol, ToolError> {
+        let name = &self.config.name;
+        let mut last = String::new();
+        for attempt in 0..=self.config.retries {
+            if attempt > 0 {
+                tokio::time::sleep(self.config.backoff_for(attempt)).await;
+            }
+            match direct::discover(&self.config, url, Arc::clone(&self.tools_changed)).await {
+                Ok(Discovered::Stateless(d)) => {
+                    tracing::info!(server = %name, "MCP server speaks the stateless protocol: one POST per call");
+                    return Ok(Protocol::Stateless(d));
+                }
+                Ok(Discovered::Legacy(reason)) => {
+                    tracing::info!(server = %name, %reason, "MCP server without the stateless protocol: pooled sessions");
+                    return Ok(Protocol::Sessions);
+                }
+                Err(e @ (Failure::NotSent(_) | Failure::Lost(_))) => {
+                    tracing::warn!(server = %name, attempt, error = %e, "MCP connect failed");
+                    last = e.to_string();
+                }
+                Err(e) => return Err(self.server_error(e)),
+            }
+        }
+        Err(self.server_error(format!("{last} (gave up after {} attempts)", self.config.retries + 1)))
+    }
+
+    /// One call over the direct client of `p`; resent (with the configured retries and
+    /// backoff) only while nothing reached the server, and once more after the server, asked
+    /// again, still speaks the stateless protocol (see the module header). `None`: it no longer
+    /// does, and the call (not run) goes to the sessions.
     async fn call_direct(
         &self,
-        direct: &Direct,
+        mut p: Arc<Protocol>,
         tool: &str,
         arguments: &Metadata,
         ctx: &ToolContext,
-    ) -> Result<(Value, Option<Duration>), ToolError> {
+    ) -> Option<Result<(Value, Option<Duration>), ToolError>> {
         let mut pending = CountIfDropped {
             stats: &self.stats,
             answered: false,
         };
         let mut attempt = 0;
+        let mut reasked = false;
         let answer = loop {
+            let Protocol::Stateless(direct) = &*p else {
+                pending.answered = true;
+                return None;
+            };
             match direct.call(tool, arguments, ctx).await {
                 Err(Failure::NotSent(e)) if attempt < self.config.retries => {
                     tracing::warn!(server = %self.config.name, attempt, error = %e, "MCP call not sent; retrying");
                     attempt += 1;
                     tokio::time::sleep(self.config.backoff_for(attempt)).await;
                 }
+                Err(f) if !reasked && refused_as_protocol(&f) => {
+                    reasked = true;
+                    match self.reask(&p).await {
+                        Some(now) => p = now,
+                        None => break Err(f),
+                    }
+                }
                 other => break other,
             }
         };
         pending.answered = true;
-        match answer {
+        Some(match answer {
             Ok(r) => self.result_value(tool, r),
             Err(Failure::NotSent(e)) => Err(self.server_error(format!(
                 "cannot reach the server: {e} (gave up after {} attempts)",
@@ -392,7 +495,7 @@ impl Inner {
                 Err(self.server_error(format!("`{tool}` was rejected: {} (code {})", e.message, e.code.0)))
             }
             Err(e) => Err(self.server_error(format!("`{tool}` failed: {e}"))),
-        }
+        })
     }
 
     /// An MCP result as a tool's value: `isError` is a tool error; the structured content if
@@ -427,5 +530,31 @@ impl Inner {
             }
         };
         Ok((value, server_time))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::{ErrorCode, ErrorData};
+
+    #[test]
+    fn only_a_refusal_before_the_call_is_read_means_the_wrong_protocol() {
+        for status in [400, 404, 405, 406, 415] {
+            assert!(refused_as_protocol(&Failure::Status(status, String::new())), "{status}");
+        }
+        // Not the protocol: a refused key, a failing server, a timeout; a call that ran.
+        for status in [401, 403, 408, 429, 500, 503] {
+            assert!(
+                !refused_as_protocol(&Failure::Status(status, String::new())),
+                "{status}"
+            );
+        }
+        let unsupported = ErrorData::new(ErrorCode::UNSUPPORTED_PROTOCOL_VERSION, "unsupported", None);
+        assert!(refused_as_protocol(&Failure::Rejected(unsupported)));
+        let unknown_tool = ErrorData::invalid_params("unknown tool `x`", None);
+        assert!(!refused_as_protocol(&Failure::Rejected(unknown_tool)));
+        assert!(!refused_as_protocol(&Failure::Lost("reset".into())));
+        assert!(!refused_as_protocol(&Failure::NotSent("refused".into())));
     }
 }

@@ -83,6 +83,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         m.labeled_total("aether_mcp_sessions_opened_total", server, st.sessions_opened);
         m.labeled_total("aether_mcp_restarts_total", server, st.restarts);
         m.labeled_total("aether_mcp_connections_opened_total", server, st.connections_opened);
+        m.labeled_total("aether_mcp_rediscovered_total", server, st.rediscovered);
     }
     // The OTLP span export, when on (process-wide): what it delivered and what it dropped.
     if let Some(e) = aether_runtime::telemetry::SPAN_EXPORT.read() {
