@@ -70,6 +70,10 @@ pub(crate) struct Figures {
     /// caches, maps reaching their working size) shows a whole-window slope but a flat second
     /// half; a leak shows the same slope in both.
     pub heap_drift_late: Option<resources::Fit>,
+    /// Both fits of the heap less what the harness's own time series held at each sample
+    /// ([`resources::series_held_bytes`]): the growth of what the run under test kept.
+    pub heap_drift_net: Option<resources::Fit>,
+    pub heap_drift_late_net: Option<resources::Fit>,
     pub rss_drift_error: Option<f64>,
     pub rss_delta_per_cycle: Option<f64>,
     /// Little's law: the throughput `concurrency` workers at the mean latency allow.
@@ -161,28 +165,29 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         window,
         drift,
     } = m;
-    let (drift, drift_window_s, heap_drift, heap_drift_late, rss_drift_error) = match drift {
-        Drift::FitFrom(from_s) => {
-            let drift_samples: Vec<_> = w.samples.iter().copied().filter(|s| s.t_s >= from_s).collect();
-            let window_s = match (drift_samples.first(), drift_samples.last()) {
-                (Some(a), Some(b)) => b.t_s - a.t_s,
-                _ => 0.0,
-            };
-            let rss = resources::fit_per_hour(drift_samples.iter().map(|s| (s.t_s, s.rss_bytes as f64)));
-            let heap_fit = |from: f64| {
-                resources::fit_per_hour(
-                    drift_samples
-                        .iter()
-                        .filter(|s| s.t_s >= from)
-                        .filter_map(|s| Some((s.t_s, s.heap_bytes? as f64))),
-                )
-            };
-            let heap = heap_fit(f64::MIN);
-            let late = drift_samples.first().map(|a| a.t_s + window_s / 2.0).and_then(heap_fit);
-            (rss.map(|f| f.slope), window_s, heap, late, rss.map(|f| f.stderr))
-        }
-        Drift::Given(d, window_s) => (d, window_s, None, None, None),
-    };
+    let (drift, drift_window_s, [heap_drift, heap_drift_late, heap_drift_net, heap_drift_late_net], rss_drift_error) =
+        match drift {
+            Drift::FitFrom(from_s) => {
+                let drift_samples: Vec<_> = w.samples.iter().copied().filter(|s| s.t_s >= from_s).collect();
+                let window_s = match (drift_samples.first(), drift_samples.last()) {
+                    (Some(a), Some(b)) => b.t_s - a.t_s,
+                    _ => 0.0,
+                };
+                let rss = resources::fit_per_hour(drift_samples.iter().map(|s| (s.t_s, s.rss_bytes as f64)));
+                // The heap, or the heap less the harness's series (samples that have both).
+                let heap_fit = |from: f64, net: bool| {
+                    resources::fit_per_hour(drift_samples.iter().filter(|s| s.t_s >= from).filter_map(|s| {
+                        let less = if net { s.series_bytes? } else { 0 };
+                        Some((s.t_s, s.heap_bytes? as f64 - less as f64))
+                    }))
+                };
+                let half = drift_samples.first().map(|a| a.t_s + window_s / 2.0);
+                let fits = [false, true].map(|net| (heap_fit(f64::MIN, net), half.and_then(|h| heap_fit(h, net))));
+                let fits = [fits[0].0, fits[0].1, fits[1].0, fits[1].1];
+                (rss.map(|f| f.slope), window_s, fits, rss.map(|f| f.stderr))
+            }
+            Drift::Given(d, window_s) => (d, window_s, [None; 4], None),
+        };
 
     let total = rec.total();
     let throughput = if measured.is_zero() {
@@ -282,6 +287,8 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         drift_window_s,
         heap_drift,
         heap_drift_late,
+        heap_drift_net,
+        heap_drift_late_net,
         rss_drift_error,
         rss_delta_per_cycle,
         bound_rps,

@@ -1,6 +1,7 @@
 //! Samples the process's resident memory and CPU time on its own interval task, and fits the
 //! memory drift per hour by least squares.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,26 @@ pub struct Sample {
     /// The allocator's allocated bytes ([`aether_runtime::stats::heap_allocated_bytes`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heap_bytes: Option<u64>,
+    /// Of those, what the harness's own time series held ([`series_held_bytes`]): a soak's heap
+    /// slope less this one is the slope of what the run under test kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_bytes: Option<u64>,
+}
+
+/// Bytes the harness's time series hold in this process (see [`series_held_bytes`]).
+static SERIES_HELD: AtomicI64 = AtomicI64::new(0);
+
+/// Counts `delta` bytes more (or fewer) held by a time series.
+pub(crate) fn series_held(delta: i64) {
+    SERIES_HELD.fetch_add(delta, Ordering::Relaxed);
+}
+
+/// The heap bytes the harness's time series hold in this process, counted as their rows are
+/// made and sealed (a row per interval, kept for the report: its sealed histograms' bytes and
+/// its entries' own sizes; the maps' node slack is not counted, so this is a lower bound).
+/// A soak grows it by a row per interval; the runtime's growth is the heap's less this.
+pub fn series_held_bytes() -> u64 {
+    SERIES_HELD.load(Ordering::Relaxed).max(0) as u64
 }
 
 /// Resident set size now, from `/proc/self/statm` (Linux); `None` elsewhere.
@@ -79,6 +100,7 @@ impl Sampler {
                         t_s: started.elapsed().as_secs_f64(),
                         rss_bytes: rss,
                         cpu_seconds: cpu,
+                        series_bytes: heap.map(|_| series_held_bytes()),
                         heap_bytes: heap,
                     });
                 }

@@ -254,6 +254,7 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
             rss_bytes: rss,
             cpu_seconds: resources::cpu_seconds(),
             heap_bytes: aether_runtime::stats::heap_allocated_bytes(),
+            series_bytes: Some(resources::series_held_bytes()),
         });
     }
     let mut window = Window {

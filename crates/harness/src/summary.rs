@@ -139,6 +139,19 @@ pub struct Resources {
     pub heap_drift_late_bytes_per_hour: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_drift_late_error_bytes_per_hour: Option<f64>,
+    /// What the harness's own time series held at the end (a row per interval, kept for the
+    /// report; counted as rows are made, a lower bound), and both heap fits less it: the growth
+    /// of what the run under test kept, which is what a soak judges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_end_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_net_bytes_per_hour: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_net_error_bytes_per_hour: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_late_net_bytes_per_hour: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_late_net_error_bytes_per_hour: Option<f64>,
     pub drift_window_s: f64,
     /// (end − start) / requests: memory kept per cycle (runner_lifecycle).
     pub rss_delta_per_cycle_bytes: Option<f64>,
@@ -593,6 +606,27 @@ impl Summary {
                 mb(self.resources.heap_start_bytes),
                 mb(self.resources.heap_end_bytes),
             );
+            let r = &self.resources;
+            if let (Some(held), Some(d), Some(e)) = (
+                r.series_end_bytes,
+                r.heap_drift_net_bytes_per_hour,
+                r.heap_drift_net_error_bytes_per_hour,
+            ) {
+                let late = match (
+                    r.heap_drift_late_net_bytes_per_hour,
+                    r.heap_drift_late_net_error_bytes_per_hour,
+                ) {
+                    (Some(d), Some(e)) => format!(" (second half: {:.2} ± {:.2} MB/h)", d / 1e6, e / 1e6),
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    s,
+                    "   heap less the harness's time series ({:.2} MB at the end): drift {:.2} ± {:.2} MB/h{late}",
+                    held as f64 / 1e6,
+                    d / 1e6,
+                    e / 1e6
+                );
+            }
         }
         if let Some(d) = self.resources.rss_delta_per_cycle_bytes {
             let _ = writeln!(s, "   rss delta per cycle: {:.0} bytes", d);

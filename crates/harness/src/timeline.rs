@@ -147,6 +147,15 @@ impl Hist {
         }
     }
 
+    /// Heap bytes a sealed histogram holds (a live one is one of the newest intervals' and
+    /// is not counted).
+    fn held(&self) -> usize {
+        match self {
+            Hist::Sealed(data) => data.len(),
+            Hist::Empty | Hist::Live(_) => 0,
+        }
+    }
+
     fn encoded(&self) -> Option<String> {
         match self {
             Hist::Empty => None,
@@ -222,6 +231,17 @@ impl IntervalRec {
         self.ttft.seal();
         self.itl.seal();
     }
+
+    /// Heap bytes its sealed histograms hold.
+    fn held(&self) -> usize {
+        self.latency.held() + self.ttft.held() + self.itl.held()
+    }
+}
+
+/// What one more entry of a map from interval to `V` holds at least (the key and the value;
+/// the tree's node slack is not counted).
+fn entry_bytes<V>() -> i64 {
+    (std::mem::size_of::<u64>() + std::mem::size_of::<V>()) as i64
 }
 
 /// A stripe's open intervals (usually one).
@@ -297,6 +317,9 @@ pub struct Series {
     /// Every interval before this one is sealed (read and written only under `slots`' lock).
     sealed_below: AtomicU64,
     gauges: Mutex<BTreeMap<u64, Gauges>>,
+    /// The bytes this series counts as held (added to the process's
+    /// [`crate::resources::series_held_bytes`], taken back when it is dropped).
+    held: std::sync::atomic::AtomicI64,
 }
 
 impl Series {
@@ -307,7 +330,20 @@ impl Series {
             slots: Mutex::new(BTreeMap::new()),
             sealed_below: AtomicU64::new(0),
             gauges: Mutex::new(BTreeMap::new()),
+            held: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    fn hold(&self, delta: i64) {
+        if delta != 0 {
+            self.held.fetch_add(delta, Ordering::Relaxed);
+            crate::resources::series_held(delta);
+        }
+    }
+
+    /// The heap bytes this series holds, at least (see [`crate::resources::series_held_bytes`]).
+    pub fn held_bytes(&self) -> u64 {
+        self.held.load(Ordering::Relaxed).max(0) as u64
     }
 
     /// Adds a stripe's closed intervals; compresses those two intervals older than the newest.
@@ -317,9 +353,16 @@ impl Series {
         }
         let mut slots = self.slots.lock();
         let mut oldest_touched = u64::MAX;
+        let mut delta = 0i64;
         for (bucket, rec) in closed.0 {
             oldest_touched = oldest_touched.min(bucket);
-            slots.entry(bucket).or_default().merge(&rec);
+            let slot = slots.entry(bucket).or_insert_with(|| {
+                delta += entry_bytes::<IntervalRec>();
+                IntervalRec::default()
+            });
+            let before = slot.held() as i64;
+            slot.merge(&rec);
+            delta += slot.held() as i64 - before;
         }
         // Only what can be live is visited: the intervals newer than the oldest one touched now
         // (a late piece unseals its interval) or than those already sealed, not the whole run.
@@ -328,11 +371,15 @@ impl Series {
             let from = oldest_touched.min(self.sealed_below.load(Ordering::Relaxed));
             if from < cutoff {
                 for (_, rec) in slots.range_mut(from..cutoff) {
+                    let before = rec.held() as i64;
                     rec.seal();
+                    delta += rec.held() as i64 - before;
                 }
             }
             self.sealed_below.fetch_max(cutoff, Ordering::Relaxed);
         }
+        drop(slots);
+        self.hold(delta);
     }
 
     /// The figures of interval `bucket` as far as they have arrived (the progress bar's).
@@ -350,7 +397,15 @@ impl Series {
 
     /// Records what the sampler read at the end of `bucket`.
     pub fn gauge(&self, bucket: u64, g: Gauges) {
-        self.gauges.lock().insert(bucket, g);
+        let server = g
+            .server
+            .as_ref()
+            .map_or(0, |_| std::mem::size_of::<ServerSample>() as i64);
+        let replaced = self.gauges.lock().insert(bucket, g);
+        let was = replaced.map_or(0, |r| {
+            entry_bytes::<Gauges>() + r.server.map_or(0, |_| std::mem::size_of::<ServerSample>() as i64)
+        });
+        self.hold(entry_bytes::<Gauges>() + server - was);
     }
 
     pub fn request_started(&self) {
@@ -393,6 +448,12 @@ impl Series {
             significant_figures: 2,
             rows,
         }
+    }
+}
+
+impl Drop for Series {
+    fn drop(&mut self) {
+        crate::resources::series_held(-self.held.load(Ordering::Relaxed));
     }
 }
 
@@ -658,6 +719,46 @@ mod tests {
         assert_eq!(t.rows[9].requests, 11);
         let h = Timeline::hist(t.rows[0].latency.as_deref()).unwrap();
         assert_eq!(h.len(), 12);
+    }
+
+    /// What a series holds is counted as its rows are made and sealed: each interval's entry and
+    /// sealed bytes, a gauge row's entry; a late piece that unseals and reseals an interval is
+    /// not counted twice; the counts are exactly the rows' own.
+    #[test]
+    fn a_series_counts_the_bytes_its_rows_hold() {
+        let series = Series::new(Clock::start(Duration::from_secs(1)));
+        assert_eq!(series.held_bytes(), 0);
+        let mut stripe = Intervals::default();
+        for bucket in 0..20u64 {
+            for i in 0..50 {
+                stripe.at(bucket).success(ms(1 + i));
+            }
+            series.absorb(stripe.take_before(bucket));
+            series.gauge(bucket, Gauges::default());
+        }
+        let recount = |series: &Series| {
+            let slots = series.slots.lock();
+            let sealed: usize = slots.values().map(IntervalRec::held).sum();
+            (slots.len() as i64 * entry_bytes::<IntervalRec>()
+                + series.gauges.lock().len() as i64 * entry_bytes::<Gauges>()
+                + sealed as i64) as u64
+        };
+        let held = series.held_bytes();
+        assert_eq!(held, recount(&series));
+        let sealed_rows = series.slots.lock().values().filter(|r| r.held() > 0).count();
+        assert!(
+            sealed_rows >= 17,
+            "all but the newest intervals are sealed: {sealed_rows}"
+        );
+        // A row grows what is held by its entries and its sealed histogram, not by kilobytes.
+        let per_row = held as f64 / 20.0;
+        assert!(per_row > 100.0 && per_row < 2_000.0, "{per_row} bytes per row");
+
+        let mut late = Intervals::default();
+        late.at(3).success(ms(7));
+        series.absorb(late);
+        series.gauge(3, Gauges::default());
+        assert_eq!(series.held_bytes(), recount(&series), "a late piece is counted once");
     }
 
     #[test]
