@@ -144,9 +144,9 @@ pub struct Resources {
     /// of what the run under test kept, which is what a soak judges.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub series_end_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub heap_drift_net_bytes_per_hour: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub heap_drift_net_error_bytes_per_hour: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_drift_late_net_bytes_per_hour: Option<f64>,
