@@ -182,8 +182,13 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
                     }))
                 };
                 let half = drift_samples.first().map(|a| a.t_s + window_s / 2.0);
-                let fits = [false, true].map(|net| (heap_fit(f64::MIN, net), half.and_then(|h| heap_fit(h, net))));
-                let fits = [fits[0].0, fits[0].1, fits[1].0, fits[1].1];
+                let late = |net| half.and_then(|h| heap_fit(h, net));
+                let fits = [
+                    heap_fit(f64::MIN, false),
+                    late(false),
+                    heap_fit(f64::MIN, true),
+                    late(true),
+                ];
                 (rss.map(|f| f.slope), window_s, fits, rss.map(|f| f.stderr))
             }
             Drift::Given(d, window_s) => (d, window_s, [None; 4], None),

@@ -585,46 +585,41 @@ impl Summary {
             self.resources.cpu_seconds
         );
         if self.resources.heap_end_bytes.is_some() {
-            let per_hour = match (
-                self.resources.heap_drift_bytes_per_hour,
-                self.resources.heap_drift_error_bytes_per_hour,
-            ) {
-                (Some(d), Some(e)) => format!(" · drift {:.2} ± {:.2} MB/h", d / 1e6, e / 1e6),
+            let r = &self.resources;
+            // " <label>X ± E MB/h<tail>" when both the slope and its error are known.
+            let slope = |label: &str, d: Option<f64>, e: Option<f64>, tail: &str| match (d, e) {
+                (Some(d), Some(e)) => format!("{label}{:.2} ± {:.2} MB/h{tail}", d / 1e6, e / 1e6),
                 _ => String::new(),
             };
-            let late = match (
-                self.resources.heap_drift_late_bytes_per_hour,
-                self.resources.heap_drift_late_error_bytes_per_hour,
-            ) {
-                (Some(d), Some(e)) => format!(" (second half: {:.2} ± {:.2} MB/h)", d / 1e6, e / 1e6),
-                _ => String::new(),
-            };
-            let per_hour = per_hour + &late;
+            let late = |d, e| slope(" (second half: ", d, e, ")");
             let _ = writeln!(
                 s,
-                "   heap allocated: start {}, end {}{per_hour}",
-                mb(self.resources.heap_start_bytes),
-                mb(self.resources.heap_end_bytes),
+                "   heap allocated: start {}, end {}{}{}",
+                mb(r.heap_start_bytes),
+                mb(r.heap_end_bytes),
+                slope(
+                    " · drift ",
+                    r.heap_drift_bytes_per_hour,
+                    r.heap_drift_error_bytes_per_hour,
+                    ""
+                ),
+                late(r.heap_drift_late_bytes_per_hour, r.heap_drift_late_error_bytes_per_hour),
             );
-            let r = &self.resources;
-            if let (Some(held), Some(d), Some(e)) = (
-                r.series_end_bytes,
+            let net = slope(
+                "drift ",
                 r.heap_drift_net_bytes_per_hour,
                 r.heap_drift_net_error_bytes_per_hour,
-            ) {
-                let late = match (
-                    r.heap_drift_late_net_bytes_per_hour,
-                    r.heap_drift_late_net_error_bytes_per_hour,
-                ) {
-                    (Some(d), Some(e)) => format!(" (second half: {:.2} ± {:.2} MB/h)", d / 1e6, e / 1e6),
-                    _ => String::new(),
-                };
+                "",
+            );
+            if let (Some(held), false) = (r.series_end_bytes, net.is_empty()) {
                 let _ = writeln!(
                     s,
-                    "   heap less the harness's time series ({:.2} MB at the end): drift {:.2} ± {:.2} MB/h{late}",
+                    "   heap less the harness's time series ({:.2} MB at the end): {net}{}",
                     held as f64 / 1e6,
-                    d / 1e6,
-                    e / 1e6
+                    late(
+                        r.heap_drift_late_net_bytes_per_hour,
+                        r.heap_drift_late_net_error_bytes_per_hour
+                    ),
                 );
             }
         }
