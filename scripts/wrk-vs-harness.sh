@@ -10,6 +10,10 @@
 # printed too (user + system, from /usr/bin/time; wrk's requests are built by its Lua script,
 # the harness's encoded and its answers parsed and checked): the cost that decides which of
 # the two would be the bottleneck, whatever the machine's noise.
+# PIN=1 puts the server on CPU 0 (one async worker) and each generator on CPU 1, so that neither
+# takes CPU from the other: the rates then say whether the generator holds the server back (is
+# the bottleneck of its own measurement); unpinned (the default), the three share both cores
+# and the rates mostly compare the generators' CPU costs.
 # Usage: scripts/wrk-vs-harness.sh [CONCURRENCY...]   (default: 16 32; 10 s each; release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,11 +24,16 @@ HARNESS_THREADS=${HARNESS_THREADS:-1}
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
 [[ -x /usr/bin/time ]] || { echo "/usr/bin/time is not installed (apt-get install time)" >&2; exit 2; }
 [[ -x $AETHER ]] || { echo "$AETHER missing: cargo build --release -p aether-cli" >&2; exit 2; }
+on_server=(); on_client=()
+if [[ ${PIN:-0} == 1 ]]; then
+  (( $(nproc) >= 2 )) || { echo "PIN=1 needs two CPUs" >&2; exit 2; }
+  on_server=(taskset -c 0 "$AETHER" --worker-threads 1); on_client=(taskset -c 1)
+fi
 work=$(mktemp -d); server=""
 trap '[[ -n $server ]] && kill $server 2>/dev/null; rm -rf "$work"' EXIT
 start_server() {
   : > "$work/serve.log"
-  AETHER_API_KEYS=bench-key=bench "$AETHER" serve --bind 127.0.0.1:0 --time-scale 0 --store memory \
+  AETHER_API_KEYS=bench-key=bench "${on_server[@]:-$AETHER}" serve --bind 127.0.0.1:0 --time-scale 0 --store memory \
     --max-in-flight 4096 --admission-queue 4096 2>"$work/serve.log" & server=$!
   until grep -q "listening on" "$work/serve.log"; do sleep 0.1; done
   url=$(grep -o 'http://[0-9.:]*' "$work/serve.log" | head -1)
@@ -45,13 +54,13 @@ request = function()
   return wrk.format("POST", "/v1/tasks", {["Content-Type"]="application/json", ["Authorization"]="Bearer bench-key"}, body)
 end
 LUA
-    /usr/bin/time -f '%U %S' -o "$work/wrk.cpu" wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/turn.lua" "$url" > "$work/wrk.txt"
+    /usr/bin/time -f '%U %S' -o "$work/wrk.cpu" "${on_client[@]}" wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/turn.lua" "$url" > "$work/wrk.txt"
     stop_server
     if grep -q "Non-2xx" "$work/wrk.txt"; then echo "wrk got errors:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
     w=$(awk "/Requests\/sec/ {print \$2}" "$work/wrk.txt")
     w_calls=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
     start_server
-    /usr/bin/time -f '%U %S' -o "$work/h.cpu" "$AETHER" --worker-threads "$HARNESS_THREADS" perf run --scenario burst_load --target "$url" \
+    /usr/bin/time -f '%U %S' -o "$work/h.cpu" "${on_client[@]}" "$AETHER" --worker-threads "$HARNESS_THREADS" perf run --scenario burst_load --target "$url" \
       --api-key bench-key --concurrency "$n" --duration "${DURATION}s" --output "$work/h.json" >/dev/null 2>&1
     stop_server
     h=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(round(d['throughput_rps']))")
