@@ -34,6 +34,8 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"max_tokens":128,"messages":[{"role":"user","content":"$prompt"}]}'
 LUA
+# CPU µs per answer: user + system seconds (from /usr/bin/time -f '%U %S' in $1) over $2 answers.
+cpu_us() { python3 -c "u, s = map(float, open('$1').read().split()); print(f'{(u + s) / $2 * 1e6:.1f}')"; }
 printf '| concurrency | wrk answers/s | endpoint_load answers/s | endpoint_load / wrk | CPU µs per answer: wrk | CPU µs per answer: endpoint_load | endpoint_load TTFT p50 ms | E2E p50 ms |\n|---|---|---|---|---|---|---|---|\n'
 for n in ${@:-16 32}; do
   /usr/bin/time -f '%U %S' -o "$work/wrk.cpu" "${on_client[@]}" wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/stream.lua" "$url/v1/chat/completions" > "$work/wrk.txt"
@@ -46,7 +48,6 @@ for n in ${@:-16 32}; do
 import json; d = json.load(open('$work/e.json'))
 print(round(d['request_throughput_rps']), d['requests']['failed'], d['ttft_ms']['p50'], d['e2e_ms']['p50'], d['requests']['total'])")
   [[ $failed == 0 ]] || { echo "endpoint_load saw $failed failed requests:" >&2; python3 -c "import json; print(json.load(open('$work/e.json'))['errors'])" >&2; exit 1; }
-  cpu_us() { python3 -c "u, s = map(float, open('$1').read().split()); print(f'{(u + s) / $2 * 1e6:.1f}')"; }
   printf '| %s | %.0f | %s | %s | %s | %s | %s | %s |\n' "$n" "$w" "$h" "$(python3 -c "print(f'{$h/$w:.2f}')")" \
     "$(cpu_us "$work/wrk.cpu" "$w_answers")" "$(cpu_us "$work/e.cpu" "$e_answers")" "$ttft" "$e2e"
 done
