@@ -62,25 +62,25 @@ fn text(s: &str) -> opentelemetry::Value {
 /// `create_agent {agent}`: the first step of the protocol (the agent's id is recorded after).
 pub(crate) fn create_agent(config: &aether_contracts::AgentConfig) -> Option<Context> {
     let name = config.name.as_deref().unwrap_or(config.agent_type.as_str());
-    otel::start(
-        format!("create_agent {name}"),
-        SpanKind::Client,
-        vec![
-            KeyValue::new("gen_ai.operation.name", "create_agent"),
-            KeyValue::new("gen_ai.agent.name", text(name)),
-            KeyValue::new("gen_ai.request.model", text(&config.model_config.model)),
-        ],
-    )
+    // Room for what [`created`] adds, so the span's list is not grown then.
+    let mut a = Vec::with_capacity(5);
+    a.push(KeyValue::new("gen_ai.operation.name", "create_agent"));
+    a.push(KeyValue::new("gen_ai.agent.name", text(name)));
+    a.push(KeyValue::new("gen_ai.request.model", text(&config.model_config.model)));
+    otel::start(format!("create_agent {name}"), SpanKind::Client, a)
 }
 
 /// Records what the first step decided, and ends the span.
 pub(crate) fn created(cx: &Option<Context>, outcome: Result<&Agent, &str>) {
     let Some(cx) = cx else { return };
     match outcome {
-        Ok(agent) => {
-            otel::set(cx, "gen_ai.agent.id", shared(&agent.id));
-            otel::set(cx, "gen_ai.provider.name", text(provider_name(agent)));
-        }
+        Ok(agent) => otel::set_all(
+            cx,
+            [
+                KeyValue::new("gen_ai.agent.id", shared(&agent.id)),
+                KeyValue::new("gen_ai.provider.name", text(provider_name(agent))),
+            ],
+        ),
         Err(code) => otel::set(cx, "error.type", text(code)),
     }
     otel::end(cx);
@@ -101,9 +101,15 @@ fn parts(agent: &Agent) -> &SpanParts {
     })
 }
 
-/// The attributes every span of an agent's turn shares.
-fn agent_attributes(p: &SpanParts, operation: &'static str, conversation: &std::sync::Arc<str>) -> Vec<KeyValue> {
-    let mut a = Vec::with_capacity(8);
+/// The attributes every span of an agent's turn shares, in a list with room for `more` (what
+/// the span adds later: a span's list grown then is a reallocation on the turn's path).
+fn agent_attributes(
+    p: &SpanParts,
+    operation: &'static str,
+    conversation: &std::sync::Arc<str>,
+    more: usize,
+) -> Vec<KeyValue> {
+    let mut a = Vec::with_capacity(5 + more);
     a.push(KeyValue::new("gen_ai.operation.name", operation));
     a.push(KeyValue::new("gen_ai.provider.name", p.provider.clone()));
     a.push(KeyValue::new("gen_ai.request.model", p.model.clone()));
@@ -117,7 +123,8 @@ fn agent_attributes(p: &SpanParts, operation: &'static str, conversation: &std::
 /// `invoke_agent {agent}`: one turn.
 fn invoke_agent(agent: &Agent, conversation: &std::sync::Arc<str>) -> Option<Context> {
     let p = parts(agent);
-    let mut a = agent_attributes(p, "invoke_agent", conversation);
+    // The agent's id and name, and `error.type` on a failure.
+    let mut a = agent_attributes(p, "invoke_agent", conversation, 3);
     a.push(KeyValue::new("gen_ai.agent.id", shared(&agent.id)));
     a.push(KeyValue::new("gen_ai.agent.name", p.name.clone()));
     otel::start(p.invoke_name.clone(), SpanKind::Internal, a)
@@ -129,7 +136,9 @@ fn chat(agent: &Agent, conversation: &std::sync::Arc<str>) -> Option<Context> {
     otel::start(
         p.chat_name.clone(),
         SpanKind::Client,
-        agent_attributes(p, "chat", conversation),
+        // What `answered` adds (response model, finish reasons, two token counts, the output
+        // when content is captured) or `error.type`, and the request's content when captured.
+        agent_attributes(p, "chat", conversation, 7),
     )
 }
 
@@ -174,15 +183,19 @@ pub(crate) fn content(r: &crate::model::ModelRequest<'_>) -> Content {
 /// Records a model answer: the model (profile or deployment) that served it, why it stopped
 /// (`ModelResponse::finish_reason`: `length`, `tool_calls` or `stop`) and the tokens.
 fn answered(cx: &Context, r: &ModelResponse) {
-    otel::set(cx, "gen_ai.response.model", shared(&r.served_by));
     let reason = r.finish_reason();
-    otel::set(
+    otel::set_all(
         cx,
-        "gen_ai.response.finish_reasons",
-        opentelemetry::Value::Array(vec![opentelemetry::StringValue::from(reason)].into()),
+        [
+            KeyValue::new("gen_ai.response.model", shared(&r.served_by)),
+            KeyValue::new(
+                "gen_ai.response.finish_reasons",
+                opentelemetry::Value::Array(vec![opentelemetry::StringValue::from(reason)].into()),
+            ),
+            KeyValue::new("gen_ai.usage.input_tokens", r.usage.prompt_tokens as i64),
+            KeyValue::new("gen_ai.usage.output_tokens", r.usage.completion_tokens as i64),
+        ],
     );
-    otel::set(cx, "gen_ai.usage.input_tokens", r.usage.prompt_tokens as i64);
-    otel::set(cx, "gen_ai.usage.output_tokens", r.usage.completion_tokens as i64);
     if capture() {
         let mut out = message("assistant", &r.text);
         out["finish_reason"] = reason.into();
@@ -210,8 +223,13 @@ pub(crate) async fn chat_call(
         return call.await;
     };
     if let Some(c) = content {
-        otel::set(&cx, "gen_ai.system_instructions", c.system);
-        otel::set(&cx, "gen_ai.input.messages", c.input);
+        otel::set_all(
+            &cx,
+            [
+                KeyValue::new("gen_ai.system_instructions", c.system),
+                KeyValue::new("gen_ai.input.messages", c.input),
+            ],
+        );
     }
     let r = call.with_context(cx.clone()).await;
     match &r {
@@ -230,7 +248,6 @@ pub(crate) async fn invoke_call<O>(
     conversation: &std::sync::Arc<str>,
     work: impl Future<Output = Result<O, crate::EngineError>>,
 ) -> (Result<O, crate::EngineError>, Option<String>) {
-    use opentelemetry::trace::TraceContextExt as _;
     let Some(cx) = invoke_agent(agent, conversation) else {
         return (work.await, None);
     };
@@ -239,7 +256,7 @@ pub(crate) async fn invoke_call<O>(
         otel::set(&cx, "error.type", e.code().as_str());
     }
     otel::end(&cx);
-    let trace = cx.span().span_context().trace_id().to_string();
+    let trace = otel::trace_id_hex(&cx);
     (r, Some(trace))
 }
 

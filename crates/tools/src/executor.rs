@@ -50,16 +50,13 @@ fn execute_tool_span(tool: &RegisteredTool, call_id: &Arc<str>) -> Option<Contex
     if !otel::on() {
         return None;
     }
-    otel::start(
-        format!("execute_tool {}", tool.full_name),
-        SpanKind::Internal,
-        vec![
-            KeyValue::new("gen_ai.operation.name", "execute_tool"),
-            KeyValue::new("gen_ai.tool.name", otel::shared(&tool.full_name)),
-            KeyValue::new("gen_ai.tool.call.id", otel::shared(call_id)),
-            KeyValue::new("gen_ai.tool.type", "function"),
-        ],
-    )
+    // Room for `error.type`, so a failure does not grow the span's list.
+    let mut a = Vec::with_capacity(5);
+    a.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+    a.push(KeyValue::new("gen_ai.tool.name", otel::shared(&tool.full_name)));
+    a.push(KeyValue::new("gen_ai.tool.call.id", otel::shared(call_id)));
+    a.push(KeyValue::new("gen_ai.tool.type", "function"));
+    otel::start(format!("execute_tool {}", tool.full_name), SpanKind::Internal, a)
 }
 
 /// Runs a call in its span (made before, in the caller's context) and ends it.
