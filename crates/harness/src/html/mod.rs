@@ -14,6 +14,8 @@
 //! the scenario (TTFT/ITL/TPOT and goodput for endpoint_load, chunk gaps and approvals for
 //! stream_probe, fan-out and per-call costs for tool_regression).
 
+mod breakdowns;
+mod history;
 mod svg;
 
 use std::fmt::Write as _;
@@ -24,7 +26,9 @@ use crate::stats::DurationHist;
 use crate::stored::StoredSummary;
 use crate::timeline::Timeline;
 use svg::escape;
-use svg::{chart, num, Line, XAxis};
+use svg::{chart, Line, XAxis};
+
+pub use history::history;
 
 /// The percentiles of the tables by default.
 pub const DEFAULT_PERCENTILES: [f64; 5] = [50.0, 90.0, 95.0, 99.0, 99.9];
@@ -148,9 +152,9 @@ fn section(h: &mut String, name: &str, runs: &[Run], percentiles: &[f64]) {
     }
     percentile_tables(h, runs, percentiles);
     over_time(h, runs);
-    turn_breakdown(h, runs);
-    breakdowns(h, runs);
-    particular(h, name, runs);
+    breakdowns::turn_breakdown(h, runs);
+    breakdowns::breakdowns(h, runs);
+    breakdowns::particular(h, name, runs);
     h.push_str("</section>");
 }
 
@@ -544,264 +548,6 @@ fn over_time(h: &mut String, runs: &[Run]) {
         h.push_str(&chart("Time to first chunk", secs, "ms", XAxis::Linear, &ttft));
     }
     h.push_str("</div>");
-}
-
-fn turn_breakdown(h: &mut String, runs: &[Run]) {
-    let rows: Vec<(&Run, f64, f64, f64)> = runs
-        .iter()
-        .filter_map(|r| {
-            let model = r.s.number("/model_ms/mean")?;
-            let tools = r.s.number("/tool_ms/mean")?;
-            let overhead = r.s.number("/overhead_us/mean")? / 1000.0;
-            Some((r, model, tools, overhead))
-        })
-        .collect();
-    if rows.is_empty() {
-        return;
-    }
-    h.push_str("<h3>Where a turn's time goes (means)</h3><table class=\"breakdown\"><tr><th>run</th><th>model ms</th><th>tools ms</th><th>framework overhead ms</th><th>share</th></tr>");
-    for (r, m, t, o) in rows {
-        let total = (m + t + o).max(1e-12);
-        let bar = |v: f64, c: &str| format!(r#"<rect width="{:.1}" height="12" fill="{c}"/>"#, v / total * 240.0);
-        let _ = write!(
-            h,
-            r#"<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><svg width="240" height="12" class="bar"><g>{}</g><g transform="translate({:.1})">{}</g><g transform="translate({:.1})">{}</g></svg></td></tr>"#,
-            escape(&r.label),
-            fmt_value(m),
-            fmt_value(t),
-            fmt_value(o),
-            bar(m, "#1f77b4"),
-            m / total * 240.0,
-            bar(t, "#2ca02c"),
-            (m + t) / total * 240.0,
-            bar(o, "#d62728"),
-        );
-    }
-    h.push_str("</table><p class=\"note\">Blue: model · green: tools · red: the framework's own time.</p>");
-}
-
-fn breakdowns(h: &mut String, runs: &[Run]) {
-    for (key, title) in [
-        ("latency_by_phase_ms", "Latency by phase (ms)"),
-        ("latency_by_tool_ms", "Tool execution time by tool (ms)"),
-        (
-            "latency_by_error_code_ms",
-            "Latency of failed requests by error code (ms)",
-        ),
-    ] {
-        let mut body = String::new();
-        for r in runs {
-            let Some(m) =
-                r.s.value
-                    .pointer(&format!("/breakdowns/{key}"))
-                    .and_then(Value::as_object)
-            else {
-                continue;
-            };
-            for (name, st) in m {
-                let g = |k: &str| st.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-                let _ = write!(
-                    body,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(&r.label),
-                    escape(name),
-                    g("count"),
-                    fmt_value(g("p50")),
-                    fmt_value(g("p95")),
-                    fmt_value(g("p99"))
-                );
-            }
-        }
-        if !body.is_empty() {
-            let _ = write!(
-                h,
-                "<h3>{title}</h3><table class=\"{key}\"><tr><th>run</th><th>name</th><th>count</th><th>P50</th><th>P95</th><th>P99</th></tr>{body}</table>"
-            );
-        }
-    }
-    let mut body = String::new();
-    for r in runs {
-        if let Some(m) =
-            r.s.value
-                .pointer("/breakdowns/errors_by_code")
-                .and_then(Value::as_object)
-        {
-            for (code, n) in m {
-                let _ = write!(
-                    body,
-                    "<tr><td>{}</td><td>{}</td><td>{n}</td></tr>",
-                    escape(&r.label),
-                    escape(code)
-                );
-            }
-        }
-    }
-    if !body.is_empty() {
-        let _ = write!(
-            h,
-            "<h3>Errors by code</h3><table class=\"errors_by_code\"><tr><th>run</th><th>code</th><th>count</th></tr>{body}</table>"
-        );
-    }
-}
-
-fn particular(h: &mut String, scenario: &str, runs: &[Run]) {
-    let figures: &[(&str, &str)] = match scenario {
-        "endpoint_load" => &[
-            ("request throughput (req/s)", "/request_throughput_rps"),
-            ("output tokens/s", "/output_tokens_per_s"),
-            ("goodput (req/s within SLO)", "/goodput_rps"),
-            ("requests within SLO", "/requests/met_slo"),
-            ("TTFT p50 (ms)", "/ttft_ms/p50"),
-            ("TPOT p50 (ms)", "/tpot_ms/p50"),
-            ("ITL p50 (ms)", "/itl_ms/p50"),
-            ("E2E p99 (ms)", "/e2e_ms/p99"),
-        ],
-        "stream_probe" => &[
-            ("time to first chunk p50 (ms)", "/stream/ttft_ms/p50"),
-            ("chunk gap p50 (ms)", "/stream/chunk_gap_ms/p50"),
-            ("chunk gap p95 (ms)", "/stream/chunk_gap_ms/p95"),
-            ("chunks per turn", "/stream/chunks_per_turn"),
-            ("dropped chunks", "/stream/drops"),
-            ("approvals answered", "/stream/approval_latency_ms/count"),
-            ("approval latency p50 (ms)", "/stream/approval_latency_ms/p50"),
-            ("approval think time (ms)", "/stream/approval_think_ms"),
-        ],
-        "tool_regression" => &[
-            ("fan-out ratio (P50 all tools / one tool)", "/tools/fanout_ratio"),
-            ("P50 with one tool (ms)", "/tools/baseline_p50_ms"),
-            ("P50 with every tool (ms)", "/tools/fanout_p50_ms"),
-            ("tool calls", "/tools/calls"),
-            ("tool resolution p50 (µs)", "/tools/resolution_us/p50"),
-        ],
-        _ => &[],
-    };
-    if !figures.is_empty() {
-        let _ = write!(
-            h,
-            "<h3>{} figures</h3><table class=\"particular\"><tr><th>figure</th>",
-            escape(scenario)
-        );
-        for r in runs {
-            let _ = write!(h, "<th>{}</th>", escape(&r.label));
-        }
-        h.push_str("</tr>");
-        for (label, ptr) in figures {
-            let _ = write!(h, "<tr><td>{label}</td>");
-            for r in runs {
-                let _ = write!(h, "<td>{}</td>", r.s.number(ptr).map_or("–".into(), fmt_value));
-            }
-            h.push_str("</tr>");
-        }
-        h.push_str("</table>");
-    }
-    if scenario == "tool_regression" {
-        for r in runs {
-            let Some(rows) = r.s.value.pointer("/tools/call_costs").and_then(Value::as_array) else {
-                continue;
-            };
-            let _ = write!(
-                h,
-                "<h3>One tool call, one at a time: {} (µs)</h3><table class=\"call_costs\"><tr><th>tool</th><th>path</th><th>calls</th><th>call P50</th><th>call P99</th><th>overhead P50</th><th>overhead P99</th><th>errors</th></tr>",
-                escape(&r.label)
-            );
-            for c in rows {
-                let g = |p: &str| c.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
-                let path = format!(
-                    "{} {}",
-                    c.get("transport").and_then(Value::as_str).unwrap_or(""),
-                    c.get("session").and_then(Value::as_str).unwrap_or("")
-                );
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    escape(c.get("tool").and_then(Value::as_str).unwrap_or("")),
-                    escape(path.trim()),
-                    g("/calls"),
-                    num(g("/call_us/p50")),
-                    num(g("/call_us/p99")),
-                    num(g("/overhead_us/p50")),
-                    num(g("/overhead_us/p99")),
-                    g("/errors")
-                );
-            }
-            h.push_str("</table>");
-        }
-    }
-}
-
-/// `aether perf history` as HTML: per group of comparable runs, the trend of each figure as a
-/// chart (x: the run's start, hours since the group's first run) and the table.
-pub fn history(stored: &[StoredSummary]) -> String {
-    let groups = crate::gate::group(stored);
-    let mut h = String::with_capacity(64 * 1024);
-    let _ = write!(
-        h,
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
-<title>Aether Frame performance history</title><style>{STYLE}</style></head><body>
-<header><h1>Aether Frame performance history</h1><div>{} runs in {} groups of comparable runs · generated {}</div></header><main>"#,
-        stored.len(),
-        groups.len(),
-        chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC")
-    );
-    for (key, runs) in &groups {
-        let t0 = runs.first().and_then(|r| r.started_at());
-        let x = |r: &StoredSummary| match (r.started_at(), t0) {
-            (Some(t), Some(t0)) => (t - t0).num_seconds() as f64 / 3600.0,
-            _ => 0.0,
-        };
-        let _ = write!(
-            h,
-            r#"<section class="scenario"><h2>{}</h2>{}<div class="charts">"#,
-            escape(&key.label()),
-            if key.simulated {
-                r#"<p><span class="sim">SIMULATED</span></p>"#
-            } else {
-                ""
-            }
-        );
-        for (label, ptr) in crate::gate::HISTORY {
-            let points: Vec<(f64, f64)> = runs.iter().filter_map(|r| Some((x(r), r.number(ptr)?))).collect();
-            h.push_str(&chart(
-                label,
-                "hours since the first run",
-                label,
-                XAxis::Linear,
-                &[Line {
-                    name: (*label).to_owned(),
-                    points,
-                    dashed: false,
-                    run: 0,
-                }],
-            ));
-        }
-        h.push_str("</div><table><tr><th>started (UTC)</th><th>commit</th><th>run</th>");
-        for (label, _) in crate::gate::HISTORY {
-            let _ = write!(h, "<th>{label}</th>");
-        }
-        h.push_str("<th>KPIs failed</th></tr>");
-        for r in runs {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td>",
-                r.started_at()
-                    .map_or("?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
-                escape(r.str_at("/provenance/git_commit").unwrap_or("")),
-                escape(&r.label())
-            );
-            for (_, ptr) in crate::gate::HISTORY {
-                let _ = write!(h, "<td>{}</td>", r.number(ptr).map_or("–".into(), fmt_value));
-            }
-            let _ = write!(
-                h,
-                "<td>{}</td></tr>",
-                r.kpis().iter().filter(|k| k.pass == Some(false)).count()
-            );
-        }
-        h.push_str("</table></section>");
-    }
-    h.push_str("</main></body></html>\n");
-    h
 }
 
 #[cfg(test)]
