@@ -25,6 +25,21 @@ pub struct Sample {
     pub series_bytes: Option<u64>,
 }
 
+impl Sample {
+    /// A reading now, `t_s` seconds into the run; `None` where the RSS cannot be read. Reads
+    /// `/proc`: file I/O, for a blocking thread (or once, at the end of a run).
+    pub fn read(t_s: f64) -> Option<Self> {
+        let heap = aether_runtime::stats::heap_allocated_bytes();
+        Some(Self {
+            t_s,
+            rss_bytes: rss_bytes()?,
+            cpu_seconds: cpu_seconds(),
+            heap_bytes: heap,
+            series_bytes: heap.map(|_| series_held_bytes()),
+        })
+    }
+}
+
 /// Bytes the harness's time series hold in this process (see [`series_held_bytes`]).
 static SERIES_HELD: AtomicI64 = AtomicI64::new(0);
 
@@ -87,22 +102,9 @@ impl Sampler {
             loop {
                 ticker.tick().await;
                 // The sample is read on a blocking thread: /proc reads are file I/O.
-                let reading = tokio::task::spawn_blocking(|| {
-                    (
-                        rss_bytes(),
-                        cpu_seconds(),
-                        aether_runtime::stats::heap_allocated_bytes(),
-                    )
-                })
-                .await;
-                if let Ok((Some(rss), cpu, heap)) = reading {
-                    sink.lock().push(Sample {
-                        t_s: started.elapsed().as_secs_f64(),
-                        rss_bytes: rss,
-                        cpu_seconds: cpu,
-                        series_bytes: heap.map(|_| series_held_bytes()),
-                        heap_bytes: heap,
-                    });
+                let reading = tokio::task::spawn_blocking(move || Sample::read(started.elapsed().as_secs_f64())).await;
+                if let Ok(Some(sample)) = reading {
+                    sink.lock().push(sample);
                 }
             }
         });

@@ -247,16 +247,9 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
     }
     let duration_s = run_start.elapsed().as_secs_f64();
     let mut samples = sampler.stop();
-    let rss_end = resources::rss_bytes();
-    if let Some(rss) = rss_end {
-        samples.push(resources::Sample {
-            t_s: duration_s,
-            rss_bytes: rss,
-            cpu_seconds: resources::cpu_seconds(),
-            heap_bytes: aether_runtime::stats::heap_allocated_bytes(),
-            series_bytes: Some(resources::series_held_bytes()),
-        });
-    }
+    let end = resources::Sample::read(duration_s);
+    let rss_end = end.as_ref().map(|s| s.rss_bytes);
+    samples.extend(end);
     let mut window = Window {
         started_at,
         duration_s,

@@ -17,7 +17,7 @@
 //! piece of a compressed interval is added exactly (decoded, merged, compressed again).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -247,6 +247,14 @@ fn entry_bytes<V>() -> i64 {
     (std::mem::size_of::<u64>() + std::mem::size_of::<V>()) as i64
 }
 
+/// What one interval's gauges hold in the series' map: the entry, and the server's sample.
+fn gauge_bytes(g: &Gauges) -> i64 {
+    entry_bytes::<Gauges>()
+        + g.server
+            .as_ref()
+            .map_or(0, |_| std::mem::size_of::<ServerSample>() as i64)
+}
+
 /// A stripe's open intervals (usually one).
 #[derive(Clone, Default)]
 pub struct Intervals(BTreeMap<u64, IntervalRec>);
@@ -322,7 +330,7 @@ pub struct Series {
     gauges: Mutex<BTreeMap<u64, Gauges>>,
     /// The bytes this series counts as held (added to the process's
     /// [`crate::resources::series_held_bytes`], taken back when it is dropped).
-    held: std::sync::atomic::AtomicI64,
+    held: AtomicI64,
 }
 
 impl Series {
@@ -333,7 +341,7 @@ impl Series {
             slots: Mutex::new(BTreeMap::new()),
             sealed_below: AtomicU64::new(0),
             gauges: Mutex::new(BTreeMap::new()),
-            held: std::sync::atomic::AtomicI64::new(0),
+            held: AtomicI64::new(0),
         }
     }
 
@@ -400,15 +408,9 @@ impl Series {
 
     /// Records what the sampler read at the end of `bucket`.
     pub fn gauge(&self, bucket: u64, g: Gauges) {
-        let server = g
-            .server
-            .as_ref()
-            .map_or(0, |_| std::mem::size_of::<ServerSample>() as i64);
+        let now = gauge_bytes(&g);
         let replaced = self.gauges.lock().insert(bucket, g);
-        let was = replaced.map_or(0, |r| {
-            entry_bytes::<Gauges>() + r.server.map_or(0, |_| std::mem::size_of::<ServerSample>() as i64)
-        });
-        self.hold(entry_bytes::<Gauges>() + server - was);
+        self.hold(now - replaced.as_ref().map_or(0, gauge_bytes));
     }
 
     pub fn request_started(&self) {
