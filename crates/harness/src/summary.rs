@@ -122,7 +122,7 @@ pub struct Resources {
     pub rss_drift_bytes_per_hour: Option<f64>,
     #[serde(default)]
     pub rss_drift_error_bytes_per_hour: Option<f64>,
-    /// The allocator's allocated bytes (glibc `mallinfo2`) at the start and end, and their
+    /// The allocators' allocated bytes (`heap_allocated_bytes`) at the start and end, and their
     /// slope (with its standard error) over the same window as the RSS drift: growth that RSS
     /// hides (freed pages kept) or shows falsely (allocator caches) is told apart here.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -50,7 +50,7 @@ async fn latency_smoke_counts_what_it_did() {
     assert_eq!(kpi(&s, "error_rate").pass, Some(true));
     assert_eq!(kpi(&s, "rss_drift").pass, None, "a run of a second cannot judge drift");
     assert!(s.passed);
-    // The allocator's counters beside RSS (glibc mallinfo2 on this platform).
+    // The allocators' counters beside RSS (glibc's mallinfo2 in a test process).
     let heap = s.resources.heap_end_bytes.expect("allocated bytes at the end");
     assert!(heap > 0 && heap < s.resources.rss_peak_bytes.unwrap(), "{heap}");
     // The original harness's fields are there too.

@@ -288,7 +288,7 @@ pub struct Gauges {
     pub in_flight: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_bytes: Option<u64>,
-    /// The allocator's allocated bytes (glibc `mallinfo2`), beside RSS: the drift fit's input,
+    /// The allocators' allocated bytes (`heap_allocated_bytes`: jemalloc's and glibc's), beside RSS: the drift fit's input,
     /// interval by interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_bytes: Option<u64>,

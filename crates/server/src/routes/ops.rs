@@ -38,7 +38,7 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
     .flatten();
     let m = &s.metrics;
     if let Some(bytes) = heap {
-        // The allocator's allocated bytes (glibc mallinfo2), beside process_resident_memory_bytes.
+        // The allocators' allocated bytes (jemalloc's and glibc's: `heap_allocated_bytes`), beside process_resident_memory_bytes.
         m.gauge("process_heap_allocated_bytes", bytes as f64);
     }
     let stats = s.rt.stats();
