@@ -2,7 +2,10 @@
 # Memory under span export when the collector goes away (part 11 §3): two soaks side by side,
 # one with export off and one exporting to a local OTLP receiver that is stopped halfway. The
 # export queue is bounded, so after the collector stops spans are dropped and counted, and the
-# exporting process's memory must grow no faster than the other's.
+# exporting process's memory must grow no faster than the other's. Both the whole window's
+# slopes and its second half's are printed: the window starts after the warm-up, so its second
+# half begins after the collector stopped, and it leaves out the one-time step of the bounded
+# queue filling then (a level change, which a whole-window fit reads as a slope).
 #
 #   scripts/otel-soak.sh [MINUTES]        # default 10; prints both summaries' memory figures
 #
@@ -37,8 +40,8 @@ wait $a $b
 python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
-print("| soak | requests | errors | RSS drift MB/h (± error) | heap drift MB/h (± error) | RSS end MB | spans exported | dropped |")
-print("|---|---|---|---|---|---|---|---|")
+print("| soak | requests | errors | RSS drift MB/h (± error) | RSS, second half | heap drift MB/h (± error) | heap, second half | RSS end MB | spans exported | dropped |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for name in ("off", "export"):
     s = json.load(open(f"{out}/{name}.json"))
     r = s["resources"]
@@ -46,7 +49,9 @@ for name in ("off", "export"):
     mb = lambda v: "n/a" if v is None else f"{v / 1e6:.2f}"
     print(f"| {name} | {s['requests']['total']} | {s['requests']['failed']} | "
           f"{mb(r['rss_drift_bytes_per_hour'])} ± {mb(r.get('rss_drift_error_bytes_per_hour'))} | "
+          f"{mb(r.get('rss_drift_late_bytes_per_hour'))} ± {mb(r.get('rss_drift_late_error_bytes_per_hour'))} | "
           f"{mb(r.get('heap_drift_bytes_per_hour'))} ± {mb(r.get('heap_drift_error_bytes_per_hour'))} | "
+          f"{mb(r.get('heap_drift_late_bytes_per_hour'))} ± {mb(r.get('heap_drift_late_error_bytes_per_hour'))} | "
           f"{mb(r['rss_end_bytes'])} | {e.get('exported', '-')} | "
           f"{e.get('dropped_queue_full', 0) + e.get('dropped_export_failed', 0) if e else '-'} |")
 PY

@@ -101,6 +101,8 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
             cpu_seconds: w.cpu_seconds,
             rss_drift_bytes_per_hour: f.drift_bytes_per_hour,
             rss_drift_error_bytes_per_hour: f.rss_drift_error,
+            rss_drift_late_bytes_per_hour: f.rss_drift_late.map(|h| h.slope),
+            rss_drift_late_error_bytes_per_hour: f.rss_drift_late.map(|h| h.stderr),
             heap_start_bytes: w.samples.iter().find_map(|s| s.heap_bytes),
             heap_end_bytes: w.samples.iter().rev().find_map(|s| s.heap_bytes),
             heap_drift_bytes_per_hour: f.heap_drift.map(|h| h.slope),

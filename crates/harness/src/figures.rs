@@ -75,6 +75,10 @@ pub(crate) struct Figures {
     pub heap_drift_net: Option<resources::Fit>,
     pub heap_drift_late_net: Option<resources::Fit>,
     pub rss_drift_error: Option<f64>,
+    /// RSS fitted over the window's second half alone, as `heap_drift_late` (a level step in the
+    /// middle of a soak, a bounded queue filling when its collector stops, shows in the whole
+    /// window's slope but not in the second half's).
+    pub rss_drift_late: Option<resources::Fit>,
     pub rss_delta_per_cycle: Option<f64>,
     /// Little's law: the throughput `concurrency` workers at the mean latency allow.
     pub bound_rps: f64,
@@ -154,6 +158,56 @@ impl Measured {
     }
 }
 
+/// The memory fits of a run: RSS over the samples from `from_s` (the warm-up's end) on, and
+/// over their second half; the heap (and the heap less the harness's series) likewise.
+#[derive(Debug, Default)]
+struct DriftFits {
+    rss: Option<f64>,
+    rss_error: Option<f64>,
+    rss_late: Option<resources::Fit>,
+    window_s: f64,
+    /// Whole window, second half; then both less the harness's time series.
+    heap: [Option<resources::Fit>; 4],
+}
+
+fn drift_fits(samples: &[resources::Sample], from_s: f64) -> DriftFits {
+    let drift_samples: Vec<_> = samples.iter().copied().filter(|s| s.t_s >= from_s).collect();
+    let window_s = match (drift_samples.first(), drift_samples.last()) {
+        (Some(a), Some(b)) => b.t_s - a.t_s,
+        _ => 0.0,
+    };
+    let rss = resources::fit_per_hour(drift_samples.iter().map(|s| (s.t_s, s.rss_bytes as f64)));
+    // The heap, or the heap less the harness's series (samples that have both).
+    let heap_fit = |from: f64, net: bool| {
+        resources::fit_per_hour(drift_samples.iter().filter(|s| s.t_s >= from).filter_map(|s| {
+            let less = if net { s.series_bytes? } else { 0 };
+            Some((s.t_s, s.heap_bytes? as f64 - less as f64))
+        }))
+    };
+    let half = drift_samples.first().map(|a| a.t_s + window_s / 2.0);
+    let late = |net| half.and_then(|h| heap_fit(h, net));
+    let rss_late = half.and_then(|h| {
+        resources::fit_per_hour(
+            drift_samples
+                .iter()
+                .filter(|s| s.t_s >= h)
+                .map(|s| (s.t_s, s.rss_bytes as f64)),
+        )
+    });
+    DriftFits {
+        rss: rss.map(|f| f.slope),
+        rss_error: rss.map(|f| f.stderr),
+        rss_late,
+        window_s,
+        heap: [
+            heap_fit(f64::MIN, false),
+            late(false),
+            heap_fit(f64::MIN, true),
+            late(true),
+        ],
+    }
+}
+
 /// Derives the figures of a run of `cfg` from what it measured and its window, judged by
 /// `targets`.
 pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w: &Window) -> Figures {
@@ -165,34 +219,20 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         window,
         drift,
     } = m;
-    let (drift, drift_window_s, [heap_drift, heap_drift_late, heap_drift_net, heap_drift_late_net], rss_drift_error) =
-        match drift {
-            Drift::FitFrom(from_s) => {
-                let drift_samples: Vec<_> = w.samples.iter().copied().filter(|s| s.t_s >= from_s).collect();
-                let window_s = match (drift_samples.first(), drift_samples.last()) {
-                    (Some(a), Some(b)) => b.t_s - a.t_s,
-                    _ => 0.0,
-                };
-                let rss = resources::fit_per_hour(drift_samples.iter().map(|s| (s.t_s, s.rss_bytes as f64)));
-                // The heap, or the heap less the harness's series (samples that have both).
-                let heap_fit = |from: f64, net: bool| {
-                    resources::fit_per_hour(drift_samples.iter().filter(|s| s.t_s >= from).filter_map(|s| {
-                        let less = if net { s.series_bytes? } else { 0 };
-                        Some((s.t_s, s.heap_bytes? as f64 - less as f64))
-                    }))
-                };
-                let half = drift_samples.first().map(|a| a.t_s + window_s / 2.0);
-                let late = |net| half.and_then(|h| heap_fit(h, net));
-                let fits = [
-                    heap_fit(f64::MIN, false),
-                    late(false),
-                    heap_fit(f64::MIN, true),
-                    late(true),
-                ];
-                (rss.map(|f| f.slope), window_s, fits, rss.map(|f| f.stderr))
-            }
-            Drift::Given(d, window_s) => (d, window_s, [None; 4], None),
-        };
+    let DriftFits {
+        rss: drift,
+        rss_error: rss_drift_error,
+        rss_late: rss_drift_late,
+        window_s: drift_window_s,
+        heap: [heap_drift, heap_drift_late, heap_drift_net, heap_drift_late_net],
+    } = match drift {
+        Drift::FitFrom(from_s) => drift_fits(&w.samples, from_s),
+        Drift::Given(d, window_s) => DriftFits {
+            rss: d,
+            window_s,
+            ..DriftFits::default()
+        },
+    };
 
     let total = rec.total();
     let throughput = if measured.is_zero() {
@@ -294,6 +334,7 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         heap_drift_late,
         heap_drift_net,
         heap_drift_late_net,
+        rss_drift_late,
         rss_drift_error,
         rss_delta_per_cycle,
         bound_rps,
@@ -329,5 +370,48 @@ fn alert(cfg: &ScenarioConfig, latency: &Stats, kpis: &[Kpi], passed: bool) -> O
         Some(format!("KPI failed: {}", failed.join(", ")))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(t_s: f64, rss_mb: f64) -> resources::Sample {
+        resources::Sample {
+            t_s,
+            rss_bytes: (rss_mb * 1e6) as u64,
+            cpu_seconds: 0.0,
+            heap_bytes: Some((rss_mb * 1e6) as u64 / 2),
+            series_bytes: Some(0),
+        }
+    }
+
+    /// A level step early in the window (a bounded queue filling when its collector stops)
+    /// shows in the whole window's slope, not in the second half's; a leak shows in both.
+    #[test]
+    fn the_second_half_tells_a_step_from_a_leak() {
+        // Warm-up until 100 s (left out), a 2 MB step at 150 s, flat after.
+        let step: Vec<_> = (0..=500)
+            .map(|t| sample(f64::from(t), if t < 150 { 100.0 } else { 102.0 }))
+            .collect();
+        let f = drift_fits(&step, 100.0);
+        assert_eq!(f.window_s, 400.0);
+        assert!(f.rss.unwrap() > 10e6, "whole window: {:?}", f.rss);
+        let late = f.rss_late.unwrap();
+        assert!(late.slope.abs() < 1.0, "second half: {late:?}");
+        assert!(f.heap[0].unwrap().slope > 5e6 && f.heap[1].unwrap().slope.abs() < 1.0);
+
+        // 36 MB/h, steadily.
+        let leak: Vec<_> = (0..=500)
+            .map(|t| sample(f64::from(t), 100.0 + f64::from(t) * 0.01))
+            .collect();
+        let f = drift_fits(&leak, 100.0);
+        for slope in [f.rss.unwrap(), f.rss_late.unwrap().slope] {
+            assert!((slope - 36e6).abs() < 1e3, "{slope}");
+        }
+        assert!((f.heap[1].unwrap().slope - 18e6).abs() < 1e3);
+        // Less the series (none here), the same.
+        assert_eq!(f.heap[1].unwrap().slope, f.heap[3].unwrap().slope);
     }
 }
