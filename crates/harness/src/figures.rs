@@ -159,52 +159,46 @@ impl Measured {
 }
 
 /// The memory fits of a run: RSS over the samples from `from_s` (the warm-up's end) on, and
-/// over their second half; the heap (and the heap less the harness's series) likewise.
+/// over their second half; the heap, and the heap less the harness's series, likewise.
 #[derive(Debug, Default)]
 struct DriftFits {
-    rss: Option<f64>,
-    rss_error: Option<f64>,
+    rss: Option<resources::Fit>,
     rss_late: Option<resources::Fit>,
     window_s: f64,
-    /// Whole window, second half; then both less the harness's time series.
-    heap: [Option<resources::Fit>; 4],
+    heap: Option<resources::Fit>,
+    heap_late: Option<resources::Fit>,
+    heap_net: Option<resources::Fit>,
+    heap_late_net: Option<resources::Fit>,
 }
 
 fn drift_fits(samples: &[resources::Sample], from_s: f64) -> DriftFits {
+    type Reading = fn(&resources::Sample) -> Option<f64>;
     let drift_samples: Vec<_> = samples.iter().copied().filter(|s| s.t_s >= from_s).collect();
     let window_s = match (drift_samples.first(), drift_samples.last()) {
         (Some(a), Some(b)) => b.t_s - a.t_s,
         _ => 0.0,
     };
-    let rss = resources::fit_per_hour(drift_samples.iter().map(|s| (s.t_s, s.rss_bytes as f64)));
-    // The heap, or the heap less the harness's series (samples that have both).
-    let heap_fit = |from: f64, net: bool| {
-        resources::fit_per_hour(drift_samples.iter().filter(|s| s.t_s >= from).filter_map(|s| {
-            let less = if net { s.series_bytes? } else { 0 };
-            Some((s.t_s, s.heap_bytes? as f64 - less as f64))
-        }))
-    };
-    let half = drift_samples.first().map(|a| a.t_s + window_s / 2.0);
-    let late = |net| half.and_then(|h| heap_fit(h, net));
-    let rss_late = half.and_then(|h| {
+    // `reading` fitted over the samples from `from` on that have it.
+    let fit = |from: f64, reading: Reading| {
         resources::fit_per_hour(
             drift_samples
                 .iter()
-                .filter(|s| s.t_s >= h)
-                .map(|s| (s.t_s, s.rss_bytes as f64)),
+                .filter(|s| s.t_s >= from)
+                .filter_map(|s| Some((s.t_s, reading(s)?))),
         )
-    });
+    };
+    let half = drift_samples.first().map_or(f64::MAX, |a| a.t_s + window_s / 2.0);
+    let rss: Reading = |s| Some(s.rss_bytes as f64);
+    let heap: Reading = |s| Some(s.heap_bytes? as f64);
+    let heap_net: Reading = |s| Some(s.heap_bytes? as f64 - s.series_bytes? as f64);
     DriftFits {
-        rss: rss.map(|f| f.slope),
-        rss_error: rss.map(|f| f.stderr),
-        rss_late,
+        rss: fit(f64::MIN, rss),
+        rss_late: fit(half, rss),
         window_s,
-        heap: [
-            heap_fit(f64::MIN, false),
-            late(false),
-            heap_fit(f64::MIN, true),
-            late(true),
-        ],
+        heap: fit(f64::MIN, heap),
+        heap_late: fit(half, heap),
+        heap_net: fit(f64::MIN, heap_net),
+        heap_late_net: fit(half, heap_net),
     }
 }
 
@@ -219,20 +213,30 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         window,
         drift,
     } = m;
+    let (fits, drift) = match drift {
+        Drift::FitFrom(from_s) => {
+            let fits = drift_fits(&w.samples, from_s);
+            let slope = fits.rss.map(|f| f.slope);
+            (fits, slope)
+        }
+        Drift::Given(d, window_s) => (
+            DriftFits {
+                window_s,
+                ..DriftFits::default()
+            },
+            d,
+        ),
+    };
     let DriftFits {
-        rss: drift,
-        rss_error: rss_drift_error,
+        rss,
         rss_late: rss_drift_late,
         window_s: drift_window_s,
-        heap: [heap_drift, heap_drift_late, heap_drift_net, heap_drift_late_net],
-    } = match drift {
-        Drift::FitFrom(from_s) => drift_fits(&w.samples, from_s),
-        Drift::Given(d, window_s) => DriftFits {
-            rss: d,
-            window_s,
-            ..DriftFits::default()
-        },
-    };
+        heap: heap_drift,
+        heap_late: heap_drift_late,
+        heap_net: heap_drift_net,
+        heap_late_net: heap_drift_late_net,
+    } = fits;
+    let rss_drift_error = rss.map(|f| f.stderr);
 
     let total = rec.total();
     let throughput = if measured.is_zero() {
@@ -397,21 +401,21 @@ mod tests {
             .collect();
         let f = drift_fits(&step, 100.0);
         assert_eq!(f.window_s, 400.0);
-        assert!(f.rss.unwrap() > 10e6, "whole window: {:?}", f.rss);
+        assert!(f.rss.unwrap().slope > 10e6, "whole window: {:?}", f.rss);
         let late = f.rss_late.unwrap();
         assert!(late.slope.abs() < 1.0, "second half: {late:?}");
-        assert!(f.heap[0].unwrap().slope > 5e6 && f.heap[1].unwrap().slope.abs() < 1.0);
+        assert!(f.heap.unwrap().slope > 5e6 && f.heap_late.unwrap().slope.abs() < 1.0);
 
         // 36 MB/h, steadily.
         let leak: Vec<_> = (0..=500)
             .map(|t| sample(f64::from(t), 100.0 + f64::from(t) * 0.01))
             .collect();
         let f = drift_fits(&leak, 100.0);
-        for slope in [f.rss.unwrap(), f.rss_late.unwrap().slope] {
+        for slope in [f.rss.unwrap().slope, f.rss_late.unwrap().slope] {
             assert!((slope - 36e6).abs() < 1e3, "{slope}");
         }
-        assert!((f.heap[1].unwrap().slope - 18e6).abs() < 1e3);
+        assert!((f.heap_late.unwrap().slope - 18e6).abs() < 1e3);
         // Less the series (none here), the same.
-        assert_eq!(f.heap[1].unwrap().slope, f.heap[3].unwrap().slope);
+        assert_eq!(f.heap_late.unwrap().slope, f.heap_late_net.unwrap().slope);
     }
 }
