@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 use exit::CliError;
 
 /// The process's allocator: jemalloc. Against glibc's, measured side by side, a turn takes
-/// 11–20 % less time and span export half as much (see `aether_runtime::stats::heap_allocated_bytes`,
+/// 8–21 % less time and span export half as much (see `aether_runtime::stats::heap_allocated_bytes`,
 /// which reads its statistics). C libraries (SQLite, llama.cpp) still allocate through glibc.
 /// Feature `system-allocator` keeps glibc's, for heap profilers that intercept `malloc`.
 #[cfg(all(not(target_env = "msvc"), not(feature = "system-allocator")))]

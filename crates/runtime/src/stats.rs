@@ -93,7 +93,7 @@ impl Stats {
 /// reads jemalloc's count as zero, so the sum is right either way.
 ///
 /// Why jemalloc for the binary: measured side by side (2026-12-04, `LD_PRELOAD`ed then linked),
-/// it made the in-process turn 11–20 % faster than glibc's allocator did, and halved what span
+/// it made the in-process turn 8–21 % faster than glibc's allocator did, and halved what span
 /// export costs the turn (a span is allocated on the turn's worker and freed on the exporter's
 /// thread, a pattern glibc's per-thread caches serve badly: the likely cause, not checked
 /// further). Its statistics also count exactly what part 13 fits, the allocated bytes.
