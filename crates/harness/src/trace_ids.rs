@@ -21,10 +21,7 @@ fn hash(salt: u64, task_id: &str) -> u64 {
 
 /// Writes `v` as 16 lowercase hex digits.
 fn hex16(v: u64, out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, o) in out[..16].iter_mut().enumerate() {
-        *o = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
-    }
+    aether_contracts::trace::hex_into(&v.to_be_bytes(), &mut out[..16]);
 }
 
 /// The trace id's 32 hex digits (ASCII).
