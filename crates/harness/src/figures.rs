@@ -118,8 +118,10 @@ pub(crate) struct Measured {
 
 /// Where the memory drift comes from.
 pub(crate) enum Drift {
-    /// Fit the window's samples taken from this many seconds into the run (after the warm-up).
-    FitFrom(f64),
+    /// Fit the window's samples taken between these seconds into the run: from the warm-up's
+    /// end to the last measured completion. The sample read after the run (its store flushed,
+    /// its load gone) is left out: a level change there would read as a slope.
+    Fit { from_s: f64, to_s: f64 },
     /// Already known (bytes per hour, over a window of seconds).
     Given(Option<f64>, f64),
 }
@@ -152,14 +154,19 @@ impl Measured {
                     .iter()
                     .filter_map(|p| Some((p.outcome.measured_start?, p.outcome.measured_end?))),
             ),
-            // Memory drift counts from the end of the warm-up.
-            drift: Drift::FitFrom(phases.first().map_or(0.0, |p| p.started_s + p.outcome.measured_from_s)),
+            // Memory drift counts from the end of the warm-up to the load's last completion.
+            drift: Drift::Fit {
+                from_s: phases.first().map_or(0.0, |p| p.started_s + p.outcome.measured_from_s),
+                to_s: phases.last().map_or(f64::MAX, |p| {
+                    p.started_s + p.outcome.measured_from_s + p.outcome.measured.as_secs_f64()
+                }),
+            },
         }
     }
 }
 
-/// The memory fits of a run: RSS over the samples from `from_s` (the warm-up's end) on, and
-/// over their second half; the heap, and the heap less the harness's series, likewise.
+/// The memory fits of a run: RSS over the samples from `from_s` (the warm-up's end) to `to_s`
+/// (the load's end), and over their second half; the heap, and the heap less the harness's series, likewise.
 #[derive(Debug, Default)]
 struct DriftFits {
     rss: Option<resources::Fit>,
@@ -171,9 +178,13 @@ struct DriftFits {
     heap_late_net: Option<resources::Fit>,
 }
 
-fn drift_fits(samples: &[resources::Sample], from_s: f64) -> DriftFits {
+fn drift_fits(samples: &[resources::Sample], from_s: f64, to_s: f64) -> DriftFits {
     type Reading = fn(&resources::Sample) -> Option<f64>;
-    let drift_samples: Vec<_> = samples.iter().copied().filter(|s| s.t_s >= from_s).collect();
+    let drift_samples: Vec<_> = samples
+        .iter()
+        .copied()
+        .filter(|s| (from_s..=to_s).contains(&s.t_s))
+        .collect();
     let window_s = match (drift_samples.first(), drift_samples.last()) {
         (Some(a), Some(b)) => b.t_s - a.t_s,
         _ => 0.0,
@@ -214,8 +225,8 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         drift,
     } = m;
     let (fits, drift) = match drift {
-        Drift::FitFrom(from_s) => {
-            let fits = drift_fits(&w.samples, from_s);
+        Drift::Fit { from_s, to_s } => {
+            let fits = drift_fits(&w.samples, from_s, to_s);
             let slope = fits.rss.map(|f| f.slope);
             (fits, slope)
         }
@@ -399,7 +410,7 @@ mod tests {
         let step: Vec<_> = (0..=500)
             .map(|t| sample(f64::from(t), if t < 150 { 100.0 } else { 102.0 }))
             .collect();
-        let f = drift_fits(&step, 100.0);
+        let f = drift_fits(&step, 100.0, 500.0);
         assert_eq!(f.window_s, 400.0);
         assert!(f.rss.unwrap().slope > 10e6, "whole window: {:?}", f.rss);
         let late = f.rss_late.unwrap();
@@ -410,12 +421,25 @@ mod tests {
         let leak: Vec<_> = (0..=500)
             .map(|t| sample(f64::from(t), 100.0 + f64::from(t) * 0.01))
             .collect();
-        let f = drift_fits(&leak, 100.0);
+        let f = drift_fits(&leak, 100.0, 500.0);
         for slope in [f.rss.unwrap().slope, f.rss_late.unwrap().slope] {
             assert!((slope - 36e6).abs() < 1e3, "{slope}");
         }
         assert!((f.heap_late.unwrap().slope - 18e6).abs() < 1e3);
         // Less the series (none here), the same.
         assert_eq!(f.heap_late.unwrap().slope, f.heap_late_net.unwrap().slope);
+    }
+
+    /// The sample read after the load (the store flushed: RSS up a step) is not fitted.
+    #[test]
+    fn the_sample_after_the_load_is_left_out() {
+        let mut flat: Vec<_> = (0..=500).map(|t| sample(f64::from(t), 100.0)).collect();
+        flat.push(sample(502.0, 104.0));
+        let f = drift_fits(&flat, 100.0, 500.0);
+        assert_eq!(f.window_s, 400.0);
+        assert!(f.rss.unwrap().slope.abs() < 1.0 && f.rss_late.unwrap().slope.abs() < 1.0);
+        // Fitted to the end, it would read as a slope (the check can fail).
+        let f = drift_fits(&flat, 100.0, f64::MAX);
+        assert!(f.rss_late.unwrap().slope > 1e5, "{:?}", f.rss_late);
     }
 }
