@@ -110,6 +110,7 @@ pub(crate) fn summary(cfg: &ScenarioConfig, f: Figures, w: Window, ctx: Context)
             heap_drift_late_bytes_per_hour: f.heap_drift_late.map(|h| h.slope),
             heap_drift_late_error_bytes_per_hour: f.heap_drift_late.map(|h| h.stderr),
             series_end_bytes: w.samples.iter().rev().find_map(|s| s.series_bytes),
+            histograms_end_bytes: w.samples.iter().rev().find_map(|s| s.histogram_bytes),
             heap_drift_net_bytes_per_hour: f.heap_drift_net.map(|h| h.slope),
             heap_drift_net_error_bytes_per_hour: f.heap_drift_net.map(|h| h.stderr),
             heap_drift_late_net_bytes_per_hour: f.heap_drift_late_net.map(|h| h.slope),

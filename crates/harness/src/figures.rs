@@ -70,8 +70,9 @@ pub(crate) struct Figures {
     /// caches, maps reaching their working size) shows a whole-window slope but a flat second
     /// half; a leak shows the same slope in both.
     pub heap_drift_late: Option<resources::Fit>,
-    /// Both fits of the heap less what the harness's own time series held at each sample
-    /// ([`resources::series_held_bytes`]): the growth of what the run under test kept.
+    /// Both fits of the heap less what the harness's own time series and histograms held at
+    /// each sample ([`resources::series_held_bytes`], [`crate::stats::histograms_held_bytes`]):
+    /// the growth of what the run under test kept.
     pub heap_drift_net: Option<resources::Fit>,
     pub heap_drift_late_net: Option<resources::Fit>,
     pub rss_drift_error: Option<f64>,
@@ -166,7 +167,7 @@ impl Measured {
 }
 
 /// The memory fits of a run: RSS over the samples from `from_s` (the warm-up's end) to `to_s`
-/// (the load's end), and over their second half; the heap, and the heap less the harness's series, likewise.
+/// (the load's end), and over their second half; the heap, and the heap less the harness's own data (its series and histograms), likewise.
 #[derive(Debug, Default)]
 struct DriftFits {
     rss: Option<resources::Fit>,
@@ -201,7 +202,8 @@ fn drift_fits(samples: &[resources::Sample], from_s: f64, to_s: f64) -> DriftFit
     let half = drift_samples.first().map_or(f64::MAX, |a| a.t_s + window_s / 2.0);
     let rss: Reading = |s| Some(s.rss_bytes as f64);
     let heap: Reading = |s| Some(s.heap_bytes? as f64);
-    let heap_net: Reading = |s| Some(s.heap_bytes? as f64 - s.series_bytes? as f64);
+    let heap_net: Reading =
+        |s| Some(s.heap_bytes? as f64 - s.series_bytes? as f64 - s.histogram_bytes.unwrap_or(0) as f64);
     DriftFits {
         rss: fit(f64::MIN, rss),
         rss_late: fit(half, rss),
@@ -399,6 +401,7 @@ mod tests {
             cpu_seconds: 0.0,
             heap_bytes: Some((rss_mb * 1e6) as u64 / 2),
             series_bytes: Some(0),
+            histogram_bytes: Some(0),
         }
     }
 

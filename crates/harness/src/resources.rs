@@ -19,10 +19,13 @@ pub struct Sample {
     /// The allocator's allocated bytes ([`aether_runtime::stats::heap_allocated_bytes`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heap_bytes: Option<u64>,
-    /// Of those, what the harness's own time series held ([`series_held_bytes`]): a soak's heap
-    /// slope less this one is the slope of what the run under test kept.
+    /// Of those, what the harness's own time series held ([`series_held_bytes`]) and what its
+    /// histograms' buckets held ([`crate::stats::histograms_held_bytes`]): a soak's heap slope
+    /// less both is the slope of what the run under test kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub series_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histogram_bytes: Option<u64>,
 }
 
 impl Sample {
@@ -36,6 +39,7 @@ impl Sample {
             cpu_seconds: cpu_seconds(),
             heap_bytes: heap,
             series_bytes: heap.map(|_| series_held_bytes()),
+            histogram_bytes: heap.map(|_| crate::stats::histograms_held_bytes()),
         })
     }
 }

@@ -9,8 +9,13 @@
 //! base64-encoded (the encoding of HdrHistogram's interval logs, readable by its Java, Go and
 //! Python ports): `{unit, significant_figures, encoding: "hdr-v2-deflate-base64", data}`.
 //! Schema 1's `counts: [[value, count], …]` still loads.
+//!
+//! **Memory.** Every histogram alive in the process counts the bytes of its buckets into
+//! [`histograms_held_bytes`] (made, widened, cloned, dropped): in process, a soak's heap holds the
+//! harness's histograms beside the runtime, and they widen as the run meets slower requests.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -27,8 +32,34 @@ const COARSE_SIGFIG: u8 = 2;
 pub const HDR_ENCODING: &str = "hdr-v2-deflate-base64";
 
 /// A histogram of durations, in nanoseconds, 3 significant figures.
-#[derive(Clone)]
 pub struct DurationHist(Histogram<u64>);
+
+/// The bytes of the buckets of every [`DurationHist`] alive in this process.
+static HELD: AtomicI64 = AtomicI64::new(0);
+
+/// The heap bytes the buckets of this process's histograms hold now: the harness's own (a
+/// run's recorders, one per worker stripe, and the time series' open intervals). A soak's heap
+/// slope less this and the time series' ([`crate::resources::series_held_bytes`]) is what the
+/// run under test kept.
+pub fn histograms_held_bytes() -> u64 {
+    HELD.load(Ordering::Relaxed).max(0) as u64
+}
+
+fn bucket_bytes(h: &Histogram<u64>) -> i64 {
+    (h.distinct_values() * std::mem::size_of::<u64>()) as i64
+}
+
+impl Clone for DurationHist {
+    fn clone(&self) -> Self {
+        Self::held(self.0.clone())
+    }
+}
+
+impl Drop for DurationHist {
+    fn drop(&mut self) {
+        HELD.fetch_sub(bucket_bytes(&self.0), Ordering::Relaxed);
+    }
+}
 
 impl Default for DurationHist {
     fn default() -> Self {
@@ -61,9 +92,30 @@ impl PartialEq for DurationHist {
 }
 
 impl DurationHist {
+    /// Wraps `h`, counting its buckets as held.
+    fn held(h: Histogram<u64>) -> Self {
+        HELD.fetch_add(bucket_bytes(&h), Ordering::Relaxed);
+        Self(h)
+    }
+
+    /// Runs `change`, counting the buckets it adds (an auto-resizing histogram widens to take a
+    /// larger value than it has room for).
+    fn widening<R>(&mut self, change: impl FnOnce(&mut Histogram<u64>) -> R) -> R {
+        let before = self.0.distinct_values();
+        let r = change(&mut self.0);
+        let after = self.0.distinct_values();
+        if after != before {
+            HELD.fetch_add(
+                (after as i64 - before as i64) * std::mem::size_of::<u64>() as i64,
+                Ordering::Relaxed,
+            );
+        }
+        r
+    }
+
     fn with_sigfig(sigfig: u8) -> Self {
         // 2 and 3 significant figures are valid for an auto-resizing histogram.
-        Self(Histogram::new(sigfig).unwrap_or_else(|_| unreachable!("a valid precision")))
+        Self::held(Histogram::new(sigfig).unwrap_or_else(|_| unreachable!("a valid precision")))
     }
 
     /// A histogram of 2 significant figures: the per-interval histograms of a time series
@@ -78,12 +130,12 @@ impl DurationHist {
 
     pub fn record_ns(&mut self, ns: u64) {
         // Clamped to the range, so an auto-resizing histogram always takes it.
-        let _ = self.0.record(ns.clamp(1, MAX_NS));
+        let _ = self.widening(|h| h.record(ns.clamp(1, MAX_NS)));
     }
 
     pub fn merge(&mut self, other: &DurationHist) {
         // Auto-resizing, and values are clamped to MAX_NS on the way in: adding cannot fail.
-        let _ = self.0.add(&other.0);
+        let _ = self.widening(|h| h.add(&other.0));
     }
 
     pub fn len(&self) -> u64 {
@@ -164,7 +216,7 @@ impl DurationHist {
             .deserialize(&mut bytes)
             .map_err(|e| format!("not an HDR V2 histogram: {e:?}"))?;
         h.auto(true);
-        Ok(Self(h))
+        Ok(Self::held(h))
     }
 
     /// The non-empty histograms among `named`, serialised under their names (a summary's
@@ -189,7 +241,7 @@ impl DurationHist {
             (None, _) => {
                 let mut h = Self::with_sigfig(s.significant_figures.clamp(1, 5));
                 for [v, c] in &s.counts {
-                    let _ = h.0.record_n((*v).clamp(1, MAX_NS), *c);
+                    let _ = h.widening(|h| h.record_n((*v).clamp(1, MAX_NS), *c));
                 }
                 Ok(h)
             }

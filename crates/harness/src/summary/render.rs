@@ -242,8 +242,9 @@ impl Summary {
             if let (Some(held), false) = (r.series_end_bytes, net.is_empty()) {
                 let _ = writeln!(
                     s,
-                    "   heap less the harness's time series ({:.2} MB at the end): {net}{}",
+                    "   heap less the harness's time series and histograms ({:.2} + {:.2} MB at the end): {net}{}",
                     held as f64 / 1e6,
+                    r.histograms_end_bytes.unwrap_or(0) as f64 / 1e6,
                     late(
                         r.heap_drift_late_net_bytes_per_hour,
                         r.heap_drift_late_net_error_bytes_per_hour
