@@ -167,7 +167,8 @@ impl Measured {
 }
 
 /// The memory fits of a run: RSS over the samples from `from_s` (the warm-up's end) to `to_s`
-/// (the load's end), and over their second half; the heap, and the heap less the harness's own data (its series and histograms), likewise.
+/// (the load's end), and over their second half; the heap, and the heap less the harness's own
+/// data (its time series and histograms), likewise.
 #[derive(Debug, Default)]
 struct DriftFits {
     rss: Option<resources::Fit>,

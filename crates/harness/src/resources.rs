@@ -24,6 +24,7 @@ pub struct Sample {
     /// less both is the slope of what the run under test kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub series_bytes: Option<u64>,
+    /// See `series_bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub histogram_bytes: Option<u64>,
 }

@@ -8,10 +8,11 @@
 //!
 //! A request yields a small sample; its worker applies it to one of a few striped recorders (as
 //! many stripes as workers, up to 2 per core: each holds a dozen histograms, ~1 MB at a soak's
-//! latencies, and the locks are contended by threads, not by workers), merged at the end. A stripe's lock is held for the
-//! few hundred nanoseconds of recording, never across a request, and is shared only by the workers
-//! of that stripe. The time series ([`crate::timeline`]) is recorded the same way: into the
-//! stripe's open interval, handed to the shared series when the stripe moves on.
+//! latencies, and the locks are contended by threads, not by tasks), merged at the end. A
+//! stripe's lock is held for the few hundred nanoseconds of recording, never across a request,
+//! and is shared only by the workers of that stripe. The time series ([`crate::timeline`]) is
+//! recorded the same way: into the stripe's open interval, handed to the shared series when the
+//! stripe moves on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
