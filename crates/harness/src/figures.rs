@@ -203,8 +203,7 @@ fn drift_fits(samples: &[resources::Sample], from_s: f64, to_s: f64) -> DriftFit
     let half = drift_samples.first().map_or(f64::MAX, |a| a.t_s + window_s / 2.0);
     let rss: Reading = |s| Some(s.rss_bytes as f64);
     let heap: Reading = |s| Some(s.heap_bytes? as f64);
-    let heap_net: Reading =
-        |s| Some(s.heap_bytes? as f64 - s.series_bytes? as f64 - s.histogram_bytes.unwrap_or(0) as f64);
+    let heap_net: Reading = |s| Some(s.heap_bytes? as f64 - s.series_bytes? as f64 - s.histogram_bytes? as f64);
     DriftFits {
         rss: fit(f64::MIN, rss),
         rss_late: fit(half, rss),
