@@ -323,15 +323,19 @@ pub(crate) use aether_contracts::error_chain;
 /// at most `idle` for the next piece; a broken connection is an error naming the endpoint.
 ///
 /// Cheap per event (a simulated answer at full speed is ~90 events): lines are found with
-/// `memchr`, and an event's data is handed out as a slice of the reader's buffer — no copy, no
-/// allocation, no separate UTF-8 pass (the JSON reader checks the strings it reads).
+/// `memchr` in the network read itself, and an event's data is handed out as a slice of it — no
+/// copy, no allocation, no separate UTF-8 pass per string (the data is checked once, whole). The
+/// only bytes copied are those of a line that a read cuts in two.
 pub(crate) struct SseReader<'a> {
     bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buf: Vec<u8>,
-    /// Where the unread part of `buf` begins: lines are read by moving it, and what is before it
-    /// is dropped once, when more bytes are needed (not once per line: a network read can hold a
-    /// whole answer's events).
-    start: usize,
+    /// The latest network read; lines are read from it in place.
+    read: bytes::Bytes,
+    /// Where the unread part of `read` begins.
+    at: usize,
+    /// The start of a line that an earlier read ended inside of; the rest comes with the next.
+    split: Vec<u8>,
+    /// `split` holds the whole line handed out last: emptied on the next call.
+    split_done: bool,
     idle: Duration,
     base_url: &'a str,
 }
@@ -341,8 +345,10 @@ impl<'a> SseReader<'a> {
         use futures::StreamExt;
         Self {
             bytes: response.bytes_stream().boxed(),
-            buf: Vec::new(),
-            start: 0,
+            read: bytes::Bytes::new(),
+            at: 0,
+            split: Vec::new(),
+            split_done: false,
             idle,
             base_url,
         }
@@ -356,46 +362,59 @@ impl<'a> SseReader<'a> {
     /// (15 per OpenAI chunk; that check was ~13 % of a streaming client's instructions).
     pub(crate) async fn next_data(&mut self) -> Result<Option<&str>, ModelError> {
         use futures::StreamExt;
+        if std::mem::take(&mut self.split_done) {
+            self.split.clear();
+        }
         loop {
-            if let Some((from, to)) = self.next_data_line() {
-                return std::str::from_utf8(&self.buf[from..to]).map(Some).map_err(|e| {
-                    ModelError::Other(format!("bad stream event from {}: not UTF-8 ({e})", self.base_url))
-                });
-            }
-            self.buf.drain(..self.start);
-            self.start = 0;
-            let next = tokio::time::timeout(self.idle, self.bytes.next())
-                .await
-                .map_err(|_| ModelError::Timeout(self.idle))?;
-            match next {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                Some(Err(e)) => {
-                    return Err(ModelError::Other(format!(
-                        "the stream from {} broke off: {}",
-                        self.base_url,
-                        error_chain(&e)
-                    )))
+            let Some(len) = memchr::memchr(b'\n', &self.read[self.at..]) else {
+                // The rest of this read is the start of a line: keep it, read on.
+                self.split.extend_from_slice(&self.read[self.at..]);
+                let next = tokio::time::timeout(self.idle, self.bytes.next())
+                    .await
+                    .map_err(|_| ModelError::Timeout(self.idle))?;
+                match next {
+                    Some(Ok(read)) => (self.read, self.at) = (read, 0),
+                    Some(Err(e)) => {
+                        return Err(ModelError::Other(format!(
+                            "the stream from {} broke off: {}",
+                            self.base_url,
+                            error_chain(&e)
+                        )))
+                    }
+                    None => return Ok(None),
                 }
-                None => return Ok(None),
+                continue;
+            };
+            let line = self.at..self.at + len;
+            self.at += len + 1;
+            if self.split.is_empty() {
+                if let Some(data) = data_of(&self.read[line.clone()]) {
+                    let data = line.start + data.start..line.start + data.end;
+                    return self.utf8(&self.read[data]).map(Some);
+                }
+            } else {
+                self.split.extend_from_slice(&self.read[line]);
+                if let Some(data) = data_of(&self.split) {
+                    self.split_done = true;
+                    return self.utf8(&self.split[data]).map(Some);
+                }
+                self.split.clear();
             }
         }
     }
 
-    /// Moves past whole lines already in the buffer up to the next `data:` line; its payload's
-    /// range, or `None` when no whole `data:` line is left.
-    fn next_data_line(&mut self) -> Option<(usize, usize)> {
-        while let Some(len) = memchr::memchr(b'\n', &self.buf[self.start..]) {
-            let line_start = self.start;
-            self.start += len + 1;
-            let line = &self.buf[line_start..line_start + len];
-            if let Some(data) = line.trim_ascii_start().strip_prefix(b"data:") {
-                let data = data.trim_ascii();
-                let from = data.as_ptr() as usize - self.buf.as_ptr() as usize;
-                return Some((from, from + data.len()));
-            }
-        }
-        None
+    fn utf8<'b>(&self, data: &'b [u8]) -> Result<&'b str, ModelError> {
+        std::str::from_utf8(data)
+            .map_err(|e| ModelError::Other(format!("bad stream event from {}: not UTF-8 ({e})", self.base_url)))
     }
+}
+
+/// Where a line's `data:` payload lies in it, surrounding whitespace left out; `None` for a line
+/// of another field, a comment or a blank line.
+fn data_of(line: &[u8]) -> Option<std::ops::Range<usize>> {
+    let data = line.trim_ascii_start().strip_prefix(b"data:")?.trim_ascii();
+    let from = data.as_ptr() as usize - line.as_ptr() as usize;
+    Some(from..from + data.len())
 }
 
 /// A data payload that is not JSON.
