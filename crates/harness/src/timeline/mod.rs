@@ -15,6 +15,10 @@
 //! the shared [`Series`] (once per stripe per interval). The series keeps intervals older than
 //! the last two compressed (HDR V2 + DEFLATE), so memory stays flat over a long soak; a late
 //! piece of a compressed interval is added exactly (decoded, merged, compressed again).
+//!
+//! **What it holds is counted**, so that a soak can tell the harness's growth from the run's
+//! ([`crate::resources::series_held_bytes`]): the rows' buffers to the byte (`rows`: one slot
+//! per interval, side by side) and each compressed interval's bytes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -26,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::stats::{DurationHist, HDR_ENCODING};
+use rows::Rows;
 
+mod rows;
 mod sampler;
 pub use sampler::Sampler;
 
@@ -241,18 +247,11 @@ impl IntervalRec {
     }
 }
 
-/// What one more entry of a map from interval to `V` holds at least (the key and the value;
-/// the tree's node slack is not counted).
-fn entry_bytes<V>() -> i64 {
-    (std::mem::size_of::<u64>() + std::mem::size_of::<V>()) as i64
-}
-
-/// What one interval's gauges hold in the series' map: the entry, and the server's sample.
+/// What one interval's gauges hold beyond their row: the server's sample.
 fn gauge_bytes(g: &Gauges) -> i64 {
-    entry_bytes::<Gauges>()
-        + g.server
-            .as_ref()
-            .map_or(0, |_| std::mem::size_of::<ServerSample>() as i64)
+    g.server
+        .as_ref()
+        .map_or(0, |_| std::mem::size_of::<ServerSample>() as i64)
 }
 
 /// A stripe's open intervals (usually one).
@@ -324,10 +323,10 @@ pub struct Series {
     pub clock: Clock,
     /// Requests issued and not yet complete.
     pub in_flight: AtomicU64,
-    slots: Mutex<BTreeMap<u64, IntervalRec>>,
+    slots: Mutex<Rows<IntervalRec>>,
     /// Every interval before this one is sealed (read and written only under `slots`' lock).
     sealed_below: AtomicU64,
-    gauges: Mutex<BTreeMap<u64, Gauges>>,
+    gauges: Mutex<Rows<Gauges>>,
     /// The bytes this series counts as held (added to the process's
     /// [`crate::resources::series_held_bytes`], taken back when it is dropped).
     held: AtomicI64,
@@ -338,9 +337,9 @@ impl Series {
         Self {
             clock,
             in_flight: AtomicU64::new(0),
-            slots: Mutex::new(BTreeMap::new()),
+            slots: Mutex::new(Rows::default()),
             sealed_below: AtomicU64::new(0),
-            gauges: Mutex::new(BTreeMap::new()),
+            gauges: Mutex::new(Rows::default()),
             held: AtomicI64::new(0),
         }
     }
@@ -364,24 +363,21 @@ impl Series {
         }
         let mut slots = self.slots.lock();
         let mut oldest_touched = u64::MAX;
-        let mut delta = 0i64;
+        let mut delta = -(slots.held_bytes() as i64);
         for (bucket, rec) in closed.0 {
             oldest_touched = oldest_touched.min(bucket);
-            let slot = slots.entry(bucket).or_insert_with(|| {
-                delta += entry_bytes::<IntervalRec>();
-                IntervalRec::default()
-            });
+            let slot = slots.entry(bucket);
             let before = slot.held() as i64;
             slot.merge(&rec);
             delta += slot.held() as i64 - before;
         }
         // Only what can be live is visited: the intervals newer than the oldest one touched now
         // (a late piece unseals its interval) or than those already sealed, not the whole run.
-        if let Some(newest) = slots.last_key_value().map(|(k, _)| *k) {
+        if let Some((_, newest)) = slots.span() {
             let cutoff = newest.saturating_sub(1);
             let from = oldest_touched.min(self.sealed_below.load(Ordering::Relaxed));
             if from < cutoff {
-                for (_, rec) in slots.range_mut(from..cutoff) {
+                for rec in slots.range_mut(from, cutoff) {
                     let before = rec.held() as i64;
                     rec.seal();
                     delta += rec.held() as i64 - before;
@@ -389,6 +385,7 @@ impl Series {
             }
             self.sealed_below.fetch_max(cutoff, Ordering::Relaxed);
         }
+        delta += slots.held_bytes() as i64;
         drop(slots);
         self.hold(delta);
     }
@@ -396,7 +393,7 @@ impl Series {
     /// The figures of interval `bucket` as far as they have arrived (the progress bar's).
     pub fn recent(&self, bucket: u64) -> crate::progress::Recent {
         let slots = self.slots.lock();
-        let rec = slots.get(&bucket);
+        let rec = slots.get(bucket);
         let secs = self.clock.interval().as_secs_f64();
         crate::progress::Recent {
             requests_per_s: rec.map_or(0.0, |r| (r.succeeded + r.failed) as f64 / secs),
@@ -408,9 +405,13 @@ impl Series {
 
     /// Records what the sampler read at the end of `bucket`.
     pub fn gauge(&self, bucket: u64, g: Gauges) {
+        let mut gauges = self.gauges.lock();
+        let before = gauges.held_bytes() as i64;
         let now = gauge_bytes(&g);
-        let replaced = self.gauges.lock().insert(bucket, g);
-        self.hold(now - replaced.as_ref().map_or(0, gauge_bytes));
+        let replaced = gauges.insert(bucket, g);
+        let delta = gauges.held_bytes() as i64 - before + now - replaced.as_ref().map_or(0, gauge_bytes);
+        drop(gauges);
+        self.hold(delta);
     }
 
     pub fn request_started(&self) {
@@ -425,13 +426,15 @@ impl Series {
     pub fn timeline(&self) -> Timeline {
         let slots = self.slots.lock();
         let gauges = self.gauges.lock();
-        let first = slots.keys().chain(gauges.keys()).min().copied();
-        let last = slots.keys().chain(gauges.keys()).max().copied();
-        let rows = match (first, last) {
-            (Some(a), Some(b)) => (a..=b)
+        let span = match (slots.span(), gauges.span()) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (one, other) => one.or(other),
+        };
+        let rows = match span {
+            Some((a, b)) => (a..=b)
                 .map(|k| {
-                    let rec = slots.get(&k);
-                    let g = gauges.get(&k).cloned().unwrap_or_default();
+                    let rec = slots.get(k);
+                    let g = gauges.get(k).cloned().unwrap_or_default();
                     IntervalRow {
                         t: self.clock.start_s(k),
                         requests: rec.map_or(0, |r| r.succeeded + r.failed),
@@ -445,7 +448,7 @@ impl Series {
                     }
                 })
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         };
         Timeline {
             interval_s: self.clock.interval().as_secs_f64(),

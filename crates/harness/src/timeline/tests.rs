@@ -41,18 +41,18 @@ fn closed_intervals_move_to_the_series_and_are_sealed_without_losing_counts() {
     {
         let slots = series.slots.lock();
         assert!(
-            matches!(slots[&105].latency, Hist::Sealed(_)),
+            matches!(slots.get(105).unwrap().latency, Hist::Sealed(_)),
             "old intervals are compressed"
         );
-        assert_eq!(slots[&100].latency.count(), 12);
+        assert_eq!(slots.get(100).unwrap().latency.count(), 12);
         assert!(
-            matches!(slots[&100].latency, Hist::Sealed(_)),
+            matches!(slots.get(100).unwrap().latency, Hist::Sealed(_)),
             "a late piece of a sealed interval is sealed again"
         );
         assert!(
             slots
-                .values()
-                .all(|r| matches!(r.ttft, Hist::Empty) && matches!(r.itl, Hist::Empty)),
+                .iter()
+                .all(|(_, r)| matches!(r.ttft, Hist::Empty) && matches!(r.itl, Hist::Empty)),
             "no histogram is allocated for what was never recorded"
         );
     }
@@ -65,8 +65,8 @@ fn closed_intervals_move_to_the_series_and_are_sealed_without_losing_counts() {
     assert_eq!(h.len(), 12);
 }
 
-/// What a series holds is counted as its rows are made and sealed: each interval's entry and
-/// sealed bytes, a gauge row's entry; a late piece that unseals and reseals an interval is
+/// What a series holds is counted as its rows are made and sealed: the rows' buffers as they
+/// grow, each interval's sealed bytes; a late piece that unseals and reseals an interval is
 /// not counted twice; the counts are exactly the rows' own.
 #[test]
 fn a_series_counts_the_bytes_its_rows_hold() {
@@ -82,19 +82,17 @@ fn a_series_counts_the_bytes_its_rows_hold() {
     }
     let recount = |series: &Series| {
         let slots = series.slots.lock();
-        let sealed: usize = slots.values().map(IntervalRec::held).sum();
-        (slots.len() as i64 * entry_bytes::<IntervalRec>()
-            + series.gauges.lock().len() as i64 * entry_bytes::<Gauges>()
-            + sealed as i64) as u64
+        let sealed: usize = slots.iter().map(|(_, r)| r.held()).sum();
+        (slots.held_bytes() + series.gauges.lock().held_bytes() + sealed) as u64
     };
     let held = series.held_bytes();
     assert_eq!(held, recount(&series));
-    let sealed_rows = series.slots.lock().values().filter(|r| r.held() > 0).count();
+    let sealed_rows = series.slots.lock().iter().filter(|(_, r)| r.held() > 0).count();
     assert!(
         sealed_rows >= 17,
         "all but the newest intervals are sealed: {sealed_rows}"
     );
-    // A row grows what is held by its entries and its sealed histogram, not by kilobytes.
+    // A row grows what is held by its slots and its sealed histogram, not by kilobytes.
     let per_row = held as f64 / 20.0;
     assert!(per_row > 100.0 && per_row < 2_000.0, "{per_row} bytes per row");
 
