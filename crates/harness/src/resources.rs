@@ -54,8 +54,8 @@ pub(crate) fn series_held(delta: i64) {
 }
 
 /// The heap bytes the harness's time series hold in this process, counted as their rows are
-/// made and sealed (a row per interval, kept for the report: its sealed histograms' bytes and
-/// its entries' own sizes; the maps' node slack is not counted, so this is a lower bound).
+/// made and sealed (a row per interval, kept for the report: the rows' buffers by capacity and
+/// each sealed histogram's bytes; the allocator's rounding of those is not counted).
 /// A soak grows it by a row per interval; the runtime's growth is the heap's less this.
 pub fn series_held_bytes() -> u64 {
     SERIES_HELD.load(Ordering::Relaxed).max(0) as u64

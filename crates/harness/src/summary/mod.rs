@@ -148,7 +148,7 @@ pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_drift_late_error_bytes_per_hour: Option<f64>,
     /// What the harness's own time series held at the end (a row per interval, kept for the
-    /// report; counted as rows are made, a lower bound), what its histograms' buckets held (a
+    /// report; counted as rows are made), what its histograms' buckets held (a
     /// run's recorders, one per worker stripe; they widen as slower requests arrive), and both
     /// heap fits less the two: the growth of what the run under test kept, which is what a soak
     /// judges.
