@@ -325,7 +325,8 @@ pub(crate) use aether_contracts::error_chain;
 /// Cheap per event (a simulated answer at full speed is ~90 events): lines are found with
 /// `memchr` in the network read itself, and an event's data is handed out as a slice of it — no
 /// copy, no allocation, no separate UTF-8 pass per string (the data is checked once, whole). The
-/// only bytes copied are those of a line that a read cuts in two.
+/// only bytes copied are those of a line that a read cuts in two; a line longer than
+/// [`MAX_LINE`] is an error, not a buffer without end.
 pub(crate) struct SseReader<'a> {
     bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
     /// The latest network read; lines are read from it in place.
@@ -368,6 +369,13 @@ impl<'a> SseReader<'a> {
         loop {
             let Some(len) = memchr::memchr(b'\n', &self.read[self.at..]) else {
                 // The rest of this read is the start of a line: keep it, read on.
+                if self.split.len() + self.read.len() - self.at > MAX_LINE {
+                    return Err(ModelError::Other(format!(
+                        "bad stream from {}: a line longer than {} MiB",
+                        self.base_url,
+                        MAX_LINE >> 20
+                    )));
+                }
                 self.split.extend_from_slice(&self.read[self.at..]);
                 let next = tokio::time::timeout(self.idle, self.bytes.next())
                     .await
@@ -408,6 +416,10 @@ impl<'a> SseReader<'a> {
             .map_err(|e| ModelError::Other(format!("bad stream event from {}: not UTF-8 ({e})", self.base_url)))
     }
 }
+
+/// The longest line of an event stream read (an event's data: a streamed chunk is a few hundred
+/// bytes, a whole tool call's arguments at most some kilobytes).
+const MAX_LINE: usize = 8 << 20;
 
 /// Where a line's `data:` payload lies in it, surrounding whitespace left out; `None` for a line
 /// of another field, a comment or a blank line.
@@ -459,6 +471,25 @@ mod tests {
         let e = r.next_data().await.unwrap_err().to_string();
         assert!(
             e.contains("bad stream event from http://model.test/v1: not UTF-8"),
+            "{e}"
+        );
+    }
+
+    /// A body that never ends its line is refused once the line passes the bound, not buffered
+    /// for ever.
+    #[tokio::test]
+    async fn a_line_without_end_is_an_error_at_the_bound() {
+        let piece: &'static [u8] = Box::leak(vec![b'x'; 1 << 20].into_boxed_slice());
+        let pieces = std::iter::once(&b"data: 1\n\ndata: "[..])
+            .chain(std::iter::repeat_n(piece, (MAX_LINE >> 20) + 2))
+            .map(Ok::<_, std::io::Error>);
+        let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
+        let response = reqwest::Response::from(http::Response::new(body));
+        let mut r = SseReader::new(response, Duration::from_secs(5), "http://model.test/v1");
+        assert_eq!(r.next_data().await.unwrap(), Some("1"));
+        let e = r.next_data().await.unwrap_err().to_string();
+        assert!(
+            e.contains("bad stream from http://model.test/v1: a line longer than 8 MiB"),
             "{e}"
         );
     }
