@@ -438,6 +438,20 @@ pub(crate) fn bad_event(base_url: &str, e: serde_json::Error) -> ModelError {
 mod tests {
     use super::*;
 
+    /// A reader of a body that arrives as `pieces`, one network read each.
+    fn reader<I>(pieces: I, base_url: &str) -> SseReader<'_>
+    where
+        I: IntoIterator<Item = Result<&'static [u8], std::io::Error>>,
+        I::IntoIter: Send + 'static,
+    {
+        let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
+        SseReader::new(
+            reqwest::Response::from(http::Response::new(body)),
+            Duration::from_secs(5),
+            base_url,
+        )
+    }
+
     /// Events split across network reads at every awkward place: inside `data:`, between `\r`
     /// and `\n`, several events in one read; comments and other fields are passed over.
     #[tokio::test]
@@ -448,9 +462,7 @@ mod tests {
             Ok(b"\n\nevent: x\ndata:{\"b\":2}\n\ndata: [DONE]\n\n"),
             Ok(b"data:  tail  \n"),
         ];
-        let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
-        let response = reqwest::Response::from(http::Response::new(body));
-        let mut r = SseReader::new(response, Duration::from_secs(5), "http://test");
+        let mut r = reader(pieces, "http://test");
         let mut seen = Vec::new();
         while let Some(d) = r.next_data().await.unwrap() {
             seen.push(d.to_owned());
@@ -464,9 +476,7 @@ mod tests {
     async fn event_data_is_utf8_checked_as_a_whole() {
         let pieces: Vec<Result<&'static [u8], std::io::Error>> =
             vec![Ok(b"data: caf\xc3"), Ok(b"\xa9\n\ndata: \xff\n\n")];
-        let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
-        let response = reqwest::Response::from(http::Response::new(body));
-        let mut r = SseReader::new(response, Duration::from_secs(5), "http://model.test/v1");
+        let mut r = reader(pieces, "http://model.test/v1");
         assert_eq!(r.next_data().await.unwrap(), Some("café"));
         let e = r.next_data().await.unwrap_err().to_string();
         assert!(
@@ -483,9 +493,7 @@ mod tests {
         let pieces = std::iter::once(&b"data: 1\n\ndata: "[..])
             .chain(std::iter::repeat_n(piece, (MAX_LINE >> 20) + 2))
             .map(Ok::<_, std::io::Error>);
-        let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
-        let response = reqwest::Response::from(http::Response::new(body));
-        let mut r = SseReader::new(response, Duration::from_secs(5), "http://model.test/v1");
+        let mut r = reader(pieces, "http://model.test/v1");
         assert_eq!(r.next_data().await.unwrap(), Some("1"));
         let e = r.next_data().await.unwrap_err().to_string();
         assert!(
@@ -498,9 +506,7 @@ mod tests {
     async fn a_broken_sse_body_is_an_error_naming_the_endpoint() {
         let pieces: Vec<Result<&'static [u8], std::io::Error>> =
             vec![Ok(b"data: 1\n"), Err(std::io::Error::other("reset by peer"))];
-        let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
-        let response = reqwest::Response::from(http::Response::new(body));
-        let mut r = SseReader::new(response, Duration::from_secs(5), "http://model.test/v1");
+        let mut r = reader(pieces, "http://model.test/v1");
         assert_eq!(r.next_data().await.unwrap(), Some("1"));
         let e = r.next_data().await.unwrap_err().to_string();
         assert!(e.contains("the stream from http://model.test/v1 broke off"), "{e}");
