@@ -63,6 +63,9 @@ counters! {
     reclaimed_agents,
     /// Archived sessions purged from the store.
     purged_sessions,
+    /// Sweeps that gave the session map's slack back: a burst had grown its table to more than
+    /// four times the sessions left (`aether_store::shrink_if_sparse`).
+    session_table_shrinks,
     /// Turns that found their session's lease held by another instance and waited for it.
     lease_waits,
     /// Leases lost while their turn ran (the holder paused past the TTL).

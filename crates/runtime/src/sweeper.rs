@@ -1,6 +1,7 @@
 //! Idle reclamation, in dependency order: chat sessions first (archived, recoverable), then
 //! runners left with no session and no active task, then agents left with no runner; finally
-//! archived sessions past their retention are purged from the store.
+//! archived sessions past their retention are purged from the store. A sweep that leaves the
+//! session map's table sparse after a burst shrinks it.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -66,6 +67,10 @@ impl Sweeper {
                 tracing::warn!(sessions = closed, error = %e, "archiving idle sessions failed");
             }
             tokio::task::yield_now().await;
+        }
+        // Sessions also leave by cleanup and deletion: every sweep looks (two reads per shard).
+        if self.sessions.shrink_if_sparse() {
+            Stats::incr(&self.stats.session_table_shrinks);
         }
 
         report.runners = self.agents.reclaim_runners(now_ms, self.ttls.runner_idle);

@@ -349,6 +349,39 @@ async fn sweeper_keeps_agents_with_sessions_and_evicts_past_the_session_cap() {
     );
 }
 
+/// A hash table keeps its peak size as entries leave: once a burst of sessions is swept, the
+/// sweeper gives the session map's slack back (counted); a sweep that leaves it full does not.
+#[tokio::test(start_paused = true)]
+async fn a_swept_burst_of_sessions_gives_the_session_table_back() {
+    let cfg = RuntimeConfig {
+        session_idle_ttl: Duration::from_secs(60),
+        max_sessions_per_agent: 100_000,
+        ..quiet_config()
+    };
+    let rt = Runtime::builder().config(cfg).time_scale(0.0).build().unwrap();
+    let agent = create(&rt, config(&[])).await;
+    for i in 0..20_000 {
+        let r = turn(&rt, &agent, &format!("burst-{i}"), "hi").await;
+        assert!(r.is_success(), "{:?}", r.error);
+    }
+    tokio::time::advance(Duration::from_secs(30)).await;
+    turn(&rt, &agent, "steady", "hi").await;
+    // Nothing idle long enough yet: nothing swept, nothing shrunk.
+    assert_eq!(rt.sweep_at(Instant::now()).await.sessions, 0);
+    assert_eq!(rt.stats().session_table_shrinks, 0);
+    // The burst goes idle; the one session used since stays.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert_eq!(rt.sweep_at(Instant::now()).await.sessions, 20_000);
+    assert_eq!(rt.stats().active_sessions, 1);
+    assert_eq!(rt.stats().session_table_shrinks, 1);
+    // The session left is still served from memory, and the fitted map is not shrunk again.
+    let r = turn(&rt, &agent, "steady", "again").await;
+    assert!(r.is_success(), "{:?}", r.error);
+    assert_eq!(rt.stats().sessions_recovered, 0);
+    rt.sweep_at(Instant::now()).await;
+    assert_eq!(rt.stats().session_table_shrinks, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn background_sweeper_runs_on_its_interval() {
     let cfg = RuntimeConfig {

@@ -5,10 +5,16 @@
 //! is one pointer: `DashMap<ById<T>, ()>` hashes each entry as its id hashes, and `Borrow<str>`
 //! lets `get(&str)`, `remove(&str)` and friends find it. The memory store's sessions and the
 //! runtime's chat sessions are kept this way.
+//!
+//! Such a map's tables grow at each new peak and never shrink as entries leave, so
+//! [`shrink_if_sparse`] gives a burst's slack back once it has been swept ([`table_slots`]
+//! counts what the tables take).
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+use dashmap::DashMap;
 
 /// What has an id to be found by.
 pub trait HasId {
@@ -45,6 +51,39 @@ impl<T: HasId> Borrow<str> for ById<T> {
     }
 }
 
+/// A map is sparse when its tables have more than this many slots per entry held (a full table
+/// has 8 slots per 7 entries, one that just doubled 16 per 7)...
+const SPARSE_RATIO: usize = 8;
+/// ...and more than this many slots in all (below it the slack is ~150 KB at most: not worth a
+/// rehash).
+const SPARSE_FLOOR: usize = 1 << 14;
+
+/// Slots in `map`'s tables, used or not: what the tables take (9 bytes a slot for a
+/// `DashMap<ById<T>, ()>`), whatever the map holds now. (Not `DashMap::capacity`: that counts
+/// only the room left before the next growth, and a removed entry's slot often stays a
+/// tombstone that it does not count, so a swept table's capacity understates its size.)
+pub fn table_slots<T: HasId>(map: &DashMap<ById<T>, ()>) -> usize {
+    map.shards().iter().map(|shard| shard.read().buckets()).sum()
+}
+
+/// Shrinks `map`'s tables to fit when they are sparse (more than 8 slots per entry held, and
+/// more than 16,384 slots in all), and says whether it did.
+///
+/// A hash table grows when its entries reach a new peak and keeps that size as they leave: after
+/// a burst of a million sessions, swept, each session map would keep ~2 M slots (18 MB) for the
+/// life of the process. A table shrunk to fit has at most about 2.3 slots per entry, so load whose
+/// live count swings by less than 3× between sweeps never shrinks a table only to regrow it. Each
+/// shard is rehashed under its write lock: call it where entries were just removed in bulk (the
+/// sweeper, a purge), not on a turn's path.
+pub fn shrink_if_sparse<T: HasId>(map: &DashMap<ById<T>, ()>) -> bool {
+    let slots = table_slots(map);
+    if slots <= SPARSE_FLOOR || slots <= SPARSE_RATIO * map.len() {
+        return false;
+    }
+    map.shrink_to_fit();
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,7 +98,7 @@ mod tests {
 
     #[test]
     fn a_value_is_found_by_its_id_and_a_slot_is_one_pointer() {
-        let map = dashmap::DashMap::new();
+        let map = DashMap::new();
         map.insert(ById(Arc::new(Named("a".into()))), ());
         map.insert(ById(Arc::new(Named("b".into()))), ());
         assert!(map.get("a").is_some_and(|e| &*e.key().0 .0 == "a"));
@@ -69,5 +108,39 @@ mod tests {
         assert_eq!(map.len(), 2);
         assert!(map.remove("b").is_some());
         assert_eq!(std::mem::size_of::<(ById<Named>, ())>(), 8);
+    }
+
+    fn named(n: usize) -> DashMap<ById<Named>, ()> {
+        let map = DashMap::new();
+        for i in 0..n {
+            map.insert(ById(Arc::new(Named(i.to_string().into()))), ());
+        }
+        map
+    }
+
+    #[test]
+    fn a_swept_burst_gives_its_slack_back_and_steady_maps_are_left_alone() {
+        let map = named(100_000);
+        let peak = table_slots(&map);
+        assert!(peak >= 100_000 * 8 / 7, "{peak} slots");
+        assert!(!shrink_if_sparse(&map), "a full map is not sparse");
+        // Sweep all but 1,000: the table keeps its peak size until shrunk.
+        map.retain(|k, _| k.0 .0.parse::<usize>().unwrap() < 1_000);
+        assert_eq!(table_slots(&map), peak);
+        assert!(shrink_if_sparse(&map));
+        let shrunk = table_slots(&map);
+        assert!(shrunk < peak / 16, "{shrunk} slots left of {peak}");
+        assert_eq!(map.len(), 1_000, "nothing lost");
+        assert!(map.get("999").is_some() && map.get("1000").is_none());
+        assert!(!shrink_if_sparse(&map), "already fitted: below the floor");
+
+        // Live entries swinging by 3× (a sweep taking two in three) leave the table as it is.
+        let map = named(50_000);
+        map.retain(|k, _| k.0 .0.parse::<usize>().unwrap() % 3 == 0);
+        assert!(!shrink_if_sparse(&map));
+        // Emptied below the floor's size, a small map is not worth a rehash.
+        let map = named(5_000);
+        map.clear();
+        assert!(!shrink_if_sparse(&map));
     }
 }

@@ -12,7 +12,7 @@ use smallvec::SmallVec;
 use crate::record::{
     Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord, SessionState, StoreInfo,
 };
-use crate::{ById, HasId, SessionEvent, SessionStore, StoreError};
+use crate::{shrink_if_sparse, ById, HasId, SessionEvent, SessionStore, StoreError};
 
 /// A session in memory, compact: the entry holding it is the map's key (its id held once, the
 /// runtime's own allocation), the agent and internal-session ids are the latest event's when
@@ -290,6 +290,12 @@ impl SessionStore for MemoryStore {
             purged += u64::from(expired);
             !expired
         });
+        if purged > 0 && shrink_if_sparse(&self.sessions) {
+            tracing::debug!(
+                left = self.sessions.len(),
+                "memory store: session table shrunk after a purge"
+            );
+        }
         Ok(purged)
     }
 
@@ -301,6 +307,7 @@ impl SessionStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::table_slots;
 
     /// One entry a session: 96 bytes take a 128-byte chunk behind their `Arc` (112 took 144).
     #[test]
@@ -308,5 +315,36 @@ mod tests {
         let entry = std::mem::size_of::<Entry>();
         assert!(entry <= 96, "Entry is {entry} B");
         assert_eq!(std::mem::size_of::<ById<Entry>>(), 8);
+    }
+
+    /// A purge that empties the store after a burst gives the table's slack back.
+    #[tokio::test]
+    async fn a_purge_after_a_burst_gives_the_table_back() {
+        let store = MemoryStore::new();
+        let now = Utc::now();
+        let ids: Vec<Arc<str>> = (0..40_000).map(|i| Arc::from(format!("s{i}"))).collect();
+        for id in &ids {
+            store
+                .put_session(SessionRecord {
+                    session_id: Arc::clone(id),
+                    user_id: None,
+                    agent_id: "agent".into(),
+                    internal_session_id: format!("ses-{id}"),
+                    state: SessionState::Active,
+                    created_at: now,
+                    updated_at: now,
+                    event_count: 0,
+                })
+                .await
+                .unwrap();
+        }
+        let peak = table_slots(&store.sessions);
+        assert_eq!(store.archive_sessions(&ids[100..]).await.unwrap(), 39_900);
+        let cutoff = Utc::now() + chrono::Duration::seconds(1);
+        assert_eq!(store.purge_archived(cutoff).await.unwrap(), 39_900);
+        let left = table_slots(&store.sessions);
+        assert!(left < peak / 16, "{left} slots left of {peak}");
+        assert_eq!(store.session_count().await.unwrap(), 100);
+        assert!(store.get_session("s99").await.unwrap().is_some());
     }
 }

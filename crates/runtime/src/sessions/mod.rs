@@ -368,6 +368,11 @@ impl ChatSessions {
             .collect()
     }
 
+    /// Shrinks the map's table when a sweep left it sparse (see [`aether_store::shrink_if_sparse`]).
+    pub(crate) fn shrink_if_sparse(&self) -> bool {
+        aether_store::shrink_if_sparse(&self.map)
+    }
+
     /// Removes `chat` from the map, when it is still the session there for its id.
     fn forget(&self, chat: &Arc<ChatSession>) {
         self.map.remove_if(&*chat.id, |k, _| Arc::ptr_eq(&k.0, chat));
