@@ -63,8 +63,8 @@ counters! {
     reclaimed_agents,
     /// Archived sessions purged from the store.
     purged_sessions,
-    /// Sweeps that gave the session map's slack back: a burst had grown its table to more than
-    /// four times the sessions left (`aether_store::shrink_if_sparse`).
+    /// Sweeps that gave the session map's slack back: a burst had left its table with more than
+    /// 8 slots per session still live (`aether_store::shrink_if_sparse`).
     session_table_shrinks,
     /// Turns that found their session's lease held by another instance and waited for it.
     lease_waits,
