@@ -232,22 +232,34 @@ impl LocalLimiter {
 }
 
 /// Bounded admission: `max_in_flight` turns run, up to `queue` wait, the rest are refused at once.
+///
+/// The decision counts the turns *inside* (running or waiting) against `max_in_flight + queue`,
+/// one atomic add. Counting the waiters alone would refuse a turn wrongly at capacity: a slot that
+/// a finished turn hands to the first waiter is that waiter's at once, but the waiter stops
+/// counting itself only when its task next runs, and in between its client's neighbour (or the
+/// same client, answered) would find the queue still full.
 #[derive(Debug)]
 pub struct Admission {
     slots: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    queue: usize,
+    inside: Arc<AtomicUsize>,
+    capacity: usize,
     max_in_flight: usize,
 }
 
 /// A running turn's slot; dropping it lets the next one in.
-pub struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct Admitted {
+    // Dropped in this order: the turn leaves the count, then frees its slot, so that a turn
+    // arriving in between queues for the slot rather than being refused.
+    _inside: Inside,
+    _slot: OwnedSemaphorePermit,
+}
 
-struct Waiting<'a>(&'a AtomicUsize);
+/// One turn inside (running or waiting); dropping it, or the wait that holds it, counts it out.
+struct Inside(Arc<AtomicUsize>);
 
-impl Drop for Waiting<'_> {
+impl Drop for Inside {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -255,28 +267,29 @@ impl Admission {
     pub fn new(max_in_flight: usize, queue: usize) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(max_in_flight)),
-            waiting: AtomicUsize::new(0),
-            queue,
+            inside: Arc::new(AtomicUsize::new(0)),
+            capacity: max_in_flight + queue,
             max_in_flight,
         }
     }
 
     /// A slot, after waiting in the queue if need be; `None` when the queue is full.
     pub async fn enter(&self) -> Option<Admitted> {
-        if let Ok(p) = Arc::clone(&self.slots).try_acquire_owned() {
-            return Some(Admitted(p));
-        }
-        if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.queue {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        if self.inside.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.inside.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        let _waiting = Waiting(&self.waiting);
-        Arc::clone(&self.slots).acquire_owned().await.ok().map(Admitted)
+        let inside = Inside(Arc::clone(&self.inside));
+        let slot = Arc::clone(&self.slots).acquire_owned().await.ok()?;
+        Some(Admitted {
+            _inside: inside,
+            _slot: slot,
+        })
     }
 
     /// Turns waiting for a slot.
     pub fn queued(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.inside.load(Ordering::Acquire).saturating_sub(self.in_flight())
     }
 
     /// Turns running now.
@@ -368,5 +381,34 @@ mod tests {
         drop(first);
         assert!(waiter.await.unwrap(), "the waiter got the freed slot");
         assert_eq!(a.queued(), 0);
+    }
+
+    /// At capacity, a slot freed goes to the first waiter at once, before that waiter's task runs
+    /// again: a turn arriving in that moment finds one running and none waiting, and must queue,
+    /// not be refused.
+    #[tokio::test]
+    async fn a_turn_arriving_as_a_slot_passes_to_a_waiter_is_queued_not_refused() {
+        let a = Arc::new(Admission::new(1, 1));
+        let first = a.enter().await.expect("a free slot");
+        let waiter = {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move { a.enter().await.is_some() })
+        };
+        while a.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The slot passes to the waiter; on this one-thread runtime its task has not run since.
+        drop(first);
+        assert_eq!((a.in_flight(), a.queued()), (1, 0));
+        let arriving = a.enter();
+        tokio::pin!(arriving);
+        assert!(
+            futures::poll!(arriving.as_mut()).is_pending(),
+            "queued behind the waiter, not refused"
+        );
+        assert_eq!(a.queued(), 1);
+        assert!(waiter.await.unwrap());
+        assert!(arriving.await.is_some(), "then it runs");
+        assert_eq!((a.in_flight(), a.queued()), (0, 0));
     }
 }
