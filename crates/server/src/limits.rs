@@ -3,11 +3,10 @@
 //! atomically) — and the instance's admission queue.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::RateLimit;
 
@@ -240,24 +239,25 @@ impl LocalLimiter {
 /// same client, answered) would find the queue still full.
 #[derive(Debug)]
 pub struct Admission {
-    slots: Arc<Semaphore>,
-    inside: Arc<AtomicUsize>,
+    slots: Semaphore,
+    inside: AtomicUsize,
     capacity: usize,
     max_in_flight: usize,
 }
 
-/// A running turn's slot; dropping it lets the next one in.
-pub struct Admitted {
+/// A running turn's slot; dropping it lets the next one in. It borrows the admission it came
+/// from: no reference count is touched per turn.
+pub struct Admitted<'a> {
     // Dropped in this order: the turn leaves the count, then frees its slot, so that a turn
     // arriving in between queues for the slot rather than being refused.
-    _inside: Inside,
-    _slot: OwnedSemaphorePermit,
+    _inside: Inside<'a>,
+    _slot: SemaphorePermit<'a>,
 }
 
 /// One turn inside (running or waiting); dropping it, or the wait that holds it, counts it out.
-struct Inside(Arc<AtomicUsize>);
+struct Inside<'a>(&'a AtomicUsize);
 
-impl Drop for Inside {
+impl Drop for Inside<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -266,21 +266,21 @@ impl Drop for Inside {
 impl Admission {
     pub fn new(max_in_flight: usize, queue: usize) -> Self {
         Self {
-            slots: Arc::new(Semaphore::new(max_in_flight)),
-            inside: Arc::new(AtomicUsize::new(0)),
+            slots: Semaphore::new(max_in_flight),
+            inside: AtomicUsize::new(0),
             capacity: max_in_flight + queue,
             max_in_flight,
         }
     }
 
     /// A slot, after waiting in the queue if need be; `None` when the queue is full.
-    pub async fn enter(&self) -> Option<Admitted> {
+    pub async fn enter(&self) -> Option<Admitted<'_>> {
         if self.inside.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.inside.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        let inside = Inside(Arc::clone(&self.inside));
-        let slot = Arc::clone(&self.slots).acquire_owned().await.ok()?;
+        let inside = Inside(&self.inside);
+        let slot = self.slots.acquire().await.ok()?;
         Some(Admitted {
             _inside: inside,
             _slot: slot,
@@ -300,6 +300,7 @@ impl Admission {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
