@@ -13,6 +13,14 @@
 #   - after the stop alone, from 10 s after it to the end of the load.
 #
 #   scripts/otel-soak.sh [MINUTES]        # default 10; prints both summaries' memory figures
+#   PAIRS=4 scripts/otel-soak.sh 10       # four pairs at once, one receiver: the differences'
+#                                         # mean and its standard error across the pairs
+#
+# One pair's RSS slopes over minutes move with sub-megabyte steps (a hash table doubling, the
+# allocator keeping or returning pages) that land in one process and not the other, so one pair
+# cannot tell a difference of a few MB/h from that noise (the fits' errors, from per-second rows
+# whose residuals are correlated, understate it); pairs run at once see the same machine, and
+# their spread is the honest error.
 #
 # Each soak: perf run burst_load, 100 ms model latency, concurrency 50, sessions reclaimed
 # after 10 s idle and archives purged after 10 s (bounded retained data), RSS and allocated
@@ -34,21 +42,27 @@ soak() { # name, env...
   env "$@" "$BIN" perf run --scenario burst_load --duration "${MIN}m" --model-latency-ms 100 --concurrency 50 \
     --warmup 60000 --session-idle-ttl 10 --archive-ttl 10 -q -o "$out/$name.json" 2>"$out/$name.stderr"
 }
-soak off &
-a=$!
-soak export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$port" OTEL_BSP_MAX_QUEUE_SIZE=2048 &
-b=$!
+PAIRS=${PAIRS:-1}
+[[ $PAIRS =~ ^[1-9][0-9]*$ ]] || { echo "PAIRS must be a whole number of pairs, at least 1 (got '$PAIRS')" >&2; exit 2; }
+pids=()
+for k in $(seq "$PAIRS"); do
+  soak "off-$k" &
+  pids+=($!)
+  soak "export-$k" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$port" OTEL_BSP_MAX_QUEUE_SIZE=2048 &
+  pids+=($!)
+done
 sleep $((MIN * 30))
 kill $receiver
 stopped=$(date +%s.%N)
 echo "collector stopped at $((MIN * 30)) s" >&2
-wait $a $b
-python3 - "$out" "$stopped" <<'PY'
+wait "${pids[@]}"
+python3 - "$out" "$stopped" "$PAIRS" <<'PY'
 import json, sys
-out, stopped = sys.argv[1], float(sys.argv[2])
+out, stopped, pairs = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+names = [f"{side}-{k}" for k in range(1, pairs + 1) for side in ("off", "export")]
 print("| soak | requests | errors | RSS drift MB/h (± error) | RSS, second half | heap drift MB/h (± error) | heap, second half | RSS end MB | spans exported | dropped |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-for name in ("off", "export"):
+for name in names:
     s = json.load(open(f"{out}/{name}.json"))
     r = s["resources"]
     e = s.get("span_export") or {}
@@ -71,16 +85,6 @@ def fit(pts):
     b = sum((x - mx) * (y - my) for x, y in pts) / sxx
     res = sum((y - my - b * (x - mx)) ** 2 for x, y in pts)
     return b * 3600 / 1e6, (res / (n - 2) / sxx) ** 0.5 * 3600 / 1e6
-after = {}
-for name in ("off", "export"):
-    rows = json.load(open(f"{out}/{name}.json"))["timeline"]["rows"][:-1]
-    rows = [r for r in rows if r["t"] >= stopped + 10 and r.get("rss_bytes") is not None]
-    if len(rows) < 30:
-        print(f"{name}: too few rows after the stop to fit ({len(rows)})")
-        sys.exit(0)
-    after[name] = {k: fit([(r["t"], r[k]) for r in rows if r.get(k) is not None]) for k in ("rss_bytes", "heap_bytes")}
-    print(f"after the stop ({len(rows)} s), {name}: RSS {after[name]['rss_bytes'][0]:+.2f} +/- {after[name]['rss_bytes'][1]:.2f} MB/h, "
-          f"heap {after[name]['heap_bytes'][0]:+.2f} +/- {after[name]['heap_bytes'][1]:.2f} MB/h")
 # The whole window after the warm-up, with the stop as a level step: RSS = a + b*t before the
 # stop and a + c + b*t after it (the 10 s in which the bounded queue fills are left out). b is
 # the slope the plan asks about, fitted over the whole window; c is the one-time step (the queue
@@ -93,23 +97,38 @@ def fit_step(pts, t0):
     res = sum((y - m[1] - b * (x - m[0])) ** 2 for g, m in zip(groups, means) for x, y in g)
     step = means[1][1] - means[0][1] - b * (means[1][0] - means[0][0])
     return b * 3600 / 1e6, (res / (len(pts) - 3) / sxx) ** 0.5 * 3600 / 1e6, step / 1e6
-whole = {}
-for name in ("off", "export"):
+after, whole = {}, {}
+for name in names:
     s = json.load(open(f"{out}/{name}.json"))
     rows = [r for r in s["timeline"]["rows"][:-1] if r.get("rss_bytes") is not None]
+    late = [r for r in rows if r["t"] >= stopped + 10]
+    if len(late) < 30:
+        print(f"{name}: too few rows after the stop to fit ({len(late)})")
+        sys.exit(0)
+    after[name] = {k: fit([(r["t"], r[k]) for r in late if r.get(k) is not None]) for k in ("rss_bytes", "heap_bytes")}
     end = rows[-1]["t"]
     start = end - s["resources"]["drift_window_s"]
     pts = [(r["t"], r["rss_bytes"]) for r in rows if r["t"] >= start and not stopped <= r["t"] < stopped + 10]
     whole[name] = fit_step(pts, stopped)
-    b, e, c = whole[name]
-    print(f"whole window ({end - start:.0f} s from the warm-up's end), {name}: RSS {b:+.2f} +/- {e:.2f} MB/h, step at the stop {c:+.2f} MB")
-d = whole["export"][0] - whole["off"][0]
-e = (whole["export"][1] ** 2 + whole["off"][1] ** 2) ** 0.5
-verdict = "no higher" if d <= 0 else ("higher by less than twice the fits' error" if d <= 2 * e else "HIGHER")
-print(f"RSS slope over the whole window, the stop's step apart, export - off: {d:+.2f} +/- {e:.2f} MB/h: {verdict}")
-d = after["export"]["rss_bytes"][0] - after["off"]["rss_bytes"][0]
-e = (after["export"]["rss_bytes"][1] ** 2 + after["off"]["rss_bytes"][1] ** 2) ** 0.5
-verdict = "no higher" if d <= 0 else ("higher by less than twice the fits' error" if d <= 2 * e else "HIGHER")
-print(f"RSS slope after the stop, export - off: {d:+.2f} +/- {e:.2f} MB/h: {verdict}")
+    print(f"{name}: after the stop ({len(late)} s) RSS {after[name]['rss_bytes'][0]:+.2f} +/- {after[name]['rss_bytes'][1]:.2f} MB/h, "
+          f"heap {after[name]['heap_bytes'][0]:+.2f} +/- {after[name]['heap_bytes'][1]:.2f} MB/h; whole window "
+          f"({end - start:.0f} s from the warm-up's end) RSS {whole[name][0]:+.2f} +/- {whole[name][1]:.2f} MB/h, "
+          f"step at the stop {whole[name][2]:+.2f} MB")
+def verdict(d, e):
+    return "no higher" if d <= 0 else ("higher by less than twice the error" if d <= 2 * e else "HIGHER")
+diffs = {"whole window, the stop's step apart": [], "after the stop": []}
+for k in range(1, pairs + 1):
+    for label, fits in (("whole window, the stop's step apart", whole), ("after the stop", {n: v["rss_bytes"] for n, v in after.items()})):
+        d = fits[f"export-{k}"][0] - fits[f"off-{k}"][0]
+        e = (fits[f"export-{k}"][1] ** 2 + fits[f"off-{k}"][1] ** 2) ** 0.5
+        diffs[label].append(d)
+        print(f"pair {k}: RSS slope {label}, export - off: {d:+.2f} +/- {e:.2f} MB/h (the fits' error): {verdict(d, e)}")
+if pairs > 1:
+    for label, ds in diffs.items():
+        m = sum(ds) / len(ds)
+        se = (sum((d - m) ** 2 for d in ds) / (len(ds) - 1) / len(ds)) ** 0.5
+        higher = sum(d > 0 for d in ds)
+        print(f"{pairs} pairs: RSS slope {label}, export - off: mean {m:+.2f} +/- {se:.2f} MB/h (standard error "
+              f"across the pairs), higher in {higher} of {pairs}: {verdict(m, se)}")
 PY
 echo "summaries in $out" >&2
