@@ -273,7 +273,8 @@ pub struct SpanExport {
     pub exported: AtomicU64,
     /// Dropped because the queue was full (the collector slow or down): turns never wait.
     pub dropped_queue_full: AtomicU64,
-    /// Lost in an export that failed (refused, timed out, unreachable).
+    /// Lost to failing exports: in an export that failed (refused, timed out, unreachable), or
+    /// dropped as it finished during the back-off window that follows a failed export.
     pub dropped_export_failed: AtomicU64,
 }
 

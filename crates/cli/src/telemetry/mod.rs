@@ -16,7 +16,9 @@
 //! **Never in a turn's way.** Spans go to the SDK's batch processor behind a counted gate
 //! (`queue`): a bounded queue drained by its own thread, which exports with a blocking HTTP
 //! client (an async client on that thread panics without a runtime). A full queue drops spans,
-//! counted; a turn never waits. On exit the queue is flushed within [`FLUSH_DEADLINE`].
+//! counted; after a failed export the gate drops them at once for a back-off window (1 s,
+//! doubling to 10 s while the collector stays away), so a dead collector costs no queue and no
+//! encoding; a turn never waits. On exit the queue is flushed within [`FLUSH_DEADLINE`].
 //!
 //! **Which spans.** OpenTelemetry spans made directly by the runtime, the tool executor and the
 //! server (`aether_contracts::trace`, enabled here once the global provider is set): `create_agent`,
@@ -26,6 +28,7 @@
 //! `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`. Outgoing model requests and MCP
 //! calls carry the current span's `traceparent`. Logs are not exported.
 
+mod backoff;
 mod grpc;
 mod json_log;
 mod meter;
