@@ -10,7 +10,8 @@
 //! the back-off. So after the collector returns, spans flow again within `max` and one batch.
 //!
 //! One writer (the exporter's thread: `failed`, `succeeded`); readers (`refusing`, on every
-//! finished span) pay one atomic load while no window is open, and a clock read while one is.
+//! finished span) pay one atomic load, and a clock read from a failed export until an export
+//! delivers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -2,26 +2,27 @@
 //! knows how many spans are waiting (queued or in the export under way), so that a span that
 //! would overflow the bound is dropped *and counted* here — the SDK keeps its own drop count
 //! private. Every outcome lands in [`aether_runtime::telemetry::SPAN_EXPORT`]: exported,
-//! dropped at a full queue, lost in a failed export; the first loss logs one warning.
+//! dropped at a full queue, or lost to failing exports (in a failed export, or refused during the
+//! back-off that follows one); the first loss logs one warning.
 //!
 //! After a failed export the gate drops finished spans at once for a back-off window
 //! (`backoff`), counted as lost to failing exports, rather than queueing them for an exporter that
 //! cannot deliver them; the first batch after the window probes the collector again.
 //!
 //! The gate never waits: `on_end` is an atomic load, an atomic add and, when over the bound, an
-//! atomic subtract (and a clock read while a back-off window is open).
+//! atomic subtract (and a clock read, from a failed export until an export delivers).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use aether_runtime::telemetry::SPAN_EXPORT;
-
-use super::backoff::Backoff;
 use opentelemetry::Context;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, Span, SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::Resource;
+
+use super::backoff::Backoff;
 
 /// Spans waiting: queued in the batch processor or in the export under way.
 #[derive(Debug, Default)]
@@ -44,10 +45,11 @@ pub struct CountedExporter<E> {
     backoff: Arc<Backoff>,
 }
 
-/// The first back-off window after a failed export, and the longest (it doubles while the probe
-/// after each window fails): after the collector returns, spans flow again within this.
-pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
-pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// The first back-off window after a failed export.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// The longest window (it doubles while the probe after each window fails): after the collector
+/// returns, spans flow again within this and one batch.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// A bounded, counted batch export of `exporter` with room for `capacity` spans (the SDK's
 /// queue is given the same bound, so it never drops one behind the gate's back).
