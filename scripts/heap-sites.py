@@ -31,6 +31,9 @@ import re
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from linefit import fit  # noqa: E402
+
 
 def dumps(folder, pid):
     pat = re.compile(r"\.(\d+)\.(\d+)\.i(\d+)\.heap$")
@@ -70,15 +73,6 @@ def sites(jeprof, binary, path):
     return total, out
 
 
-def fit(pts):
-    n = len(pts)
-    mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
-    sxx = sum((x - mx) ** 2 for x, _ in pts)
-    b = sum((x - mx) * (y - my) for x, y in pts) / sxx
-    res = sum((y - my - b * (x - mx)) ** 2 for x, y in pts)
-    return b, (res / (n - 2) / sxx) ** 0.5 if n > 2 else float("nan")
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("binary")
@@ -102,7 +96,7 @@ def main():
     if len(rows) < 3:
         sys.exit(f"{len(rows)} dumps of process {pid} in the window: too few to fit")
     per_hour = 60 / 1e6  # bytes per minute -> MB per hour
-    tb, te = fit([(m, t) for m, t, _ in rows])
+    tb, te, _ = fit([(m, t) for m, t, _ in rows])
     print(f"process {pid}: {len(rows)} dumps, minutes {rows[0][0]:.1f}-{rows[-1][0]:.1f}; sampled live heap "
           f"{rows[0][1] / 1e6:.1f} -> {rows[-1][1] / 1e6:.1f} MB, {tb * per_hour:+.2f} +/- {te * per_hour:.2f} MB/h")
     names = set().union(*(s for _, _, s in rows))
@@ -111,7 +105,7 @@ def main():
     fits = []
     for name in names:
         pts = [(m, s.get(name, 0.0)) for m, _, s in rows]
-        b, e = fit(pts)
+        b, e, _ = fit(pts)
         fits.append((abs(b), b, e, pts[0][1], pts[-1][1], name))
     fits.sort(reverse=True)
     print(f"{'MB/h':>8} {'+/-':>6} {'first MB':>9} {'last MB':>8}  function (bytes live under it)")

@@ -78,25 +78,18 @@ for name in names:
 # fitted over the time series' rows (one a second, wall-clock stamped) from 10 s after the stop
 # (the bounded queue has filled by then: a level step, not growth) to the end of the load (the
 # last row, read after the run's store was flushed, is left out).
-def fit(pts):
-    n = len(pts)
-    mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
-    sxx = sum((x - mx) ** 2 for x, _ in pts)
-    b = sum((x - mx) * (y - my) for x, y in pts) / sxx
-    res = sum((y - my - b * (x - mx)) ** 2 for x, y in pts)
-    return b * 3600 / 1e6, (res / (n - 2) / sxx) ** 0.5 * 3600 / 1e6
+sys.path.insert(0, "scripts")
+import linefit
+def fit(pts):  # MB/h, and its error
+    b, e, _ = linefit.fit(pts)
+    return b * 3600 / 1e6, e * 3600 / 1e6
 # The whole window after the warm-up, with the stop as a level step: RSS = a + b*t before the
 # stop and a + c + b*t after it (the 10 s in which the bounded queue fills are left out). b is
 # the slope the plan asks about, fitted over the whole window; c is the one-time step (the queue
 # filled to its bound, buffers let go), which a single straight line would read as a slope.
-def fit_step(pts, t0):
-    groups = [[p for p in pts if p[0] < t0], [p for p in pts if p[0] >= t0]]
-    means = [(sum(x for x, _ in g) / len(g), sum(y for _, y in g) / len(g)) for g in groups]
-    sxx = sum((x - m[0]) ** 2 for g, m in zip(groups, means) for x, _ in g)
-    b = sum((x - m[0]) * (y - m[1]) for g, m in zip(groups, means) for x, y in g) / sxx
-    res = sum((y - m[1] - b * (x - m[0])) ** 2 for g, m in zip(groups, means) for x, y in g)
-    step = means[1][1] - means[0][1] - b * (means[1][0] - means[0][0])
-    return b * 3600 / 1e6, (res / (len(pts) - 3) / sxx) ** 0.5 * 3600 / 1e6, step / 1e6
+def fit_step(pts, t0):  # MB/h, its error, and the step in MB
+    b, e, c = linefit.fit(pts, step_at=t0)
+    return b * 3600 / 1e6, e * 3600 / 1e6, c / 1e6
 after, whole = {}, {}
 for name in names:
     s = json.load(open(f"{out}/{name}.json"))

@@ -1,8 +1,8 @@
 //! The span export's back-off after a failed export. While a window runs, the export gate
 //! (`queue`) drops finished spans at once, counted as lost to failing exports, instead of queueing
 //! them for an exporter that cannot deliver them: with the collector down, the exporting process
-//! then holds no full queue and encodes no batches to nowhere; its spans are made and freed in
-//! the turn, as with export off.
+//! then holds no full queue and encodes only one probe batch per window; its other spans are
+//! made and freed in the turn, as with export off.
 //!
 //! The first failure opens a window of `first`. Failures within it (the spans queued before it,
 //! drained by the exporter) extend it by the same length from their time. The first batch after
