@@ -22,6 +22,11 @@ use sqlx::Connection;
 
 const LIMIT_BYTES: u64 = 2 * 1024 * 1024;
 
+/// The overload test measures latency ratios, so it runs alone: it holds this lock for writing,
+/// every other test here for reading. (The test harness runs a binary's tests side by side, and a
+/// `burst_load` run or a PostgreSQL restart beside it on two cores would be measured as overload.)
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// A small tmpfs mounted for the test, unmounted on drop; `None` where mounting is refused.
 struct SmallDisk(PathBuf);
 
@@ -46,6 +51,7 @@ impl Drop for SmallDisk {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_a_clear_503_and_the_sqlite_file_stays_intact() {
+    let _machine = MACHINE.read().await;
     let dir = tmp("full-disk");
     let disk_dir = dir.join("disk");
     // AETHER_TEST_FULL_DISK=rlimit takes the RLIMIT_FSIZE path even where mounting works.
@@ -260,6 +266,7 @@ impl Drop for Reaped {
 /// history holds only whole turns, and A's live session answers 404 through B at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_killed_mid_turn_leaves_whole_sessions_and_no_live_ghosts() {
+    let _machine = MACHINE.read().await;
     let Some(pg) = pg_url() else {
         return;
     };
@@ -424,6 +431,11 @@ async fn an_instance_killed_mid_turn_leaves_whole_sessions_and_no_live_ghosts() 
 
 /// Latencies of `clients` loops of turns against `url` for `period`, and every refusal seen. A
 /// refused client waits its Retry-After before trying again, as a well-behaved client does.
+///
+/// Every client opens its connection (`GET /healthz`) before the clock starts, so that a phase
+/// measures turns rather than the test process opening 640 connections at once on the same two
+/// cores. The surge itself stays: all clients send their first turn together. A refused turn's
+/// connection is closed by the server (its body was not read) and opened again for the next try.
 async fn offer(
     url: &str,
     agent: &str,
@@ -434,12 +446,17 @@ async fn offer(
         .pool_max_idle_per_host(clients)
         .build()
         .unwrap();
-    let until = std::time::Instant::now() + period;
+    let ready = Arc::new(tokio::sync::Barrier::new(clients));
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (http, url, agent) = (http.clone(), url.to_owned(), agent.to_owned());
+        let (http, url, agent, ready) = (http.clone(), url.to_owned(), agent.to_owned(), Arc::clone(&ready));
         tasks.push(tokio::spawn(async move {
             let (mut ok, mut refused) = (Vec::new(), Vec::new());
+            let health = http.get(format!("{url}/healthz")).send().await.unwrap();
+            assert_eq!(health.status(), 200);
+            health.bytes().await.unwrap();
+            ready.wait().await;
+            let until = std::time::Instant::now() + period;
             let mut n = 0;
             while std::time::Instant::now() < until {
                 let started = std::time::Instant::now();
@@ -496,8 +513,14 @@ fn p99(sorted: &[std::time::Duration]) -> std::time::Duration {
 /// the admitted turns' P99 under ten times the load measures what refusing the excess costs the
 /// turns let in. (Against the slots alone, 64 clients and no queue, a full queue adds a whole turn's
 /// wait by construction: that ratio is printed too, near 2× plus the bursts' cost.)
+///
+/// The server's gauges are scraped every 10 ms during the overload only; scraping them in a tight
+/// loop cost the debug-built server enough CPU to be measured as overload. The model answers in
+/// 200 ms: the 512 refused clients come back together after their Retry-After of 1 s, and refusing
+/// them costs the two cores a fixed 100-200 ms in debug builds, which a longer turn dilutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_refused_with_503_and_the_bounds_hold() {
+    let _alone = MACHINE.write().await;
     let Served { child, url, stderr, .. } = common::start_serve(
         &[
             "--bind",
@@ -505,7 +528,7 @@ async fn overload_is_refused_with_503_and_the_bounds_hold() {
             "--store",
             "memory",
             "--model-latency-ms",
-            "100",
+            "200",
             "--max-in-flight",
             "64",
             "--admission-queue",
@@ -543,7 +566,9 @@ async fn overload_is_refused_with_503_and_the_bounds_hold() {
         tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut peaks = (0.0f64, 0.0f64);
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(10));
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                every.tick().await;
                 let metrics = gauges(&http, &url).await;
                 peaks.0 = peaks.0.max(gauge(&metrics, "aether_turns_in_flight"));
                 peaks.1 = peaks.1.max(gauge(&metrics, "aether_admission_queue_depth"));
@@ -619,6 +644,7 @@ fn start_sim_llm(mut sim: Command) -> (Reaped, String) {
 /// breakdown by error code, and the retries' cost is reported apart from the latencies.
 #[test]
 fn sim_llm_fault_storms_are_retried_within_bounds_and_reported() {
+    let _machine = MACHINE.blocking_read();
     let sim = command(&[
         "sim-llm",
         "--port",
@@ -734,6 +760,7 @@ fn raw_http(base: &str, method: &str, path: &str, headers: &str, body: &str, han
 /// answer is read after them and the process must still be running.
 #[test]
 fn clients_hanging_up_mid_stream_do_not_kill_the_servers() {
+    let _machine = MACHINE.blocking_read();
     // aether sim-llm: OpenAI-compatible streamed completions.
     let sim = command(&["sim-llm", "--port", "0", "--model-latency-ms", "300"]);
     let (mut sim, base) = start_sim_llm(sim);
