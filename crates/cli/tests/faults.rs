@@ -455,7 +455,10 @@ async fn offer(
             let health = http.get(format!("{url}/healthz")).send().await.unwrap();
             assert_eq!(health.status(), 200);
             health.bytes().await.unwrap();
-            ready.wait().await;
+            // A client that failed to connect panics above; the rest then fail here, not hang.
+            tokio::time::timeout(std::time::Duration::from_secs(30), ready.wait())
+                .await
+                .expect("every client connected within 30 s");
             let until = std::time::Instant::now() + period;
             let mut n = 0;
             while std::time::Instant::now() < until {
