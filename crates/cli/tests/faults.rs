@@ -434,8 +434,8 @@ async fn an_instance_killed_mid_turn_leaves_whole_sessions_and_no_live_ghosts() 
 ///
 /// Every client opens its connection (`GET /healthz`) before the clock starts, so that a phase
 /// measures turns rather than the test process opening 640 connections at once on the same two
-/// cores. The surge itself stays: all clients send their first turn together. A refused turn's
-/// connection is closed by the server (its body was not read) and opened again for the next try.
+/// cores. The surge itself stays: all clients send their first turn together. (A turn is refused
+/// after its body was read, so its connection stays open for the client's next try.)
 async fn offer(
     url: &str,
     agent: &str,
