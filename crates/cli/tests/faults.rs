@@ -24,7 +24,8 @@ const LIMIT_BYTES: u64 = 2 * 1024 * 1024;
 
 /// The overload test measures latency ratios, so it runs alone: it holds this lock for writing,
 /// every other test here for reading. (The test harness runs a binary's tests side by side, and a
-/// `burst_load` run or a PostgreSQL restart beside it on two cores would be measured as overload.)
+/// `burst_load` run or two instances on PostgreSQL beside it on two cores would be measured as
+/// overload.)
 static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// A small tmpfs mounted for the test, unmounted on drop; `None` where mounting is refused.
@@ -520,7 +521,7 @@ fn p99(sorted: &[std::time::Duration]) -> std::time::Duration {
 /// The server's gauges are scraped every 10 ms during the overload only; scraping them in a tight
 /// loop cost the debug-built server enough CPU to be measured as overload. The model answers in
 /// 200 ms: the 512 refused clients come back together after their Retry-After of 1 s, and refusing
-/// them costs the two cores a fixed 100-200 ms in debug builds, which a longer turn dilutes.
+/// them costs the two cores about 100-200 ms in debug builds, which a longer turn dilutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_refused_with_503_and_the_bounds_hold() {
     let _alone = MACHINE.write().await;

@@ -18,7 +18,8 @@
 //! client (an async client on that thread panics without a runtime). A full queue drops spans,
 //! counted; after a failed export the gate drops them at once for a back-off window (1 s,
 //! doubling to 10 s while the collector stays away), so a dead collector costs no full queue
-//! and one probe batch per window, not a batch a second; a turn never waits. On exit the queue is flushed within [`FLUSH_DEADLINE`].
+//! and one probe batch per window, not a batch a second; a turn never waits. On exit the queue
+//! is flushed within [`FLUSH_DEADLINE`].
 //!
 //! **Which spans.** OpenTelemetry spans made directly by the runtime, the tool executor and the
 //! server (`aether_contracts::trace`, enabled here once the global provider is set): `create_agent`,

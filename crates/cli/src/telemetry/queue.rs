@@ -180,7 +180,6 @@ mod tests {
     use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status};
     use opentelemetry::InstrumentationScope;
     use opentelemetry_sdk::error::OTelSdkError;
-    use std::sync::atomic::AtomicBool;
 
     /// An exporter whose collector is up or down, counting the spans it was handed.
     #[derive(Debug, Default)]
