@@ -152,7 +152,10 @@ impl RuntimeBuilder {
         let clock = Clock::new();
         let stats = Arc::new(Stats::default());
         let ids = Arc::new(IdGen::new());
-        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        // Its table reserved for the same bound as the runtime's session map.
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::with_reserved(config.max_active_sessions)));
         let agents = Arc::new(AgentManager::new(
             config.max_sessions_per_agent,
             Arc::clone(&registry),

@@ -349,28 +349,40 @@ async fn sweeper_keeps_agents_with_sessions_and_evicts_past_the_session_cap() {
     );
 }
 
-/// A hash table keeps its peak size as entries leave: once a burst of sessions is swept, the
-/// sweeper gives the session map's slack back (counted); a sweep that leaves it full does not.
+/// A hash table keeps its peak size as entries leave: once a burst of sessions past the bound
+/// the table is reserved for (`max_active_sessions`) is swept, the sweeper gives the slack back
+/// (counted); a sweep that leaves the table within its reservation does not.
 #[tokio::test(start_paused = true)]
 async fn a_swept_burst_of_sessions_gives_the_session_table_back() {
     let cfg = RuntimeConfig {
         session_idle_ttl: Duration::from_secs(60),
         max_sessions_per_agent: 100_000,
+        max_active_sessions: 2_000,
         ..quiet_config()
     };
     let rt = Runtime::builder().config(cfg).time_scale(0.0).build().unwrap();
     let agent = create(&rt, config(&[])).await;
-    for i in 0..20_000 {
-        let r = turn(&rt, &agent, &format!("burst-{i}"), "hi").await;
-        assert!(r.is_success(), "{:?}", r.error);
-    }
-    tokio::time::advance(Duration::from_secs(30)).await;
+    // One successful turn on each of `n` new sessions named `prefix-i`.
+    let sessions = |prefix: &'static str, n: usize| {
+        let (rt, agent) = (&rt, &agent);
+        async move {
+            for i in 0..n {
+                let r = turn(rt, agent, &format!("{prefix}-{i}"), "hi").await;
+                assert!(r.is_success(), "{:?}", r.error);
+            }
+        }
+    };
+    // Within the reservation, idle or not, nothing is shrunk.
+    sessions("early", 1_000).await;
+    tokio::time::advance(Duration::from_secs(61)).await;
     turn(&rt, &agent, "steady", "hi").await;
-    // Nothing idle long enough yet: nothing swept, nothing shrunk.
-    assert_eq!(rt.sweep_at(Instant::now()).await.sessions, 0);
+    assert_eq!(rt.sweep_at(Instant::now()).await.sessions, 1_000);
     assert_eq!(rt.stats().session_table_shrinks, 0);
+    // A burst of ten times the bound (no background sweeper here to hold it to the bound).
+    sessions("burst", 20_000).await;
+    tokio::time::advance(Duration::from_secs(61)).await;
+    turn(&rt, &agent, "steady", "hi").await;
     // The burst goes idle; the one session used since stays.
-    tokio::time::advance(Duration::from_secs(31)).await;
     assert_eq!(rt.sweep_at(Instant::now()).await.sessions, 20_000);
     assert_eq!(rt.stats().active_sessions, 1);
     assert_eq!(rt.stats().session_table_shrinks, 1);

@@ -8,10 +8,16 @@
 //!
 //! Such a map's tables grow at each new peak and never shrink as entries leave, so
 //! [`shrink_if_sparse`] gives a burst's slack back once it has been swept ([`table_slots`]
-//! counts what the tables take).
+//! counts what the tables take). A table grows by doubling: under steady load it steps up each
+//! time a shard's peak crosses a threshold, for as long as new peaks come (a 30-minute soak saw
+//! steps until minute 20), and each step rehashes the shard under its write lock on a turn's path.
+//! [`reserved_map`] sizes the tables for the sessions a runtime is configured to hold from the
+//! start (9 bytes a slot: ~1.2 MB for 100,000 sessions, of which only the control bytes, ~130 KB,
+//! are written up front), so that below that bound they never grow; a shrink keeps the
+//! reservation.
 
 use std::borrow::Borrow;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -51,6 +57,15 @@ impl<T: HasId> Borrow<str> for ById<T> {
     }
 }
 
+/// The most sessions a map's tables are reserved for up front, whatever the configured bound:
+/// 100,000 take ~1.2 MB of table (131,072 slots); a larger bound grows past it as any table does.
+pub const MAX_RESERVED: usize = 100_000;
+
+/// A map whose tables hold `entries` (at most [`MAX_RESERVED`]) without growing.
+pub fn reserved_map<T: HasId>(entries: usize) -> DashMap<ById<T>, ()> {
+    DashMap::with_capacity(entries.min(MAX_RESERVED))
+}
+
 /// A map is sparse when its tables have more than this many slots per entry held (a full table
 /// has 8 slots per 7 entries, one that just doubled 16 per 7)...
 const SPARSE_RATIO: usize = 8;
@@ -66,8 +81,9 @@ pub fn table_slots<T: HasId>(map: &DashMap<ById<T>, ()>) -> usize {
     map.shards().iter().map(|shard| shard.read().buckets()).sum()
 }
 
-/// Shrinks `map`'s tables to fit when they are sparse (more than 8 slots per entry held, and
-/// more than 16,384 slots in all), and says whether it did.
+/// Shrinks `map`'s tables to fit when they are sparse (more than 8 slots per entry held, or per
+/// entry `reserved` for, and more than 16,384 slots in all), never below the room for
+/// `reserved` entries (the reservation of [`reserved_map`]), and says whether it did.
 ///
 /// A hash table grows when its entries reach a new peak and keeps that size as they leave: after
 /// a burst of a million sessions, swept, each session map would keep ~2 M slots (18 MB) for the
@@ -75,13 +91,22 @@ pub fn table_slots<T: HasId>(map: &DashMap<ById<T>, ()>) -> usize {
 /// live count swings by less than 3× between sweeps never shrinks a table only to regrow it. Each
 /// shard is rehashed under its write lock: call it where entries were just removed in bulk (the
 /// sweeper, a purge), not on a turn's path.
-pub fn shrink_if_sparse<T: HasId>(map: &DashMap<ById<T>, ()>) -> bool {
+pub fn shrink_if_sparse<T: HasId>(map: &DashMap<ById<T>, ()>, reserved: usize) -> bool {
+    let reserved = reserved.min(MAX_RESERVED);
     let slots = table_slots(map);
-    if slots <= SPARSE_FLOOR || slots <= SPARSE_RATIO * map.len() {
+    if slots <= SPARSE_FLOOR || slots <= SPARSE_RATIO * map.len().max(reserved) {
         return false;
     }
-    map.shrink_to_fit();
-    true
+    // As `DashMap::with_capacity` shares a capacity out among the shards.
+    let per_shard = reserved.div_ceil(map.shards().len());
+    let mut shrunk = false;
+    for shard in map.shards() {
+        let mut table = shard.write();
+        let before = table.buckets();
+        table.shrink_to(per_shard, |(k, _)| map.hasher().hash_one(k));
+        shrunk |= table.buckets() < before;
+    }
+    shrunk
 }
 
 #[cfg(test)]
@@ -123,24 +148,54 @@ mod tests {
         let map = named(100_000);
         let peak = table_slots(&map);
         assert!(peak >= 100_000 * 8 / 7, "{peak} slots");
-        assert!(!shrink_if_sparse(&map), "a full map is not sparse");
+        assert!(!shrink_if_sparse(&map, 0), "a full map is not sparse");
         // Sweep all but 1,000: the table keeps its peak size until shrunk.
         map.retain(|k, _| k.0 .0.parse::<usize>().unwrap() < 1_000);
         assert_eq!(table_slots(&map), peak);
-        assert!(shrink_if_sparse(&map));
+        assert!(shrink_if_sparse(&map, 0));
         let shrunk = table_slots(&map);
         assert!(shrunk < peak / 16, "{shrunk} slots left of {peak}");
         assert_eq!(map.len(), 1_000, "nothing lost");
         assert!(map.get("999").is_some() && map.get("1000").is_none());
-        assert!(!shrink_if_sparse(&map), "already fitted: below the floor");
+        assert!(!shrink_if_sparse(&map, 0), "already fitted: below the floor");
 
         // Live entries swinging by 3× (a sweep taking two in three) leave the table as it is.
         let map = named(50_000);
         map.retain(|k, _| k.0 .0.parse::<usize>().unwrap() % 3 == 0);
-        assert!(!shrink_if_sparse(&map));
+        assert!(!shrink_if_sparse(&map, 0));
         // Emptied below the floor's size, a small map is not worth a rehash.
         let map = named(5_000);
         map.clear();
-        assert!(!shrink_if_sparse(&map));
+        assert!(!shrink_if_sparse(&map, 0));
+    }
+
+    #[test]
+    fn a_reserved_map_never_grows_below_its_reservation_and_a_shrink_keeps_it() {
+        let map: DashMap<ById<Named>, ()> = reserved_map(20_000);
+        let reserved = table_slots(&map);
+        assert!(reserved >= 20_000 * 8 / 7, "{reserved} slots for 20,000");
+        assert!(reserved <= 4 * 20_000, "{reserved} slots for 20,000");
+        // Three quarters of it, so that no shard's share (random, and more shards on more
+        // cores) passes its table's.
+        for i in 0..15_000 {
+            map.insert(ById(Arc::new(Named(i.to_string().into()))), ());
+        }
+        assert_eq!(table_slots(&map), reserved, "filled without a rehash");
+        // Nearly empty again: sparse by count, but the reservation stays.
+        map.retain(|k, _| k.0 .0.parse::<usize>().unwrap() < 10);
+        assert!(!shrink_if_sparse(&map, 20_000));
+        assert_eq!(table_slots(&map), reserved);
+        // A burst past the reservation grows the tables; once swept, they go back to it.
+        for i in 0..200_000 {
+            map.insert(ById(Arc::new(Named(i.to_string().into()))), ());
+        }
+        assert!(table_slots(&map) > 4 * reserved);
+        map.retain(|k, _| k.0 .0.parse::<usize>().unwrap() < 10);
+        assert!(shrink_if_sparse(&map, 20_000));
+        assert_eq!(table_slots(&map), reserved, "back to the reservation, not below");
+        assert!(map.get("9").is_some() && map.len() == 10);
+        // The reservation is capped: a larger bound is not taken up front.
+        let huge: DashMap<ById<Named>, ()> = reserved_map(10_000_000);
+        assert!(table_slots(&huge) <= 4 * MAX_RESERVED);
     }
 }

@@ -22,7 +22,7 @@ mod sqlite;
 
 pub use aether_contracts::SessionEvent;
 pub use background::BackgroundWrites;
-pub use by_id::{shrink_if_sparse, table_slots, ById, HasId};
+pub use by_id::{reserved_map, shrink_if_sparse, table_slots, ById, HasId, MAX_RESERVED};
 pub use cluster::{ClusterDirectory, ClusterError, LiveOwner, PgClusterDirectory};
 pub use error::StoreError;
 pub use lease::{LeaseHolder, SessionLeases};

@@ -120,14 +120,32 @@ impl HasId for Entry {
 /// Sessions in a sharded map, each behind its own mutex. Nothing survives the process.
 /// Growth is bounded by the runtime's sweeper, which archives idle sessions and purges
 /// archived ones after their retention ([`SessionStore::purge_archived`]).
-#[derive(Default)]
 pub struct MemoryStore {
     sessions: DashMap<ById<Entry>, ()>,
+    /// The sessions its table is reserved for ([`crate::reserved_map`]).
+    reserved: usize,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
+    /// A store whose table holds [`crate::MAX_RESERVED`] sessions (the runtime's default bound of
+    /// active sessions) without growing: ~1.2 MB of table from the start.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_reserved(crate::MAX_RESERVED)
+    }
+
+    /// A store whose table holds `sessions` (at most [`crate::MAX_RESERVED`]) without growing;
+    /// 0 starts it empty, to grow with its contents.
+    pub fn with_reserved(sessions: usize) -> Self {
+        Self {
+            sessions: crate::reserved_map(sessions),
+            reserved: sessions,
+        }
     }
 
     fn session(&self, id: &str) -> Option<Arc<Entry>> {
@@ -290,7 +308,7 @@ impl SessionStore for MemoryStore {
             purged += u64::from(expired);
             !expired
         });
-        if purged > 0 && shrink_if_sparse(&self.sessions) {
+        if purged > 0 && shrink_if_sparse(&self.sessions, self.reserved) {
             tracing::debug!(
                 left = self.sessions.len(),
                 "memory store: session table shrunk after a purge"
@@ -320,7 +338,7 @@ mod tests {
     /// A purge that empties the store after a burst gives the table's slack back.
     #[tokio::test]
     async fn a_purge_after_a_burst_gives_the_table_back() {
-        let store = MemoryStore::new();
+        let store = MemoryStore::with_reserved(0);
         let now = Utc::now();
         let ids: Vec<Arc<str>> = (0..40_000).map(|i| Arc::from(format!("s{i}"))).collect();
         for id in &ids {

@@ -191,7 +191,9 @@ impl ChatSessions {
             })
             .flatten();
         Self {
-            map: DashMap::new(),
+            // Reserved for the bound up front: below it the table never grows (nor rehashes
+            // under a shard's lock on a turn's path).
+            map: aether_store::reserved_map(settings.max_active.max(1)),
             store,
             window: settings.window.max(1),
             max_active: settings.max_active.max(1),
@@ -370,7 +372,7 @@ impl ChatSessions {
 
     /// Shrinks the map's table when a sweep left it sparse (see [`aether_store::shrink_if_sparse`]).
     pub(crate) fn shrink_if_sparse(&self) -> bool {
-        aether_store::shrink_if_sparse(&self.map)
+        aether_store::shrink_if_sparse(&self.map, self.max_active)
     }
 
     /// Removes `chat` from the map, when it is still the session there for its id.
