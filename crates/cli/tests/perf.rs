@@ -41,6 +41,18 @@ fn run_writes_a_summary_and_says_the_model_was_simulated() {
     ] {
         assert!(v.get(key).is_some(), "summary lacks {key}");
     }
+    // Each row's gauges split the memory: RSS and its file-backed share, the heap and glibc
+    // malloc's share of it (on Linux, where /proc and mallinfo2 are read).
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        let rows = v["timeline"]["rows"].as_array().expect("a time series");
+        assert!(!rows.is_empty());
+        for r in rows {
+            let (rss, file) = (r["rss_bytes"].as_u64().unwrap(), r["rss_file_bytes"].as_u64().unwrap());
+            assert!(file > 0 && file < rss, "{r}");
+            let (heap, malloc) = (r["heap_bytes"].as_u64().unwrap(), r["malloc_bytes"].as_u64().unwrap());
+            assert!(malloc <= heap && heap < rss, "{r}");
+        }
+    }
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -83,10 +83,21 @@ pub fn cpu_seconds() -> f64 {
 
 /// Peak resident set size of the process, from `/proc/self/status` (VmHWM).
 pub fn peak_rss_bytes() -> Option<u64> {
+    status_kb(&std::fs::read_to_string("/proc/self/status").ok()?, "VmHWM:").map(|kb| kb * 1024)
+}
+
+/// The part of the resident set that maps files or shared memory (`RssFile` + `RssShmem` of
+/// `/proc/self/status`: SQLite's WAL index, the binary's own pages), not the heap; the rest of
+/// RSS is anonymous memory (the allocators' and the stacks').
+pub fn rss_file_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    Some((status_kb(&status, "RssFile:")? + status_kb(&status, "RssShmem:").unwrap_or(0)) * 1024)
+}
+
+/// The value in kB of the `/proc/self/status` line starting with `key`.
+fn status_kb(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// A background sampler; stop it to get the samples.

@@ -91,8 +91,8 @@ impl Stats {
 /// jemalloc's (`stats.allocated`); `None` where neither can be read.
 ///
 /// Both are read because a process has both: the `aether` binary's global allocator is jemalloc
-/// (every Rust allocation), while the C libraries it links (SQLite, llama.cpp) allocate through
-/// glibc's `malloc`. A process whose global allocator is glibc's (a library user's, the tests')
+/// (every Rust allocation, and SQLite's, which the binary hands jemalloc), while other C code it
+/// links (llama.cpp, libc itself) allocates through glibc's `malloc`. A process whose global allocator is glibc's (a library user's, the tests')
 /// reads jemalloc's count as zero, so the sum is right either way.
 ///
 /// Why jemalloc for the binary: measured side by side (2026-12-04, `LD_PRELOAD`ed then linked),
@@ -103,11 +103,34 @@ impl Stats {
 /// `mallinfo2` walks every arena under its lock and jemalloc's epoch refresh merges its arenas'
 /// counters, so this is read once per sampling interval, off the async threads.
 pub fn heap_allocated_bytes() -> Option<u64> {
-    let glibc = glibc_allocated_bytes();
-    let jemalloc = jemalloc_allocated_bytes();
-    match (glibc, jemalloc) {
-        (None, None) => None,
-        (g, j) => Some(g.unwrap_or(0) + j.unwrap_or(0)),
+    heap_allocated().total()
+}
+
+/// The allocators' allocated bytes, each apart (see [`heap_allocated_bytes`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeapAllocated {
+    /// glibc's `malloc`: in the `aether` binary, what C code allocates there (llama.cpp, libc
+    /// itself; SQLite is handed jemalloc); where glibc is the global allocator, everything.
+    pub malloc: Option<u64>,
+    /// jemalloc's, with the `jemalloc` feature (the binary's Rust heap).
+    pub jemalloc: Option<u64>,
+}
+
+impl HeapAllocated {
+    /// Both together; `None` where neither could be read.
+    pub fn total(self) -> Option<u64> {
+        match (self.malloc, self.jemalloc) {
+            (None, None) => None,
+            (g, j) => Some(g.unwrap_or(0) + j.unwrap_or(0)),
+        }
+    }
+}
+
+/// Reads both allocators' counts once (the cost of [`heap_allocated_bytes`]).
+pub fn heap_allocated() -> HeapAllocated {
+    HeapAllocated {
+        malloc: glibc_allocated_bytes(),
+        jemalloc: jemalloc_allocated_bytes(),
     }
 }
 

@@ -291,6 +291,14 @@ pub struct Gauges {
     /// interval by interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_bytes: Option<u64>,
+    /// Of `rss_bytes`, the pages that map files or shared memory (SQLite's WAL index, the
+    /// binary's own), not the heap ([`crate::resources::rss_file_bytes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_file_bytes: Option<u64>,
+    /// Of `heap_bytes`, glibc `malloc`'s: in the `aether` binary, whose heap is jemalloc's (SQLite's
+    /// included), what other C code holds (llama.cpp, libc itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub malloc_bytes: Option<u64>,
     /// CPU time over wall time in the interval, in percent of one core.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_pct: Option<f64>,
@@ -546,6 +554,8 @@ impl Timeline {
                     g.in_flight = add(g.in_flight, r.gauges.in_flight);
                     g.rss_bytes = add(g.rss_bytes, r.gauges.rss_bytes);
                     g.heap_bytes = add(g.heap_bytes, r.gauges.heap_bytes);
+                    g.rss_file_bytes = add(g.rss_file_bytes, r.gauges.rss_file_bytes);
+                    g.malloc_bytes = add(g.malloc_bytes, r.gauges.malloc_bytes);
                     g.cpu_pct = match (g.cpu_pct, r.gauges.cpu_pct) {
                         (None, None) => None,
                         (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),

@@ -40,15 +40,16 @@ impl Sampler {
                 };
                 let in_flight = series.in_flight.load(Ordering::Relaxed);
                 // /proc reads are file I/O: on a blocking thread.
-                let (rss, cpu, heap) = tokio::task::spawn_blocking(|| {
+                let (rss, rss_file, cpu, heap) = tokio::task::spawn_blocking(|| {
                     (
                         crate::resources::rss_bytes(),
+                        crate::resources::rss_file_bytes(),
                         crate::resources::cpu_seconds(),
-                        aether_runtime::stats::heap_allocated_bytes(),
+                        aether_runtime::stats::heap_allocated(),
                     )
                 })
                 .await
-                .unwrap_or((None, cpu_before, None));
+                .unwrap_or((None, None, cpu_before, Default::default()));
                 let now = Instant::now();
                 let wall = now.duration_since(last).as_secs_f64().max(1e-3);
                 let mut server = server().await;
@@ -64,7 +65,9 @@ impl Sampler {
                     Gauges {
                         in_flight: Some(in_flight),
                         rss_bytes: rss,
-                        heap_bytes: heap,
+                        rss_file_bytes: rss_file,
+                        heap_bytes: heap.total(),
+                        malloc_bytes: heap.malloc,
                         cpu_pct: Some(((cpu - cpu_before) / wall * 100.0).max(0.0)),
                         server: server.map(Box::new),
                     },

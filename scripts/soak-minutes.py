@@ -1,0 +1,65 @@
+#!/usr/bin/env python3
+"""A soak's memory by the minute, from a summary's time series (`aether perf run ... -o F`).
+
+Usage: scripts/soak-minutes.py SUMMARY.json [SKIP_S]
+
+For each minute of the run (after SKIP_S seconds, default 60: the warm-up) it prints the rows'
+trough and peak of the heap (the allocators' allocated bytes, less what the harness's own series
+and histograms hold is not in the rows: read the summary's `*_net` fits for that), of glibc
+malloc's share (in the `aether` binary: SQLite's and the other C libraries' heap), of RSS, and of
+RSS's file-backed share (`rss_file_bytes`: SQLite's WAL index, the binary's pages). Troughs show
+level steps that a fitted slope blurs; then it fits each trough series (MB/h, with the fit's
+error) over the whole window and its second half. The rows' last one (a partial interval) is
+left out.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from linefit import fit  # noqa: E402
+
+COLUMNS = [("heap", "heap_bytes"), ("malloc", "malloc_bytes"), ("rss", "rss_bytes"), ("rss_file", "rss_file_bytes")]
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    summary = json.load(open(sys.argv[1]))
+    skip = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+    rows = summary.get("timeline", {}).get("rows", [])[:-1]
+    if not rows:
+        sys.exit(f"{sys.argv[1]}: no timeline rows")
+    t0 = rows[0]["t"]
+    minutes = {}
+    for r in rows:
+        if r["t"] - t0 < skip:
+            continue
+        minutes.setdefault(int((r["t"] - t0) // 60), []).append(r)
+    present = [(name, key) for name, key in COLUMNS if any(key in r for r in rows)]
+    print("| minute | requests/s | " + " | ".join(f"{n} trough–peak MB" for n, _ in present) + " |")
+    print("|---" * (2 + len(present)) + "|")
+    troughs = {n: [] for n, _ in present}
+    for m in sorted(minutes):
+        rs = minutes[m]
+        rate = sum(r["requests"] for r in rs) / max(1, len(rs)) / summary.get("timeline", {}).get("interval_s", 1.0)
+        cells = []
+        for name, key in present:
+            vals = [r[key] / 1e6 for r in rs if key in r]
+            if vals:
+                troughs[name].append((m + 0.5, min(vals)))
+                cells.append(f"{min(vals):.1f}–{max(vals):.1f}")
+            else:
+                cells.append("")
+        print(f"| {m} | {rate:.0f} | " + " | ".join(cells) + " |")
+    print()
+    for name, pts in troughs.items():
+        if len(pts) < 4:
+            continue
+        half = pts[len(pts) // 2:]
+        (b, e, _), (bh, eh, _) = fit(pts), fit(half)
+        print(f"{name} troughs: {b * 60:+.2f} ± {e * 60:.2f} MB/h over the window, {bh * 60:+.2f} ± {eh * 60:.2f} over its second half")
+
+
+if __name__ == "__main__":
+    main()
