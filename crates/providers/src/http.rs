@@ -452,6 +452,28 @@ mod tests {
         )
     }
 
+    /// A body that goes silent ends the read with a timeout after `idle`, naming it.
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_stream_times_out_after_its_idle_limit() {
+        use futures::StreamExt;
+        let pieces = futures::stream::iter([Ok::<_, std::io::Error>(&b"data: 1\n\ndata: 2\n\n"[..])])
+            .chain(futures::stream::pending());
+        let body = reqwest::Body::wrap_stream(pieces);
+        let mut r = SseReader::new(
+            reqwest::Response::from(http::Response::new(body)),
+            Duration::from_secs(5),
+            "http://test",
+        );
+        assert_eq!(r.next_data().await.unwrap(), Some("1"));
+        assert_eq!(r.next_data().await.unwrap(), Some("2"));
+        let started = tokio::time::Instant::now();
+        match r.next_data().await {
+            Err(ModelError::Timeout(d)) => assert_eq!(d, Duration::from_secs(5)),
+            other => panic!("expected a timeout, got {:?}", other.map(|d| d.map(str::to_owned))),
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
     /// Events split across network reads at every awkward place: inside `data:`, between `\r`
     /// and `\n`, several events in one read; comments and other fields are passed over.
     #[tokio::test]
