@@ -92,8 +92,9 @@ impl Stats {
 ///
 /// Both are read because a process has both: the `aether` binary's global allocator is jemalloc
 /// (every Rust allocation, and SQLite's, which the binary hands jemalloc), while other C code it
-/// links (llama.cpp, libc itself) allocates through glibc's `malloc`. A process whose global allocator is glibc's (a library user's, the tests')
-/// reads jemalloc's count as zero, so the sum is right either way.
+/// links (llama.cpp, libc itself) allocates through glibc's `malloc`. A process whose global
+/// allocator is glibc's (a library user's, the tests') reads jemalloc's count as zero, so the sum
+/// is right either way.
 ///
 /// Why jemalloc for the binary: measured side by side (2026-12-04, `LD_PRELOAD`ed then linked),
 /// it made the in-process turn 8–21 % faster than glibc's allocator did, and halved what span
