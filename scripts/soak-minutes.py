@@ -4,9 +4,8 @@
 Usage: scripts/soak-minutes.py SUMMARY.json [SKIP_S]
 
 For each minute of the run (after SKIP_S seconds, default 60: the warm-up) it prints the rows'
-trough and peak of the heap (the allocators' allocated bytes, less what the harness's own series
-and histograms hold is not in the rows: read the summary's `*_net` fits for that), of glibc
-malloc's share (in the `aether` binary: SQLite's and the other C libraries' heap), of RSS, and of
+trough and peak of the heap (the allocators' allocated bytes, the harness's own series and
+histograms included: the summary's `*_net` fits subtract those), of glibc malloc's share (in the `aether` binary: SQLite's and the other C libraries' heap), of RSS, and of
 RSS's file-backed share (`rss_file_bytes`: SQLite's WAL index, the binary's pages). Troughs show
 level steps that a fitted slope blurs; then it fits each trough series (MB/h, with the fit's
 error) over the whole window and its second half. The rows' last one (a partial interval) is

@@ -5,7 +5,8 @@
 //! glibc gives each such thread an arena of its own that keeps freed pages. In a 30-minute
 //! `burst_load` soak on the SQLite store (2026-12-05) SQLite's allocated bytes levelled at
 //! 11.1 MB by minute 8 (its page caches full) while the process's anonymous RSS kept climbing,
-//! 10 MB/h over the second half with the heap flat: glibc's arenas, not live data. Routed here,
+//! 10 MB/h over the second half with the heap flat: memory glibc kept, not live data (likely its
+//! per-thread arenas; with SQLite on jemalloc that climb was gone). Routed here,
 //! SQLite's pages come from jemalloc's arenas, which return what is freed (its decay), and its
 //! bytes are counted with the rest of the heap (`aether_runtime::stats::heap_allocated`).
 //!
