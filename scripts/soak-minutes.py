@@ -4,12 +4,14 @@
 Usage: scripts/soak-minutes.py SUMMARY.json [SKIP_S]
 
 For each minute of the run (after SKIP_S seconds, default 60: the warm-up) it prints the rows'
-trough and peak of the heap (the allocators' allocated bytes, the harness's own series and
-histograms included: the summary's `*_net` fits subtract those), of glibc malloc's share (in the `aether` binary: SQLite's and the other C libraries' heap), of RSS, and of
-RSS's file-backed share (`rss_file_bytes`: SQLite's WAL index, the binary's pages). Troughs show
-level steps that a fitted slope blurs; then it fits each trough series (MB/h, with the fit's
-error) over the whole window and its second half. The rows' last one (a partial interval) is
-left out.
+trough and peak of: the heap (the allocators' allocated bytes, the harness's own series and
+histograms included: the summary's `*_net` fits subtract those); glibc malloc's share (in the
+`aether` binary, the C libraries' other than SQLite's); SQLite's share and its page caches'
+(`sqlite_bytes`, `sqlite_cache_bytes`: the caches fill to their bound, `cache_size` a
+connection); the heap less those caches; RSS; and RSS's file-backed share (`rss_file_bytes`:
+SQLite's WAL index, the binary's pages). Troughs show level steps that a fitted slope blurs;
+then it fits each trough series (MB/h, with the fit's error) over the whole window and its
+second half. The rows' last one (a partial interval) is left out.
 """
 import json
 import os
@@ -18,7 +20,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from linefit import fit  # noqa: E402
 
-COLUMNS = [("heap", "heap_bytes"), ("malloc", "malloc_bytes"), ("rss", "rss_bytes"), ("rss_file", "rss_file_bytes")]
+COLUMNS = [
+    ("heap", "heap_bytes"),
+    ("malloc", "malloc_bytes"),
+    ("sqlite", "sqlite_bytes"),
+    ("sqlite_cache", "sqlite_cache_bytes"),
+    ("heap_less_cache", "heap_less_cache"),
+    ("rss", "rss_bytes"),
+    ("rss_file", "rss_file_bytes"),
+]
 
 
 def main():
@@ -29,6 +39,9 @@ def main():
     rows = summary.get("timeline", {}).get("rows", [])[:-1]
     if not rows:
         sys.exit(f"{sys.argv[1]}: no timeline rows")
+    for r in rows:
+        if "heap_bytes" in r and "sqlite_cache_bytes" in r:
+            r["heap_less_cache"] = r["heap_bytes"] - r["sqlite_cache_bytes"]
     t0 = rows[0]["t"]
     minutes = {}
     for r in rows:

@@ -202,6 +202,14 @@ fn perf_records_the_store_it_ran_on() {
             "glibc's malloc holds {malloc} B: SQLite is not on jemalloc"
         );
     }
+    // Each row says what SQLite holds, and its page caches' share of that, within the heap.
+    let last = v["timeline"]["rows"].as_array().unwrap().last().cloned().unwrap();
+    let sqlite = last["sqlite_bytes"].as_u64().expect("the rows carry SQLite's bytes");
+    let cache = last["sqlite_cache_bytes"].as_u64().expect("and its page caches'");
+    let heap = last["heap_bytes"].as_u64().unwrap();
+    assert!(cache < sqlite && sqlite < heap, "{last}");
+    // And the summary's resources, the page caches' bytes at the end.
+    assert!(v["resources"]["sqlite_cache_end_bytes"].is_u64(), "{}", v["resources"]);
     std::fs::remove_dir_all(dir).ok();
 }
 

@@ -75,6 +75,10 @@ pub(crate) struct Figures {
     /// the growth of what the run under test kept.
     pub heap_drift_net: Option<resources::Fit>,
     pub heap_drift_late_net: Option<resources::Fit>,
+    /// Both net fits less SQLite's page caches too, where SQLite allocated: what is left when
+    /// the caches' bounded fill (to `cache_size` a connection) is set apart.
+    pub heap_drift_net_less_cache: Option<resources::Fit>,
+    pub heap_drift_late_net_less_cache: Option<resources::Fit>,
     pub rss_drift_error: Option<f64>,
     /// RSS fitted over the window's second half alone, as `heap_drift_late` (a level step in the
     /// middle of a soak, a bounded queue filling when its collector stops, shows in the whole
@@ -178,6 +182,8 @@ struct DriftFits {
     heap_late: Option<resources::Fit>,
     heap_net: Option<resources::Fit>,
     heap_late_net: Option<resources::Fit>,
+    heap_net_less_cache: Option<resources::Fit>,
+    heap_late_net_less_cache: Option<resources::Fit>,
 }
 
 fn drift_fits(samples: &[resources::Sample], from_s: f64, to_s: f64) -> DriftFits {
@@ -203,7 +209,11 @@ fn drift_fits(samples: &[resources::Sample], from_s: f64, to_s: f64) -> DriftFit
     let half = drift_samples.first().map_or(f64::MAX, |a| a.t_s + window_s / 2.0);
     let rss: Reading = |s| Some(s.rss_bytes as f64);
     let heap: Reading = |s| Some(s.heap_bytes? as f64);
-    let heap_net: Reading = |s| Some(s.heap_bytes? as f64 - s.series_bytes? as f64 - s.histogram_bytes? as f64);
+    fn net(s: &resources::Sample) -> Option<f64> {
+        Some(s.heap_bytes? as f64 - s.series_bytes? as f64 - s.histogram_bytes? as f64)
+    }
+    let heap_net: Reading = net;
+    let less_cache: Reading = |s| Some(net(s)? - s.sqlite_cache_bytes? as f64);
     DriftFits {
         rss: fit(f64::MIN, rss),
         rss_late: fit(half, rss),
@@ -212,6 +222,8 @@ fn drift_fits(samples: &[resources::Sample], from_s: f64, to_s: f64) -> DriftFit
         heap_late: fit(half, heap),
         heap_net: fit(f64::MIN, heap_net),
         heap_late_net: fit(half, heap_net),
+        heap_net_less_cache: fit(f64::MIN, less_cache),
+        heap_late_net_less_cache: fit(half, less_cache),
     }
 }
 
@@ -248,6 +260,8 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         heap_late: heap_drift_late,
         heap_net: heap_drift_net,
         heap_late_net: heap_drift_late_net,
+        heap_net_less_cache: heap_drift_net_less_cache,
+        heap_late_net_less_cache: heap_drift_late_net_less_cache,
     } = fits;
     let rss_drift_error = rss.map(|f| f.stderr);
 
@@ -351,6 +365,8 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         heap_drift_late,
         heap_drift_net,
         heap_drift_late_net,
+        heap_drift_net_less_cache,
+        heap_drift_late_net_less_cache,
         rss_drift_late,
         rss_drift_error,
         rss_delta_per_cycle,
@@ -402,7 +418,41 @@ mod tests {
             heap_bytes: Some((rss_mb * 1e6) as u64 / 2),
             series_bytes: Some(0),
             histogram_bytes: Some(0),
+            sqlite_cache_bytes: None,
         }
+    }
+
+    /// SQLite's page caches filling to their bound are set apart from the net slope; growth
+    /// anywhere else is not, and without SQLite there is no such fit.
+    #[test]
+    fn the_page_caches_fill_is_set_apart_and_nothing_else() {
+        let soak = |leak_mb_per_s: f64| -> Vec<resources::Sample> {
+            (0..=600)
+                .map(|t| {
+                    let t = f64::from(t);
+                    // The caches fill at 20 kB/s for 300 s (6 MB), then hold.
+                    let cache = (t.min(300.0) * 20e3) as u64;
+                    let mut s = sample(t, 100.0);
+                    s.heap_bytes = Some(40_000_000 + cache + (t * leak_mb_per_s * 1e6) as u64);
+                    s.sqlite_cache_bytes = Some(cache);
+                    s
+                })
+                .collect()
+        };
+        let f = drift_fits(&soak(0.0), 60.0, 600.0);
+        assert!(f.heap_net.unwrap().slope > 30e6, "{:?}", f.heap_net);
+        let less = f.heap_net_less_cache.unwrap();
+        assert!(less.slope.abs() < 1e3, "{less:?}");
+        let f = drift_fits(&soak(0.001), 60.0, 600.0);
+        for fit in [f.heap_net_less_cache, f.heap_late_net_less_cache] {
+            assert!((fit.unwrap().slope - 3.6e6).abs() < 1e3, "{fit:?}");
+        }
+        let f = drift_fits(
+            &[sample(0.0, 100.0), sample(10.0, 100.0), sample(20.0, 100.0)],
+            0.0,
+            20.0,
+        );
+        assert!(f.heap_net.is_some() && f.heap_net_less_cache.is_none());
     }
 
     /// A level step early in the window (a bounded queue filling when its collector stops)

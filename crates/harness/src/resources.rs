@@ -27,6 +27,10 @@ pub struct Sample {
     /// See `series_bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub histogram_bytes: Option<u64>,
+    /// Of the heap, SQLite's page caches' pages ([`aether_store::sqlite_memory`]), where SQLite
+    /// has allocated: they fill to their bound (`cache_size`, a connection) and then hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqlite_cache_bytes: Option<u64>,
 }
 
 impl Sample {
@@ -41,6 +45,7 @@ impl Sample {
             heap_bytes: heap,
             series_bytes: heap.map(|_| series_held_bytes()),
             histogram_bytes: heap.map(|_| crate::stats::histograms_held_bytes()),
+            sqlite_cache_bytes: heap.and(aether_store::sqlite_memory()).map(|m| m.page_cache),
         })
     }
 }

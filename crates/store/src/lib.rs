@@ -6,7 +6,7 @@
 //! harness), [`SqliteStore`] (the embedded default: one file) and [`PostgresStore`] (sessions
 //! shared by several instances, with per-session [`SessionLeases`] that order their turns).
 //! [`BackgroundWrites`] gives any of them `async` durability.
-//! [`open`] builds one from a [`StoreConfig`].
+//! [`open`] builds one from a [`StoreConfig`]; [`sqlite_memory`] reads what SQLite holds.
 
 mod background;
 mod by_id;
@@ -19,6 +19,7 @@ mod postgres;
 mod record;
 mod rows;
 mod sqlite;
+mod sqlite_memory;
 
 pub use aether_contracts::SessionEvent;
 pub use background::BackgroundWrites;
@@ -34,6 +35,7 @@ pub use record::{
     Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord, SessionState, StoreInfo,
 };
 pub use sqlite::SqliteStore;
+pub use sqlite_memory::{sqlite_memory, SqliteMemory};
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -164,6 +164,20 @@ pub struct Resources {
     pub heap_drift_late_net_bytes_per_hour: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_drift_late_net_error_bytes_per_hour: Option<f64>,
+    /// Where SQLite allocated: its page caches' bytes at the end, and both net fits less those
+    /// caches too. The caches fill to their bound (`cache_size` a connection, ~2.4 MB each as
+    /// jemalloc rounds the pages) over a soak's first minutes and then hold: a bounded fill that
+    /// the whole window's net slope counts as growth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlite_cache_end_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_net_less_cache_bytes_per_hour: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_net_less_cache_error_bytes_per_hour: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_late_net_less_cache_bytes_per_hour: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_late_net_less_cache_error_bytes_per_hour: Option<f64>,
     pub drift_window_s: f64,
     /// (end − start) / requests: memory kept per cycle (runner_lifecycle).
     pub rss_delta_per_cycle_bytes: Option<f64>,

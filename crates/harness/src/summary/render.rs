@@ -251,6 +251,23 @@ impl Summary {
                     ),
                 );
             }
+            let less_cache = slope(
+                "drift ",
+                r.heap_drift_net_less_cache_bytes_per_hour,
+                r.heap_drift_net_less_cache_error_bytes_per_hour,
+                "",
+            );
+            if let (Some(cache), false) = (r.sqlite_cache_end_bytes, less_cache.is_empty()) {
+                let _ = writeln!(
+                    s,
+                    "   of it, SQLite's page caches ({:.2} MB at the end; they fill to cache_size a connection, then hold); less them too: {less_cache}{}",
+                    cache as f64 / 1e6,
+                    late(
+                        r.heap_drift_late_net_less_cache_bytes_per_hour,
+                        r.heap_drift_late_net_less_cache_error_bytes_per_hour
+                    ),
+                );
+            }
         }
         if let Some(d) = self.resources.rss_delta_per_cycle_bytes {
             let _ = writeln!(s, "   rss delta per cycle: {:.0} bytes", d);

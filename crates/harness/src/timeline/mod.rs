@@ -299,6 +299,13 @@ pub struct Gauges {
     /// included), what other C code holds (llama.cpp, libc itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub malloc_bytes: Option<u64>,
+    /// Of `heap_bytes`, what SQLite's C library holds ([`aether_store::sqlite_memory`]), and of
+    /// that its page caches' pages: bounded by the connections' `cache_size`, so a soak on
+    /// SQLite can tell the caches filling from growth elsewhere. Absent before SQLite allocates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlite_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlite_cache_bytes: Option<u64>,
     /// CPU time over wall time in the interval, in percent of one core.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_pct: Option<f64>,
@@ -556,6 +563,8 @@ impl Timeline {
                     g.heap_bytes = add(g.heap_bytes, r.gauges.heap_bytes);
                     g.rss_file_bytes = add(g.rss_file_bytes, r.gauges.rss_file_bytes);
                     g.malloc_bytes = add(g.malloc_bytes, r.gauges.malloc_bytes);
+                    g.sqlite_bytes = add(g.sqlite_bytes, r.gauges.sqlite_bytes);
+                    g.sqlite_cache_bytes = add(g.sqlite_cache_bytes, r.gauges.sqlite_cache_bytes);
                     g.cpu_pct = match (g.cpu_pct, r.gauges.cpu_pct) {
                         (None, None) => None,
                         (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),

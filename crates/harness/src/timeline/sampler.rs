@@ -40,16 +40,17 @@ impl Sampler {
                 };
                 let in_flight = series.in_flight.load(Ordering::Relaxed);
                 // /proc reads are file I/O: on a blocking thread.
-                let (rss, rss_file, cpu, heap) = tokio::task::spawn_blocking(|| {
+                let (rss, rss_file, cpu, heap, sqlite) = tokio::task::spawn_blocking(|| {
                     (
                         crate::resources::rss_bytes(),
                         crate::resources::rss_file_bytes(),
                         crate::resources::cpu_seconds(),
                         aether_runtime::stats::heap_allocated(),
+                        aether_store::sqlite_memory(),
                     )
                 })
                 .await
-                .unwrap_or((None, None, cpu_before, Default::default()));
+                .unwrap_or((None, None, cpu_before, Default::default(), None));
                 let now = Instant::now();
                 let wall = now.duration_since(last).as_secs_f64().max(1e-3);
                 let mut server = server().await;
@@ -68,6 +69,8 @@ impl Sampler {
                         rss_file_bytes: rss_file,
                         heap_bytes: heap.total(),
                         malloc_bytes: heap.malloc,
+                        sqlite_bytes: sqlite.map(|m| m.used),
+                        sqlite_cache_bytes: sqlite.map(|m| m.page_cache),
                         cpu_pct: Some(((cpu - cpu_before) / wall * 100.0).max(0.0)),
                         server: server.map(Box::new),
                     },
