@@ -2,10 +2,11 @@
 //!
 //! SQLite counts every byte it allocates (`SQLITE_STATUS_MEMORY_USED`) and, of those, the page
 //! caches' pages taken from the heap (`SQLITE_STATUS_PAGECACHE_OVERFLOW`: every page, since no
-//! fixed page-cache buffer is configured). The figures are process-wide, across every connection
-//! of every [`SqliteStore`](crate::SqliteStore), and cost two reads of SQLite's status under its
-//! mutex. A soak uses them to tell the page caches filling to their bound (each connection's
-//! `cache_size`, 2 MB by default) from growth anywhere else.
+//! fixed page-cache buffer is configured, but for each cache's first block of 20 pages, which
+//! SQLite allocates at once and counts only in the total). The figures are process-wide, across
+//! every connection of every [`SqliteStore`](crate::SqliteStore), and cost two reads of
+//! SQLite's status under its mutex. A soak uses them to tell the page caches filling to their
+//! bound (each connection's `cache_size`, 2 MB by default) from growth anywhere else.
 
 use libsqlite3_sys as sqlite;
 
