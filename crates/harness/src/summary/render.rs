@@ -233,39 +233,36 @@ impl Summary {
                 ),
                 late(r.heap_drift_late_bytes_per_hour, r.heap_drift_late_error_bytes_per_hour),
             );
-            let net = slope(
-                "drift ",
+            // "drift X ± E MB/h (second half: …)", or empty where the whole window has no fit.
+            let drift = |d, e, late_d, late_e| match slope("drift ", d, e, "") {
+                whole if whole.is_empty() => whole,
+                whole => whole + &late(late_d, late_e),
+            };
+            let net = drift(
                 r.heap_drift_net_bytes_per_hour,
                 r.heap_drift_net_error_bytes_per_hour,
-                "",
+                r.heap_drift_late_net_bytes_per_hour,
+                r.heap_drift_late_net_error_bytes_per_hour,
             );
             if let (Some(held), false) = (r.series_end_bytes, net.is_empty()) {
                 let _ = writeln!(
                     s,
-                    "   heap less the harness's time series and histograms ({:.2} + {:.2} MB at the end): {net}{}",
+                    "   heap less the harness's time series and histograms ({:.2} + {:.2} MB at the end): {net}",
                     held as f64 / 1e6,
                     r.histograms_end_bytes.unwrap_or(0) as f64 / 1e6,
-                    late(
-                        r.heap_drift_late_net_bytes_per_hour,
-                        r.heap_drift_late_net_error_bytes_per_hour
-                    ),
                 );
             }
-            let less_cache = slope(
-                "drift ",
+            let less_cache = drift(
                 r.heap_drift_net_less_cache_bytes_per_hour,
                 r.heap_drift_net_less_cache_error_bytes_per_hour,
-                "",
+                r.heap_drift_late_net_less_cache_bytes_per_hour,
+                r.heap_drift_late_net_less_cache_error_bytes_per_hour,
             );
             if let (Some(cache), false) = (r.sqlite_cache_end_bytes, less_cache.is_empty()) {
                 let _ = writeln!(
                     s,
-                    "   of it, SQLite's page caches ({:.2} MB at the end; they fill to cache_size a connection, then hold); less them too: {less_cache}{}",
+                    "   of it, SQLite's page caches ({:.2} MB at the end; they fill to cache_size a connection, then hold); less them too: {less_cache}",
                     cache as f64 / 1e6,
-                    late(
-                        r.heap_drift_late_net_less_cache_bytes_per_hour,
-                        r.heap_drift_late_net_less_cache_error_bytes_per_hour
-                    ),
                 );
             }
         }
