@@ -34,7 +34,7 @@ pub use postgres::PostgresStore;
 pub use record::{
     Durability, EventPage, HistoryWindow, Page, PageRequest, SessionFilter, SessionRecord, SessionState, StoreInfo,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore, DEFAULT_READ_CACHE_KIB};
 pub use sqlite_memory::{sqlite_memory, SqliteMemory};
 
 use std::path::PathBuf;

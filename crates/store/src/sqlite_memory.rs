@@ -6,7 +6,9 @@
 //! SQLite allocates at once and counts only in the total). The figures are process-wide, across
 //! every connection of every [`SqliteStore`](crate::SqliteStore), and cost two reads of
 //! SQLite's status under its mutex. A soak uses them to tell the page caches filling to their
-//! bound (each connection's `cache_size`, 2 MB by default) from growth anywhere else.
+//! bound (each connection's `cache_size`: SQLite's default of 2,000 KiB for a store's writer,
+//! [`DEFAULT_READ_CACHE_KIB`](crate::DEFAULT_READ_CACHE_KIB) for each reader) from growth
+//! anywhere else.
 
 use libsqlite3_sys as sqlite;
 
