@@ -6,7 +6,8 @@
 //! Three workloads: reads alone over all the sessions (the caches keep their pages from one
 //! read to the next), the same over a hot set of 200 sessions that SQLite's default cache
 //! holds whole, and reads beside a writer appending events (after each commit a reader's next
-//! read finds the database changed, and SQLite clears that reader's cache).
+//! read finds the database changed, and SQLite clears that reader's cache:
+//! `pagerBeginReadTransaction` in `sqlite3.c`).
 //!
 //! `cargo bench -p aether-store --bench read_cache` (release; ~1 minute). `ROUNDS` (default 3)
 //! repeats the sizes in turn, so that drift on a shared machine falls on all of them alike.
@@ -44,24 +45,26 @@ fn event(session: &str, seq: u64) -> Arc<SessionEvent> {
     ))
 }
 
-async fn populate(store: &SqliteStore) {
+/// A new session's record, with no events yet.
+fn record(session: &str) -> SessionRecord {
     let now = Utc::now();
+    SessionRecord {
+        session_id: Arc::from(session),
+        user_id: None,
+        agent_id: "agent".into(),
+        internal_session_id: format!("ses-{session}"),
+        state: SessionState::Active,
+        created_at: now,
+        updated_at: now,
+        event_count: 0,
+    }
+}
+
+async fn populate(store: &SqliteStore) {
     for chunk in (0..SESSIONS).collect::<Vec<_>>().chunks(1_000) {
         let writes = chunk.iter().map(|&i| async move {
             let session = id(i);
-            store
-                .put_session(SessionRecord {
-                    session_id: Arc::from(session.as_str()),
-                    user_id: None,
-                    agent_id: "agent".into(),
-                    internal_session_id: format!("ses-{session}"),
-                    state: SessionState::Active,
-                    created_at: now,
-                    updated_at: now,
-                    event_count: 0,
-                })
-                .await
-                .expect("put");
+            store.put_session(record(&session)).await.expect("put");
             let events: Vec<_> = (0..EVENTS).map(|s| event(&session, s)).collect();
             store.append_events(&session, &events).await.expect("append");
         });
@@ -69,27 +72,15 @@ async fn populate(store: &SqliteStore) {
     }
 }
 
-/// Reads per second over all readers, with a writer beside them when `writing`.
+/// Reads per second over all readers, each reading sessions drawn from the first `among`; with
+/// a writer beside them appending to `writer_session` when one is given.
 async fn measure(store: Arc<SqliteStore>, seed: u64, among: usize, writer_session: Option<String>) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = writer_session.map(|session| {
         let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
         tokio::spawn(async move {
             // A session of its own, appended to one event per commit until the readers finish.
-            let now = Utc::now();
-            store
-                .put_session(SessionRecord {
-                    session_id: Arc::from(session.as_str()),
-                    user_id: None,
-                    agent_id: "agent".into(),
-                    internal_session_id: format!("ses-{session}"),
-                    state: SessionState::Active,
-                    created_at: now,
-                    updated_at: now,
-                    event_count: 0,
-                })
-                .await
-                .expect("put");
+            store.put_session(record(&session)).await.expect("put");
             let mut seq = 0;
             while !stop.load(Ordering::Relaxed) {
                 store

@@ -162,11 +162,11 @@ pub struct SqliteOptions {
 }
 
 /// Each read connection's page cache. Measured (README, part 13): under the soak's steady
-/// writes, each of the four readers' caches at SQLite's default of 2,000 KiB filled to it over
-/// eight minutes (12.4 MB in all with the writer's), at the same throughput as with 64 KiB each;
-/// and `cargo bench -p aether-store --bench read_cache` read 0.97-1.08x as fast at 256 KiB as at
-/// 2,000 KiB, with reads alone, over a hot set and beside a writer. A miss reads the OS's file
-/// cache, not the disk. The bound: ~1.3 MB for the readers where the default allowed ~10 MB.
+/// writes, with each of the four readers at SQLite's default of 2,000 KiB, SQLite's page-cache
+/// memory rose from 4.4 to 12.4 MB over eight minutes; with 64 KiB a reader it held 2.8-3.0 MB
+/// from the first minute, at the same throughput. And `cargo bench -p aether-store --bench
+/// read_cache` read 0.97-1.08x as fast at 256 KiB as at 2,000 KiB, with reads alone, over a hot
+/// set and beside a writer. A miss reads the OS's file cache, not the disk.
 pub const DEFAULT_READ_CACHE_KIB: u32 = 256;
 
 impl Default for SqliteOptions {
