@@ -622,7 +622,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// The readers' page caches are bounded as configured (negative: KiB), the writer's not.
+    /// The read connections take the configured page cache (a negative `cache_size` is in KiB).
     #[tokio::test]
     async fn read_connections_have_the_configured_page_cache() {
         let dir = std::env::temp_dir().join(format!("aether-sqlite-read-cache-{}", std::process::id()));
