@@ -28,7 +28,8 @@ pub struct Sample {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub histogram_bytes: Option<u64>,
     /// Of the heap, SQLite's page caches' pages ([`aether_store::sqlite_memory`]), where SQLite
-    /// has allocated: they fill to their bound (`cache_size`, a connection) and then hold.
+    /// has allocated: bounded by the connections' `cache_size`, they fill over a soak's first
+    /// minutes and then hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sqlite_cache_bytes: Option<u64>,
 }

@@ -165,9 +165,10 @@ pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_drift_late_net_error_bytes_per_hour: Option<f64>,
     /// Where SQLite allocated: its page caches' bytes at the end, and both net fits less those
-    /// caches too. The caches fill to their bound (`cache_size` a connection; ~2.5 MB each was
-    /// measured in the `aether` binary) over a soak's first minutes and then hold: a bounded
-    /// fill that the whole window's net slope counts as growth.
+    /// caches too. The caches, bounded by the connections' `cache_size` (3.7-3.8 MB in all with
+    /// the store's default read caches, 12.4 MB with SQLite's own default for every connection),
+    /// fill over a soak's first minutes and then hold: a bounded fill that the whole window's net
+    /// slope counts as growth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sqlite_cache_end_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
