@@ -9,7 +9,7 @@
 //! read finds the database changed, and SQLite clears that reader's cache:
 //! `pagerBeginReadTransaction` in `sqlite3.c`).
 //!
-//! `cargo bench -p aether-store --bench read_cache` (release; ~1 minute). `ROUNDS` (default 3)
+//! `cargo bench -p aether-store --bench read_cache` (release; ~2 minutes). `ROUNDS` (default 3)
 //! repeats the sizes in turn, so that drift on a shared machine falls on all of them alike.
 
 use std::sync::atomic::{AtomicBool, Ordering};
