@@ -11,7 +11,10 @@ histograms included: the summary's `*_net` fits subtract those); glibc malloc's 
 connection); the heap less those caches; RSS; and RSS's file-backed share (`rss_file_bytes`:
 SQLite's WAL index, the binary's pages). Troughs show level steps that a fitted slope blurs;
 then it fits each trough series (MB/h, with the fit's error) over the whole window and its
-second half. The rows' last one (a partial interval) is left out.
+second half. Where the rows carry the runtime's live sessions (`sessions_live`, in-process runs)
+it prints their mean and peak each minute, and how each trough series correlates with the
+minutes' mean live sessions and with the clock. The rows' last one (a partial interval) is left
+out.
 """
 import json
 import os
@@ -49,9 +52,12 @@ def main():
             continue
         minutes.setdefault(int((r["t"] - t0) // 60), []).append(r)
     present = [(name, key) for name, key in COLUMNS if any(key in r for r in rows)]
-    print("| minute | requests/s | " + " | ".join(f"{n} trough–peak MB" for n, _ in present) + " |")
-    print("|---" * (2 + len(present)) + "|")
+    live = any("sessions_live" in r for r in rows)
+    print("| minute | requests/s | " + ("sessions live mean, peak | " if live else "")
+          + " | ".join(f"{n} trough–peak MB" for n, _ in present) + " |")
+    print("|---" * (2 + live + len(present)) + "|")
     troughs = {n: [] for n, _ in present}
+    live_means = []
     for m in sorted(minutes):
         rs = minutes[m]
         rate = sum(r["requests"] for r in rs) / max(1, len(rs)) / summary.get("timeline", {}).get("interval_s", 1.0)
@@ -63,6 +69,11 @@ def main():
                 cells.append(f"{min(vals):.1f}–{max(vals):.1f}")
             else:
                 cells.append("")
+        if live:
+            counts = [r["sessions_live"] for r in rs if "sessions_live" in r]
+            mean = sum(counts) / max(1, len(counts))
+            live_means.append(mean)
+            cells.insert(0, f"{mean:,.0f}, {max(counts, default=0):,}")
         print(f"| {m} | {rate:.0f} | " + " | ".join(cells) + " |")
     print()
     for name, pts in troughs.items():
@@ -70,7 +81,21 @@ def main():
             continue
         half = pts[len(pts) // 2:]
         (b, e, _), (bh, eh, _) = fit(pts), fit(half)
-        print(f"{name} troughs: {b * 60:+.2f} ± {e * 60:.2f} MB/h over the window, {bh * 60:+.2f} ± {eh * 60:.2f} over its second half")
+        line = f"{name} troughs: {b * 60:+.2f} ± {e * 60:.2f} MB/h over the window, {bh * 60:+.2f} ± {eh * 60:.2f} over its second half"
+        if live and len(live_means) == len(pts):
+            ys = [v for _, v in pts]
+            line += f"; r against live sessions {corr(live_means, ys):+.2f}, against the clock {corr([t for t, _ in pts], ys):+.2f}"
+        print(line)
+
+
+def corr(xs, ys):
+    """Pearson's r of two equal-length series (0 where either is constant)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else 0.0
 
 
 if __name__ == "__main__":

@@ -220,7 +220,12 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
             Arc::clone(&series),
             move || {
                 let target = Arc::clone(&target);
-                async move { target.server_sample().await }
+                async move {
+                    timeline::TargetReading {
+                        server: target.server_sample().await,
+                        sessions_live: target.runtime_stats().map(|s| s.active_sessions),
+                    }
+                }
             },
             Arc::clone(&progress),
         )
@@ -246,10 +251,8 @@ pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Resu
         h.shutdown().await;
     }
     let duration_s = run_start.elapsed().as_secs_f64();
-    let mut samples = sampler.stop();
-    let end = resources::Sample::read(duration_s);
-    let rss_end = end.as_ref().map(|s| s.rss_bytes);
-    samples.extend(end);
+    let (samples, end) = sampler.finish(duration_s);
+    let rss_end = end.map(|s| s.rss_bytes);
     let mut window = Window {
         started_at,
         duration_s,

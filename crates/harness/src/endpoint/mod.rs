@@ -187,7 +187,11 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
         one(&opts, i, Instant::now(), &discarded, &unseen).await;
     }
     let series = Arc::new(Series::new(clock));
-    let sampler = Sampler::start(Arc::clone(&series), || async { None }, Arc::clone(&progress));
+    let sampler = Sampler::start(
+        Arc::clone(&series),
+        || async { crate::timeline::TargetReading::default() },
+        Arc::clone(&progress),
+    );
     let gpu = GpuSampler::start();
     let rec = Arc::new(Mutex::new(Rec::default()));
     let started_at = Utc::now();

@@ -309,10 +309,24 @@ pub struct Gauges {
     /// CPU time over wall time in the interval, in percent of one core.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_pct: Option<f64>,
+    /// Chat sessions the runtime holds in memory at the end of the interval (in-process runs:
+    /// [`aether_runtime::stats::StatsSnapshot::active_sessions`]), so that a soak's memory can be
+    /// read against its live set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions_live: Option<u64>,
     /// The server's own figures (`--target` with an admin key).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// Boxed: most runs have none, and a soak keeps a row per second.
     pub server: Option<Box<ServerSample>>,
+}
+
+/// What a target says of itself at the end of an interval (the sampler's `target` reading).
+#[derive(Debug, Default)]
+pub struct TargetReading {
+    /// A server's figures, over HTTP (`--target` with an admin key).
+    pub server: Option<ServerSample>,
+    /// Chat sessions the runtime holds in memory (in-process runs).
+    pub sessions_live: Option<u64>,
 }
 
 /// A server's figures at one moment, from its stats route (`GET /v1/admin/stats`).
@@ -565,6 +579,7 @@ impl Timeline {
                     g.malloc_bytes = add(g.malloc_bytes, r.gauges.malloc_bytes);
                     g.sqlite_bytes = add(g.sqlite_bytes, r.gauges.sqlite_bytes);
                     g.sqlite_cache_bytes = add(g.sqlite_cache_bytes, r.gauges.sqlite_cache_bytes);
+                    g.sessions_live = add(g.sessions_live, r.gauges.sessions_live);
                     g.cpu_pct = match (g.cpu_pct, r.gauges.cpu_pct) {
                         (None, None) => None,
                         (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),

@@ -1,31 +1,32 @@
 //! [`Sampler`]: the task that reads a run's gauges at the end of each interval (in flight, the
-//! process's RSS, CPU % and allocated bytes, and the server's side when the target offers it)
-//! into the [`Series`].
+//! process's RSS, CPU % and allocated bytes, and what the target says of itself: the server's
+//! side over HTTP, the runtime's live sessions in process) into the [`Series`].
 
 use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
-use super::{Gauges, Series, ServerSample};
+use super::{Gauges, Series, TargetReading};
 
 /// The task that reads the gauges at the end of each interval: in-flight, the process's RSS and
-/// CPU %, and what the target's `server` sampler returns (the server's side, over HTTP).
+/// CPU %, and what the `target` reading returns (the server's side over HTTP, or the runtime's
+/// live sessions in process).
 pub struct Sampler {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Sampler {
-    /// Starts sampling `series`; `server` reads the server's side (or returns `None`), and
-    /// `progress` hears the figures of the last complete interval.
+    /// Starts sampling `series`; `target` reads what the target says of itself (or nothing),
+    /// and `progress` hears the figures of the last complete interval.
     pub fn start<F, Fut>(
         series: std::sync::Arc<Series>,
-        server: F,
+        target: F,
         progress: std::sync::Arc<dyn crate::progress::Progress>,
     ) -> Self
     where
         F: Fn() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Option<ServerSample>> + Send,
+        Fut: std::future::Future<Output = TargetReading> + Send,
     {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -53,7 +54,10 @@ impl Sampler {
                 .unwrap_or((None, None, cpu_before, Default::default(), None));
                 let now = Instant::now();
                 let wall = now.duration_since(last).as_secs_f64().max(1e-3);
-                let mut server = server().await;
+                let TargetReading {
+                    mut server,
+                    sessions_live,
+                } = target().await;
                 if let Some(s) = server.as_mut() {
                     if let (Some(cpu_now), Some((at, before))) = (s.cpu_seconds, server_before) {
                         let wall = now.duration_since(at).as_secs_f64().max(1e-3);
@@ -72,6 +76,7 @@ impl Sampler {
                         sqlite_bytes: sqlite.map(|m| m.used),
                         sqlite_cache_bytes: sqlite.map(|m| m.page_cache),
                         cpu_pct: Some(((cpu - cpu_before) / wall * 100.0).max(0.0)),
+                        sessions_live,
                         server: server.map(Box::new),
                     },
                 );

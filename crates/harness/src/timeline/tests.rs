@@ -125,12 +125,22 @@ fn timelines_merge_row_by_row() {
             }
         }
         series.absorb(s);
+        for k in 0..3u64 {
+            let live = Gauges {
+                sessions_live: Some(10 * n),
+                ..Gauges::default()
+            };
+            series.gauge(t0 as u64 + k, live);
+        }
         series.timeline()
     };
     let mut a = mk(1000.0, 4);
     a.merge(&mk(1001.0, 2)).unwrap();
     let counts: Vec<(f64, u64)> = a.rows.iter().map(|r| (r.t, r.requests)).collect();
     assert_eq!(counts, vec![(1000.0, 4), (1001.0, 6), (1002.0, 6), (1003.0, 2)]);
+    // Gauges of one moment add up across the merged runs (two processes' live sessions).
+    let live: Vec<Option<u64>> = a.rows.iter().map(|r| r.gauges.sessions_live).collect();
+    assert_eq!(live, vec![Some(40), Some(60), Some(60), Some(20)]);
     let h = Timeline::hist(a.rows[1].latency.as_deref()).unwrap();
     assert_eq!(h.len(), 6);
     let mut other = mk(1000.0, 1);
