@@ -13,7 +13,10 @@ SQLite's WAL index, the binary's pages). Troughs show level steps that a fitted 
 then it fits each trough series (MB/h, with the fit's error) over the whole window and its
 second half. Where the rows carry the runtime's live sessions (`sessions_live`, in-process runs)
 it prints their mean and peak each minute, and how each trough series correlates with the
-minutes' mean live sessions and with the clock. The rows' last one (a partial interval) is left
+minutes' mean live sessions and with the clock. Where the rows also carry the harness's own
+bytes (`harness_bytes`), `heap_net` is the heap less those and the page caches, and it is
+fitted, row by row, on time and live sessions together: the growth that more live sessions do
+not explain, and what each live session holds. The rows' last one (a partial interval) is left
 out.
 """
 import json
@@ -29,6 +32,7 @@ COLUMNS = [
     ("sqlite", "sqlite_bytes"),
     ("sqlite_cache", "sqlite_cache_bytes"),
     ("heap_less_cache", "heap_less_cache"),
+    ("heap_net", "heap_net"),
     ("rss", "rss_bytes"),
     ("rss_file", "rss_file_bytes"),
 ]
@@ -45,6 +49,8 @@ def main():
     for r in rows:
         if "heap_bytes" in r and "sqlite_cache_bytes" in r:
             r["heap_less_cache"] = r["heap_bytes"] - r["sqlite_cache_bytes"]
+        if "heap_bytes" in r and "harness_bytes" in r:
+            r["heap_net"] = r["heap_bytes"] - r["harness_bytes"] - r.get("sqlite_cache_bytes", 0)
     t0 = rows[0]["t"]
     minutes = {}
     for r in rows:
@@ -86,6 +92,30 @@ def main():
             ys = [v for _, v in pts]
             line += f"; r against live sessions {corr(live_means, ys):+.2f}, against the clock {corr([t for t, _ in pts], ys):+.2f}"
         print(line)
+    both = time_and_live(rows, t0, skip)
+    if both:
+        print(f"heap_net (every row, less the harness's data and the page caches) on time and live sessions together: "
+              f"{both[0]:+.2f} ± {both[1]:.2f} MB/h, {both[2]:.0f} ± {both[3]:.0f} B per live session")
+
+
+def time_and_live(rows, t0, skip):
+    """Least squares of the net heap (bytes) on time and live sessions together, over every row
+    after SKIP_S: (MB/h, its error, bytes per live session, its error), or None."""
+    pts = [(r["t"] - t0, r["sessions_live"], r["heap_net"]) for r in rows
+           if r["t"] - t0 >= skip and "heap_net" in r and "sessions_live" in r]
+    n = len(pts)
+    if n < 10:
+        return None
+    means = [sum(p[i] for p in pts) / n for i in range(3)]
+    t, l, y = ([p[i] - means[i] for p in pts] for i in range(3))
+    stt, sll, stl = sum(a * a for a in t), sum(b * b for b in l), sum(a * b for a, b in zip(t, l))
+    sty, sly = sum(a * c for a, c in zip(t, y)), sum(b * c for b, c in zip(l, y))
+    det = stt * sll - stl * stl
+    if det <= 0:
+        return None
+    bt, bl = (sty * sll - sly * stl) / det, (sly * stt - sty * stl) / det
+    s2 = sum((c - bt * a - bl * b) ** 2 for a, b, c in zip(t, l, y)) / (n - 3)
+    return bt * 3600 / 1e6, (s2 * sll / det) ** 0.5 * 3600 / 1e6, bl, (s2 * stt / det) ** 0.5
 
 
 def corr(xs, ys):

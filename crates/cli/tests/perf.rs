@@ -51,6 +51,10 @@ fn run_writes_a_summary_and_says_the_model_was_simulated() {
             assert!(file > 0 && file < rss, "{r}");
             let (heap, malloc) = (r["heap_bytes"].as_u64().unwrap(), r["malloc_bytes"].as_u64().unwrap());
             assert!(malloc <= heap && heap < rss, "{r}");
+            // The harness's own data is part of the heap, and a run in process has a live set.
+            let harness = r["harness_bytes"].as_u64().unwrap();
+            assert!(harness < heap, "{r}");
+            assert!(r["sessions_live"].as_u64().is_some(), "{r}");
         }
     }
     std::fs::remove_dir_all(dir).ok();

@@ -291,6 +291,11 @@ pub struct Gauges {
     /// interval by interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_bytes: Option<u64>,
+    /// Of `heap_bytes`, the harness's own data: its time series and samples
+    /// ([`crate::resources::series_held_bytes`]) and its histograms' buckets
+    /// ([`crate::stats::histograms_held_bytes`]), which the summary's net fits subtract.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_bytes: Option<u64>,
     /// Of `rss_bytes`, the pages that map files or shared memory (SQLite's WAL index, the
     /// binary's own), not the heap ([`crate::resources::rss_file_bytes`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -575,6 +580,7 @@ impl Timeline {
                     g.in_flight = add(g.in_flight, r.gauges.in_flight);
                     g.rss_bytes = add(g.rss_bytes, r.gauges.rss_bytes);
                     g.heap_bytes = add(g.heap_bytes, r.gauges.heap_bytes);
+                    g.harness_bytes = add(g.harness_bytes, r.gauges.harness_bytes);
                     g.rss_file_bytes = add(g.rss_file_bytes, r.gauges.rss_file_bytes);
                     g.malloc_bytes = add(g.malloc_bytes, r.gauges.malloc_bytes);
                     g.sqlite_bytes = add(g.sqlite_bytes, r.gauges.sqlite_bytes);

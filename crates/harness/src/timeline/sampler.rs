@@ -72,6 +72,9 @@ impl Sampler {
                         rss_bytes: rss,
                         rss_file_bytes: rss_file,
                         heap_bytes: heap.total(),
+                        harness_bytes: heap
+                            .total()
+                            .map(|_| crate::resources::series_held_bytes() + crate::stats::histograms_held_bytes()),
                         malloc_bytes: heap.malloc,
                         sqlite_bytes: sqlite.map(|m| m.used),
                         sqlite_cache_bytes: sqlite.map(|m| m.page_cache),
