@@ -107,7 +107,7 @@ fn status_kb(status: &str, key: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// A background sampler; stop it to get the samples.
+/// A background sampler; [`Sampler::finish`] it to get the samples (dropped, it stops).
 ///
 /// Its samples are the harness's own data, kept for the report like a time series' rows: the
 /// bytes their buffer holds are counted in [`series_held_bytes`] while the sampler has them, so
@@ -137,6 +137,19 @@ impl Counted {
         let now = self.samples.capacity() * std::mem::size_of::<Sample>();
         series_held(now as i64 - self.counted as i64);
         self.counted = now;
+    }
+}
+
+impl Drop for Counted {
+    /// Gives back what is still counted (a sampler dropped on an error path).
+    fn drop(&mut self) {
+        series_held(-(self.counted as i64));
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -255,5 +268,8 @@ mod tests {
         let samples = std::mem::take(&mut held.samples);
         held.recount();
         assert_eq!((samples.len(), held.counted), (1000, 0));
+        held.push(sample);
+        assert!(held.counted > 0);
+        drop(held); // gives back what it still counted
     }
 }
