@@ -1,6 +1,7 @@
 //! [`Sampler`]: the task that reads a run's gauges at the end of each interval (in flight, the
-//! process's RSS, CPU % and allocated bytes, and what the target says of itself: the server's
-//! side over HTTP, the runtime's live sessions in process) into the [`Series`].
+//! process's RSS, CPU % and allocated bytes with the harness's own share of them, and what the
+//! target says of itself: the server's side over HTTP, the runtime's live sessions in process)
+//! into the [`Series`].
 
 use std::sync::atomic::Ordering;
 
