@@ -16,8 +16,10 @@ it prints their mean and peak each minute, and how each trough series correlates
 minutes' mean live sessions and with the clock. Where the rows also carry the harness's own
 bytes (`harness_bytes`), `heap_net` is the heap less those and the page caches, and it is
 fitted, row by row, on time and live sessions together: the growth that more live sessions do
-not explain, and what each live session holds. The rows' last one (a partial interval) is left
-out.
+not explain, and what each live session holds (least squares' error here, too small for rows
+that move together; summaries since the harness fits this itself carry it with a Newey-West
+error, `resources.heap_drift_at_live_set_bytes_per_hour`, and it is printed too). The rows'
+last one (a partial interval) is left out.
 """
 import json
 import os
@@ -95,7 +97,13 @@ def main():
     both = time_and_live(rows, t0, skip)
     if both:
         print(f"heap_net (every row, less the harness's data and the page caches) on time and live sessions together: "
-              f"{both[0]:+.2f} ± {both[1]:.2f} MB/h, {both[2]:.0f} ± {both[3]:.0f} B per live session")
+              f"{both[0]:+.2f} ± {both[1]:.2f} MB/h, {both[2]:.0f} ± {both[3]:.0f} B per live session "
+              f"(after {skip:.0f} s; least squares' error)")
+    res = summary.get("resources", {})
+    if "heap_drift_at_live_set_bytes_per_hour" in res:
+        print(f"the summary's own fit (the drift window, Newey-West error): "
+              f"{res['heap_drift_at_live_set_bytes_per_hour'] / 1e6:+.2f} ± {res['heap_drift_at_live_set_error_bytes_per_hour'] / 1e6:.2f} MB/h, "
+              f"{res['heap_bytes_per_live_session']:.0f} ± {res['heap_bytes_per_live_session_error']:.0f} B per live session")
 
 
 def time_and_live(rows, t0, skip):

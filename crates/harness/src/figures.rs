@@ -79,6 +79,11 @@ pub(crate) struct Figures {
     /// the caches' bounded fill (to `cache_size` a connection) is set apart.
     pub heap_drift_net_less_cache: Option<resources::Fit>,
     pub heap_drift_late_net_less_cache: Option<resources::Fit>,
+    /// The net heap less SQLite's page caches (where it has them), fitted on time and the
+    /// runtime's live sessions together over the same window, from the time series' rows (an
+    /// in-process run's rows carry `sessions_live`): the growth at a constant live set, and the
+    /// bytes each live session holds.
+    pub heap_drift_at_live_set: Option<resources::JointFit>,
     pub rss_drift_error: Option<f64>,
     /// RSS fitted over the window's second half alone, as `heap_drift_late` (a level step in the
     /// middle of a soak, a bounded queue filling when its collector stops, shows in the whole
@@ -186,6 +191,22 @@ struct DriftFits {
     heap_late_net_less_cache: Option<resources::Fit>,
 }
 
+/// The net heap (less the harness's own data and SQLite's page caches) of the rows gauged from
+/// `from_s` to `to_s` seconds into a run that began at `started_at`, fitted on time and live
+/// sessions together; `None` where the rows lack either (runs against a target, merged runs).
+fn live_set_fit(timeline: &Timeline, started_at: DateTime<Utc>, from_s: f64, to_s: f64) -> Option<resources::JointFit> {
+    let start = started_at.timestamp_micros() as f64 / 1e6;
+    resources::fit_on_time_and(timeline.rows.iter().filter_map(|r| {
+        // The gauges are read as the interval ends.
+        let t_s = r.t + timeline.interval_s - start;
+        let g = &r.gauges;
+        let net = g.heap_bytes? as f64 - g.harness_bytes? as f64 - g.sqlite_cache_bytes.unwrap_or(0) as f64;
+        (from_s..=to_s)
+            .contains(&t_s)
+            .then_some((t_s, g.sessions_live? as f64, net))
+    }))
+}
+
 fn drift_fits(samples: &[resources::Sample], from_s: f64, to_s: f64) -> DriftFits {
     type Reading = fn(&resources::Sample) -> Option<f64>;
     let drift_samples: Vec<_> = samples
@@ -238,11 +259,11 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         window,
         drift,
     } = m;
-    let (fits, drift) = match drift {
+    let (fits, drift, heap_drift_at_live_set) = match drift {
         Drift::Fit { from_s, to_s } => {
             let fits = drift_fits(&w.samples, from_s, to_s);
             let slope = fits.rss.map(|f| f.slope);
-            (fits, slope)
+            (fits, slope, live_set_fit(&w.timeline, w.started_at, from_s, to_s))
         }
         Drift::Given(d, window_s) => (
             DriftFits {
@@ -250,6 +271,7 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
                 ..DriftFits::default()
             },
             d,
+            None,
         ),
     };
     let DriftFits {
@@ -367,6 +389,7 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         heap_drift_late_net,
         heap_drift_net_less_cache,
         heap_drift_late_net_less_cache,
+        heap_drift_at_live_set,
         rss_drift_late,
         rss_drift_error,
         rss_delta_per_cycle,
@@ -481,6 +504,47 @@ mod tests {
         assert!((f.heap_late.unwrap().slope - 18e6).abs() < 1e3);
         // Less the series (none here), the same.
         assert_eq!(f.heap_late.unwrap().slope, f.heap_late_net.unwrap().slope);
+    }
+
+    /// The rows' net heap is fitted on time and live sessions over the drift window alone, less
+    /// the harness's data and the page caches; rows without live sessions give no fit.
+    #[test]
+    fn the_live_set_fit_reads_the_rows_of_the_window() {
+        use crate::timeline::{Gauges, IntervalRow};
+        let started_at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let row = |i: u32| {
+            let live = 17_000 + 2 * u64::from(i) + u64::from(i % 30) * 100;
+            let harness = 1_000 * u64::from(i);
+            let cache = u64::from(i.min(100)) * 20_000;
+            // The warm-up's rows (gauged before 60 s) hold 20 MB more, which the window leaves out.
+            let warm_up = if i < 59 { 20_000_000 } else { 0 };
+            IntervalRow {
+                t: 1_800_000_000.0 + f64::from(i),
+                gauges: Gauges {
+                    // 500 B a live session, and the harness's and the caches' bytes.
+                    heap_bytes: Some(40_000_000 + 500 * live + harness + cache + warm_up),
+                    harness_bytes: Some(harness),
+                    sqlite_cache_bytes: Some(cache),
+                    sessions_live: Some(live),
+                    ..Gauges::default()
+                },
+                ..IntervalRow::default()
+            }
+        };
+        let mut timeline = Timeline {
+            interval_s: 1.0,
+            rows: (0..600).map(row).collect(),
+            ..Timeline::default()
+        };
+        let fit = live_set_fit(&timeline, started_at, 60.0, 600.0).unwrap();
+        assert!(fit.per_hour.slope.abs() < 1.0, "{fit:?}");
+        assert!((fit.per_unit.slope - 500.0).abs() < 1e-6, "{fit:?}");
+        // With the warm-up's rows in, their level reads as a fall (the check can fail).
+        assert!(live_set_fit(&timeline, started_at, 0.0, 600.0).unwrap().per_hour.slope < -1e6);
+        for r in &mut timeline.rows {
+            r.gauges.sessions_live = None;
+        }
+        assert!(live_set_fit(&timeline, started_at, 60.0, 600.0).is_none());
     }
 
     /// The sample read after the load (the store flushed: RSS up a step) is not fitted.

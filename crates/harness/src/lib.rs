@@ -11,7 +11,8 @@
 //! * [`target`]: what the harness drives (the in-process runtime; other targets plug in here);
 //! * [`load`]: the load generator (closed loop, or open loop at a rate) and its recorders;
 //! * [`stats`]: HDR histograms, their summaries and their serialised form;
-//! * [`resources`]: the RSS and CPU sampler;
+//! * [`resources`]: the RSS and CPU sampler, and the memory drift's fits (`fit`: slopes with
+//!   errors that allow for readings correlated with their neighbours);
 //! * [`kpi`]: the plan's targets and their verdicts;
 //! * [`summary`]: the runtime scenarios' summary JSON (schema version 1) and its readable table;
 //! * [`report`]: either summary, rendered, named, written and judged one way ([`Report`]);
@@ -26,6 +27,7 @@ pub mod compare;
 pub mod endpoint;
 mod error;
 mod figures;
+mod fit;
 pub mod gate;
 pub mod html;
 mod http_answer;

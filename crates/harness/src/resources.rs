@@ -1,5 +1,5 @@
 //! Samples the process's resident memory and CPU time on its own interval task, and fits the
-//! memory drift per hour by least squares.
+//! memory drift per hour ([`crate::fit`]).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -8,6 +8,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
+
+pub use crate::fit::{fit_on_time_and, fit_per_hour, Fit, JointFit, CORRELATION_SPAN_S};
 
 /// One reading.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -198,52 +200,9 @@ pub fn drift_bytes_per_hour(samples: &[Sample]) -> Option<f64> {
     fit_per_hour(samples.iter().map(|s| (s.t_s, s.rss_bytes as f64))).map(|f| f.slope)
 }
 
-/// A straight line fitted to (seconds, bytes) points: its slope per hour and the slope's
-/// standard error (how far the growth figure can be trusted).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fit {
-    pub slope: f64,
-    pub stderr: f64,
-}
-
-/// Least squares over `points`; `None` with fewer than 3 points or no spread in time.
-pub fn fit_per_hour(points: impl Iterator<Item = (f64, f64)>) -> Option<Fit> {
-    let pts: Vec<(f64, f64)> = points.collect();
-    if pts.len() < 3 {
-        return None;
-    }
-    let n = pts.len() as f64;
-    let mt = pts.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = pts.iter().map(|p| p.1).sum::<f64>() / n;
-    let (mut num, mut den) = (0.0, 0.0);
-    for (t, y) in &pts {
-        num += (t - mt) * (y - my);
-        den += (t - mt).powi(2);
-    }
-    if den <= 0.0 {
-        return None;
-    }
-    let slope = num / den;
-    let residuals: f64 = pts.iter().map(|(t, y)| (y - (my + slope * (t - mt))).powi(2)).sum();
-    let stderr = (residuals / (n - 2.0) / den).sqrt();
-    Some(Fit {
-        slope: slope * 3600.0,
-        stderr: stderr * 3600.0,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_fit_gives_the_slope_per_hour_and_its_error() {
-        let exact = fit_per_hour((0..10).map(|i| (i as f64, 100.0 + 2.0 * i as f64))).unwrap();
-        assert!((exact.slope - 7200.0).abs() < 1e-6 && exact.stderr < 1e-6, "{exact:?}");
-        let noisy = fit_per_hour((0..10).map(|i| (i as f64, if i % 2 == 0 { 0.0 } else { 10.0 }))).unwrap();
-        assert!(noisy.stderr > 0.0, "{noisy:?}");
-        assert!(fit_per_hour([(0.0, 1.0), (1.0, 2.0)].into_iter()).is_none());
-    }
 
     #[test]
     fn the_samples_buffer_is_counted_while_held_and_given_back() {

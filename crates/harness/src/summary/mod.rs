@@ -121,7 +121,11 @@ pub struct Resources {
     pub rss_end_bytes: Option<u64>,
     pub rss_peak_bytes: Option<u64>,
     pub cpu_seconds: f64,
-    /// Least-squares slope of the RSS samples taken after warm-up, and its standard error.
+    /// Least-squares slope of the RSS samples taken after warm-up, and its standard error. Every
+    /// fit's error here allows for readings correlated with their neighbours up to a minute
+    /// apart (Newey and West's, [`crate::resources::CORRELATION_SPAN_S`]): a soak's live set
+    /// wanders with its rate for tens of seconds at a time, and least squares' own error would
+    /// be several times too small.
     pub rss_drift_bytes_per_hour: Option<f64>,
     #[serde(default)]
     pub rss_drift_error_bytes_per_hour: Option<f64>,
@@ -179,6 +183,20 @@ pub struct Resources {
     pub heap_drift_late_net_less_cache_bytes_per_hour: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_drift_late_net_less_cache_error_bytes_per_hour: Option<f64>,
+    /// In-process runs: the net heap less SQLite's page caches (where it has them), fitted on
+    /// time and the runtime's live sessions together over the drift window (the time series'
+    /// rows: `heap_bytes`, `harness_bytes`, `sqlite_cache_bytes`, `sessions_live`). The slope
+    /// at a constant live set, with its error, and the bytes per live session, with theirs: a
+    /// soak whose rate drifts (a CPU-bound store speeding up) holds more sessions live as it
+    /// speeds up, which the plain fits count as growth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_at_live_set_bytes_per_hour: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_drift_at_live_set_error_bytes_per_hour: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_bytes_per_live_session: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_bytes_per_live_session_error: Option<f64>,
     pub drift_window_s: f64,
     /// (end − start) / requests: memory kept per cycle (runner_lifecycle).
     pub rss_delta_per_cycle_bytes: Option<f64>,

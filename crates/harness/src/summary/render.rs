@@ -265,6 +265,16 @@ impl Summary {
                     cache as f64 / 1e6,
                 );
             }
+            if let (Some(per_session), Some(per_session_err)) =
+                (r.heap_bytes_per_live_session, r.heap_bytes_per_live_session_error)
+            {
+                let _ = writeln!(
+                    s,
+                    "   at a constant live set (heap less the harness's data{}, fitted on time and live sessions together): {} ({per_session:.0} ± {per_session_err:.0} B a live session)",
+                    if r.sqlite_cache_end_bytes.is_some() { " and the page caches" } else { "" },
+                    slope("drift ", r.heap_drift_at_live_set_bytes_per_hour, r.heap_drift_at_live_set_error_bytes_per_hour, ""),
+                );
+            }
         }
         if let Some(d) = self.resources.rss_delta_per_cycle_bytes {
             let _ = writeln!(s, "   rss delta per cycle: {:.0} bytes", d);
