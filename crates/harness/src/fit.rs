@@ -12,8 +12,9 @@
 //! a sweep's sawtooth, averages out over many periods: its neighbours' products cancel over a
 //! period, and the error stays about least squares'.)
 
-/// How far apart (seconds) two readings' residuals may be correlated and still be allowed for:
-/// a minute, several of a soak's sweep cycles.
+/// How far apart (seconds) two readings' residuals may be correlated and still be allowed for.
+/// Correlation over longer spans (a rate that swings from one minute to the next, on time alone)
+/// is not allowed for: the error is then still too small, by less.
 pub const CORRELATION_SPAN_S: f64 = 60.0;
 
 /// A straight line fitted to (seconds, bytes) points: its slope per hour and the slope's
@@ -58,8 +59,9 @@ pub fn fit_per_hour(points: impl Iterator<Item = (f64, f64)>) -> Option<Fit> {
 /// A fit of bytes on time and one more reading together (least squares with two regressors):
 /// the slope per hour with that reading held constant, and the bytes per unit of it, each with
 /// its standard error. A soak's memory follows its live set, which follows its rate: where the
-/// rate drifts (a CPU-bound store speeding up as its caches warm), the plain slope counts the
-/// larger live set as growth; this one sets it apart.
+/// rate drifts (a store whose one writer sets a pace that moves from minute to minute), the
+/// plain slope counts a larger live set as growth and a smaller one as a fall; this one sets
+/// the live set apart.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JointFit {
     /// Bytes per hour at a constant reading.

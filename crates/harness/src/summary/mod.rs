@@ -187,8 +187,8 @@ pub struct Resources {
     /// time and the runtime's live sessions together over the drift window (the time series'
     /// rows: `heap_bytes`, `harness_bytes`, `sqlite_cache_bytes`, `sessions_live`). The slope
     /// at a constant live set, with its error, and the bytes per live session, with theirs: a
-    /// soak whose rate drifts (a CPU-bound store speeding up) holds more sessions live as it
-    /// speeds up, which the plain fits count as growth.
+    /// soak whose rate drifts (a store whose one writer sets the pace) holds more sessions live
+    /// as it speeds up and fewer as it slows, which the plain fits count as growth or a fall.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_drift_at_live_set_bytes_per_hour: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
