@@ -2,10 +2,11 @@
 //! ([`fit_per_hour`]), and the slope at a constant live set, fitted on time and one more
 //! reading together ([`fit_on_time_and`]).
 //!
-//! Each slope comes with its standard error. A soak's readings are not independent: the live
-//! set, and the heap with it, wanders with the rate for tens of seconds at a time, so a reading
-//! a second after another shares most of its residual. Least squares' usual error takes every
-//! reading as a fresh draw and comes out several times too small for such series. The errors
+//! Each slope comes with its standard error. A soak's readings need not be independent: the
+//! live set, and the heap with it, can wander with the rate, so that a reading a second after
+//! another shares much of its residual. Least squares' usual error takes every reading as a
+//! fresh draw and comes out too small for such series (several times, for noise that holds 20
+//! readings at a time: the tests below). The errors
 //! here are Newey and West's: the residuals' products with their neighbours' up to
 //! [`CORRELATION_SPAN_S`] apart are added in, with Bartlett's weights falling to zero at that
 //! span. On independent readings they agree with least squares'. (A strictly periodic swing,

@@ -124,8 +124,8 @@ pub struct Resources {
     /// Least-squares slope of the RSS samples taken after warm-up, and its standard error. Every
     /// fit's error here allows for readings correlated with their neighbours up to a minute
     /// apart (Newey and West's, [`crate::resources::CORRELATION_SPAN_S`]): a soak's live set
-    /// wanders with its rate for tens of seconds at a time, and least squares' own error would
-    /// be several times too small.
+    /// wanders with its rate, and least squares' own error, which takes every reading as
+    /// independent, can be several times too small where readings move together.
     pub rss_drift_bytes_per_hour: Option<f64>,
     #[serde(default)]
     pub rss_drift_error_bytes_per_hour: Option<f64>,
