@@ -82,7 +82,8 @@ pub(crate) struct Figures {
     /// The net heap less SQLite's page caches (where it has them), fitted on time and the
     /// runtime's live sessions together over the same window, from the time series' rows (an
     /// in-process run's rows carry `sessions_live`): the growth at a constant live set, and the
-    /// bytes each live session holds.
+    /// bytes each live session holds. Only over a window the drift KPI would judge
+    /// (`min_drift_window_s`).
     pub heap_drift_at_live_set: Option<resources::JointFit>,
     pub rss_drift_error: Option<f64>,
     /// RSS fitted over the window's second half alone, as `heap_drift_late` (a level step in the
@@ -263,7 +264,12 @@ pub(crate) fn derive(cfg: &ScenarioConfig, targets: &KpiTargets, m: Measured, w:
         Drift::Fit { from_s, to_s } => {
             let fits = drift_fits(&w.samples, from_s, to_s);
             let slope = fits.rss.map(|f| f.slope);
-            (fits, slope, live_set_fit(&w.timeline, w.started_at, from_s, to_s))
+            // Like the drift KPI, judged only over a long enough window: over seconds, a live
+            // set of a few sessions gives a fit of noise.
+            let at_live_set = (fits.window_s >= targets.min_drift_window_s)
+                .then(|| live_set_fit(&w.timeline, w.started_at, from_s, to_s))
+                .flatten();
+            (fits, slope, at_live_set)
         }
         Drift::Given(d, window_s) => (
             DriftFits {

@@ -189,6 +189,7 @@ pub struct Resources {
     /// at a constant live set, with its error, and the bytes per live session, with theirs: a
     /// soak whose rate drifts (a store whose one writer sets the pace) holds more sessions live
     /// as it speeds up and fewer as it slows, which the plain fits count as growth or a fall.
+    /// Absent where the window is shorter than the drift KPI judges (60 s by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_drift_at_live_set_bytes_per_hour: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
