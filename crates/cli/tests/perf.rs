@@ -27,6 +27,12 @@ fn run_writes_a_summary_and_says_the_model_was_simulated() {
     assert_eq!(v["scenario"], "latency_smoke");
     assert_eq!(v["requests"]["total"], 5);
     assert_eq!(v["provider"]["simulated"], true);
+    // Seconds of samples: the drift is not judged, and no fit at a constant live set is made.
+    assert!(
+        v["resources"].get("heap_drift_at_live_set_bytes_per_hour").is_none(),
+        "{}",
+        v["resources"]
+    );
     for key in [
         "latency_ms",
         "overhead_us",
