@@ -16,8 +16,8 @@ it prints their mean and peak each minute, and how each trough series correlates
 minutes' mean live sessions and with the clock. Where the rows also carry the harness's own
 bytes (`harness_bytes`), `heap_net` is the heap less those and the page caches, and it is
 fitted, row by row, on time and live sessions together: the growth that more live sessions do
-not explain, and what each live session holds (least squares' error here, too small for rows
-that move together; summaries since the harness fits this itself carry it with a Newey-West
+not explain, and what each live session holds (least squares' error here, which takes the rows
+as independent; summaries since the harness fits this itself carry it with a Newey-West
 error, `resources.heap_drift_at_live_set_bytes_per_hour`, and it is printed too). The rows'
 last one (a partial interval) is left out.
 """

@@ -10,8 +10,8 @@
 //! here are Newey and West's: the residuals' products with their neighbours' up to
 //! [`CORRELATION_SPAN_S`] apart are added in, with Bartlett's weights falling to zero at that
 //! span. On independent readings they agree with least squares'. (A strictly periodic swing,
-//! a sweep's sawtooth, averages out over many periods: its neighbours' products cancel over a
-//! period, and the error stays about least squares'.)
+//! such as a sweep's sawtooth, averages out over many periods: its neighbours' products cancel
+//! over a period, and the error can come out below least squares'.)
 
 /// How far apart (seconds) two readings' residuals may be correlated and still be allowed for.
 /// Correlation over longer spans (a rate that swings from one minute to the next, on time alone)
@@ -210,7 +210,7 @@ mod tests {
 
     /// On independent noise the error is least squares' (within sampling); on noise that holds
     /// for 20 readings at a time (a live set wandering with the rate), several times larger, as
-    /// it should be; on a strictly periodic swing, about least squares' again.
+    /// it should be; a strictly periodic swing is not read as a slope.
     #[test]
     fn the_error_allows_for_neighbours_that_move_together() {
         let mut draw = noise(7);
