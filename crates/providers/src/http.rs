@@ -362,6 +362,16 @@ impl<'a> SseReader<'a> {
     /// whole: a JSON reader given a `&str` then skips its own check of every string it reads
     /// (15 per OpenAI chunk; that check was ~13 % of a streaming client's instructions).
     pub(crate) async fn next_data(&mut self) -> Result<Option<&str>, ModelError> {
+        let base_url = self.base_url;
+        match self.next_event().await? {
+            Some(data) => event_text(base_url, data).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Self::next_data`] unchecked: the event's data as bytes, for a reader that checks
+    /// only what it reads (see [`event_text`]).
+    pub(crate) async fn next_event(&mut self) -> Result<Option<&[u8]>, ModelError> {
         use futures::StreamExt;
         if std::mem::take(&mut self.split_done) {
             self.split.clear();
@@ -398,23 +408,24 @@ impl<'a> SseReader<'a> {
             if self.split.is_empty() {
                 if let Some(data) = data_of(&self.read[line.clone()]) {
                     let data = line.start + data.start..line.start + data.end;
-                    return self.utf8(&self.read[data]).map(Some);
+                    return Ok(Some(&self.read[data]));
                 }
             } else {
                 self.split.extend_from_slice(&self.read[line]);
                 if let Some(data) = data_of(&self.split) {
                     self.split_done = true;
-                    return self.utf8(&self.split[data]).map(Some);
+                    return Ok(Some(&self.split[data]));
                 }
                 self.split.clear();
             }
         }
     }
+}
 
-    fn utf8<'b>(&self, data: &'b [u8]) -> Result<&'b str, ModelError> {
-        std::str::from_utf8(data)
-            .map_err(|e| ModelError::Other(format!("bad stream event from {}: not UTF-8 ({e})", self.base_url)))
-    }
+/// An event's data as text: the event stream of `base_url` is UTF-8, or it is a bad stream.
+pub(crate) fn event_text<'b>(base_url: &str, data: &'b [u8]) -> Result<&'b str, ModelError> {
+    std::str::from_utf8(data)
+        .map_err(|e| ModelError::Other(format!("bad stream event from {base_url}: not UTF-8 ({e})")))
 }
 
 /// The longest line of an event stream read (an event's data: a streamed chunk is a few hundred

@@ -20,7 +20,7 @@ pub mod tokens;
 use std::sync::{Arc, OnceLock};
 
 pub use aether_contracts::TokenUsage;
-use aether_contracts::{Metadata, ModelConfig, SessionEvent, ToolCall, ToolDeclaration};
+use aether_contracts::{Metadata, ModelConfig, SessionEvent, ToolCall, ToolDeclaration, UniversalMessage};
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::json;
@@ -90,6 +90,46 @@ pub struct ModelRequest<'a> {
     pub tools: &'a [Arc<ToolDeclaration>],
     /// The request's metadata (simulation controls such as `sim_tool_calls` live here).
     pub metadata: &'a Metadata,
+}
+
+/// A call of one user message, no tools and no metadata, its parts owned: what a benchmark of an
+/// endpoint or a test sends. [`Self::request`] lends it as a [`ModelRequest`].
+pub struct PromptRequest {
+    pub model: ModelConfig,
+    pub system: SystemPrompt,
+    history: [Arc<SessionEvent>; 1],
+    metadata: Metadata,
+}
+
+impl PromptRequest {
+    pub fn new(model: ModelConfig, system: &str, prompt: &str) -> Self {
+        let event = SessionEvent::new(
+            0,
+            Arc::from("prompt"),
+            Arc::from("prompt"),
+            UniversalMessage::user(prompt),
+            vec![],
+        );
+        Self {
+            model,
+            system: SystemPrompt::new(system),
+            history: [Arc::new(event)],
+            metadata: Metadata::new(),
+        }
+    }
+
+    pub fn request(&self) -> ModelRequest<'_> {
+        ModelRequest {
+            model: &self.model,
+            system: &self.system,
+            history: HistoryView {
+                committed: &self.history,
+                pending: &[],
+            },
+            tools: &[],
+            metadata: &self.metadata,
+        }
+    }
 }
 
 /// What a model answered: text, or tool calls to run before it answers.

@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use aether_contracts::{Metadata, ModelConfig, SessionEvent, UniversalMessage};
+use aether_contracts::ModelConfig;
 use aether_runtime::model::gemini::{GeminiConfig, GeminiProvider};
 use aether_runtime::model::openai::{OpenAiConfig, OpenAiProvider};
-use aether_runtime::model::{DeltaSink, HistoryView, ModelError, ModelProvider, ModelRequest, SystemPrompt};
+use aether_runtime::model::{DeltaSink, ModelError, ModelProvider, PromptRequest};
 
 struct Discard;
 
@@ -24,27 +22,13 @@ impl DeltaSink for Discard {
 async fn ask(provider: &dyn ModelProvider, model: &str, max_tokens: Option<u32>) -> [(&'static str, u64); 2] {
     let mut config = ModelConfig::new(model);
     config.max_tokens = max_tokens;
-    let system = SystemPrompt::new("Be thorough.");
-    let history = [Arc::new(SessionEvent::new(
-        0,
-        Arc::from("s"),
-        Arc::from("a"),
-        UniversalMessage::user("Summarise the account status for customer C-1001."),
-        vec![],
-    ))];
-    let metadata = Metadata::new();
-    let request = || ModelRequest {
-        model: &config,
-        system: &system,
-        history: HistoryView {
-            committed: &history,
-            pending: &[],
-        },
-        tools: &[],
-        metadata: &metadata,
-    };
-    let plain = provider.generate(request()).await.unwrap();
-    let streamed = provider.generate_stream(request(), &mut Discard).await.unwrap();
+    let prompt = PromptRequest::new(
+        config,
+        "Be thorough.",
+        "Summarise the account status for customer C-1001.",
+    );
+    let plain = provider.generate(prompt.request()).await.unwrap();
+    let streamed = provider.generate_stream(prompt.request(), &mut Discard).await.unwrap();
     [
         (plain.finish_reason(), plain.usage.completion_tokens),
         (streamed.finish_reason(), streamed.usage.completion_tokens),

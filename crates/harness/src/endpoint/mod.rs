@@ -23,8 +23,8 @@ mod summary;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aether_contracts::{ModelConfig, SessionEvent, UniversalMessage};
-use aether_runtime::model::{DeltaSink, HistoryView, ModelError, ModelRequest, SystemPrompt};
+use aether_contracts::ModelConfig;
+use aether_runtime::model::{DeltaSink, ModelError, PromptRequest};
 use async_trait::async_trait;
 use chrono::Utc;
 use parking_lot::Mutex;
@@ -86,35 +86,17 @@ async fn one(opts: &EndpointOptions, i: u64, due: Instant, rec: &Mutex<Rec>, ser
     let row = &opts.prompts[(i as usize) % opts.prompts.len()];
     let mut model = ModelConfig::new(opts.model.as_str());
     model.max_tokens = row.output_tokens;
-    let system = SystemPrompt::new("");
-    let event = Arc::new(SessionEvent::new(
-        0,
-        Arc::from("bench"),
-        Arc::from("bench"),
-        UniversalMessage::user(row.prompt.as_str()),
-        vec![],
-    ));
-    let history = [event];
-    let metadata = aether_contracts::Metadata::new();
-    let req = ModelRequest {
-        model: &model,
-        system: &system,
-        history: HistoryView {
-            committed: &history,
-            pending: &[],
-        },
-        tools: &[],
-        metadata: &metadata,
-    };
+    let prompt = PromptRequest::new(model, "", &row.prompt);
     let sent = Instant::now();
     let mut timing = Timing {
         sent,
         first: None,
         last: None,
-        gaps: Vec::new(),
+        // One gap a token at most (a piece may hold several), room for 2,048 made at once.
+        gaps: Vec::with_capacity(row.output_tokens.map_or(0, |n| n as usize).min(2_048)),
     };
     series.request_started();
-    let result = opts.provider.generate_stream(req, &mut timing).await;
+    let result = opts.provider.generate_stream(prompt.request(), &mut timing).await;
     series.request_done();
     let done = Instant::now();
     let bucket = series.clock.bucket(done);

@@ -13,6 +13,12 @@
 //!
 //! Tool names: OpenAI allows `[A-Za-z0-9_-]` only, so `namespace.tool` travels as
 //! `namespace__tool` and is mapped back.
+//!
+//! A streamed answer's chunks are read by `chunk`: typed and borrowed from the network read, and
+//! a chunk that repeats the last text-only chunk byte for byte around new text is read against
+//! that frame without the JSON reader (most of a streamed answer's chunks).
+
+mod chunk;
 
 use std::collections::BTreeMap;
 
@@ -20,9 +26,10 @@ use aether_contracts::{ContentPart, MessageContent, Metadata, Role, ToolCall};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::http::{bad_event, is_simulated, served_by, Auth, Endpoint, EndpointConfig, SseReader};
+use super::http::{is_simulated, served_by, Auth, Endpoint, EndpointConfig, SseReader};
 use super::{DeltaSink, ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, TokenUsage};
 use crate::multimodal;
+use chunk::{Chunk, ChunkReader};
 
 /// An OpenAI-compatible endpoint.
 pub struct OpenAiProvider {
@@ -214,22 +221,34 @@ impl OpenAiProvider {
         let simulated = is_simulated(&response);
         let base_url = &self.endpoint.cfg.base_url;
         let mut events = SseReader::new(response, self.endpoint.cfg.first_byte_timeout, base_url);
-        let mut text = String::new();
+        // Room for the answer asked for at ~4 bytes a token, up to 8 KiB (the rest by doubling).
+        let mut text = String::with_capacity(req.model.max_tokens.map_or(0, |n| (n as usize).min(2_048) * 4));
         let mut calls: BTreeMap<u64, (Option<String>, String, String)> = BTreeMap::new();
         let mut usage = TokenUsage::default();
         let mut served_by = req.model.model.clone();
         let mut truncated = false;
+        let mut chunks = ChunkReader::default();
         loop {
-            let Some(data) = events.next_data().await? else {
+            let Some(data) = events.next_event().await? else {
                 return Err(ModelError::Other(format!(
                     "the stream from {base_url} ended before [DONE] (connection dropped)"
                 )));
             };
-            if data == "[DONE]" {
+            if data == b"[DONE]" {
                 break;
             }
-            // Typed and borrowing: a chunk's text is read in place, nothing else it holds is kept.
-            let chunk: StreamChunk<'_> = serde_json::from_str(data).map_err(|e| bad_event(base_url, e))?;
+            // Typed and borrowing: a chunk's text is read in place, nothing else it holds is kept;
+            // one that repeats the last text's frame around new text is not parsed again.
+            let chunk = match chunks.read(data, base_url)? {
+                Chunk::Text(t) => {
+                    if !t.is_empty() {
+                        text.push_str(t);
+                        sink.delta(t).await?;
+                    }
+                    continue;
+                }
+                Chunk::Read(chunk) => chunk,
+            };
             if let Some(m) = chunk.model.filter(|m| **m != *served_by) {
                 served_by = m.0.into_owned();
             }
@@ -274,70 +293,6 @@ impl OpenAiProvider {
             truncated,
         })
     }
-}
-
-/// One streamed chunk, as far as it is read: unknown members are skipped, text is borrowed
-/// unless it holds escapes.
-#[derive(serde::Deserialize)]
-struct StreamChunk<'a> {
-    #[serde(borrow, default)]
-    model: Option<Text<'a>>,
-    #[serde(default)]
-    usage: Option<Value>,
-    /// Only the first choice is read (one is asked for); the list is not collected.
-    #[serde(borrow, default)]
-    choices: Option<First<StreamChoice<'a>>>,
-}
-
-/// A string borrowed from the chunk unless it holds escapes. (serde borrows a `Cow<str>` field
-/// only when it is the field's own type: inside an `Option` it would copy every chunk's text.)
-#[derive(serde::Deserialize)]
-#[serde(transparent)]
-struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
-
-impl std::ops::Deref for Text<'_> {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.0
-    }
-}
-
-/// The first element of a JSON list, the rest skipped unread into anything.
-struct First<T>(Option<T>);
-
-impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for First<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<T>(std::marker::PhantomData<T>);
-        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
-            type Value = First<T>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<First<T>, A::Error> {
-                let first = seq.next_element()?;
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(First(first))
-            }
-        }
-        d.deserialize_seq(Visit(std::marker::PhantomData))
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct StreamChoice<'a> {
-    #[serde(borrow, default)]
-    delta: Option<StreamDelta<'a>>,
-    #[serde(borrow, default)]
-    finish_reason: Option<Text<'a>>,
-}
-
-#[derive(serde::Deserialize)]
-struct StreamDelta<'a> {
-    #[serde(borrow, default)]
-    content: Option<Text<'a>>,
-    /// Tool-call fragments: rare, read as they come.
-    #[serde(default)]
-    tool_calls: Option<Vec<Value>>,
 }
 
 fn tool_call(id: Option<&str>, name: &str, arguments: &str) -> ToolCall {
@@ -389,38 +344,6 @@ impl ModelProvider for OpenAiProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_chunk_is_read_in_place_and_escaped_text_is_decoded() {
-        let plain =
-            br#"{"id":"c","model":"m-1","choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}]}"#;
-        let c: StreamChunk<'_> = serde_json::from_slice(plain).unwrap();
-        assert!(matches!(
-            c.model.as_ref().map(|m| &m.0),
-            Some(std::borrow::Cow::Borrowed("m-1"))
-        ));
-        let text = c
-            .choices
-            .and_then(|f| f.0)
-            .and_then(|ch| ch.delta)
-            .and_then(|d| d.content);
-        assert!(matches!(text.map(|t| t.0), Some(std::borrow::Cow::Borrowed("word "))));
-
-        // Escapes are decoded (an owned copy); only the first choice counts; usage is kept.
-        let escaped = br#"{"choices":[{"delta":{"content":"a\"b\u00e9"},"finish_reason":"length"},{"delta":{"content":"second"}}],"usage":{"completion_tokens":3}}"#;
-        let c: StreamChunk<'_> = serde_json::from_slice(escaped).unwrap();
-        assert_eq!(usage_of(c.usage.as_ref()).completion_tokens, 3);
-        let choice = c.choices.and_then(|f| f.0).unwrap();
-        assert_eq!(choice.finish_reason.as_deref(), Some("length"));
-        assert_eq!(choice.delta.and_then(|d| d.content).as_deref(), Some("a\"bé"));
-
-        // The last chunk's empty list, and `choices: null`, are no choice at all.
-        for body in [&br#"{"choices":[]}"#[..], br#"{"choices":null}"#] {
-            let c: StreamChunk<'_> = serde_json::from_slice(body).unwrap();
-            assert!(c.choices.and_then(|f| f.0).is_none());
-        }
-        assert!(serde_json::from_slice::<StreamChunk<'_>>(br#"{"choices":{}}"#).is_err());
-    }
 
     #[test]
     fn a_base_url_that_is_not_a_url_is_refused_when_the_provider_is_made() {

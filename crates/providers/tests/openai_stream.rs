@@ -1,0 +1,144 @@
+//! A streamed OpenAI answer read over loopback HTTP, from a server that writes exactly the
+//! chunks given: every piece of text reaches the sink in order and whole, whether a chunk is read
+//! against the last one's frame or in full (escapes, a new id, tool-call fragments, the finish,
+//! the usage), and a chunk that is not JSON is an error even where it copies the frame.
+
+use aether_contracts::ModelConfig;
+use aether_providers::openai::{OpenAiConfig, OpenAiProvider};
+use aether_providers::{DeltaSink, ModelError, ModelProvider, ModelResponse, PromptRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Serves one request on a loopback port: answers 200 with `events` as a server-sent-event
+/// body, each written (and flushed) on its own, then closes.
+async fn serve(events: Vec<String>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        // Read the request: its head, then as many body bytes as it says.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the client closed before its request was whole");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if let Some(head_end) = text.find("\r\n\r\n") {
+                let length = text[..head_end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap())
+                    })
+                    .unwrap_or(0);
+                if got.len() >= head_end + 4 + length {
+                    break;
+                }
+            }
+        }
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        for e in events {
+            // The client may give up at a bad chunk: later writes may fail.
+            if socket.write_all(format!("data: {e}\n\n").as_bytes()).await.is_err() || socket.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = socket.write_all(b"data: [DONE]\n\n").await;
+    });
+    format!("http://{addr}/v1")
+}
+
+#[derive(Default)]
+struct Pieces(Vec<String>);
+
+#[async_trait::async_trait]
+impl DeltaSink for Pieces {
+    async fn delta(&mut self, text: &str) -> Result<(), ModelError> {
+        self.0.push(text.to_owned());
+        Ok(())
+    }
+}
+
+async fn stream(events: Vec<String>) -> (Result<ModelResponse, ModelError>, Vec<String>) {
+    let provider = OpenAiProvider::new(OpenAiConfig::new(serve(events).await)).unwrap();
+    let prompt = PromptRequest::new(ModelConfig::new("gpt-4o-mini"), "", "go");
+    let mut pieces = Pieces::default();
+    let result = provider.generate_stream(prompt.request(), &mut pieces).await;
+    (result, pieces.0)
+}
+
+/// A chunk of answer `id` carrying `delta`, finishing with `finish`.
+fn chunk(id: &str, delta: &str, finish: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","object":"chat.completion.chunk","created":1,"model":"m-1","choices":[{{"index":0,"delta":{delta},"finish_reason":{finish}}}]}}"#
+    )
+}
+
+fn text(id: &str, t: &str) -> String {
+    chunk(id, &format!(r#"{{"content":"{t}"}}"#), "null")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_piece_arrives_whole_and_in_order_whichever_way_its_chunk_is_read() {
+    let events = vec![
+        chunk("c-1", r#"{"role":"assistant","content":""}"#, "null"),
+        text("c-1", "The keeper"),
+        text("c-1", " climbed"),
+        text("c-1", " the \\\"old\\\" stairs\\n"),
+        text("c-1", " é"),
+        text("c-2", " and"),
+        text("c-2", ""),
+        text("c-2", " 🦀"),
+        chunk(
+            "c-2",
+            r#"{"tool_calls":[{"index":0,"id":"call-1","type":"function","function":{"name":"crm__lookup","arguments":"{\"id\":"}}]}"#,
+            "null",
+        ),
+        chunk(
+            "c-2",
+            r#"{"tool_calls":[{"index":0,"function":{"arguments":"\"C-1\"}"}}]}"#,
+            "null",
+        ),
+        text("c-2", " rest"),
+        chunk("c-2", "{}", r#""length""#),
+        r#"{"id":"c-2","choices":[],"usage":{"prompt_tokens":4,"completion_tokens":9,"total_tokens":13}}"#.to_owned(),
+    ];
+    let (result, pieces) = stream(events).await;
+    let r = result.unwrap();
+    let expected = [
+        "The keeper",
+        " climbed",
+        " the \"old\" stairs\n",
+        " é",
+        " and",
+        " 🦀",
+        " rest",
+    ];
+    assert_eq!(pieces, expected);
+    assert_eq!(&*r.text, expected.concat());
+    assert_eq!((r.usage.prompt_tokens, r.usage.completion_tokens), (4, 9));
+    assert!(r.truncated, "finish_reason length");
+    assert_eq!(r.tool_calls.len(), 1);
+    assert_eq!(r.tool_calls[0].qualified_name(), "crm.lookup");
+    assert_eq!(r.tool_calls[0].parameters["id"], "C-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_that_copies_the_frame_but_is_not_json_is_an_error() {
+    for bad in ["a\u{1}b", "a\"b", "a\\qb"] {
+        let events = vec![
+            text("c-1", "one"),
+            text("c-1", "two"),
+            text("c-1", bad),
+            text("c-1", "never"),
+        ];
+        let (result, pieces) = stream(events).await;
+        let e = result.err().unwrap_or_else(|| panic!("{bad:?} was read"));
+        assert!(e.to_string().contains("bad stream event from http://127.0.0.1:"), "{e}");
+        assert_eq!(pieces, ["one", "two"], "{bad:?}");
+    }
+}
