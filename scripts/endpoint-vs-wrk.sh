@@ -2,7 +2,8 @@
 # endpoint_load's client against wrk, side by side on one `aether sim-llm --time-scale 0`, both
 # sending the same streamed chat completion (one short prompt, `max_tokens` 128; the simulated
 # answer streams as 88 chunks, ~19 KB). wrk reads each whole chunked answer; endpoint_load also
-# parses every SSE chunk, times each piece and reads the usage, recording TTFT/ITL/E2E in full HDR.
+# reads every SSE chunk (as JSON, or against the last text-only chunk's bytes where it repeats
+# them around new text), times each piece and reads the usage, recording TTFT/ITL/E2E in full HDR.
 # Each generator's own CPU time per answer is printed too (user + system, /usr/bin/time).
 # PIN=1 puts the simulator on CPU 0 (one async worker) and each generator on CPU 1 (the harness
 # then on one async worker too), so that neither takes CPU from the other: the rates then say
