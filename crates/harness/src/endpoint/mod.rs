@@ -82,18 +82,34 @@ impl DeltaSink for Timing {
     }
 }
 
-async fn one(opts: &EndpointOptions, i: u64, due: Instant, rec: &Mutex<Rec>, series: &Series) {
-    let row = &opts.prompts[(i as usize) % opts.prompts.len()];
-    let mut model = ModelConfig::new(opts.model.as_str());
-    model.max_tokens = row.output_tokens;
-    let prompt = PromptRequest::new(model, "", &row.prompt);
+/// Each prompt of the run as the request it is sent as, built once (not per request).
+fn requests(opts: &EndpointOptions) -> Arc<[PromptRequest]> {
+    opts.prompts
+        .iter()
+        .map(|row| {
+            let mut model = ModelConfig::new(opts.model.as_str());
+            model.max_tokens = row.output_tokens;
+            PromptRequest::new(model, "", &row.prompt)
+        })
+        .collect()
+}
+
+async fn one(
+    opts: &EndpointOptions,
+    prompts: &[PromptRequest],
+    i: u64,
+    due: Instant,
+    rec: &Mutex<Rec>,
+    series: &Series,
+) {
+    let prompt = &prompts[(i as usize) % prompts.len()];
     let sent = Instant::now();
     let mut timing = Timing {
         sent,
         first: None,
         last: None,
         // One gap a token at most (a piece may hold several), room for 2,048 made at once.
-        gaps: Vec::with_capacity(row.output_tokens.map_or(0, |n| n as usize).min(2_048)),
+        gaps: Vec::with_capacity(prompt.model.max_tokens.map_or(0, |n| n as usize).min(2_048)),
     };
     series.request_started();
     let result = opts.provider.generate_stream(prompt.request(), &mut timing).await;
@@ -161,12 +177,13 @@ fn schedule(rate: f64, burstiness: f64, seed: u64, n: u64) -> Vec<Duration> {
 
 /// Runs endpoint_load and returns its summary.
 pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> EndpointSummary {
+    let prompts = requests(&opts);
     let opts = Arc::new(opts);
     let discarded = Mutex::new(Rec::default());
     let clock = Clock::start(opts.interval);
     let unseen = Series::new(clock);
     for i in 0..opts.warmup {
-        one(&opts, i, Instant::now(), &discarded, &unseen).await;
+        one(&opts, &prompts, i, Instant::now(), &discarded, &unseen).await;
     }
     let series = Arc::new(Series::new(clock));
     let sampler = Sampler::start(
@@ -204,14 +221,15 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
                     break;
                 }
                 tokio::time::sleep_until(due).await;
-                let (opts, rec, progress, series) = (
+                let (opts, prompts, rec, progress, series) = (
                     Arc::clone(&opts),
+                    Arc::clone(&prompts),
                     Arc::clone(&rec),
                     Arc::clone(&progress),
                     Arc::clone(&series),
                 );
                 tasks.spawn(async move {
-                    one(&opts, i as u64, due, &rec, &series).await;
+                    one(&opts, &prompts, i as u64, due, &rec, &series).await;
                     progress.advance(1);
                 });
                 issued += 1;
@@ -223,8 +241,9 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
             let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let mut workers = tokio::task::JoinSet::new();
             for _ in 0..concurrency.max(1) {
-                let (opts, rec, progress, next, series) = (
+                let (opts, prompts, rec, progress, next, series) = (
                     Arc::clone(&opts),
+                    Arc::clone(&prompts),
                     Arc::clone(&rec),
                     Arc::clone(&progress),
                     Arc::clone(&next),
@@ -237,7 +256,7 @@ pub async fn run(opts: EndpointOptions, progress: Arc<dyn Progress>) -> Endpoint
                         if i >= cap || deadline.is_some_and(|d| due >= d) {
                             return;
                         }
-                        one(&opts, i, due, &rec, &series).await;
+                        one(&opts, &prompts, i, due, &rec, &series).await;
                         progress.advance(1);
                     }
                 });

@@ -164,13 +164,20 @@ impl OpenAiProvider {
             + usage.completion_tokens as f64 / 1000.0 * self.endpoint.cfg.completion_price_per_1k
     }
 
-    async fn complete(&self, req: &ModelRequest<'_>) -> Result<ModelResponse, ModelError> {
-        let body = self.body(req, false);
+    /// Posts the chat request (with the endpoint's retries): the answer, and whether the
+    /// simulator gave it.
+    async fn post(&self, req: &ModelRequest<'_>, stream: bool) -> Result<(reqwest::Response, bool), ModelError> {
+        let body = self.body(req, stream);
         let response = self
             .endpoint
             .send_with_retries(&self.chat_url, &body, Auth::Bearer)
             .await?;
         let simulated = is_simulated(&response);
+        Ok((response, simulated))
+    }
+
+    async fn complete(&self, req: &ModelRequest<'_>) -> Result<ModelResponse, ModelError> {
+        let (response, simulated) = self.post(req, false).await?;
         let v: Value = tokio::time::timeout(self.endpoint.cfg.first_byte_timeout, response.json())
             .await
             .map_err(|_| ModelError::Timeout(self.endpoint.cfg.first_byte_timeout))?
@@ -213,12 +220,7 @@ impl OpenAiProvider {
     }
 
     async fn stream(&self, req: &ModelRequest<'_>, sink: &mut dyn DeltaSink) -> Result<ModelResponse, ModelError> {
-        let body = self.body(req, true);
-        let response = self
-            .endpoint
-            .send_with_retries(&self.chat_url, &body, Auth::Bearer)
-            .await?;
-        let simulated = is_simulated(&response);
+        let (response, simulated) = self.post(req, true).await?;
         let base_url = &self.endpoint.cfg.base_url;
         let mut events = SseReader::new(response, self.endpoint.cfg.first_byte_timeout, base_url);
         // Room for the answer asked for at ~4 bytes a token, up to 8 KiB (the rest by doubling).
