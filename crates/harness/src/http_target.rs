@@ -2,7 +2,7 @@
 //! client would (bearer key, `/v1/tasks`, `/v1/tasks/stream` as server-sent events), so one
 //! summary format compares in-process and over-HTTP cost. Each turn request carries a W3C
 //! `traceparent` derived from its task id ([`crate::trace_ids`]). Turns to an `http://` target
-//! go through the load generator's own pooled hyper client ([`crate::http_pool`]), so that the
+//! go through the lean pooled hyper client ([`aether_runtime::model::http_pool`]), so that the
 //! harness is not the bottleneck of its own measurement; everything else through reqwest.
 
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use aether_contracts::{
     ErrorCode, ErrorPayload, InteractionResponse, TaskRequest, TaskResult, TaskStatus, TaskStreamChunk, TurnReport,
 };
+use aether_runtime::model::http_pool::{self, HttpPool};
 use aether_runtime::model::ProviderInfo;
 use aether_runtime::StatsSnapshot;
 use async_trait::async_trait;
@@ -18,7 +19,6 @@ use serde_json::{json, Value};
 
 use crate::call::Call;
 use crate::http_answer;
-use crate::http_pool::HttpPool;
 use crate::target::{LiveStream, Measured, Target, TargetInfo};
 use crate::timeline::ServerSample;
 use crate::trace_ids;
@@ -31,8 +31,8 @@ pub struct HttpTarget {
     base: String,
     key: Option<String>,
     http: reqwest::Client,
-    /// The turn path's own client for `http://` targets (`crate::http_pool`); reqwest serves the
-    /// rest (https, a path prefix, streams, admin and cleanup calls).
+    /// The turn path's own client for `http://` targets (`http_pool`); reqwest serves the rest
+    /// (https, streams, admin and cleanup calls).
     pool: Option<HttpPool>,
     /// Learnt from the first answer's metadata.
     provider: Mutex<Option<ProviderInfo>>,
@@ -53,7 +53,8 @@ impl HttpTarget {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let pool = HttpPool::for_base(&base, api_key.as_deref())?;
+        let auth = api_key.as_deref().map(http_pool::bearer).transpose()?;
+        let pool = HttpPool::for_base(&base, auth)?;
         Ok(Self {
             base,
             key: api_key,

@@ -31,7 +31,6 @@ mod fit;
 pub mod gate;
 pub mod html;
 mod http_answer;
-pub mod http_pool;
 pub mod http_target;
 
 pub mod kpi;

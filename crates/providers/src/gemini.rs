@@ -71,7 +71,7 @@ impl GeminiProvider {
                 name: cfg.name.clone(),
                 simulated: false,
             },
-            endpoint: Endpoint::new(cfg)?,
+            endpoint: Endpoint::new(cfg, Auth::Header("x-goog-api-key"))?,
         })
     }
 
@@ -170,16 +170,14 @@ impl GeminiProvider {
             .send_with_retries(
                 &super::http::parse_url(&self.url(&req.model.model, stream), &self.endpoint.cfg.base_url)?,
                 &self.body(req),
-                Auth::Header("x-goog-api-key"),
             )
             .await?;
         let simulated = is_simulated(&response);
         let mut acc = Accumulated::default();
         match sink {
             None => {
-                let v: Value = response.json().await.map_err(|e| {
-                    ModelError::Other(format!("unreadable answer from {}: {e}", self.endpoint.cfg.base_url))
-                })?;
+                let cfg = &self.endpoint.cfg;
+                let v = response.json(cfg.first_byte_timeout, &cfg.base_url).await?;
                 acc.absorb(&v, None).await?;
             }
             Some(sink) => {

@@ -1,16 +1,21 @@
 //! The HTTP side shared by the real model providers: one endpoint with its client (connection
-//! reuse), timeouts, retries with exponential backoff and jitter honouring `Retry-After`, and a
+//! reuse: [`http_pool`](crate::http_pool) for a plain-HTTP endpoint when no HTTP proxy is
+//! configured (`http_proxy`, `all_proxy` and their capitals), reqwest for https and through a
+//! proxy), timeouts, retries with exponential backoff and jitter honouring `Retry-After`, and a
 //! circuit breaker (after `breaker_threshold` failed calls in a row it fails fast for
 //! `breaker_cooldown`, then lets one call try).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::StatusCode;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::ModelError;
+use crate::http_pool::{self, HttpPool};
 
 /// How the API key travels.
 #[derive(Debug, Clone, Copy)]
@@ -123,9 +128,71 @@ impl Breaker {
 /// One endpoint: client, policy and breaker.
 pub(crate) struct Endpoint {
     client: reqwest::Client,
+    /// A plain-HTTP endpoint not reached through a proxy: the lean client (`http_pool`), which
+    /// saves reqwest's per-request work (two URL parses, redirect policy, pool keyed by host).
+    pool: Option<HttpPool>,
+    /// The key's header, built once (marked sensitive).
+    auth: Option<(HeaderName, HeaderValue)>,
     pub(crate) cfg: EndpointConfig,
     breaker: Breaker,
     calls: AtomicU64,
+}
+
+/// A successful answer whose head has arrived, from either client; its body is read as it
+/// comes ([`SseReader`]) or whole ([`Answer::json`]).
+pub(crate) enum Answer {
+    Pooled(http_pool::Answer),
+    General(reqwest::Response),
+}
+
+impl Answer {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::Pooled(a) => a.status,
+            Self::General(r) => r.status(),
+        }
+    }
+
+    pub(crate) fn headers(&self) -> &HeaderMap {
+        match self {
+            Self::Pooled(a) => &a.headers,
+            Self::General(r) => r.headers(),
+        }
+    }
+
+    /// The body's next piece, or `None` at its end; an error says why the body broke off.
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, String> {
+        match self {
+            Self::Pooled(a) => a.chunk().await.map_err(|e| error_chain(&e)),
+            Self::General(r) => r.chunk().await.map_err(|e| error_chain(&e)),
+        }
+    }
+
+    /// Done with the body (read up to its last event): the rest is read so that the connection
+    /// can be reused at once (bounded: `http_pool::Answer::finish`).
+    async fn finish(self) {
+        match self {
+            Self::Pooled(a) => a.finish().await,
+            // hyper's pool takes the connection back once the body's end has been read.
+            Self::General(r) => drop(r),
+        }
+    }
+
+    async fn bytes(self) -> Result<bytes::Bytes, String> {
+        match self {
+            Self::Pooled(a) => a.bytes().await.map_err(|e| error_chain(&e)),
+            Self::General(r) => r.bytes().await.map_err(|e| error_chain(&e)),
+        }
+    }
+
+    /// The whole body as JSON, read within `limit`; errors name `base_url`.
+    pub(crate) async fn json(self, limit: Duration, base_url: &str) -> Result<Value, ModelError> {
+        let body = tokio::time::timeout(limit, self.bytes())
+            .await
+            .map_err(|_| ModelError::Timeout(limit))?
+            .map_err(|e| ModelError::Other(format!("unreadable answer from {base_url}: {e}")))?;
+        serde_json::from_slice(&body).map_err(|e| ModelError::Other(format!("unreadable answer from {base_url}: {e}")))
+    }
 }
 
 /// A failed attempt and whether another may follow.
@@ -133,6 +200,14 @@ struct Attempt {
     error: ModelError,
     retryable: bool,
     retry_after: Option<Duration>,
+}
+
+/// Whether calls to a plain-HTTP endpoint may go through an HTTP proxy (reqwest honours the
+/// standard variables and `NO_PROXY`; the lean client does not speak to proxies).
+fn proxy_configured() -> bool {
+    ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|v| !v.is_empty()))
 }
 
 impl Endpoint {
@@ -152,14 +227,33 @@ impl Endpoint {
         r
     }
 
-    pub(crate) fn new(cfg: EndpointConfig) -> Result<Self, ModelError> {
+    /// An endpoint whose key (if any) travels as `auth` says.
+    pub(crate) fn new(cfg: EndpointConfig, auth: Auth) -> Result<Self, ModelError> {
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(http_pool::IDLE_TIMEOUT)
             .build()
             .map_err(|e| ModelError::Other(format!("cannot build the HTTP client: {e}")))?;
+        let auth = cfg
+            .api_key
+            .as_deref()
+            .map(|key| match auth {
+                Auth::Bearer => http_pool::bearer(key),
+                Auth::Header(name) => http_pool::key_header(HeaderName::from_static(name), key),
+            })
+            .transpose()
+            .map_err(|e| ModelError::Other(format!("{} ({})", e, cfg.base_url)))?;
+        let pool = if proxy_configured() {
+            None
+        } else {
+            HttpPool::for_base(&cfg.base_url, None)
+                .map_err(|e| ModelError::Other(format!("base_url `{}`: {e}", cfg.base_url)))?
+                .map(|p| p.with_connect_timeout(cfg.connect_timeout))
+        };
         Ok(Self {
             client,
+            pool,
+            auth,
             breaker: Breaker::new(cfg.breaker_threshold, cfg.breaker_cooldown),
             calls: AtomicU64::new(0),
             cfg,
@@ -195,39 +289,60 @@ impl Endpoint {
         base.mul_f64(rng.random_range(0.5..1.5))
     }
 
-    async fn send(&self, url: &reqwest::Url, body: &Value, auth: Auth) -> Result<reqwest::Response, Attempt> {
-        let mut rb = self.client.post(url.clone()).json(body);
-        // The caller's trace continues at the model server (the `chat` span is current).
-        if let Some(tp) = aether_contracts::trace::traceparent() {
-            rb = rb.header(aether_contracts::trace::TRACEPARENT, tp);
-        }
-        if let Some(key) = &self.cfg.api_key {
-            rb = match auth {
-                Auth::Bearer => rb.bearer_auth(key),
-                Auth::Header(name) => rb.header(name, key),
-            };
-        }
-        let response = match tokio::time::timeout(self.cfg.first_byte_timeout, rb.send()).await {
-            Err(_) => {
-                return Err(Attempt {
-                    error: ModelError::Timeout(self.cfg.first_byte_timeout),
-                    retryable: true,
-                    retry_after: None,
-                })
-            }
-            Ok(Err(e)) => {
-                let what = if e.is_connect() {
-                    "cannot connect to"
-                } else {
-                    "request failed at"
+    /// One attempt: POSTs the JSON `body` to `url` with the key and the current trace's
+    /// `traceparent` (the `chat` span is current, so the trace continues at the model server).
+    async fn send(&self, url: &reqwest::Url, body: &bytes::Bytes) -> Result<Answer, Attempt> {
+        let traceparent = aether_contracts::trace::traceparent().and_then(|tp| HeaderValue::try_from(tp).ok());
+        let failed = |what: &str, detail: String| Attempt {
+            error: ModelError::Other(format!("{what} {url}: {detail}")),
+            retryable: true,
+            retry_after: None,
+        };
+        let timed_out = || Attempt {
+            error: ModelError::Timeout(self.cfg.first_byte_timeout),
+            retryable: true,
+            retry_after: None,
+        };
+        let response = match &self.pool {
+            Some(pool) => {
+                let path = match url.query() {
+                    None => url.path().to_owned(),
+                    Some(q) => format!("{}?{q}", url.path()),
                 };
-                return Err(Attempt {
-                    error: ModelError::Other(format!("{what} {url}: {}", error_chain(&e))),
-                    retryable: true,
-                    retry_after: None,
-                });
+                let uri = hyper::Uri::try_from(path).map_err(|e| Attempt {
+                    retryable: false,
+                    ..failed("not a request path:", e.to_string())
+                })?;
+                let mut extra = Vec::with_capacity(2);
+                extra.extend(self.auth.clone());
+                extra.extend(traceparent.map(|tp| (HeaderName::from_static(aether_contracts::trace::TRACEPARENT), tp)));
+                let sent = pool.send(uri, "application/json", body.clone(), &extra);
+                match tokio::time::timeout(self.cfg.first_byte_timeout, sent).await {
+                    Err(_) => return Err(timed_out()),
+                    Ok(Err(e)) if e.is_connect() => return Err(failed("cannot connect to", error_chain(&e))),
+                    Ok(Err(e)) => return Err(failed("request failed at", error_chain(&e))),
+                    Ok(Ok(a)) => Answer::Pooled(a),
+                }
             }
-            Ok(Ok(r)) => r,
+            None => {
+                let mut rb = self
+                    .client
+                    .post(url.clone())
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+                if let Some(tp) = traceparent {
+                    rb = rb.header(aether_contracts::trace::TRACEPARENT, tp);
+                }
+                if let Some((name, value)) = &self.auth {
+                    rb = rb.header(name, value.clone());
+                }
+                match tokio::time::timeout(self.cfg.first_byte_timeout, rb.send()).await {
+                    Err(_) => return Err(timed_out()),
+                    Ok(Err(e)) if e.is_connect() => return Err(failed("cannot connect to", error_chain(&e))),
+                    Ok(Err(e)) => return Err(failed("request failed at", error_chain(&e))),
+                    Ok(Ok(r)) => Answer::General(r),
+                }
+            }
         };
         let status = response.status();
         if status.is_success() {
@@ -235,11 +350,15 @@ impl Endpoint {
         }
         let retry_after = response
             .headers()
-            .get(reqwest::header::RETRY_AFTER)
+            .get(hyper::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(Duration::from_secs_f64);
-        let text = response.text().await.unwrap_or_default();
+        let text = response
+            .bytes()
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         let message = serde_json::from_str::<Value>(&text)
             .ok()
             .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
@@ -259,18 +378,17 @@ impl Endpoint {
 
     /// POSTs `body` to `url` with retries (inside [`guarded`](Self::guarded), which refuses it
     /// while the breaker is open).
-    pub(crate) async fn send_with_retries(
-        &self,
-        url: &reqwest::Url,
-        body: &Value,
-        auth: Auth,
-    ) -> Result<reqwest::Response, ModelError> {
+    pub(crate) async fn send_with_retries(&self, url: &reqwest::Url, body: &Value) -> Result<Answer, ModelError> {
         crate::resilience::call();
+        // Encoded once: a retry sends the same bytes.
+        let body = bytes::Bytes::from(
+            serde_json::to_vec(body).map_err(|e| ModelError::Other(format!("cannot encode the request: {e}")))?,
+        );
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         let mut rng = rand::rngs::SmallRng::seed_from_u64(super::sim::splitmix64(call));
         let started = Instant::now();
         for attempt in 0.. {
-            let outcome = match self.send(url, body, auth).await {
+            let outcome = match self.send(url, &body).await {
                 Ok(r) => Ok(r),
                 Err(a) if a.retryable && attempt < self.cfg.max_retries => {
                     let wait = self.backoff(attempt, a.retry_after, &mut rng);
@@ -303,7 +421,7 @@ pub(crate) fn parse_url(url: &str, base_url: &str) -> Result<reqwest::Url, Model
 }
 
 /// `aether sim-llm` marks its answers; results then say the numbers are simulated.
-pub(crate) fn is_simulated(r: &reqwest::Response) -> bool {
+pub(crate) fn is_simulated(r: &Answer) -> bool {
     r.headers()
         .get("x-aether-simulated")
         .is_some_and(|v| v.as_bytes() == b"true")
@@ -328,7 +446,7 @@ pub(crate) use aether_contracts::error_chain;
 /// only bytes copied are those of a line that a read cuts in two; a line longer than
 /// [`MAX_LINE`] is an error, not a buffer without end.
 pub(crate) struct SseReader<'a> {
-    bytes: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    answer: Answer,
     /// The latest network read; lines are read from it in place.
     read: bytes::Bytes,
     /// Where the unread part of `read` begins.
@@ -342,10 +460,9 @@ pub(crate) struct SseReader<'a> {
 }
 
 impl<'a> SseReader<'a> {
-    pub(crate) fn new(response: reqwest::Response, idle: Duration, base_url: &'a str) -> Self {
-        use futures::StreamExt;
+    pub(crate) fn new(answer: Answer, idle: Duration, base_url: &'a str) -> Self {
         Self {
-            bytes: response.bytes_stream().boxed(),
+            answer,
             read: bytes::Bytes::new(),
             at: 0,
             split: Vec::new(),
@@ -372,7 +489,6 @@ impl<'a> SseReader<'a> {
     /// [`Self::next_data`] unchecked: the event's data as bytes, for a reader that checks
     /// only what it reads (see [`event_text`]).
     pub(crate) async fn next_event(&mut self) -> Result<Option<&[u8]>, ModelError> {
-        use futures::StreamExt;
         if std::mem::take(&mut self.split_done) {
             self.split.clear();
         }
@@ -387,19 +503,18 @@ impl<'a> SseReader<'a> {
                     )));
                 }
                 self.split.extend_from_slice(&self.read[self.at..]);
-                let next = tokio::time::timeout(self.idle, self.bytes.next())
+                let next = tokio::time::timeout(self.idle, self.answer.chunk())
                     .await
                     .map_err(|_| ModelError::Timeout(self.idle))?;
                 match next {
-                    Some(Ok(read)) => (self.read, self.at) = (read, 0),
-                    Some(Err(e)) => {
+                    Ok(Some(read)) => (self.read, self.at) = (read, 0),
+                    Err(e) => {
                         return Err(ModelError::Other(format!(
-                            "the stream from {} broke off: {}",
-                            self.base_url,
-                            error_chain(&e)
+                            "the stream from {} broke off: {e}",
+                            self.base_url
                         )))
                     }
-                    None => return Ok(None),
+                    Ok(None) => return Ok(None),
                 }
                 continue;
             };
@@ -419,6 +534,14 @@ impl<'a> SseReader<'a> {
                 self.split.clear();
             }
         }
+    }
+}
+
+impl SseReader<'_> {
+    /// Done with the stream (its last event read): the rest of the body is read, bounded, so
+    /// that the connection is reused by the next call.
+    pub(crate) async fn finish(self) {
+        self.answer.finish().await;
     }
 }
 
@@ -457,7 +580,7 @@ mod tests {
     {
         let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
         SseReader::new(
-            reqwest::Response::from(http::Response::new(body)),
+            Answer::General(reqwest::Response::from(http::Response::new(body))),
             Duration::from_secs(5),
             base_url,
         )
@@ -471,7 +594,7 @@ mod tests {
             .chain(futures::stream::pending());
         let body = reqwest::Body::wrap_stream(pieces);
         let mut r = SseReader::new(
-            reqwest::Response::from(http::Response::new(body)),
+            Answer::General(reqwest::Response::from(http::Response::new(body))),
             Duration::from_secs(5),
             "http://test",
         );
@@ -579,7 +702,7 @@ mod tests {
         let mut cfg = EndpointConfig::new("http://127.0.0.1:1/v1");
         cfg.backoff_base = Duration::from_millis(100);
         cfg.backoff_max = Duration::from_millis(1000);
-        let e = Endpoint::new(cfg).unwrap();
+        let e = Endpoint::new(cfg, Auth::Bearer).unwrap();
         let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
         for attempt in 0..8u32 {
             let nominal = Duration::from_millis(100 * (1u64 << attempt)).min(Duration::from_millis(1000));

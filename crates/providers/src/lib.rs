@@ -1,12 +1,14 @@
 //! Aether Frame's model providers: the [`ModelProvider`] trait every provider implements, the
 //! simulated model ([`sim`]) with its profiles and tokenizer, the OpenAI-compatible ([`openai`]),
 //! Gemini ([`gemini`]) and local GGUF (`local`, feature `local-llm`) providers over one HTTP
-//! endpoint policy (timeouts, retries, circuit breaker), and [`multimodal`]: image checks and
+//! endpoint policy (timeouts, retries, circuit breaker; [`http_pool`], the lean HTTP/1.1 client
+//! for plain-HTTP endpoints), and [`multimodal`]: image checks and
 //! conversion for each wire format. It depends on the contracts alone: a model reads the history
 //! as [`SessionEvent`]s and the tools as [`ToolDeclaration`]s.
 
 pub mod gemini;
 mod http;
+pub mod http_pool;
 #[cfg(feature = "local-llm")]
 pub mod local;
 pub mod multimodal;

@@ -1,12 +1,40 @@
 //! A streamed OpenAI answer read over loopback HTTP, from a server that writes exactly the
 //! chunks given: every piece of text reaches the sink in order and whole, whether a chunk is read
 //! against the last one's frame or in full (escapes, a new id, tool-call fragments, the finish,
-//! the usage), and a chunk that is not JSON is an error even where it copies the frame.
+//! the usage), and a chunk that is not JSON is an error even where it copies the frame; and
+//! streamed calls to a plain-HTTP endpoint share one kept-alive connection.
 
 use aether_contracts::ModelConfig;
 use aether_providers::openai::{OpenAiConfig, OpenAiProvider};
 use aether_providers::{DeltaSink, ModelError, ModelProvider, ModelResponse, PromptRequest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Reads one request (its head, then as many body bytes as it says) from `socket`, `got` holding
+/// what was read beyond the last one; `false` when the client closed the connection first.
+async fn read_request(socket: &mut tokio::net::TcpStream, got: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(got);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            let length = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if got.len() >= head_end + 4 + length {
+                got.drain(..head_end + 4 + length);
+                return true;
+            }
+        }
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
 
 /// Serves one request on a loopback port: answers 200 with `events` as a server-sent-event
 /// body, each written (and flushed) on its own, then closes.
@@ -15,28 +43,10 @@ async fn serve(events: Vec<String>) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
-        // Read the request: its head, then as many body bytes as it says.
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = socket.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the client closed before its request was whole");
-            got.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&got);
-            if let Some(head_end) = text.find("\r\n\r\n") {
-                let length = text[..head_end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse::<usize>().unwrap())
-                    })
-                    .unwrap_or(0);
-                if got.len() >= head_end + 4 + length {
-                    break;
-                }
-            }
-        }
+        assert!(
+            read_request(&mut socket, &mut Vec::new()).await,
+            "the client closed before its request was whole"
+        );
         socket
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
             .await
@@ -141,4 +151,49 @@ async fn a_chunk_that_copies_the_frame_but_is_not_json_is_an_error() {
         assert!(e.to_string().contains("bad stream event from http://127.0.0.1:"), "{e}");
         assert_eq!(pieces, ["one", "two"], "{bad:?}");
     }
+}
+
+/// Streamed calls one after another to a plain-HTTP endpoint that keeps its connections: each
+/// answer is read up to `[DONE]` (the body's end comes after it), and still the next call reuses
+/// the connection (the rest of each body is read and the connection given back), so the server
+/// sees one connection for all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_calls_one_after_another_share_one_kept_alive_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while read_request(&mut socket, &mut got).await {
+                    let mut body = String::new();
+                    for e in [text("c-1", &format!("answer {n}")), "[DONE]".to_owned()] {
+                        let event = format!("data: {e}\n\n");
+                        body.push_str(&format!("{:x}\r\n{event}\r\n", event.len()));
+                    }
+                    let head =
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                    // The body's end goes in a write of its own, after `[DONE]`.
+                    if socket.write_all(format!("{head}{body}").as_bytes()).await.is_err()
+                        || socket.write_all(b"0\r\n\r\n").await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let provider = OpenAiProvider::new(OpenAiConfig::new(base)).unwrap();
+    let prompt = PromptRequest::new(ModelConfig::new("gpt-4o-mini"), "", "go");
+    for _ in 0..5 {
+        let mut pieces = Pieces::default();
+        let r = provider.generate_stream(prompt.request(), &mut pieces).await.unwrap();
+        assert_eq!((&*r.text, pieces.0.len()), ("answer 0", 1));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection for five calls");
 }

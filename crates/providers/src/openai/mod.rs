@@ -1,5 +1,6 @@
 //! An OpenAI-compatible chat-completions provider (OpenAI, Azure OpenAI, DeepSeek, vLLM,
-//! llama.cpp server, Ollama, `aether sim-llm`), over reqwest with connection reuse.
+//! llama.cpp server, Ollama, `aether sim-llm`), with connection reuse: a plain-HTTP endpoint
+//! through the lean `http_pool` client, any other (https, a proxy) through reqwest.
 //!
 //! * Plain and streamed (server-sent events) answers; streamed tool-call fragments are
 //!   reassembled by index; images go as data URLs; usage is read from the answer.
@@ -26,7 +27,7 @@ use aether_contracts::{ContentPart, MessageContent, Metadata, Role, ToolCall};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::http::{is_simulated, served_by, Auth, Endpoint, EndpointConfig, SseReader};
+use super::http::{is_simulated, served_by, Answer, Auth, Endpoint, EndpointConfig, SseReader};
 use super::{DeltaSink, ModelError, ModelProvider, ModelRequest, ModelResponse, ProviderInfo, TokenUsage};
 use crate::multimodal;
 use chunk::{Chunk, ChunkReader};
@@ -59,7 +60,7 @@ impl OpenAiProvider {
                 name: cfg.name.clone(),
                 simulated: false,
             },
-            endpoint: Endpoint::new(cfg)?,
+            endpoint: Endpoint::new(cfg, Auth::Bearer)?,
         })
     }
 
@@ -166,22 +167,17 @@ impl OpenAiProvider {
 
     /// Posts the chat request (with the endpoint's retries): the answer, and whether the
     /// simulator gave it.
-    async fn post(&self, req: &ModelRequest<'_>, stream: bool) -> Result<(reqwest::Response, bool), ModelError> {
+    async fn post(&self, req: &ModelRequest<'_>, stream: bool) -> Result<(Answer, bool), ModelError> {
         let body = self.body(req, stream);
-        let response = self
-            .endpoint
-            .send_with_retries(&self.chat_url, &body, Auth::Bearer)
-            .await?;
+        let response = self.endpoint.send_with_retries(&self.chat_url, &body).await?;
         let simulated = is_simulated(&response);
         Ok((response, simulated))
     }
 
     async fn complete(&self, req: &ModelRequest<'_>) -> Result<ModelResponse, ModelError> {
         let (response, simulated) = self.post(req, false).await?;
-        let v: Value = tokio::time::timeout(self.endpoint.cfg.first_byte_timeout, response.json())
-            .await
-            .map_err(|_| ModelError::Timeout(self.endpoint.cfg.first_byte_timeout))?
-            .map_err(|e| ModelError::Other(format!("unreadable answer from {}: {e}", self.endpoint.cfg.base_url)))?;
+        let cfg = &self.endpoint.cfg;
+        let v = response.json(cfg.first_byte_timeout, &cfg.base_url).await?;
         let message = v.pointer("/choices/0/message").ok_or_else(|| {
             ModelError::Other(format!(
                 "answer from {} has no choices[0].message",
@@ -237,6 +233,7 @@ impl OpenAiProvider {
                 )));
             };
             if data == b"[DONE]" {
+                events.finish().await;
                 break;
             }
             // Typed and borrowing: a chunk's text is read in place, nothing else it holds is kept;

@@ -1,11 +1,12 @@
-//! The load generator's pooled HTTP/1.1 client against a real loopback server: connections are
+//! The lean pooled HTTP/1.1 client (the load generator's and the providers' for plain-HTTP
+//! endpoints) against a real loopback server: connections are
 //! reused, never more than the requests in flight; one the server closes (saying so, or silently
 //! while it is idle) is replaced; one whose request was abandoned is never reused.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use aether_harness::http_pool::HttpPool;
+use aether_providers::http_pool::{bearer, HttpPool, PoolError, DRAIN_LIMIT, IDLE_TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -21,6 +22,9 @@ enum Mode {
     HangUp,
     /// Never answers.
     Mute,
+    /// Answers the head and one piece of a chunked body that never ends; notifies `done` when
+    /// the client closes the connection.
+    Endless,
 }
 
 /// A minimal HTTP/1.1 server: answers every request with `{"n":K}` (K counts requests) as `mode`
@@ -89,6 +93,17 @@ async fn server(mode: Mode) -> Server {
                         return;
                     }
                     let n = requests.fetch_add(1, Ordering::SeqCst);
+                    if mode == Mode::Endless {
+                        let piece = format!("{{\"n\":{n}}}");
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{piece}\r\n",
+                            piece.len()
+                        );
+                        s.write_all(head.as_bytes()).await.unwrap();
+                        while s.read(&mut [0u8; 64]).await.is_ok_and(|n| n > 0) {}
+                        done.notify_one();
+                        return;
+                    }
                     let body = format!("{{\"n\":{n}}}");
                     let conn = if mode == Mode::Close {
                         "Connection: close\r\n"
@@ -112,19 +127,35 @@ async fn server(mode: Mode) -> Server {
     out
 }
 
-/// One POST of `{}` with a `traceparent`, as the harness sends a turn.
-async fn post(pool: &HttpPool) -> Result<(hyper::StatusCode, bytes::Bytes), aether_harness::http_pool::PoolError> {
-    let traceparent = (
+/// The `traceparent` each request carries (the server checks it arrives).
+fn traceparent() -> [(hyper::header::HeaderName, hyper::header::HeaderValue); 1] {
+    [(
         hyper::header::HeaderName::from_static("traceparent"),
         hyper::header::HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
-    );
-    pool.post_json("/v1/tasks", b"{}".to_vec(), &[traceparent]).await
+    )]
+}
+
+/// One POST of `{}` with a `traceparent`, as the harness sends a turn.
+async fn post(pool: &HttpPool) -> Result<(hyper::StatusCode, bytes::Bytes), PoolError> {
+    pool.post_json("/v1/tasks", b"{}".to_vec(), &traceparent()).await
+}
+
+/// One POST of `{}` to `uri`: the answer once its head has arrived, its body unread.
+async fn open(pool: &HttpPool, uri: hyper::Uri) -> aether_providers::http_pool::Answer {
+    pool.send(
+        uri,
+        "application/json",
+        bytes::Bytes::from_static(b"{}"),
+        &traceparent(),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_one_after_another_share_one_connection() {
     let Server { base, accepted, .. } = server(Mode::Keep).await;
-    let pool = HttpPool::for_base(&base, Some("k1")).unwrap().unwrap();
+    let pool = HttpPool::for_base(&base, Some(bearer("k1").unwrap())).unwrap().unwrap();
     for i in 0..50 {
         let (status, body) = post(&pool).await.unwrap();
         assert_eq!(status, 200);
@@ -137,7 +168,7 @@ async fn requests_one_after_another_share_one_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_never_open_more_connections_than_are_in_flight() {
     let Server { base, accepted, .. } = server(Mode::Keep).await;
-    let pool = Arc::new(HttpPool::for_base(&base, Some("k1")).unwrap().unwrap());
+    let pool = Arc::new(HttpPool::for_base(&base, Some(bearer("k1").unwrap())).unwrap().unwrap());
     for _ in 0..5 {
         let round = (0..16).map(|_| {
             let pool = Arc::clone(&pool);
@@ -155,7 +186,7 @@ async fn concurrent_requests_never_open_more_connections_than_are_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_server_closes_is_replaced() {
     let Server { base, accepted, .. } = server(Mode::Close).await;
-    let pool = HttpPool::for_base(&base, Some("k1")).unwrap().unwrap();
+    let pool = HttpPool::for_base(&base, Some(bearer("k1").unwrap())).unwrap().unwrap();
     for i in 0..5 {
         let (status, body) = post(&pool).await.unwrap();
         assert_eq!((status.as_u16(), &body[..]), (200, format!("{{\"n\":{i}}}").as_bytes()));
@@ -175,7 +206,9 @@ async fn a_connection_the_server_closes_is_replaced() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_connection_closed_silently_while_idle_is_replaced_before_anything_is_written() {
     let s = server(Mode::HangUp).await;
-    let pool = HttpPool::for_base(&s.base, Some("k1")).unwrap().unwrap();
+    let pool = HttpPool::for_base(&s.base, Some(bearer("k1").unwrap()))
+        .unwrap()
+        .unwrap();
     for i in 0..5 {
         let (status, body) = post(&pool).await.unwrap();
         assert_eq!((status.as_u16(), &body[..]), (200, format!("{{\"n\":{i}}}").as_bytes()));
@@ -194,11 +227,99 @@ async fn a_connection_closed_silently_while_idle_is_replaced_before_anything_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_request_does_not_return_its_connection() {
     let s = server(Mode::Mute).await;
-    let pool = HttpPool::for_base(&s.base, Some("k1")).unwrap().unwrap();
+    let pool = HttpPool::for_base(&s.base, Some(bearer("k1").unwrap()))
+        .unwrap()
+        .unwrap();
     tokio::select! {
         r = post(&pool) => panic!("a mute server answered: {r:?}"),
         () = s.done.notified() => {}
     }
     assert_eq!(pool.idle(), 0);
     assert_eq!(s.accepted.load(Ordering::SeqCst), 1);
+}
+
+/// An answer read piece by piece gives its connection back at its end; one dropped before its
+/// end gives it back once the rest has been read in the background. (One thread: each yield
+/// lets the connection's task, the drain and the I/O driver run, with nothing else competing.)
+#[tokio::test(flavor = "current_thread")]
+async fn a_streamed_answer_returns_its_connection_only_once_read_to_its_end() {
+    let Server { base, accepted, .. } = server(Mode::Keep).await;
+    let pool = HttpPool::for_base(&format!("{base}/prefix/"), Some(bearer("k1").unwrap()))
+        .unwrap()
+        .unwrap();
+    let uri = pool.uri("/v1/tasks").unwrap();
+    assert_eq!(uri, "/prefix/v1/tasks");
+    let mut answer = open(&pool, uri.clone()).await;
+    assert_eq!(answer.status, 200);
+    let mut body = Vec::new();
+    while let Some(piece) = answer.chunk().await.unwrap() {
+        assert_eq!(pool.idle(), 0, "lent while its body is being read");
+        body.extend_from_slice(&piece);
+    }
+    assert_eq!(body, b"{\"n\":0}");
+    assert_eq!(pool.idle(), 1, "given back at the body's end");
+    let half_read = open(&pool, uri.clone()).await;
+    drop(half_read);
+    // The drain is a task of its own: let it run (a bounded number of turns, no clock).
+    for _ in 0..1000 {
+        if pool.idle() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pool.idle(), 1, "the rest was read and the connection given back");
+    let (status, body) = post(&pool).await.unwrap();
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"{\"n\":2}"[..]));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+/// An answer dropped midway whose body never ends is not waited for without end: after
+/// `DRAIN_LIMIT` its connection is closed, never reused.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_dropped_answer_whose_body_never_ends_has_its_connection_closed() {
+    let s = server(Mode::Endless).await;
+    let pool = HttpPool::for_base(&s.base, Some(bearer("k1").unwrap()))
+        .unwrap()
+        .unwrap();
+    let mut answer = open(&pool, hyper::Uri::from_static("/v1/tasks")).await;
+    assert_eq!(answer.chunk().await.unwrap().unwrap(), &b"{\"n\":0}"[..]);
+    let dropped = tokio::time::Instant::now();
+    drop(answer);
+    s.done.notified().await;
+    assert!(dropped.elapsed() >= DRAIN_LIMIT, "closed after {:?}", dropped.elapsed());
+    assert_eq!(pool.idle(), 0);
+}
+
+/// Connections left idle past [`IDLE_TIMEOUT`] (a burst's extra ones) are closed when the pool
+/// is next used; the one in use stays.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn connections_idle_past_the_timeout_are_closed_at_the_next_use() {
+    let Server { base, accepted, .. } = server(Mode::Keep).await;
+    let pool = HttpPool::for_base(&base, Some(bearer("k1").unwrap())).unwrap().unwrap();
+    let (a, b) = tokio::join!(post(&pool), post(&pool));
+    assert_eq!((a.unwrap().0.as_u16(), b.unwrap().0.as_u16()), (200, 200));
+    assert_eq!((pool.idle(), accepted.load(Ordering::SeqCst)), (2, 2));
+    tokio::time::advance(IDLE_TIMEOUT / 2).await;
+    post(&pool).await.unwrap();
+    assert_eq!(pool.idle(), 2, "not yet idle too long");
+    tokio::time::advance(IDLE_TIMEOUT).await;
+    post(&pool).await.unwrap();
+    assert_eq!(pool.idle(), 1, "the one unused for longer than the timeout was closed");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "the one in use was reused");
+}
+
+/// A caller done with an answer whose body never ends (a stream held open after its last
+/// event) waits for its end at most `DRAIN_LIMIT`; the connection is then closed.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn finishing_an_answer_whose_body_never_ends_waits_no_longer_than_the_limit() {
+    let s = server(Mode::Endless).await;
+    let pool = HttpPool::for_base(&s.base, Some(bearer("k1").unwrap()))
+        .unwrap()
+        .unwrap();
+    let answer = open(&pool, hyper::Uri::from_static("/v1/tasks")).await;
+    let started = tokio::time::Instant::now();
+    answer.finish().await;
+    assert_eq!(started.elapsed(), DRAIN_LIMIT);
+    s.done.notified().await;
+    assert_eq!(pool.idle(), 0, "its connection was closed, not kept");
 }
