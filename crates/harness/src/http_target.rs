@@ -129,7 +129,7 @@ impl HttpTarget {
                     .map_err(|_| failure(task_id, "the traceparent is not a header value".into()))?;
                 match pool.post_json("/v1/tasks", body, &[(TRACEPARENT, traceparent)]).await {
                     Ok((status, body)) => Ok((status.as_u16(), body)),
-                    Err(e) => Err(failure(task_id, e.to_string())),
+                    Err(e) => Err(failure(task_id, aether_contracts::error_chain(&e))),
                 }
             }
             None => {

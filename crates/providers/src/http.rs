@@ -319,6 +319,11 @@ impl Endpoint {
                 let sent = pool.send(uri, "application/json", body.clone(), &extra);
                 match tokio::time::timeout(self.cfg.first_byte_timeout, sent).await {
                     Err(_) => return Err(timed_out()),
+                    Ok(Err(e @ http_pool::PoolError::Connect { .. })) => {
+                        // "cannot connect to ADDR" again would only repeat the URL's address.
+                        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), error_chain);
+                        return Err(failed("cannot connect to", cause));
+                    }
                     Ok(Err(e)) if e.is_connect() => return Err(failed("cannot connect to", error_chain(&e))),
                     Ok(Err(e)) => return Err(failed("request failed at", error_chain(&e))),
                     Ok(Ok(a)) => Answer::Pooled(a),

@@ -68,19 +68,20 @@ pub struct HttpPool {
     idle: Idle,
 }
 
-/// Why a request got no answer.
+/// Why a request got no answer. The cause is the error's `source` (not repeated in its own
+/// text): print it with [`aether_contracts::error_chain`].
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect { addr: String, source: std::io::Error },
     #[error("connecting to {addr} timed out after {after:?}")]
     ConnectTimeout { addr: String, after: Duration },
-    #[error("HTTP handshake with {addr} failed: {source}")]
+    #[error("HTTP handshake with {addr} failed")]
     Handshake { addr: String, source: hyper::Error },
-    #[error("HTTP request failed: {0}")]
-    Request(hyper::Error),
-    #[error("reading the answer's body failed: {0}")]
-    Body(hyper::Error),
+    #[error("HTTP request failed")]
+    Request(#[source] hyper::Error),
+    #[error("reading the answer's body failed")]
+    Body(#[source] hyper::Error),
     #[error("`{0}` is not a valid request path")]
     Path(String),
 }
@@ -438,9 +439,11 @@ mod tests {
             .unwrap();
         let e = p.post_json("/v1/tasks", b"{}".to_vec(), &[]).await.unwrap_err();
         assert!(e.is_connect());
+        let text = aether_contracts::error_chain(&e);
         assert!(
-            e.to_string().contains(&format!("cannot connect to 127.0.0.1:{port}")),
-            "{e}"
+            text.starts_with(&format!("cannot connect to 127.0.0.1:{port}: ")) && text.contains("refused"),
+            "{text}"
         );
+        assert_eq!(text.matches("refused").count(), 1, "the cause once: {text}");
     }
 }

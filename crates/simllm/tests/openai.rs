@@ -258,10 +258,13 @@ async fn a_wrong_url_or_key_is_a_clear_error() {
     assert_eq!(e.code.as_str(), "model.upstream");
     assert!(
         e.message
-            .contains("cannot connect to http://127.0.0.1:1/v1/chat/completions"),
+            .contains("cannot connect to http://127.0.0.1:1/v1/chat/completions: "),
         "{}",
         e.message
     );
+    // The cause once, the address once: no "cannot connect to" said twice.
+    assert_eq!(e.message.matches("cannot connect").count(), 1, "{}", e.message);
+    assert_eq!(e.message.matches("refused").count(), 1, "{}", e.message);
 
     let (_sim, url) = server(SimLlmConfig {
         api_key: Some("right".into()),
