@@ -642,6 +642,60 @@ fn start_sim_llm(mut sim: Command) -> (Reaped, String) {
     (sim, base)
 }
 
+/// `aether serve` over a plain-HTTP model endpoint (`aether sim-llm`) reuses one connection for
+/// turns one after another, plain and streamed alike (a streamed answer's body is read to its end
+/// after `[DONE]`, so its connection is back in the pool before the next turn); `/metrics` shows
+/// it: one connection opened, one idle, one model call per turn.
+#[test]
+fn turns_one_after_another_share_one_connection_to_a_plain_http_model_endpoint() {
+    let _machine = MACHINE.blocking_read();
+    let (_sim, base) = start_sim_llm(command(&["sim-llm", "--port", "0", "--time-scale", "0"]));
+    let served = start_serve(
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--provider",
+            "openai",
+            "--base-url",
+            &base,
+        ],
+        &[("AETHER_API_KEYS", "key-reuse=t")],
+    );
+    let _drained = drain(served.stderr);
+    let _server = Reaped(served.child);
+    let url = served.url;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let http = reqwest::Client::new();
+        let agent = create_agent(&url, "key-reuse", "Be brief.").await;
+        for i in 0..6 {
+            let route = if i % 2 == 0 { "tasks" } else { "tasks/stream" };
+            let answer = http
+                .post(format!("{url}/v1/{route}"))
+                .bearer_auth("key-reuse")
+                .json(
+                    &json!({"task_id": format!("r{i}"), "agent_id": agent, "session_id": format!("r{i}"),
+                    "messages": [{"role": "user", "content": "hello"}]}),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200, "turn {i}");
+            let text = answer.text().await.unwrap();
+            assert!(!text.contains("model.upstream"), "turn {i}: {text}");
+        }
+        let metrics = gauges(&http, &url).await;
+        assert_eq!(gauge(&metrics, "aether_model_calls_total"), 6.0, "{metrics}");
+        assert_eq!(
+            gauge(&metrics, "aether_model_http_connections_opened_total"),
+            1.0,
+            "{metrics}"
+        );
+        assert_eq!(gauge(&metrics, "aether_model_http_idle_connections"), 1.0, "{metrics}");
+    });
+}
+
 /// `aether sim-llm` fault storms under `burst_load` (2 s): 80 % of the model calls get a fault
 /// (429 with Retry-After, 500, 503, a slow first byte, a connection dropped mid-stream). Retries are
 /// bounded and counted, the circuit breaker opens and closes, every failed request reaches the

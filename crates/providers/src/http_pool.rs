@@ -15,15 +15,20 @@
 //! ([`MAX_IDLE`]: a connection beyond it is closed), and a connection idle for longer than
 //! [`IDLE_TIMEOUT`] is closed when the pool is next used. A request that hyper refused before
 //! writing a byte (the server had closed the idle connection) is sent again on a new connection;
-//! one that was written is never sent twice. An answer dropped before its end (a stream read up
-//! to its `[DONE]`, say) has the rest of its body read in the background, for at most
-//! [`DRAIN_LIMIT`] and [`DRAIN_BYTES`], and its connection given back if the body ended; a
-//! connection holding half an exchange is never reused.
+//! one that was written is never sent twice. A caller done with an answer before its body's end
+//! (a stream read up to its `[DONE]`) calls [`Answer::finish`], which reads the rest, at most
+//! [`DRAIN_BYTES`] within [`DRAIN_LIMIT`], and gives the connection back before the caller's next
+//! request; an answer dropped instead has the rest read at once if it has arrived, else in the
+//! background within the same bounds. A connection holding half an exchange is never reused.
 //!
 //! Not served (the caller keeps a general client for them): `https://`, a base with a user,
 //! query or fragment, and any call through an HTTP proxy.
+//!
+//! Counted process-wide, for `/metrics`: the connections opened ([`connections_opened`]) and
+//! those idle now in every pool ([`idle_connections`]).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,7 +58,45 @@ pub const DRAIN_BYTES: usize = 64 * 1024;
 type Conn = SendRequest<Full<Bytes>>;
 
 /// The idle connections, the most recently used last (taken first); each with when it went idle.
-type Idle = Arc<Mutex<VecDeque<(Conn, Instant)>>>;
+type Idle = Arc<Mutex<Stack>>;
+
+/// Connections opened by every pool of the process.
+static OPENED: AtomicU64 = AtomicU64::new(0);
+/// Connections idle now in every pool of the process.
+static IDLE: AtomicU64 = AtomicU64::new(0);
+
+/// Connections the pools of this process have opened (a steady climb under steady load means
+/// connections are not being reused).
+pub fn connections_opened() -> u64 {
+    OPENED.load(Ordering::Relaxed)
+}
+
+/// Connections idle now in the pools of this process (each pool at most [`MAX_IDLE`]).
+pub fn idle_connections() -> u64 {
+    IDLE.load(Ordering::Relaxed)
+}
+
+/// One pool's idle connections, counted in [`IDLE`] while held.
+#[derive(Default)]
+struct Stack(VecDeque<(Conn, Instant)>);
+
+impl Stack {
+    fn pop_back(&mut self) -> Option<Conn> {
+        let (c, _) = self.0.pop_back()?;
+        IDLE.fetch_sub(1, Ordering::Relaxed);
+        Some(c)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        IDLE.fetch_sub(self.0.len() as u64, Ordering::Relaxed);
+    }
+}
 
 /// A pool of HTTP/1.1 connections to one `http://host:port` origin.
 pub struct HttpPool {
@@ -222,18 +265,20 @@ async fn rest_of(body: &mut Incoming, left: &mut usize) -> bool {
 }
 
 /// Gives `c` back to the idle stack, closing those idle for longer than [`IDLE_TIMEOUT`].
-fn checkin(idle: &Mutex<VecDeque<(Conn, Instant)>>, c: Conn) {
+fn checkin(idle: &Mutex<Stack>, c: Conn) {
     if c.is_closed() {
         return;
     }
     let now = Instant::now();
     let mut idle = idle.lock();
     // The least recently used are at the front: close those idle too long.
-    while idle.front().is_some_and(|(_, since)| now - *since > IDLE_TIMEOUT) {
-        idle.pop_front();
+    while idle.0.front().is_some_and(|(_, since)| now - *since > IDLE_TIMEOUT) {
+        idle.0.pop_front();
+        IDLE.fetch_sub(1, Ordering::Relaxed);
     }
     if idle.len() < MAX_IDLE {
-        idle.push_back((c, now));
+        idle.0.push_back((c, now));
+        IDLE.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -264,7 +309,7 @@ impl HttpPool {
             prefix: path.trim_end_matches('/').to_owned(),
             auth,
             connect_timeout: None,
-            idle: Arc::new(Mutex::new(VecDeque::new())),
+            idle: Arc::new(Mutex::new(Stack::default())),
         }))
     }
 
@@ -314,13 +359,14 @@ impl HttpPool {
                 tracing::debug!(error = %e, "pooled HTTP connection ended");
             }
         });
+        OPENED.fetch_add(1, Ordering::Relaxed);
         Ok(sender)
     }
 
     /// An idle connection ready to send, or a new one.
     async fn checkout(&self) -> Result<(Conn, bool), PoolError> {
         loop {
-            let Some((mut c, _)) = self.idle.lock().pop_back() else {
+            let Some(mut c) = self.idle.lock().pop_back() else {
                 break;
             };
             // Ready at once, unless the connection's task has not yet taken in the end of the
@@ -424,6 +470,51 @@ mod tests {
         let (name, value) = bearer("k1").unwrap();
         assert_eq!((name, value.is_sensitive()), (AUTHORIZATION, true));
         assert_eq!(format!("{value:?}"), "Sensitive", "a key is never printed");
+    }
+
+    /// The process-wide counts follow the pools: connections opened, idle ones held, and none
+    /// left counted once a pool is gone. (The only test of this binary that opens a connection.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn idle_and_opened_connections_are_counted_process_wide() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n @ 1..) = s.read(&mut buf).await {
+                        got.extend_from_slice(&buf[..n]);
+                        // Each request is a head alone (an empty body): answer each one whole.
+                        while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            got.drain(..end + 4);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if s.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let (opened, idle) = (connections_opened(), idle_connections());
+        let pool = HttpPool::for_base(&base, None).unwrap().unwrap();
+        let uri = || Uri::from_static("/");
+        let (a, b) = tokio::join!(
+            pool.send(uri(), "text/plain", Bytes::new(), &[]),
+            pool.send(uri(), "text/plain", Bytes::new(), &[])
+        );
+        assert_eq!(&a.unwrap().bytes().await.unwrap()[..], b"ok");
+        assert_eq!(&b.unwrap().bytes().await.unwrap()[..], b"ok");
+        assert_eq!((connections_opened() - opened, idle_connections() - idle), (2, 2));
+        let again = pool.send(uri(), "text/plain", Bytes::new(), &[]).await.unwrap();
+        assert_eq!(idle_connections() - idle, 1, "one lent out");
+        again.bytes().await.unwrap();
+        assert_eq!((connections_opened() - opened, idle_connections() - idle), (2, 2));
+        drop(pool);
+        assert_eq!(idle_connections(), idle, "a pool gone holds none");
     }
 
     #[tokio::test]

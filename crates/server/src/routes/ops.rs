@@ -52,6 +52,15 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         "aether_rate_limit_fail_open_total".into(),
         crate::limits::fail_open_total(),
     );
+    // The lean HTTP client's connections (plain-HTTP model endpoints): idle now, and opened.
+    m.gauge(
+        "aether_model_http_idle_connections",
+        aether_runtime::model::http_pool::idle_connections() as f64,
+    );
+    m.counter_total(
+        "aether_model_http_connections_opened_total".into(),
+        aether_runtime::model::http_pool::connections_opened(),
+    );
     // The HTTP model providers' retries and circuit breaker (zero with the simulated model).
     let r = aether_runtime::model::resilience::snapshot();
     for (name, v) in [
