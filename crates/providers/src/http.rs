@@ -131,7 +131,7 @@ pub(crate) struct Endpoint {
     /// A plain-HTTP endpoint not reached through a proxy: the lean client (`http_pool`), which
     /// saves reqwest's per-request work (two URL parses, redirect policy, pool keyed by host).
     pool: Option<HttpPool>,
-    /// The key's header, built once (marked sensitive).
+    /// The key's header, built once (marked sensitive); the pool holds its own copy.
     auth: Option<(HeaderName, HeaderValue)>,
     pub(crate) cfg: EndpointConfig,
     breaker: Breaker,
@@ -246,7 +246,7 @@ impl Endpoint {
         let pool = if proxy_configured() {
             None
         } else {
-            HttpPool::for_base(&cfg.base_url, None)
+            HttpPool::for_base(&cfg.base_url, auth.clone())
                 .map_err(|e| ModelError::Other(format!("base_url `{}`: {e}", cfg.base_url)))?
                 .map(|p| p.with_connect_timeout(cfg.connect_timeout))
         };
@@ -313,18 +313,20 @@ impl Endpoint {
                     retryable: false,
                     ..failed("not a request path:", e.to_string())
                 })?;
-                let mut extra = Vec::with_capacity(2);
-                extra.extend(self.auth.clone());
-                extra.extend(traceparent.map(|tp| (HeaderName::from_static(aether_contracts::trace::TRACEPARENT), tp)));
-                let sent = pool.send(uri, "application/json", body.clone(), &extra);
+                // The pool sends the key itself: the trace is the one header of this request.
+                let traceparent =
+                    traceparent.map(|tp| (HeaderName::from_static(aether_contracts::trace::TRACEPARENT), tp));
+                let sent = pool.send(uri, "application/json", body.clone(), traceparent.as_slice());
                 match tokio::time::timeout(self.cfg.first_byte_timeout, sent).await {
                     Err(_) => return Err(timed_out()),
-                    Ok(Err(e @ http_pool::PoolError::Connect { .. })) => {
-                        // "cannot connect to ADDR" again would only repeat the URL's address.
-                        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), error_chain);
+                    Ok(Err(e)) if e.is_connect() => {
+                        // The pool's own "cannot connect to ADDR" would repeat the URL's address.
+                        let cause = match &e {
+                            http_pool::PoolError::Connect { source, .. } => error_chain(source),
+                            _ => error_chain(&e),
+                        };
                         return Err(failed("cannot connect to", cause));
                     }
-                    Ok(Err(e)) if e.is_connect() => return Err(failed("cannot connect to", error_chain(&e))),
                     Ok(Err(e)) => return Err(failed("request failed at", error_chain(&e))),
                     Ok(Ok(a)) => Answer::Pooled(a),
                 }
