@@ -5,23 +5,22 @@
 //! answer's report has 39 keys, each a string and a value), and then the figures are read back out of that tree; a profile of
 //! `perf run --target` put a third of the load generator's CPU in that read. Here a successful
 //! answer is read once into typed parts: the figures, `trace_id` and agent creation's `reused`
-//! flag (the only metadata the load loop reads otherwise: the result's `metadata` holds just
-//! those, `agent` as `{"reused": …}`), and the result's own fields; `created_at` and the
-//! report's other parts are skipped unparsed. A failed task, or any part not as expected, gives `None`:
+//! flag (the only other parts of the report the load loop reads: handed over as a
+//! [`ReadReport`], so the result's `metadata` stays an empty map, never built), and the result's
+//! own fields; `created_at` and the report's other parts are skipped unparsed. A failed task, or any part not as expected, gives `None`:
 //! the caller then reads the answer whole, so failures and report errors are exactly those of
 //! the full read.
 
 use std::borrow::Cow;
 
 use aether_contracts::{
-    simulated_provider, Metadata, ReportError, TaskResult, TaskStatus, TokenUsage, ToolResult, TurnFigures, TurnTiming,
+    simulated_provider, ReportError, TaskResult, TaskStatus, TokenUsage, ToolResult, TurnFigures, TurnTiming,
     UniversalMessage,
 };
 use aether_runtime::model::ProviderInfo;
 use serde::Deserialize;
-use serde_json::Value;
 
-use crate::target::Measured;
+use crate::target::{Measured, ReadReport};
 
 #[derive(Deserialize)]
 struct Answer<'a> {
@@ -141,24 +140,20 @@ pub(crate) fn read(body: &[u8], want_provider: bool) -> Option<(Measured, Option
             session_created: m.session.as_ref().ok_or_else(|| missing("session"))?.created,
         })
     })();
-    let mut metadata = Metadata::new();
-    if let Some(agent) = m.agent {
-        metadata.insert("agent".into(), serde_json::json!({ "reused": agent.reused }));
-    }
-    if let Some(t) = m.trace_id {
-        metadata.insert("trace_id".into(), Value::String(t));
-    }
     let mut result = TaskResult::success(a.task_id);
     result.messages = a.messages;
     result.tool_results = a.tool_results;
     result.execution_time = a.execution_time;
-    result.metadata = metadata;
     result.session_id = a.session_id;
     result.agent_id = a.agent_id;
     Some((
         Measured {
             result,
             figures: Some(figures),
+            read: Some(ReadReport {
+                trace_id: m.trace_id,
+                agent_reused: m.agent.map(|a| a.reused),
+            }),
         },
         provider,
     ))
@@ -190,7 +185,16 @@ mod tests {
             (m.result.task_id.as_str(), m.result.agent_id.as_deref()),
             ("t1", Some("agent-1"))
         );
-        assert_eq!(m.result.metadata["trace_id"], "abc");
+        assert_eq!(m.trace_id(), Some("abc"));
+        assert!(
+            m.result.metadata.is_empty(),
+            "the report is handed over read, not as a map"
+        );
+        // A turn has no agent part: said as the full read says it.
+        let whole = Measured::of(full);
+        assert_eq!(whole.trace_id(), Some("abc"));
+        assert!(m.agent_reused().is_err());
+        assert_eq!(m.agent_reused(), whole.agent_reused());
         assert_eq!(
             provider.map(|p| (p.name, p.simulated)),
             Some(("simulated".into(), true))
@@ -204,7 +208,15 @@ mod tests {
             "created_at":"2026-12-04T02:16:30.768760602Z","metadata":{"agent":{"agent_id":"agent-1","reused":true,
             "provider":{"name":"simulated","simulated":true},"tools":[]},"timing":{"total_us":144104.6}},"agent_id":"agent-1"}"#;
         let (m, provider) = read(body.as_bytes(), true).expect("a successful creation");
-        assert_eq!(AgentReport::reused(&m.result.metadata), Ok(true));
+        assert_eq!(m.agent_reused(), Ok(true));
+        let full: TaskResult = serde_json::from_str(body).unwrap();
+        assert_eq!(AgentReport::reused(&full.metadata), Ok(true));
+        assert_eq!(m.trace_id(), None);
+        // A malformed `reused` is left to the full read, which names it.
+        let bad = body.replace(r#""reused":true"#, r#""reused":"yes""#);
+        assert!(read(bad.as_bytes(), true).is_none());
+        let full: TaskResult = serde_json::from_str(&bad).unwrap();
+        assert!(Measured::of(full).agent_reused().is_err());
         assert_eq!(m.figures.unwrap().unwrap_err().key, "provider");
         assert!(provider.is_none());
     }

@@ -31,9 +31,10 @@ pub struct HttpTarget {
     base: String,
     key: Option<String>,
     http: reqwest::Client,
-    /// The turn path's own client for `http://` targets (`http_pool`); reqwest serves the rest
-    /// (https, streams, admin and cleanup calls).
-    pool: Option<HttpPool>,
+    /// The turn path's own client for `http://` targets (`http_pool`), with the request target
+    /// of `/v1/tasks` built once; reqwest serves the rest (https, streams, admin and cleanup
+    /// calls).
+    pool: Option<(HttpPool, hyper::Uri)>,
     /// Learnt from the first answer's metadata.
     provider: Mutex<Option<ProviderInfo>>,
     /// An operator's key: the harness reads `/v1/admin/stats` with it at each interval.
@@ -54,7 +55,13 @@ impl HttpTarget {
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let auth = api_key.as_deref().map(http_pool::bearer).transpose()?;
-        let pool = HttpPool::for_base(&base, auth)?;
+        let pool = match HttpPool::for_base(&base, auth)? {
+            Some(pool) => {
+                let tasks = pool.uri("/v1/tasks").map_err(|e| e.to_string())?;
+                Some((pool, tasks))
+            }
+            None => None,
+        };
         Ok(Self {
             base,
             key: api_key,
@@ -122,12 +129,12 @@ impl HttpTarget {
     /// Sends the JSON `body` of task `task_id` to `/v1/tasks`: the answer's status and body, or
     /// the failure to report.
     async fn send(&self, task_id: &str, body: Vec<u8>) -> Result<(u16, bytes::Bytes), TaskResult> {
-        let traceparent = trace_ids::traceparent(self.trace_salt, task_id);
         match &self.pool {
-            Some(pool) => {
-                let traceparent = hyper::header::HeaderValue::try_from(traceparent)
+            Some((pool, tasks)) => {
+                let traceparent = trace_ids::traceparent_bytes(self.trace_salt, task_id);
+                let traceparent = hyper::header::HeaderValue::from_bytes(&traceparent)
                     .map_err(|_| failure(task_id, "the traceparent is not a header value".into()))?;
-                match pool.post_json("/v1/tasks", body, &[(TRACEPARENT, traceparent)]).await {
+                match pool.post_json(tasks.clone(), body, &[(TRACEPARENT, traceparent)]).await {
                     Ok((status, body)) => Ok((status.as_u16(), body)),
                     Err(e) => Err(failure(task_id, aether_contracts::error_chain(&e))),
                 }
@@ -135,7 +142,7 @@ impl HttpTarget {
             None => {
                 let sent = self
                     .request(reqwest::Method::POST, "/v1/tasks")
-                    .header("traceparent", traceparent)
+                    .header("traceparent", trace_ids::traceparent(self.trace_salt, task_id))
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body)
                     .send()

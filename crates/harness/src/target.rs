@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use aether_contracts::{
-    InteractionResponse, ReportError, TaskRequest, TaskResult, TaskStreamChunk, TurnFigures, TurnReport,
+    AgentReport, InteractionResponse, ReportError, TaskRequest, TaskResult, TaskStreamChunk, TurnFigures, TurnReport,
 };
 use aether_runtime::live::{LiveOptions, LiveSession};
 
@@ -74,20 +74,56 @@ pub trait Target: Send + Sync + 'static {
 
 /// A task's result and the turn's figures from its report.
 pub struct Measured {
-    /// The result. A target may leave out of its `metadata` what `figures` already holds, and
-    /// what the load loop does not read: `trace_id` and agent creation's `agent.reused` are
-    /// always there.
+    /// The result. A target that read the answer's report itself ([`Self::read`]) may leave its
+    /// `metadata` empty; otherwise the load loop reads the report from it.
     pub result: TaskResult,
     /// The figures when the target already read them (`None`: read them from the result's
     /// metadata when they are wanted, see [`Self::figures`]).
     pub figures: Option<Result<TurnFigures, ReportError>>,
+    /// The rest of the report the load loop reads, when the target already read it.
+    pub read: Option<ReadReport>,
+}
+
+/// The parts of a result's report, besides its figures, that the load loop reads: read by a
+/// target from the answer itself, so that the result's `metadata` is never built as a map.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadReport {
+    /// The turn's trace (`metadata.trace_id`).
+    pub trace_id: Option<String>,
+    /// Agent creation's `metadata.agent.reused`; `None` when the report has no `agent` part.
+    pub agent_reused: Option<bool>,
 }
 
 impl Measured {
     /// A result whose figures are read from its metadata if asked for (agent creation's never
     /// are).
     pub fn of(result: TaskResult) -> Self {
-        Self { result, figures: None }
+        Self {
+            result,
+            figures: None,
+            read: None,
+        }
+    }
+
+    /// The turn's trace id, when the runtime traced it.
+    pub fn trace_id(&self) -> Option<&str> {
+        match &self.read {
+            Some(r) => r.trace_id.as_deref(),
+            None => self.result.metadata.get("trace_id").and_then(serde_json::Value::as_str),
+        }
+    }
+
+    /// Whether agent creation reused an agent; an error names what is missing or malformed.
+    pub fn agent_reused(&self) -> Result<bool, ReportError> {
+        match &self.read {
+            Some(ReadReport {
+                agent_reused: Some(reused),
+                ..
+            }) => Ok(*reused),
+            // No `agent` part (a malformed one was left to the full read): said as the full read says it.
+            Some(_) => AgentReport::reused(&aether_contracts::Metadata::new()),
+            None => AgentReport::reused(&self.result.metadata),
+        }
     }
 
     /// The figures; an error names the report part that is missing or malformed.

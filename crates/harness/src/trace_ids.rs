@@ -40,16 +40,24 @@ pub fn trace_id(salt: u64, task_id: &str) -> String {
         .collect()
 }
 
-/// The `traceparent` of `task_id`'s request: its trace, a span of the harness's own (the
-/// client side of the request), sampled. Written into one buffer (it is made for every
-/// request the load generator sends).
-pub fn traceparent(salt: u64, task_id: &str) -> String {
+/// The `traceparent` of `task_id`'s request, as its 55 ASCII bytes: its trace, a span of the
+/// harness's own (the client side of the request), sampled. Written into one buffer (it is made
+/// for every request the load generator sends, and becomes a header value with no `String`
+/// between).
+pub fn traceparent_bytes(salt: u64, task_id: &str) -> [u8; 55] {
     let h = hash(salt, task_id);
     let mut b = *b"00-00000000000000000000000000000000-0000000000000000-01";
     b[3..35].copy_from_slice(&trace_bytes(h));
     hex16(mix(h ^ 0xAAAA) | 1, &mut b[36..52]);
-    // ASCII throughout: the lossy conversion copies it as it is.
-    String::from_utf8_lossy(&b).into_owned()
+    b
+}
+
+/// [`traceparent_bytes`] as a `String`.
+pub fn traceparent(salt: u64, task_id: &str) -> String {
+    traceparent_bytes(salt, task_id)
+        .iter()
+        .map(|&b| char::from(b))
+        .collect()
 }
 
 #[cfg(test)]
@@ -61,6 +69,7 @@ mod tests {
         let tp = traceparent(7, "burst-t1");
         assert!(aether_contracts::trace::is_traceparent(&tp), "{tp}");
         assert_eq!(tp.split('-').nth(1).unwrap(), trace_id(7, "burst-t1"));
+        assert_eq!(tp.as_bytes(), traceparent_bytes(7, "burst-t1"));
         assert_eq!(trace_id(7, "burst-t1"), trace_id(7, "burst-t1"));
         // The digits are those `{:016x}` writes.
         let h = hash(7, "burst-t1");

@@ -137,7 +137,8 @@ fn traceparent() -> [(hyper::header::HeaderName, hyper::header::HeaderValue); 1]
 
 /// One POST of `{}` with a `traceparent`, as the harness sends a turn.
 async fn post(pool: &HttpPool) -> Result<(hyper::StatusCode, bytes::Bytes), PoolError> {
-    pool.post_json("/v1/tasks", b"{}".to_vec(), &traceparent()).await
+    let uri = pool.uri("/v1/tasks").expect("a valid path");
+    pool.post_json(uri, b"{}".to_vec(), &traceparent()).await
 }
 
 /// One POST of `{}` to `uri`: the answer once its head has arrived, its body unread.

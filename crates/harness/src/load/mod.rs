@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aether_contracts::{
-    AgentReport, InteractionResponse, InteractionType, TaskChunkType, TaskRequest, TaskResult, TurnFigures, TurnReport,
+    InteractionResponse, InteractionType, TaskChunkType, TaskRequest, TaskResult, TurnFigures, TurnReport,
     UniversalMessage,
 };
 use parking_lot::Mutex;
@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::call::{Call, PhaseParts, Turn};
 use crate::progress::Progress;
-use crate::scenario::{Mode, ScenarioConfig, SessionMode};
+use crate::scenario::{tagged_id, Mode, ScenarioConfig, SessionMode};
 use crate::target::{Measured, Target};
 use crate::timeline::Series;
 
@@ -149,10 +149,14 @@ impl TurnOutcome {
             return TurnOutcome::Failed(Failure::of(&m.result));
         }
         let figures = m.figures();
+        let trace_id = match m.read.take() {
+            Some(read) => read.trace_id,
+            None => m.trace_id().map(str::to_owned),
+        };
         let r = m.result;
         match figures {
             Ok(report) => TurnOutcome::Done {
-                trace_id: r.metadata.get("trace_id").and_then(Value::as_str).map(str::to_owned),
+                trace_id,
                 tool_calls: r.tool_results.len() as u64,
                 tool_times: r
                     .tool_results
@@ -352,7 +356,7 @@ struct TurnSample {
 async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -> RequestSample {
     let cfg = &phase.config;
     let mut sample = RequestSample::default();
-    let create_id = format!("{}-c{i}", phase.tag);
+    let create_id = tagged_id(&phase.tag, "-c", i);
     let create = if phase.unique_agent_per_iteration {
         let mut agent = phase.parts.agent().clone();
         agent.name = Some(format!("{}-{i}", phase.tag));
@@ -361,14 +365,14 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
         Call::create_shared_agent(create_id, &phase.parts)
     };
     let t = Instant::now();
-    let created = target.call(create).await.result;
+    let created = target.call(create).await;
     sample.create = Some(t.elapsed());
-    let Some(agent_id) = created.agent_id.clone().filter(|_| created.is_success()) else {
-        sample.create_error = Some(Failure::of(&created));
+    let Some(agent_id) = created.result.agent_id.clone().filter(|_| created.result.is_success()) else {
+        sample.create_error = Some(Failure::of(&created.result));
         sample.elapsed = due.elapsed();
         return sample;
     };
-    sample.agent_reused = match AgentReport::reused(&created.metadata) {
+    sample.agent_reused = match created.agent_reused() {
         Ok(reused) => Some(reused),
         Err(e) => {
             sample.create_error = Some(Failure::new(REPORT_CODE, e.to_string()));
@@ -379,7 +383,7 @@ async fn one_request(target: &dyn Target, phase: &Phase, i: u64, due: Instant) -
 
     let session_id = cfg.session_mode.session_id(&phase.tag, i);
     let turn_call = Call::Turn(Turn {
-        task_id: format!("{}-t{i}", phase.tag),
+        task_id: tagged_id(&phase.tag, "-t", i),
         agent_id: &agent_id,
         user_id: (cfg.session_mode == SessionMode::FixedPerIteration).then(|| session_id.clone()),
         session_id,
