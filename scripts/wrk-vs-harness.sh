@@ -5,7 +5,9 @@
 # recorded in full HDR). Each measurement gets a fresh server (a memory store that already holds
 # a previous run's sessions is slower, which would favour whichever ran first), and the two
 # generators get the same one thread: wrk -t1, and the harness `--worker-threads 1`
-# (HARNESS_THREADS), so both leave the other core to the server. ROUNDS rounds alternate them.
+# (HARNESS_THREADS), so both leave the other core to the server. ROUNDS rounds alternate them:
+# wrk first in odd rounds, the harness first in even ones. The last line gives the lowest and the
+# median ratio over all runs.
 # Rates on a shared machine move with its load, so each generator's own CPU time per call is
 # printed too (user + system, from /usr/bin/time; wrk's requests are built by its Lua script,
 # the harness's encoded and its answers parsed and checked): the cost that decides which of
@@ -41,12 +43,11 @@ start_server() {
 stop_server() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
 printf '| concurrency | round | wrk turns/s (1 call each) | harness requests/s | harness calls/s (2 per request) | calls: harness / wrk | CPU µs per call: wrk | CPU µs per call: harness |\n|---|---|---|---|---|---|---|---|\n'
 cpu() { awk '{print $1 + $2}' "$1"; }  # user + system seconds, from /usr/bin/time -f '%U %S'
-for n in ${@:-16 32}; do
-  for round in $(seq "$ROUNDS"); do
-    start_server
-    agent=$(curl -s -H 'authorization: Bearer bench-key' -H 'content-type: application/json' \
-      -d '{"agent_type":"bench","model_config":{"model":"gpt-4o-mini"},"system_prompt":"Be brief."}' "$url/v1/agents" | python3 -c 'import json,sys; print(json.load(sys.stdin)["agent_id"])')
-    cat > "$work/turn.lua" <<LUA
+run_wrk() {
+  start_server
+  agent=$(curl -s -H 'authorization: Bearer bench-key' -H 'content-type: application/json' \
+    -d '{"agent_type":"bench","model_config":{"model":"gpt-4o-mini"},"system_prompt":"Be brief."}' "$url/v1/agents" | python3 -c 'import json,sys; print(json.load(sys.stdin)["agent_id"])')
+  cat > "$work/turn.lua" <<LUA
 counter = 0
 request = function()
   counter = counter + 1
@@ -54,23 +55,33 @@ request = function()
   return wrk.format("POST", "/v1/tasks", {["Content-Type"]="application/json", ["Authorization"]="Bearer bench-key"}, body)
 end
 LUA
-    /usr/bin/time -f '%U %S' -o "$work/wrk.cpu" "${on_client[@]}" wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/turn.lua" "$url" > "$work/wrk.txt"
-    stop_server
-    if grep -q "Non-2xx" "$work/wrk.txt"; then echo "wrk got errors:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
-    w=$(awk "/Requests\/sec/ {print \$2}" "$work/wrk.txt")
-    w_calls=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
-    start_server
-    /usr/bin/time -f '%U %S' -o "$work/h.cpu" "${on_client[@]}" "$AETHER" --worker-threads "$HARNESS_THREADS" perf run --scenario burst_load --target "$url" \
-      --api-key bench-key --concurrency "$n" --duration "${DURATION}s" --output "$work/h.json" >/dev/null 2>&1
-    stop_server
-    h=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(round(d['throughput_rps']))")
-    failed=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(d['requests']['failed'])")
-    [[ $failed == 0 ]] || { echo "the harness saw $failed failed requests" >&2; exit 1; }
-    # Every call the harness sent, warm-up included, against its whole process's CPU time.
-    h_calls=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(2*d['requests']['issued'])")
-    printf '| %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$n" "$round" "$w" "$h" "$((h * 2))" \
-      "$(python3 -c "print(f'{2*$h/$w:.2f}')")" \
+  /usr/bin/time -f '%U %S' -o "$work/wrk.cpu" "${on_client[@]}" wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/turn.lua" "$url" > "$work/wrk.txt"
+  stop_server
+  if grep -q "Non-2xx" "$work/wrk.txt"; then echo "wrk got errors:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
+  w=$(awk "/Requests\/sec/ {print \$2}" "$work/wrk.txt")
+  w_calls=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
+}
+run_harness() {
+  start_server
+  /usr/bin/time -f '%U %S' -o "$work/h.cpu" "${on_client[@]}" "$AETHER" --worker-threads "$HARNESS_THREADS" perf run --scenario burst_load --target "$url" \
+    --api-key bench-key --concurrency "$n" --duration "${DURATION}s" --output "$work/h.json" >/dev/null 2>&1
+  stop_server
+  h=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(round(d['throughput_rps']))")
+  failed=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(d['requests']['failed'])")
+  [[ $failed == 0 ]] || { echo "the harness saw $failed failed requests" >&2; exit 1; }
+  # Every call the harness sent, warm-up included, against its whole process's CPU time.
+  h_calls=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(2*d['requests']['issued'])")
+}
+ratios=()
+for n in ${@:-16 32}; do
+  for round in $(seq "$ROUNDS"); do
+    # wrk first in odd rounds, the harness first in even ones: a host whose load drifts
+    # within a round favours neither.
+    if (( round % 2 )); then run_wrk; run_harness; else run_harness; run_wrk; fi
+    ratio=$(python3 -c "print(f'{2*$h/$w:.2f}')"); ratios+=("$ratio")
+    printf '| %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$n" "$round" "$w" "$h" "$((h * 2))" "$ratio" \
       "$(python3 -c "print(f'{$(cpu "$work/wrk.cpu")/$w_calls*1e6:.1f}')")" \
       "$(python3 -c "print(f'{$(cpu "$work/h.cpu")/$h_calls*1e6:.1f}')")"
   done
 done
+python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[1:]]; print(f'\ncalls: harness / wrk over {len(r)} runs: lowest {min(r):.2f}, median {statistics.median(r):.2f}')" "${ratios[@]}"

@@ -1,15 +1,15 @@
 //! A task result's JSON read the way the load loop needs it, in one typed pass.
 //!
 //! A `TaskResult` carries its turn report in `metadata`, a JSON object: read as a
-//! `serde_json::Map`, every key and value of it is allocated (a 1.6 KB
-//! answer's report has 39 keys, each a string and a value), and then the figures are read back out of that tree; a profile of
-//! `perf run --target` put a third of the load generator's CPU in that read. Here a successful
-//! answer is read once into typed parts: the figures, `trace_id` and agent creation's `reused`
-//! flag (the only other parts of the report the load loop reads: handed over as a
+//! `serde_json::Map`, every key and value of it is allocated (a 1.6 KB answer's report has 39
+//! keys, each a string and a value), and then the figures are read back out of that tree; a
+//! profile of `perf run --target` put a third of the load generator's CPU in that read. Here a
+//! successful answer is read once into typed parts: the figures, `trace_id` and agent creation's
+//! `reused` flag (the only other parts of the report the load loop reads: handed over as a
 //! [`ReadReport`], so the result's `metadata` stays an empty map, never built), and the result's
-//! own fields; `created_at` and the report's other parts are skipped unparsed. A failed task, or any part not as expected, gives `None`:
-//! the caller then reads the answer whole, so failures and report errors are exactly those of
-//! the full read.
+//! own fields; `created_at` (left `None`) and the report's other parts are skipped unparsed. A
+//! failed task, or any part not as expected, gives `None`: the caller then reads the answer
+//! whole, so failures and report errors are exactly those of the full read.
 
 use std::borrow::Cow;
 
@@ -140,12 +140,21 @@ pub(crate) fn read(body: &[u8], want_provider: bool) -> Option<(Measured, Option
             session_created: m.session.as_ref().ok_or_else(|| missing("session"))?.created,
         })
     })();
-    let mut result = TaskResult::success(a.task_id);
-    result.messages = a.messages;
-    result.tool_results = a.tool_results;
-    result.execution_time = a.execution_time;
-    result.session_id = a.session_id;
-    result.agent_id = a.agent_id;
+    let result = TaskResult {
+        task_id: a.task_id,
+        status: TaskStatus::Success,
+        result_data: None,
+        messages: a.messages,
+        tool_results: a.tool_results,
+        error_message: None,
+        error: None,
+        execution_time: a.execution_time,
+        // Not read (the load loop never looks at it), and not the harness's clock either.
+        created_at: None,
+        metadata: Default::default(),
+        session_id: a.session_id,
+        agent_id: a.agent_id,
+    };
     Some((
         Measured {
             result,
