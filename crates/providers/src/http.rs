@@ -500,7 +500,13 @@ impl<'a> SseReader<'a> {
             self.split.clear();
         }
         loop {
-            let Some(len) = memchr::memchr(b'\n', &self.read[self.at..]) else {
+            // The blank line that ends an event mostly follows its data line at once: it needs no
+            // search (memchr's set-up is ~65 instructions a call; two calls an event).
+            let line_end = match self.read.get(self.at) {
+                Some(b'\n') => Some(0),
+                _ => memchr::memchr(b'\n', &self.read[self.at..]),
+            };
+            let Some(len) = line_end else {
                 // The rest of this read is the start of a line: keep it, read on.
                 if self.split.len() + self.read.len() - self.at > MAX_LINE {
                     return Err(ModelError::Other(format!(
