@@ -211,6 +211,12 @@ async fn create_agent(url: &str, key: &str, prompt: &str) -> String {
     agent["agent_id"].as_str().unwrap().to_owned()
 }
 
+/// A turn's request: task `task` of `agent` in session `session`, saying "hello".
+fn hello_turn(task: &str, agent: &str, session: &str) -> Value {
+    json!({"task_id": task, "agent_id": agent, "session_id": session,
+           "messages": [{"role": "user", "content": "hello"}]})
+}
+
 /// The server's `/metrics` text.
 async fn gauges(http: &reqwest::Client, url: &str) -> String {
     http.get(format!("{url}/metrics"))
@@ -321,10 +327,7 @@ async fn an_instance_killed_mid_turn_leaves_whole_sessions_and_no_live_ghosts() 
     let mut stream = http
         .post(format!("{a_url}/v1/tasks/stream?keep_open=true"))
         .bearer_auth("kill-key")
-        .json(
-            &json!({"task_id": live, "agent_id": agent, "session_id": format!("live-s-{nonce}"),
-                      "messages": [{"role": "user", "content": "hello"}]}),
-        )
+        .json(&hello_turn(&live, &agent, &format!("live-s-{nonce}")))
         .send()
         .await
         .unwrap();
@@ -467,10 +470,7 @@ async fn offer(
                 let resp = http
                     .post(format!("{url}/v1/tasks"))
                     .bearer_auth("load-key")
-                    .json(
-                        &json!({"task_id": format!("c{c}-{n}"), "agent_id": agent, "session_id": format!("c{c}-{n}"),
-                                  "messages": [{"role": "user", "content": "hello"}]}),
-                    )
+                    .json(&hello_turn(&format!("c{c}-{n}"), &agent, &format!("c{c}-{n}")))
                     .send()
                     .await
                     .unwrap();
@@ -674,10 +674,7 @@ fn turns_one_after_another_share_one_connection_to_a_plain_http_model_endpoint()
             let answer = http
                 .post(format!("{url}/v1/{route}"))
                 .bearer_auth("key-reuse")
-                .json(
-                    &json!({"task_id": format!("r{i}"), "agent_id": agent, "session_id": format!("r{i}"),
-                    "messages": [{"role": "user", "content": "hello"}]}),
-                )
+                .json(&hello_turn(&format!("r{i}"), &agent, &format!("r{i}")))
                 .send()
                 .await
                 .unwrap();

@@ -291,7 +291,7 @@ impl Endpoint {
 
     /// One attempt: POSTs the JSON `body` to `url` with the key and the current trace's
     /// `traceparent` (the `chat` span is current, so the trace continues at the model server).
-    async fn send(&self, url: &reqwest::Url, body: &bytes::Bytes) -> Result<Answer, Attempt> {
+    async fn send(&self, url: &RequestUrl, body: &bytes::Bytes) -> Result<Answer, Attempt> {
         let traceparent = aether_contracts::trace::traceparent().and_then(|tp| HeaderValue::try_from(tp).ok());
         let failed = |what: &str, detail: String| Attempt {
             error: ModelError::Other(format!("{what} {url}: {detail}")),
@@ -305,13 +305,9 @@ impl Endpoint {
         };
         let response = match &self.pool {
             Some(pool) => {
-                let path = match url.query() {
-                    None => url.path().to_owned(),
-                    Some(q) => format!("{}?{q}", url.path()),
-                };
-                let uri = hyper::Uri::try_from(path).map_err(|e| Attempt {
+                let uri = url.target.clone().ok_or_else(|| Attempt {
                     retryable: false,
-                    ..failed("not a request path:", e.to_string())
+                    ..failed("not a request path:", url.url.path().to_owned())
                 })?;
                 // The pool sends the key itself: the trace is the one header of this request.
                 let traceparent =
@@ -334,7 +330,7 @@ impl Endpoint {
             None => {
                 let mut rb = self
                     .client
-                    .post(url.clone())
+                    .post(url.url.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body.clone());
                 if let Some(tp) = traceparent {
@@ -385,7 +381,7 @@ impl Endpoint {
 
     /// POSTs `body` to `url` with retries (inside [`guarded`](Self::guarded), which refuses it
     /// while the breaker is open).
-    pub(crate) async fn send_with_retries(&self, url: &reqwest::Url, body: &Value) -> Result<Answer, ModelError> {
+    pub(crate) async fn send_with_retries(&self, url: &RequestUrl, body: &Value) -> Result<Answer, ModelError> {
         crate::resilience::call();
         // Encoded once: a retry sends the same bytes.
         let body = bytes::Bytes::from(
@@ -423,8 +419,29 @@ pub fn check_base_url(base_url: &str) -> Result<(), String> {
 
 /// `url` parsed, or an error naming the endpoint's `base_url` (a typo there is a configuration
 /// error, not a failed call to retry).
-pub(crate) fn parse_url(url: &str, base_url: &str) -> Result<reqwest::Url, ModelError> {
-    reqwest::Url::parse(url).map_err(|e| ModelError::Other(format!("base_url `{base_url}` is not a valid URL: {e}")))
+pub(crate) fn parse_url(url: &str, base_url: &str) -> Result<RequestUrl, ModelError> {
+    let url = reqwest::Url::parse(url)
+        .map_err(|e| ModelError::Other(format!("base_url `{base_url}` is not a valid URL: {e}")))?;
+    let target = match url.query() {
+        None => hyper::Uri::try_from(url.path()),
+        Some(q) => hyper::Uri::try_from(format!("{}?{q}", url.path())),
+    }
+    .ok();
+    Ok(RequestUrl { url, target })
+}
+
+/// A request's URL, and its path and query as the lean client's request target: both parsed
+/// where the URL is made (once per provider for a fixed URL), not per request. `target` is
+/// `None` when hyper does not take the path (the pool then refuses the call, see `send`).
+pub(crate) struct RequestUrl {
+    pub(crate) url: reqwest::Url,
+    target: Option<hyper::Uri>,
+}
+
+impl std::fmt::Display for RequestUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.url.fmt(f)
+    }
 }
 
 /// `aether sim-llm` marks its answers; results then say the numbers are simulated.

@@ -135,6 +135,11 @@ fn traceparent() -> [(hyper::header::HeaderName, hyper::header::HeaderValue); 1]
     )]
 }
 
+/// A pool for `base` sending the test's key (the servers here check it arrives).
+fn pool_for(base: &str) -> HttpPool {
+    HttpPool::for_base(base, Some(bearer("k1").unwrap())).unwrap().unwrap()
+}
+
 /// One POST of `{}` with a `traceparent`, as the harness sends a turn.
 async fn post(pool: &HttpPool) -> Result<(hyper::StatusCode, bytes::Bytes), PoolError> {
     let uri = pool.uri("/v1/tasks").expect("a valid path");
@@ -156,7 +161,7 @@ async fn open(pool: &HttpPool, uri: hyper::Uri) -> aether_providers::http_pool::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_one_after_another_share_one_connection() {
     let Server { base, accepted, .. } = server(Mode::Keep).await;
-    let pool = HttpPool::for_base(&base, Some(bearer("k1").unwrap())).unwrap().unwrap();
+    let pool = pool_for(&base);
     for i in 0..50 {
         let (status, body) = post(&pool).await.unwrap();
         assert_eq!(status, 200);
@@ -169,7 +174,7 @@ async fn requests_one_after_another_share_one_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_never_open_more_connections_than_are_in_flight() {
     let Server { base, accepted, .. } = server(Mode::Keep).await;
-    let pool = Arc::new(HttpPool::for_base(&base, Some(bearer("k1").unwrap())).unwrap().unwrap());
+    let pool = Arc::new(pool_for(&base));
     for _ in 0..5 {
         let round = (0..16).map(|_| {
             let pool = Arc::clone(&pool);
@@ -187,7 +192,7 @@ async fn concurrent_requests_never_open_more_connections_than_are_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_server_closes_is_replaced() {
     let Server { base, accepted, .. } = server(Mode::Close).await;
-    let pool = HttpPool::for_base(&base, Some(bearer("k1").unwrap())).unwrap().unwrap();
+    let pool = pool_for(&base);
     for i in 0..5 {
         let (status, body) = post(&pool).await.unwrap();
         assert_eq!((status.as_u16(), &body[..]), (200, format!("{{\"n\":{i}}}").as_bytes()));
@@ -207,9 +212,7 @@ async fn a_connection_the_server_closes_is_replaced() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_connection_closed_silently_while_idle_is_replaced_before_anything_is_written() {
     let s = server(Mode::HangUp).await;
-    let pool = HttpPool::for_base(&s.base, Some(bearer("k1").unwrap()))
-        .unwrap()
-        .unwrap();
+    let pool = pool_for(&s.base);
     for i in 0..5 {
         let (status, body) = post(&pool).await.unwrap();
         assert_eq!((status.as_u16(), &body[..]), (200, format!("{{\"n\":{i}}}").as_bytes()));
@@ -228,9 +231,7 @@ async fn a_connection_closed_silently_while_idle_is_replaced_before_anything_is_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_request_does_not_return_its_connection() {
     let s = server(Mode::Mute).await;
-    let pool = HttpPool::for_base(&s.base, Some(bearer("k1").unwrap()))
-        .unwrap()
-        .unwrap();
+    let pool = pool_for(&s.base);
     tokio::select! {
         r = post(&pool) => panic!("a mute server answered: {r:?}"),
         () = s.done.notified() => {}
@@ -245,9 +246,7 @@ async fn an_abandoned_request_does_not_return_its_connection() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_streamed_answer_returns_its_connection_only_once_read_to_its_end() {
     let Server { base, accepted, .. } = server(Mode::Keep).await;
-    let pool = HttpPool::for_base(&format!("{base}/prefix/"), Some(bearer("k1").unwrap()))
-        .unwrap()
-        .unwrap();
+    let pool = pool_for(&format!("{base}/prefix/"));
     let uri = pool.uri("/v1/tasks").unwrap();
     assert_eq!(uri, "/prefix/v1/tasks");
     let mut answer = open(&pool, uri.clone()).await;
@@ -279,9 +278,7 @@ async fn a_streamed_answer_returns_its_connection_only_once_read_to_its_end() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_dropped_answer_whose_body_never_ends_has_its_connection_closed() {
     let s = server(Mode::Endless).await;
-    let pool = HttpPool::for_base(&s.base, Some(bearer("k1").unwrap()))
-        .unwrap()
-        .unwrap();
+    let pool = pool_for(&s.base);
     let mut answer = open(&pool, hyper::Uri::from_static("/v1/tasks")).await;
     assert_eq!(answer.chunk().await.unwrap().unwrap(), &b"{\"n\":0}"[..]);
     let dropped = tokio::time::Instant::now();
@@ -296,7 +293,7 @@ async fn a_dropped_answer_whose_body_never_ends_has_its_connection_closed() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn connections_idle_past_the_timeout_are_closed_at_the_next_use() {
     let Server { base, accepted, .. } = server(Mode::Keep).await;
-    let pool = HttpPool::for_base(&base, Some(bearer("k1").unwrap())).unwrap().unwrap();
+    let pool = pool_for(&base);
     let (a, b) = tokio::join!(post(&pool), post(&pool));
     assert_eq!((a.unwrap().0.as_u16(), b.unwrap().0.as_u16()), (200, 200));
     assert_eq!((pool.idle(), accepted.load(Ordering::SeqCst)), (2, 2));
@@ -314,9 +311,7 @@ async fn connections_idle_past_the_timeout_are_closed_at_the_next_use() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn finishing_an_answer_whose_body_never_ends_waits_no_longer_than_the_limit() {
     let s = server(Mode::Endless).await;
-    let pool = HttpPool::for_base(&s.base, Some(bearer("k1").unwrap()))
-        .unwrap()
-        .unwrap();
+    let pool = pool_for(&s.base);
     let answer = open(&pool, hyper::Uri::from_static("/v1/tasks")).await;
     let started = tokio::time::Instant::now();
     answer.finish().await;

@@ -37,7 +37,7 @@ pub struct OpenAiProvider {
     endpoint: Endpoint,
     info: ProviderInfo,
     /// `{base_url}/chat/completions`, parsed once (not per call).
-    chat_url: reqwest::Url,
+    chat_url: super::http::RequestUrl,
 }
 
 /// Settings of an OpenAI-compatible endpoint.
@@ -355,6 +355,6 @@ mod tests {
             "{e}"
         );
         let p = OpenAiProvider::new(OpenAiConfig::new("http://127.0.0.1:8000/v1/")).unwrap();
-        assert_eq!(p.chat_url.as_str(), "http://127.0.0.1:8000/v1/chat/completions");
+        assert_eq!(p.chat_url.url.as_str(), "http://127.0.0.1:8000/v1/chat/completions");
     }
 }
