@@ -15,7 +15,10 @@
 # PIN=1 puts the server on CPU 0 (one async worker) and each generator on CPU 1, so that neither
 # takes CPU from the other: the rates then say whether the generator holds the server back (is
 # the bottleneck of its own measurement); unpinned (the default), the three share both cores
-# and the rates mostly compare the generators' CPU costs.
+# and the rates mostly compare the generators' CPU costs. Each row also gives how busy each
+# process kept its CPU while the generator ran (CPU time over wall time, in % of one core): with
+# PIN=1, a generator well below 100 % while the server is near 100 % is not the bottleneck,
+# whatever its rate (the rates then follow the server's core, which the host slows at will).
 # Usage: scripts/wrk-vs-harness.sh [CONCURRENCY...]   (default: 16 32; 10 s each; release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +44,14 @@ start_server() {
   url=$(grep -o 'http://[0-9.:]*' "$work/serve.log" | head -1)
 }
 stop_server() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
-printf '| concurrency | round | wrk turns/s (1 call each) | harness requests/s | harness calls/s (2 per request) | calls: harness / wrk | CPU µs per call: wrk | CPU µs per call: harness |\n|---|---|---|---|---|---|---|---|\n'
-cpu() { awk '{print $1 + $2}' "$1"; }  # user + system seconds, from /usr/bin/time -f '%U %S'
+printf '| concurrency | round | wrk turns/s (1 call each) | harness requests/s | harness calls/s (2 per request) | calls: harness / wrk | CPU µs per call: wrk | CPU µs per call: harness | busy %%: wrk / its server | busy %%: harness / its server |\n|---|---|---|---|---|---|---|---|---|---|\n'
+cpu() { awk '{print $1 + $2}' "$1"; }  # user + system seconds, from /usr/bin/time -f '%U %S %e'
+busy() { awk '{printf "%.0f", 100 * ($1 + $2) / $3}' "$1"; }  # CPU over wall time, % of one core
+# The server's CPU time in clock ticks (utime + stime, /proc/PID/stat).
+server_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+server_busy() {  # ticks before and after, the run's wall seconds
+  python3 -c "import os; print(round(100 * ($2 - $1) / os.sysconf('SC_CLK_TCK') / $3))"
+}
 run_wrk() {
   start_server
   agent=$(curl -s -H 'authorization: Bearer bench-key' -H 'content-type: application/json' \
@@ -55,7 +64,9 @@ request = function()
   return wrk.format("POST", "/v1/tasks", {["Content-Type"]="application/json", ["Authorization"]="Bearer bench-key"}, body)
 end
 LUA
-  /usr/bin/time -f '%U %S' -o "$work/wrk.cpu" "${on_client[@]}" wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/turn.lua" "$url" > "$work/wrk.txt"
+  t0=$(server_ticks)
+  /usr/bin/time -f '%U %S %e' -o "$work/wrk.cpu" "${on_client[@]}" wrk -t1 -c"$n" -d"${DURATION}s" -s "$work/turn.lua" "$url" > "$work/wrk.txt"
+  w_server=$(server_busy "$t0" "$(server_ticks)" "$(awk '{print $3}' "$work/wrk.cpu")")
   stop_server
   if grep -q "Non-2xx" "$work/wrk.txt"; then echo "wrk got errors:" >&2; cat "$work/wrk.txt" >&2; exit 1; fi
   w=$(awk "/Requests\/sec/ {print \$2}" "$work/wrk.txt")
@@ -63,8 +74,10 @@ LUA
 }
 run_harness() {
   start_server
-  /usr/bin/time -f '%U %S' -o "$work/h.cpu" "${on_client[@]}" "$AETHER" --worker-threads "$HARNESS_THREADS" perf run --scenario burst_load --target "$url" \
+  t0=$(server_ticks)
+  /usr/bin/time -f '%U %S %e' -o "$work/h.cpu" "${on_client[@]}" "$AETHER" --worker-threads "$HARNESS_THREADS" perf run --scenario burst_load --target "$url" \
     --api-key bench-key --concurrency "$n" --duration "${DURATION}s" --output "$work/h.json" >/dev/null 2>&1
+  h_server=$(server_busy "$t0" "$(server_ticks)" "$(awk '{print $3}' "$work/h.cpu")")
   stop_server
   h=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(round(d['throughput_rps']))")
   failed=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(d['requests']['failed'])")
@@ -72,16 +85,19 @@ run_harness() {
   # Every call the harness sent, warm-up included, against its whole process's CPU time.
   h_calls=$(python3 -c "import json;d=json.load(open('$work/h.json'));print(2*d['requests']['issued'])")
 }
-ratios=()
+ratios=(); h_busy=(); s_busy=()
 for n in ${@:-16 32}; do
   for round in $(seq "$ROUNDS"); do
     # wrk first in odd rounds, the harness first in even ones: a host whose load drifts
     # within a round favours neither.
     if (( round % 2 )); then run_wrk; run_harness; else run_harness; run_wrk; fi
     ratio=$(python3 -c "print(f'{2*$h/$w:.2f}')"); ratios+=("$ratio")
-    printf '| %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$n" "$round" "$w" "$h" "$((h * 2))" "$ratio" \
+    h_busy+=("$(busy "$work/h.cpu")"); s_busy+=("$h_server")
+    printf '| %s | %s | %.0f | %s | %s | %s | %s | %s | %s / %s | %s / %s |\n' "$n" "$round" "$w" "$h" "$((h * 2))" "$ratio" \
       "$(python3 -c "print(f'{$(cpu "$work/wrk.cpu")/$w_calls*1e6:.1f}')")" \
-      "$(python3 -c "print(f'{$(cpu "$work/h.cpu")/$h_calls*1e6:.1f}')")"
+      "$(python3 -c "print(f'{$(cpu "$work/h.cpu")/$h_calls*1e6:.1f}')")" \
+      "$(busy "$work/wrk.cpu")" "$w_server" "${h_busy[-1]}" "$h_server"
   done
 done
 python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[1:]]; print(f'\ncalls: harness / wrk over {len(r)} runs: lowest {min(r):.2f}, median {statistics.median(r):.2f}')" "${ratios[@]}"
+python3 -c "import sys; h=[int(x) for x in sys.argv[1].split()]; s=[int(x) for x in sys.argv[2].split()]; print(f'harness busy {min(h)}–{max(h)} % of one core; its server {min(s)}–{max(s)} %')" "${h_busy[*]}" "${s_busy[*]}"

@@ -255,7 +255,7 @@ impl Accumulated {
             if let Some(t) = part.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
                 self.text.push_str(t);
                 if let Some(s) = sink.as_deref_mut() {
-                    s.delta(t).await?;
+                    s.deliver(t).await?;
                 }
             }
             if let Some(f) = part.get("functionCall") {

@@ -223,7 +223,7 @@ pub trait ModelProvider: Send + Sync + 'static {
     ) -> Result<ModelResponse, ModelError> {
         let response = self.generate(request).await?;
         if !response.text.is_empty() {
-            sink.delta(&response.text).await?;
+            sink.deliver(&response.text).await?;
         }
         Ok(response)
     }
@@ -233,8 +233,30 @@ pub trait ModelProvider: Send + Sync + 'static {
 pub type NamedProvider = (String, Arc<dyn ModelProvider>);
 
 /// Receives a streamed answer's text, piece by piece. Sending may wait (backpressure); an error
-/// means the consumer is gone and the call should stop.
+/// means the consumer is gone and the call should stop. Providers hand each piece over with
+/// [`deliver`](trait.DeltaSink.html#method.deliver), which takes the piece at once from a sink
+/// that never waits ([`DeltaSink::take_now`]) and awaits [`DeltaSink::delta`] otherwise.
 #[async_trait]
 pub trait DeltaSink: Send {
     async fn delta(&mut self, text: &str) -> Result<(), ModelError>;
+
+    /// Takes `text` at once: `Some(outcome)` from a sink that never waits (a timer, a meter),
+    /// which spares each piece the boxed future of [`Self::delta`] (an `async_trait` method);
+    /// `None`, the default, from one that may wait, which then gets the piece through `delta`
+    /// (so `None` must leave the piece untaken).
+    fn take_now(&mut self, text: &str) -> Option<Result<(), ModelError>> {
+        let _ = text;
+        None
+    }
+}
+
+impl dyn DeltaSink + '_ {
+    /// Hands one piece of the answer over: at once when the sink takes it without waiting
+    /// ([`DeltaSink::take_now`]), else through [`DeltaSink::delta`].
+    pub async fn deliver(&mut self, text: &str) -> Result<(), ModelError> {
+        match self.take_now(text) {
+            Some(outcome) => outcome,
+            None => self.delta(text).await,
+        }
+    }
 }

@@ -196,7 +196,7 @@ impl LocalProvider {
                 Event::Started { prompt_tokens } => usage.prompt_tokens = prompt_tokens.into(),
                 Event::Text(piece) => {
                     if let Some(sink) = sink.as_deref_mut() {
-                        sink.delta(&piece).await?;
+                        sink.deliver(&piece).await?;
                     }
                     text.push_str(&piece);
                 }

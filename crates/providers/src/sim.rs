@@ -451,7 +451,7 @@ impl ModelProvider for SimulatedModel {
         let gap = (p.latency - p.ttft) / pieces as u32;
         for (i, piece) in text.split_inclusive(' ').enumerate() {
             due(start + p.ttft + gap * i as u32).await;
-            sink.delta(piece).await?;
+            sink.deliver(piece).await?;
         }
         due(start + p.latency).await;
         Ok(p.response)

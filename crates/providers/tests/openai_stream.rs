@@ -1,8 +1,9 @@
 //! A streamed OpenAI answer read over loopback HTTP, from a server that writes exactly the
 //! chunks given: every piece of text reaches the sink in order and whole, whether a chunk is read
 //! against the last one's frame or in full (escapes, a new id, tool-call fragments, the finish,
-//! the usage), and a chunk that is not JSON is an error even where it copies the frame; and
-//! streamed calls to a plain-HTTP endpoint share one kept-alive connection.
+//! the usage), and a chunk that is not JSON is an error even where it copies the frame, whether
+//! the sink awaits each piece or takes it at once; and streamed calls to a plain-HTTP endpoint
+//! share one kept-alive connection.
 
 use aether_contracts::ModelConfig;
 use aether_providers::openai::{OpenAiConfig, OpenAiProvider};
@@ -73,11 +74,42 @@ impl DeltaSink for Pieces {
     }
 }
 
+/// A sink that takes every piece at once (`take_now`), as a timer does: its `delta` must never
+/// be awaited.
+#[derive(Default)]
+struct TakenNow(Vec<String>);
+
+#[async_trait::async_trait]
+impl DeltaSink for TakenNow {
+    async fn delta(&mut self, _text: &str) -> Result<(), ModelError> {
+        panic!("a sink that takes pieces at once is never awaited");
+    }
+
+    fn take_now(&mut self, text: &str) -> Option<Result<(), ModelError>> {
+        self.0.push(text.to_owned());
+        Some(Ok(()))
+    }
+}
+
 async fn stream(events: Vec<String>) -> (Result<ModelResponse, ModelError>, Vec<String>) {
-    let provider = OpenAiProvider::new(OpenAiConfig::new(serve(events).await)).unwrap();
     let prompt = PromptRequest::new(ModelConfig::new("gpt-4o-mini"), "", "go");
+    // The outcome with the server's URL taken out (each server has a port of its own).
+    let outcome = |r: &Result<ModelResponse, ModelError>, url: &str| {
+        r.as_ref()
+            .map(|r| r.text.clone())
+            .map_err(|e| e.to_string().replace(url, "URL"))
+    };
+    let url = serve(events.clone()).await;
+    let provider = OpenAiProvider::new(OpenAiConfig::new(url.clone())).unwrap();
     let mut pieces = Pieces::default();
     let result = provider.generate_stream(prompt.request(), &mut pieces).await;
+    // The same answer to a sink that takes pieces at once: the same pieces, the same outcome.
+    let again_url = serve(events).await;
+    let provider = OpenAiProvider::new(OpenAiConfig::new(again_url.clone())).unwrap();
+    let mut taken = TakenNow::default();
+    let again = provider.generate_stream(prompt.request(), &mut taken).await;
+    assert_eq!(taken.0, pieces.0, "both kinds of sink get the same pieces");
+    assert_eq!(outcome(&again, &again_url), outcome(&result, &url));
     (result, pieces.0)
 }
 

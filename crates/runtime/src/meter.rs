@@ -145,6 +145,14 @@ impl<'a> TimedSink<'a> {
         }
     }
 
+    /// Notes that a chunk passed now.
+    fn passed(&mut self) {
+        let now = Instant::now();
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        self.chunks += 1;
+    }
+
     /// The call's chunk timing; `None` when nothing was streamed.
     pub fn timing(&self) -> Option<StreamTiming> {
         stream_timing(self.started, self.first?, self.last?, self.chunks)
@@ -162,11 +170,15 @@ fn stream_timing(started: Instant, first: Instant, last: Instant, chunks: u32) -
 #[async_trait]
 impl DeltaSink for TimedSink<'_> {
     async fn delta(&mut self, text: &str) -> Result<(), ModelError> {
-        let now = Instant::now();
-        self.first.get_or_insert(now);
-        self.last = Some(now);
-        self.chunks += 1;
+        self.passed();
         self.inner.delta(text).await
+    }
+
+    /// At once when the sink it wraps takes the piece at once.
+    fn take_now(&mut self, text: &str) -> Option<Result<(), ModelError>> {
+        let taken = self.inner.take_now(text)?;
+        self.passed();
+        Some(taken)
     }
 }
 

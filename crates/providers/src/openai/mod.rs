@@ -242,7 +242,7 @@ impl OpenAiProvider {
                 Chunk::Text(t) => {
                     if !t.is_empty() {
                         text.push_str(t);
-                        sink.delta(t).await?;
+                        sink.deliver(t).await?;
                     }
                     continue;
                 }
@@ -263,7 +263,7 @@ impl OpenAiProvider {
             };
             if let Some(t) = delta.content.filter(|t| !t.is_empty()) {
                 text.push_str(&t);
-                sink.delta(&t).await?;
+                sink.deliver(&t).await?;
             }
             for f in delta.tool_calls.iter().flatten() {
                 let index = f.get("index").and_then(Value::as_u64).unwrap_or(0);
