@@ -234,8 +234,8 @@ pub type NamedProvider = (String, Arc<dyn ModelProvider>);
 
 /// Receives a streamed answer's text, piece by piece. Sending may wait (backpressure); an error
 /// means the consumer is gone and the call should stop. Providers hand each piece over with
-/// [`deliver`](trait.DeltaSink.html#method.deliver), which takes the piece at once from a sink
-/// that never waits ([`DeltaSink::take_now`]) and awaits [`DeltaSink::delta`] otherwise.
+/// `deliver` (a method of `dyn DeltaSink`), which takes the piece at once from a sink that never
+/// waits ([`DeltaSink::take_now`]) and awaits [`DeltaSink::delta`] otherwise.
 #[async_trait]
 pub trait DeltaSink: Send {
     async fn delta(&mut self, text: &str) -> Result<(), ModelError>;

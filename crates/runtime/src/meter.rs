@@ -197,6 +197,45 @@ mod tests {
         assert_eq!(one.per_chunk, None, "one chunk has no interval");
     }
 
+    /// A sink that awaits each piece (`waits`) or takes it at once, noting how it got each.
+    struct Kept {
+        waits: bool,
+        got: Vec<(String, &'static str)>,
+    }
+
+    #[async_trait]
+    impl DeltaSink for Kept {
+        async fn delta(&mut self, text: &str) -> Result<(), ModelError> {
+            self.got.push((text.to_owned(), "delta"));
+            Ok(())
+        }
+
+        fn take_now(&mut self, text: &str) -> Option<Result<(), ModelError>> {
+            if self.waits {
+                return None;
+            }
+            self.got.push((text.to_owned(), "now"));
+            Some(Ok(()))
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_timed_sink_counts_each_piece_and_hands_it_on_the_way_its_sink_takes_it() {
+        for (waits, way) in [(true, "delta"), (false, "now")] {
+            let mut inner = Kept { waits, got: Vec::new() };
+            let mut timed = TimedSink::new(&mut inner, Instant::now());
+            for piece in ["a", "b", "c"] {
+                let sink: &mut dyn DeltaSink = &mut timed;
+                sink.deliver(piece).await.unwrap();
+            }
+            let timing = timed.timing().expect("three pieces passed");
+            assert_eq!(timed.chunks, 3);
+            assert!(timing.per_chunk.is_some());
+            let expected: Vec<_> = ["a", "b", "c"].iter().map(|p| (p.to_string(), way)).collect();
+            assert_eq!(inner.got, expected, "sink that waits: {waits}");
+        }
+    }
+
     #[test]
     fn a_slot_takes_one_meter() {
         struct Nothing;
