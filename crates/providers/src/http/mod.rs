@@ -3,9 +3,10 @@
 //! configured (`http_proxy`, `all_proxy` and their capitals), reqwest for https and through a
 //! proxy), timeouts, retries with exponential backoff and jitter honouring `Retry-After`, and a
 //! circuit breaker (after `breaker_threshold` failed calls in a row it fails fast for
-//! `breaker_cooldown`, then lets one call try).
+//! `breaker_cooldown`, then lets one call try: [`breaker`]). A streamed answer is read event by
+//! event with [`SseReader`] ([`sse`]).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
@@ -16,6 +17,12 @@ use tokio::time::Instant;
 
 use super::ModelError;
 use crate::http_pool::{self, HttpPool};
+
+mod breaker;
+mod sse;
+
+use breaker::Breaker;
+pub(crate) use sse::{bad_event, event_text, SseReader};
 
 /// How the API key travels.
 #[derive(Debug, Clone, Copy)]
@@ -65,63 +72,6 @@ impl EndpointConfig {
             prompt_price_per_1k: 0.0,
             completion_price_per_1k: 0.0,
         }
-    }
-}
-
-/// Fails fast after repeated failures: `threshold` failures in a row open it for `cooldown`;
-/// then one call may try (half-open): a success closes it, a failure opens it again at once.
-struct Breaker {
-    failures: AtomicU32,
-    open_until_ms: AtomicU64,
-    epoch: Instant,
-    threshold: u32,
-    cooldown_ms: u64,
-}
-
-impl Breaker {
-    fn new(threshold: u32, cooldown: Duration) -> Self {
-        Self {
-            failures: AtomicU32::new(0),
-            open_until_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-            threshold: threshold.max(1),
-            cooldown_ms: cooldown.as_millis() as u64,
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// `Err(ms)` while open: the milliseconds until a call may try again.
-    fn check_at(&self, now_ms: u64) -> Result<(), u64> {
-        let until = self.open_until_ms.load(Ordering::Acquire);
-        if now_ms < until {
-            return Err(until - now_ms);
-        }
-        Ok(())
-    }
-
-    /// Counts a call's outcome; returns the failures in a row when this one opened the breaker.
-    fn record_at(&self, ok: bool, now_ms: u64) -> Option<u32> {
-        if ok {
-            self.failures.store(0, Ordering::Release);
-            // Closed again: a trial call after the cooldown succeeded.
-            if self.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
-                crate::resilience::breaker_closed();
-            }
-            return None;
-        }
-        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if n < self.threshold {
-            return None;
-        }
-        let was = self.open_until_ms.swap(now_ms + self.cooldown_ms, Ordering::AcqRel);
-        // Opened: from closed, or again from half-open (not while it is still open).
-        if was <= now_ms {
-            crate::resilience::breaker_opened();
-        }
-        Some(n)
     }
 }
 
@@ -266,7 +216,7 @@ impl Endpoint {
             ModelError::Other(format!(
                 "circuit open for {}: {} failed calls in a row; next try in {left} ms",
                 self.cfg.base_url,
-                self.breaker.failures.load(Ordering::Relaxed),
+                self.breaker.failures_in_a_row(),
             ))
         })
     }
@@ -461,270 +411,9 @@ pub(crate) fn served_by(model: &str, simulated: bool) -> std::sync::Arc<str> {
 
 pub(crate) use aether_contracts::error_chain;
 
-/// Reads a server-sent-events body: the `data:` payload of each event, in order. Each read waits
-/// at most `idle` for the next piece; a broken connection is an error naming the endpoint.
-///
-/// Cheap per event (a simulated answer at full speed is ~90 events): lines are found with
-/// `memchr` in the network read itself, and an event's data is handed out as a slice of it — no
-/// copy, no allocation, no separate UTF-8 pass per string (the data is checked once, whole). The
-/// only bytes copied are those of a line that a read cuts in two; a line longer than
-/// [`MAX_LINE`] is an error, not a buffer without end.
-pub(crate) struct SseReader<'a> {
-    answer: Answer,
-    /// The latest network read; lines are read from it in place.
-    read: bytes::Bytes,
-    /// Where the unread part of `read` begins.
-    at: usize,
-    /// The start of a line that an earlier read ended inside of; the rest comes with the next.
-    split: Vec<u8>,
-    /// `split` holds the whole line handed out last: emptied on the next call.
-    split_done: bool,
-    idle: Duration,
-    base_url: &'a str,
-}
-
-impl<'a> SseReader<'a> {
-    pub(crate) fn new(answer: Answer, idle: Duration, base_url: &'a str) -> Self {
-        Self {
-            answer,
-            read: bytes::Bytes::new(),
-            at: 0,
-            split: Vec::new(),
-            split_done: false,
-            idle,
-            base_url,
-        }
-    }
-
-    /// The next event's data (without the `data:` prefix and surrounding whitespace), or `None`
-    /// when the body ends. The slice lives until the next call.
-    ///
-    /// An event stream is UTF-8 (the SSE specification), so the data is checked once here, as a
-    /// whole: a JSON reader given a `&str` then skips its own check of every string it reads
-    /// (15 per OpenAI chunk; that check was ~13 % of a streaming client's instructions).
-    pub(crate) async fn next_data(&mut self) -> Result<Option<&str>, ModelError> {
-        let base_url = self.base_url;
-        match self.next_event().await? {
-            Some(data) => event_text(base_url, data).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// [`Self::next_data`] unchecked: the event's data as bytes, for a reader that checks
-    /// only what it reads (see [`event_text`]).
-    pub(crate) async fn next_event(&mut self) -> Result<Option<&[u8]>, ModelError> {
-        if std::mem::take(&mut self.split_done) {
-            self.split.clear();
-        }
-        loop {
-            // The blank line that ends an event mostly follows its data line at once: it needs no
-            // search (memchr's set-up is ~65 instructions a call; two calls an event).
-            let line_end = match self.read.get(self.at) {
-                Some(b'\n') => Some(0),
-                _ => memchr::memchr(b'\n', &self.read[self.at..]),
-            };
-            let Some(len) = line_end else {
-                // The rest of this read is the start of a line: keep it, read on.
-                if self.split.len() + self.read.len() - self.at > MAX_LINE {
-                    return Err(ModelError::Other(format!(
-                        "bad stream from {}: a line longer than {} MiB",
-                        self.base_url,
-                        MAX_LINE >> 20
-                    )));
-                }
-                self.split.extend_from_slice(&self.read[self.at..]);
-                let next = tokio::time::timeout(self.idle, self.answer.chunk())
-                    .await
-                    .map_err(|_| ModelError::Timeout(self.idle))?;
-                match next {
-                    Ok(Some(read)) => (self.read, self.at) = (read, 0),
-                    Err(e) => {
-                        return Err(ModelError::Other(format!(
-                            "the stream from {} broke off: {e}",
-                            self.base_url
-                        )))
-                    }
-                    Ok(None) => return Ok(None),
-                }
-                continue;
-            };
-            let line = self.at..self.at + len;
-            self.at += len + 1;
-            if self.split.is_empty() {
-                if let Some(data) = data_of(&self.read[line.clone()]) {
-                    let data = line.start + data.start..line.start + data.end;
-                    return Ok(Some(&self.read[data]));
-                }
-            } else {
-                self.split.extend_from_slice(&self.read[line]);
-                if let Some(data) = data_of(&self.split) {
-                    self.split_done = true;
-                    return Ok(Some(&self.split[data]));
-                }
-                self.split.clear();
-            }
-        }
-    }
-}
-
-impl SseReader<'_> {
-    /// Done with the stream (its last event read): the rest of the body is read, bounded, so
-    /// that the connection is reused by the next call.
-    pub(crate) async fn finish(self) {
-        self.answer.finish().await;
-    }
-}
-
-/// An event's data as text: the event stream of `base_url` is UTF-8, or it is a bad stream.
-pub(crate) fn event_text<'b>(base_url: &str, data: &'b [u8]) -> Result<&'b str, ModelError> {
-    std::str::from_utf8(data)
-        .map_err(|e| ModelError::Other(format!("bad stream event from {base_url}: not UTF-8 ({e})")))
-}
-
-/// The longest line of an event stream read (an event's data: a streamed chunk is a few hundred
-/// bytes, a whole tool call's arguments at most some kilobytes).
-const MAX_LINE: usize = 8 << 20;
-
-/// Where a line's `data:` payload lies in it, surrounding whitespace left out; `None` for a line
-/// of another field, a comment or a blank line.
-fn data_of(line: &[u8]) -> Option<std::ops::Range<usize>> {
-    let data = line.trim_ascii_start().strip_prefix(b"data:")?.trim_ascii();
-    let from = data.as_ptr() as usize - line.as_ptr() as usize;
-    Some(from..from + data.len())
-}
-
-/// A data payload that is not JSON.
-pub(crate) fn bad_event(base_url: &str, e: serde_json::Error) -> ModelError {
-    ModelError::Other(format!("bad stream event from {base_url}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A reader of a body that arrives as `pieces`, one network read each.
-    fn reader<I>(pieces: I, base_url: &str) -> SseReader<'_>
-    where
-        I: IntoIterator<Item = Result<&'static [u8], std::io::Error>>,
-        I::IntoIter: Send + 'static,
-    {
-        let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
-        SseReader::new(
-            Answer::General(reqwest::Response::from(http::Response::new(body))),
-            Duration::from_secs(5),
-            base_url,
-        )
-    }
-
-    /// A body that goes silent ends the read with a timeout after `idle`, naming it.
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_stream_times_out_after_its_idle_limit() {
-        use futures::StreamExt;
-        let pieces = futures::stream::iter([Ok::<_, std::io::Error>(&b"data: 1\n\ndata: 2\n\n"[..])])
-            .chain(futures::stream::pending());
-        let body = reqwest::Body::wrap_stream(pieces);
-        let mut r = SseReader::new(
-            Answer::General(reqwest::Response::from(http::Response::new(body))),
-            Duration::from_secs(5),
-            "http://test",
-        );
-        assert_eq!(r.next_data().await.unwrap(), Some("1"));
-        assert_eq!(r.next_data().await.unwrap(), Some("2"));
-        let started = tokio::time::Instant::now();
-        match r.next_data().await {
-            Err(ModelError::Timeout(d)) => assert_eq!(d, Duration::from_secs(5)),
-            other => panic!("expected a timeout, got {:?}", other.map(|d| d.map(str::to_owned))),
-        }
-        assert_eq!(started.elapsed(), Duration::from_secs(5));
-    }
-
-    /// Events split across network reads at every awkward place: inside `data:`, between `\r`
-    /// and `\n`, several events in one read; comments and other fields are passed over.
-    #[tokio::test]
-    async fn the_sse_reader_hands_out_each_data_payload_whatever_the_reads() {
-        let pieces: Vec<Result<&'static [u8], std::io::Error>> = vec![
-            Ok(b": keep-alive\n\nda"),
-            Ok(b"ta: {\"a\":1}\r"),
-            Ok(b"\n\nevent: x\ndata:{\"b\":2}\n\ndata: [DONE]\n\n"),
-            Ok(b"data:  tail  \n"),
-        ];
-        let mut r = reader(pieces, "http://test");
-        let mut seen = Vec::new();
-        while let Some(d) = r.next_data().await.unwrap() {
-            seen.push(d.to_owned());
-        }
-        assert_eq!(seen, [r#"{"a":1}"#, r#"{"b":2}"#, "[DONE]", "tail"]);
-    }
-
-    /// A character split between two reads is whole in the event; bytes that are not UTF-8 are
-    /// an error naming the endpoint, not a panic or a lossy copy.
-    #[tokio::test]
-    async fn event_data_is_utf8_checked_as_a_whole() {
-        let pieces: Vec<Result<&'static [u8], std::io::Error>> =
-            vec![Ok(b"data: caf\xc3"), Ok(b"\xa9\n\ndata: \xff\n\n")];
-        let mut r = reader(pieces, "http://model.test/v1");
-        assert_eq!(r.next_data().await.unwrap(), Some("café"));
-        let e = r.next_data().await.unwrap_err().to_string();
-        assert!(
-            e.contains("bad stream event from http://model.test/v1: not UTF-8"),
-            "{e}"
-        );
-    }
-
-    /// A body that never ends its line is refused once the line passes the bound, not buffered
-    /// for ever.
-    #[tokio::test]
-    async fn a_line_without_end_is_an_error_at_the_bound() {
-        let piece: &'static [u8] = Box::leak(vec![b'x'; 1 << 20].into_boxed_slice());
-        let pieces = std::iter::once(&b"data: 1\n\ndata: "[..])
-            .chain(std::iter::repeat_n(piece, (MAX_LINE >> 20) + 2))
-            .map(Ok::<_, std::io::Error>);
-        let mut r = reader(pieces, "http://model.test/v1");
-        assert_eq!(r.next_data().await.unwrap(), Some("1"));
-        let e = r.next_data().await.unwrap_err().to_string();
-        assert!(
-            e.contains("bad stream from http://model.test/v1: a line longer than 8 MiB"),
-            "{e}"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_broken_sse_body_is_an_error_naming_the_endpoint() {
-        let pieces: Vec<Result<&'static [u8], std::io::Error>> =
-            vec![Ok(b"data: 1\n"), Err(std::io::Error::other("reset by peer"))];
-        let mut r = reader(pieces, "http://model.test/v1");
-        assert_eq!(r.next_data().await.unwrap(), Some("1"));
-        let e = r.next_data().await.unwrap_err().to_string();
-        assert!(e.contains("the stream from http://model.test/v1 broke off"), "{e}");
-    }
-
-    #[test]
-    fn the_breaker_opens_after_the_threshold_and_half_opens_after_the_cooldown() {
-        let b = Breaker::new(3, Duration::from_millis(1000));
-        assert_eq!(b.record_at(false, 0), None);
-        assert_eq!(b.record_at(false, 10), None);
-        assert_eq!(b.check_at(10), Ok(()), "two failures: still closed");
-        assert_eq!(b.record_at(false, 20), Some(3), "the third opens it");
-        assert_eq!(b.check_at(520), Err(500));
-        assert_eq!(b.check_at(1020), Ok(()), "cooldown over: one call may try");
-        // Half-open: one more failure opens it again at once.
-        assert_eq!(b.record_at(false, 1020), Some(4));
-        assert_eq!(b.check_at(1021), Err(999));
-        // A success closes it: the count starts again.
-        assert_eq!(b.record_at(true, 2100), None);
-        assert_eq!(b.record_at(false, 2100), None);
-        assert_eq!(b.check_at(2100), Ok(()));
-    }
-
-    #[test]
-    fn a_success_between_failures_keeps_it_closed() {
-        let b = Breaker::new(2, Duration::from_secs(30));
-        for t in 0..10 {
-            b.record_at(false, t);
-            b.record_at(true, t);
-        }
-        assert_eq!(b.check_at(10), Ok(()));
-    }
 
     #[test]
     fn backoff_doubles_within_its_bounds_and_honours_retry_after() {
