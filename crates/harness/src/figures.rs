@@ -113,7 +113,7 @@ fn ratio(a: u64, b: u64) -> f64 {
 }
 
 /// What the measured requests of a run (or of several merged runs) add up to: the input of
-/// [`derive`].
+/// [`derive()`].
 pub(crate) struct Measured {
     /// Every measured request, the phases merged.
     pub rec: Recorder,

@@ -1,5 +1,5 @@
 //! Samples the process's resident memory and CPU time on its own interval task, and fits the
-//! memory drift per hour ([`crate::fit`]).
+//! memory drift per hour (the private `fit`).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

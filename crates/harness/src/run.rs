@@ -170,7 +170,7 @@ async fn run_phases(
 /// Runs the scenario and returns its report (it does not write it).
 ///
 /// A runtime scenario goes through four stages: build the target (`crate::build`), run the
-/// phases ([`run_phases`]), derive the figures (`crate::figures`), assemble the summary
+/// phases (`run_phases`), derive the figures (`crate::figures`), assemble the summary
 /// (`crate::assemble`). endpoint_load drives the model endpoint of `opts.provider` instead.
 pub async fn run_scenario(opts: RunOptions, progress: Arc<dyn Progress>) -> Result<Report, HarnessError> {
     check_options(&Choices {

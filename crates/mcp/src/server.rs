@@ -7,7 +7,7 @@
 //! gets the tool's progress as `notifications/progress`; `notifications/cancelled` stops the
 //! tool. Each result's `_meta` carries the tool's own run time (`aether/execution_us`), so a
 //! client can tell protocol overhead from tool time. Each call runs in a server span that
-//! continues the caller's trace (`server_span`). [`ToolServer::run`] is the one path of a call,
+//! continues the caller's trace (`server_span`). `ToolServer::run` is the one path of a call,
 //! whichever transport brought it.
 
 use std::collections::HashMap;

@@ -137,7 +137,7 @@ pub fn fail_open_total() -> u64 {
 }
 
 /// A tenant's buckets in Redis, shared by every instance. If Redis fails or takes longer than
-/// [`REDIS_DEADLINE`], requests pass, counted (`fail_open_total`) and warned about once per
+/// `REDIS_DEADLINE`, requests pass, counted (`fail_open_total`) and warned about once per
 /// outage: an outage of the limiter must not become an outage of the service. The connection
 /// manager reconnects by itself; the first answer after an outage says so in the log.
 pub struct SharedLimiter {

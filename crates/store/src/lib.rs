@@ -6,7 +6,7 @@
 //! harness), [`SqliteStore`] (the embedded default: one file) and [`PostgresStore`] (sessions
 //! shared by several instances, with per-session [`SessionLeases`] that order their turns).
 //! [`BackgroundWrites`] gives any of them `async` durability.
-//! [`open`] builds one from a [`StoreConfig`]; [`sqlite_memory`] reads what SQLite holds.
+//! [`open`] builds one from a [`StoreConfig`]; [`sqlite_memory()`] reads what SQLite holds.
 
 mod background;
 mod by_id;

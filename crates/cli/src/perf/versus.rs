@@ -36,7 +36,7 @@ pub struct VersusArgs {
 
     /// Directory for the runs' summaries, the table (versus.json, versus.md, versus.html) and the
     /// runs' HTML report, overlaid (report.html).
-    /// Default: logs/perf/versus-<scenario>-<time>.
+    /// Default: `logs/perf/versus-<scenario>-<time>`.
     #[arg(short, long, value_name = "DIR")]
     output: Option<PathBuf>,
 

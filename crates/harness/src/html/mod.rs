@@ -1,6 +1,6 @@
 //! `aether perf report`: one self-contained HTML file from one or more summaries.
 //!
-//! No script, no font, no request of any kind: the charts are inline SVG ([`svg`]) and a
+//! No script, no font, no request of any kind: the charts are inline SVG (`svg`) and a
 //! Content-Security-Policy of `default-src 'none'` makes the browser refuse anything else, so the
 //! file reads the same offline, attached to a ticket, or years later.
 //!

@@ -59,8 +59,8 @@ pub struct Recorder {
     /// Failed requests by error code, with their latency (at most `timeline::MAX_CODES` codes).
     pub errors_by_code: BTreeMap<String, u64>,
     pub by_error: BTreeMap<String, DurationHist>,
-    /// This stripe's open intervals of the time series (moved to the [`Series`] as they close;
-    /// never merged here).
+    /// This stripe's open intervals of the time series (moved to the
+    /// [`Series`](crate::timeline::Series) as they close; never merged here).
     pub intervals: Intervals,
     /// The slowest requests, by task id.
     pub slowest: Slowest,

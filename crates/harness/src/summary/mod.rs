@@ -4,7 +4,7 @@
 //! window (`measured`) and compact histograms (HDR V2 + DEFLATE, base64) of every distribution a
 //! summary reports, so summaries merge exactly (`perf merge`). Every schema-1 field keeps its
 //! name and meaning (`requests.total`, `latency_ms.p99`, `throughput_rps`, …); readers load
-//! either version ([`crate::load_summary`]).
+//! either version ([`crate::stored::read_summary`]).
 //!
 //! The readable table is `render` (its own module).
 

@@ -1,12 +1,12 @@
 //! One MCP server's connection.
 //!
 //! An HTTP server that speaks the stateless protocol (MCP 2026-07-28, found with one
-//! `server/discover` on first use) gets the direct client of [`crate::direct`]: a call is one
+//! `server/discover` on first use) gets the direct client of `direct`: a call is one
 //! POST, read in the caller's task; nothing to open, pool or restart. The answer is not kept
 //! for ever: when a direct call is refused the way a server refuses a protocol it does not speak
 //! (HTTP 400, 404, 405, 406 or 415 before reading the call, or JSON-RPC `-32022`, unsupported
 //! protocol version), the server may have been replaced by another version, so the client asks
-//! again (at most once per [`REASK_EVERY`]), resends the call (it was not run) over what the
+//! again (at most once per `REASK_EVERY`), resends the call (it was not run) over what the
 //! server now speaks, and tells the hub to list the tools again.
 //!
 //! Otherwise, sessions. Pooled (the default): `pool_size` sessions are opened on first use and

@@ -1,10 +1,9 @@
 //! The HTTP side shared by the real model providers: one endpoint with its client (connection
-//! reuse: [`http_pool`](crate::http_pool) for a plain-HTTP endpoint when no HTTP proxy is
-//! configured (`http_proxy`, `all_proxy` and their capitals), reqwest for https and through a
-//! proxy), timeouts, retries with exponential backoff and jitter honouring `Retry-After`, and a
-//! circuit breaker (after `breaker_threshold` failed calls in a row it fails fast for
-//! `breaker_cooldown`, then lets one call try: [`breaker`]). A streamed answer is read event by
-//! event with [`SseReader`] ([`sse`]).
+//! reuse: [`http_pool`] for a plain-HTTP endpoint when no HTTP proxy is configured (`http_proxy`,
+//! `all_proxy` and their capitals), reqwest for https and through a proxy), timeouts, retries with
+//! exponential backoff and jitter honouring `Retry-After`, and a circuit breaker (after
+//! `breaker_threshold` failed calls in a row it fails fast for `breaker_cooldown`, then lets one
+//! call try: [`breaker`]). A streamed answer is read event by event with [`SseReader`] ([`sse`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

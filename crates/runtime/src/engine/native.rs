@@ -4,9 +4,9 @@
 //! A turn holds its chat session open (its turn lock) from start to commit. Its new events are
 //! built in a pending list that the model sees after the committed window; they reach the window
 //! and the store only when the turn succeeds ([`OpenChat::commit`]), so a failed, timed-out or
-//! cancelled turn leaves nothing half-written. [`model_tool_loop`] is the loop itself: the model
-//! is called, the tools it asks for run (after the observer's decisions), and their results go
-//! back to it, until it answers or `max_model_calls_per_turn` is reached.
+//! cancelled turn leaves nothing half-written. [`NativeAdapter::model_tool_loop`] is the loop
+//! itself: the model is called, the tools it asks for run (after the observer's decisions), and
+//! their results go back to it, until it answers or `max_model_calls_per_turn` is reached.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,17 +7,17 @@
 //! latest events kept in memory as shared `Arc`s; older events live only in the store, so a
 //! turn's cost does not grow with the conversation.
 //!
-//! A turn works through an [`OpenChat`] (its methods in `open`), which this module alone can
+//! A turn works through an `OpenChat` (its methods in `open`), which this module alone can
 //! change:
-//! * [`ChatSessions::open`] takes the chat's turn lock (and, with a shared store, the session's
+//! * `ChatSessions::open` takes the chat's turn lock (and, with a shared store, the session's
 //!   lease: see `lease`), waiting at most `session_wait`, and makes its state current: the first use
 //!   reads the record and the window from the store (recovery after an archive or a restart);
 //!   with a shared store, a later use catches up with turns other instances appended.
-//! * [`OpenChat::bind`] picks the turn's agent and takes a session slot on it (a new session,
+//! * `OpenChat::bind` picks the turn's agent and takes a session slot on it (a new session,
 //!   a recovery or an agent switch writes the record). A chat that never bound is dropped again,
 //!   so a failed first turn leaves no empty shell behind.
-//! * [`OpenChat::history`] lends the committed window to the model; nothing is copied.
-//! * [`OpenChat::commit`] appends a turn's events to the store first and to the window second,
+//! * `OpenChat::history` lends the committed window to the model; nothing is copied.
+//! * `OpenChat::commit` appends a turn's events to the store first and to the window second,
 //!   so a failed write changes nothing; the next sequence number and the window's bound move
 //!   together.
 
