@@ -22,6 +22,11 @@ fn run_writes_a_summary_and_says_the_model_was_simulated() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("SIMULATED model"), "{stdout}");
     assert!(stdout.contains("KPI verdicts"), "{stdout}");
+    // Seconds of start-up give per-hour slopes of noise: the table prints none, and says why.
+    assert!(
+        stdout.contains("   drift: not judged: ") && !stdout.contains("RSS drift") && !stdout.contains("· drift "),
+        "{stdout}"
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
     assert_eq!(v["schema_version"], 2);
     assert_eq!(v["scenario"], "latency_smoke");

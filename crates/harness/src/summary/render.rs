@@ -204,11 +204,22 @@ impl Summary {
             mb(self.resources.rss_peak_bytes),
             self.resources.cpu_seconds
         );
+        // A window too short for the drift KPI (seconds of start-up) gives per-hour slopes of
+        // noise: they stay in the summary's `resources`, and the table says why it shows none.
+        let unjudged = self
+            .kpis
+            .iter()
+            .find(|k| k.name == "rss_drift" && k.value.is_none())
+            .and_then(|k| k.note.as_deref());
+        if let Some(why) = unjudged {
+            let _ = writeln!(s, "   drift: {why}");
+        }
         if self.resources.heap_end_bytes.is_some() {
             let r = &self.resources;
-            // " <label>X ± E MB/h<tail>" when both the slope and its error are known.
-            let slope = |label: &str, d: Option<f64>, e: Option<f64>, tail: &str| match (d, e) {
-                (Some(d), Some(e)) => format!("{label}{:.2} ± {:.2} MB/h{tail}", d / 1e6, e / 1e6),
+            // " <label>X ± E MB/h<tail>" when both the slope and its error are known (and the
+            // window is long enough to judge).
+            let slope = |label: &str, d: Option<f64>, e: Option<f64>, tail: &str| match (d, e, unjudged) {
+                (Some(d), Some(e), None) => format!("{label}{:.2} ± {:.2} MB/h{tail}", d / 1e6, e / 1e6),
                 _ => String::new(),
             };
             let late = |d, e| slope(" (second half: ", d, e, ")");
