@@ -31,11 +31,7 @@ pub const METRICS: &[(&str, &str, Better)] = &[
     ("tokens total", "/tokens/total", Better::Lower),
     ("cost (USD)", "/cost_usd", Better::Lower),
     ("peak RSS (bytes)", "/resources/rss_peak_bytes", Better::Lower),
-    (
-        "RSS drift (bytes/h)",
-        "/resources/rss_drift_bytes_per_hour",
-        Better::Lower,
-    ),
+    ("RSS drift (bytes/h)", RSS_DRIFT, Better::Lower),
     ("CPU (s)", "/resources/cpu_seconds", Better::Lower),
 ];
 
@@ -51,9 +47,24 @@ pub struct Delta {
     pub regression_pct: Option<f64>,
 }
 
+/// The RSS drift's pointer: compared only where both runs' drift KPI was judged.
+const RSS_DRIFT: &str = "/resources/rss_drift_bytes_per_hour";
+
+/// Whether the run's `rss_drift` KPI was judged (a window long enough: a per-hour slope over
+/// seconds of start-up is noise, and two such slopes differ by chance). A summary without that
+/// KPI (an older one) is taken as judged.
+fn drift_judged(summary: &Value) -> bool {
+    summary
+        .get("kpis")
+        .and_then(Value::as_array)
+        .and_then(|kpis| kpis.iter().find(|k| k["name"] == "rss_drift"))
+        .is_none_or(|k| !k["value"].is_null())
+}
+
 pub fn deltas(base: &Value, new: &Value) -> Vec<Delta> {
     METRICS
         .iter()
+        .filter(|(_, ptr, _)| *ptr != RSS_DRIFT || (drift_judged(base) && drift_judged(new)))
         .filter_map(|(label, ptr, better)| {
             let b = base.pointer(ptr)?.as_f64()?;
             let n = new.pointer(ptr)?.as_f64()?;
@@ -127,4 +138,41 @@ pub fn regressions(base: &Value, new: &Value, threshold_pct: f64) -> Vec<Delta> 
         .into_iter()
         .filter(|d| d.regression_pct.is_some_and(|r| r > threshold_pct))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn summary(drift: f64, judged: bool) -> Value {
+        json!({
+            "latency_ms": {"p50": 100.0},
+            "resources": {"rss_drift_bytes_per_hour": drift},
+            "kpis": [{"name": "rss_drift", "value": if judged { json!(drift / 1e6) } else { Value::Null }}],
+        })
+    }
+
+    fn labels(base: &Value, new: &Value) -> Vec<&'static str> {
+        deltas(base, new).into_iter().map(|d| d.label).collect()
+    }
+
+    #[test]
+    fn the_rss_drift_is_compared_only_where_both_runs_judged_it() {
+        let judged = (summary(1e6, true), summary(3e6, true));
+        assert_eq!(
+            labels(&judged.0, &judged.1),
+            ["latency p50 (ms)", "RSS drift (bytes/h)"]
+        );
+        let regressed = regressions(&judged.0, &judged.1, 10.0);
+        assert_eq!(regressed.len(), 1, "a judged drift that tripled is a regression");
+        // A 10-s run's slope of start-up noise: neither shown nor a regression.
+        let short = summary(3e9, false);
+        assert_eq!(labels(&judged.0, &short), ["latency p50 (ms)"]);
+        assert_eq!(labels(&short, &judged.1), ["latency p50 (ms)"]);
+        assert!(regressions(&judged.0, &short, 10.0).is_empty());
+        // An older summary without the KPI still compares its drift.
+        let old = json!({"resources": {"rss_drift_bytes_per_hour": 2e6}});
+        assert_eq!(labels(&old, &judged.1), ["RSS drift (bytes/h)"]);
+    }
 }
