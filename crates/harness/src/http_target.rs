@@ -1,9 +1,9 @@
 //! [`HttpTarget`]: the runtime behind `aether serve`, driven through its HTTP API exactly as a
 //! client would (bearer key, `/v1/tasks`, `/v1/tasks/stream` as server-sent events), so one
 //! summary format compares in-process and over-HTTP cost. Each turn request carries a W3C
-//! `traceparent` derived from its task id (`trace_ids`). Turns to an `http://` target
-//! go through the lean pooled hyper client ([`aether_runtime::model::http_pool`]), so that the
-//! harness is not the bottleneck of its own measurement; everything else through reqwest.
+//! `traceparent` derived from its task id (`trace_ids`). Turns to an `http://` target go through
+//! the lean pooled hyper client ([`aether_runtime::model::http_pool`]), so that the harness is not
+//! the bottleneck of its own measurement; everything else through reqwest.
 
 use std::sync::Arc;
 

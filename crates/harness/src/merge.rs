@@ -4,8 +4,8 @@
 //! Nothing is averaged. The counters add, the HDR histograms add (every distribution of the
 //! summary, by name), the time series add interval by interval (their intervals are aligned on
 //! UTC), and every percentile, rate and KPI verdict is computed again from the sums by the same
-//! code a single run uses (`figures`, `assemble`). Throughput is the requests
-//! over the union of the measured windows (first due time to last completion, in UTC).
+//! code a single run uses (`figures`, `assemble`). Throughput is the requests over the union of
+//! the measured windows (first due time to last completion, in UTC).
 //!
 //! What is per process cannot be added: memory. The merged summary keeps the highest RSS (start,
 //! end, peak) and the steepest drift of its inputs, and sums their CPU time.
