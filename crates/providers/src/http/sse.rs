@@ -163,6 +163,12 @@ mod tests {
         )
     }
 
+    /// The first event's data (asserted to be `first`), then the error the next read ends in.
+    async fn error_after(mut r: SseReader<'_>, first: &str) -> String {
+        assert_eq!(r.next_data().await.unwrap(), Some(first));
+        r.next_data().await.unwrap_err().to_string()
+    }
+
     /// A body that goes silent ends the read with a timeout after `idle`, naming it.
     #[tokio::test(start_paused = true)]
     async fn a_silent_stream_times_out_after_its_idle_limit() {
@@ -209,9 +215,7 @@ mod tests {
     async fn event_data_is_utf8_checked_as_a_whole() {
         let pieces: Vec<Result<&'static [u8], std::io::Error>> =
             vec![Ok(b"data: caf\xc3"), Ok(b"\xa9\n\ndata: \xff\n\n")];
-        let mut r = reader(pieces, "http://model.test/v1");
-        assert_eq!(r.next_data().await.unwrap(), Some("café"));
-        let e = r.next_data().await.unwrap_err().to_string();
+        let e = error_after(reader(pieces, "http://model.test/v1"), "café").await;
         assert!(
             e.contains("bad stream event from http://model.test/v1: not UTF-8"),
             "{e}"
@@ -226,9 +230,7 @@ mod tests {
         let pieces = std::iter::once(&b"data: 1\n\ndata: "[..])
             .chain(std::iter::repeat_n(piece, (MAX_LINE >> 20) + 2))
             .map(Ok::<_, std::io::Error>);
-        let mut r = reader(pieces, "http://model.test/v1");
-        assert_eq!(r.next_data().await.unwrap(), Some("1"));
-        let e = r.next_data().await.unwrap_err().to_string();
+        let e = error_after(reader(pieces, "http://model.test/v1"), "1").await;
         assert!(
             e.contains("bad stream from http://model.test/v1: a line longer than 8 MiB"),
             "{e}"
@@ -239,9 +241,7 @@ mod tests {
     async fn a_broken_sse_body_is_an_error_naming_the_endpoint() {
         let pieces: Vec<Result<&'static [u8], std::io::Error>> =
             vec![Ok(b"data: 1\n"), Err(std::io::Error::other("reset by peer"))];
-        let mut r = reader(pieces, "http://model.test/v1");
-        assert_eq!(r.next_data().await.unwrap(), Some("1"));
-        let e = r.next_data().await.unwrap_err().to_string();
+        let e = error_after(reader(pieces, "http://model.test/v1"), "1").await;
         assert!(e.contains("the stream from http://model.test/v1 broke off"), "{e}");
     }
 }
